@@ -1,0 +1,46 @@
+// swift-tools-version: 6.1
+// Shardwise: data-parallel neural-network training on many-core CPU servers.
+//
+// Modules point one way: CLI -> runtime -> (layers, datasets) -> kernels -> C shims.
+// No unsafeFlags: the package stays usable as a dependency. Hot elementwise kernels
+// are written to stay memory-bound at baseline x86-64 (see ShardwiseKernels/Elementwise.swift).
+import PackageDescription
+
+let package = Package(
+    name: "Shardwise",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "shardwise", targets: ["ShardwiseCLI"]),
+        .library(name: "ShardwiseRuntime", targets: ["ShardwiseRuntime"]),
+        .library(name: "ShardwiseKernels", targets: ["ShardwiseKernels"]),
+        .library(name: "ShardwiseLayers", targets: ["ShardwiseLayers"]),
+        .library(name: "ShardwiseData", targets: ["ShardwiseData"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
+    ],
+    targets: [
+        // BLAS is loaded with dlopen after the kernel-selection variables are set,
+        // so the fast kernels are chosen without the user exporting anything.
+        .target(name: "CShardwiseBLAS", linkerSettings: [.linkedLibrary("dl")]),
+        .systemLibrary(name: "CShardwiseZlib", path: "Sources/CShardwiseZlib"),
+        .target(name: "ShardwiseKernels", dependencies: ["CShardwiseBLAS"]),
+        .target(name: "ShardwiseLayers", dependencies: ["ShardwiseKernels"]),
+        .target(name: "ShardwiseData", dependencies: ["CShardwiseZlib"]),
+        .target(
+            name: "ShardwiseRuntime",
+            dependencies: ["ShardwiseKernels", "ShardwiseLayers", "ShardwiseData"]),
+        .executableTarget(
+            name: "ShardwiseCLI",
+            dependencies: [
+                "ShardwiseRuntime",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .testTarget(name: "ShardwiseKernelsTests", dependencies: ["ShardwiseKernels"]),
+        .testTarget(name: "ShardwiseLayersTests", dependencies: ["ShardwiseLayers"]),
+        .testTarget(name: "ShardwiseDataTests", dependencies: ["ShardwiseData"]),
+        .testTarget(name: "ShardwiseRuntimeTests", dependencies: ["ShardwiseRuntime"]),
+        .testTarget(name: "ShardwiseCLITests", dependencies: ["ShardwiseCLI"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,37 @@
+// C shim for BLAS: the library is opened with dlopen at run time, after the
+// kernel-selection environment variables are set (OPENBLAS_CORETYPE is read by
+// OpenBLAS's load-time constructor, so setting it from a binary that links
+// OpenBLAS is too late). Only ShardwiseKernels imports this module.
+#ifndef SHARDWISE_BLAS_H
+#define SHARDWISE_BLAS_H
+
+#include <stddef.h>
+
+/// CBLAS constants, as in cblas.h.
+enum { SW_BLAS_ROW_MAJOR = 101, SW_BLAS_NO_TRANS = 111, SW_BLAS_TRANS = 112 };
+
+/// Opens `path` and resolves cblas_sgemm. Returns 0 on success; otherwise
+/// writes the dynamic loader's message into `error` and returns -1.
+/// Not thread-safe: called once, before any worker starts.
+int sw_blas_open(const char *path, char *error, size_t error_length);
+
+/// Row-major single-precision GEMM: C = alpha * op(A) * op(B) + beta * C.
+void sw_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
+              const float *a, int lda, const float *b, int ldb, float beta,
+              float *c, int ldc);
+
+/// The library's own description of its kernels ("Haswell", "skx", ...),
+/// or NULL when the library does not say.
+const char *sw_blas_kernel_name(void);
+/// The library's build description ("OpenBLAS 0.3.21 DYNAMIC_ARCH ...", "BLIS 0.9.0").
+const char *sw_blas_build_description(void);
+/// Asks the library for one thread per call, where it has a setting for it.
+void sw_blas_set_single_threaded(void);
+
+/// CPU features, from the compiler's cpuid support.
+int sw_cpu_has_avx512(void);
+int sw_cpu_has_avx2_fma(void);
+/// "intel", "amd" or "other".
+const char *sw_cpu_vendor(void);
+
+#endif

@@ -1,0 +1,140 @@
+import ArgumentParser
+import ShardwiseLayers
+import ShardwiseRuntime
+
+struct TrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Train a ReLU network with dropout on MNIST.",
+        discussion: "Defaults are the reference recipe (README, 'The reference recipe').")
+
+    @Option(help: "Hidden layer sizes, comma-separated.")
+    var layers = "1024,1024,1024"
+
+    @Option(help: "Probability of zeroing an input unit, in [0, 1).")
+    var dropoutInput = 0.2
+
+    @Option(help: "Probability of zeroing a hidden unit, in [0, 1).")
+    var dropoutHidden = 0.5
+
+    @Flag(help: "Train without dropout (both rates 0).")
+    var noDropout = false
+
+    @Option(help: "Base learning rate.")
+    var lr = 0.05
+
+    @Option(help: "Learning-rate schedule: constant, step, exponential or cosine.")
+    var schedule = "cosine"
+
+    @Option(help: "For --schedule step: epochs between decays.")
+    var lrStep = 10
+
+    @Option(help: "For --schedule step or exponential: the decay factor.")
+    var lrGamma = 0.5
+
+    @Option(help: "For --schedule cosine: the final rate as a fraction of the base rate.")
+    var lrFloor = 0.01
+
+    @Option(help: "Momentum coefficient reached at the end of the ramp.")
+    var momentum = 0.95
+
+    @Option(help: "Momentum at the start of the ramp.")
+    var momentumStart = 0.5
+
+    @Option(help: "Epochs over which momentum ramps linearly from --momentum-start to --momentum (0: no ramp).")
+    var momentumRamp = 10.0
+
+    @Flag(help: "Nesterov momentum.")
+    var nesterov = false
+
+    @Option(help: "L2 weight decay (added to the gradient, as in PyTorch's SGD).")
+    var weightDecay = 0.0
+
+    @Option(help: "Max-norm bound on each hidden unit's incoming weight vector.")
+    var maxNorm = 3.5
+
+    @Flag(help: "No max-norm constraint.")
+    var noMaxNorm = false
+
+    @Option(help: "Passes over the training set.")
+    var epochs = 50
+
+    @Option(help: "Samples per optimisation step (the global batch): a whole number of shards.")
+    var batchSize = 128
+
+    @Option(help: "Samples per shard, the unit of work and of determinism.")
+    var shardSize = 64
+
+    @Option(help: "Random seed: initialisation, shuffling and dropout masks all derive from it.")
+    var seed: UInt64 = 1
+
+    @Option(help: "Folder with the four MNIST IDX files (default: data/mnist, then ../shared/datasets/mnist).")
+    var data: String?
+
+    @Option(help: "Folder for metrics.jsonl and summary.json.")
+    var out: String?
+
+    @Option(help: "Use only the first N training samples.")
+    var trainSamples: Int?
+
+    @Option(help: "Use only the first N test samples.")
+    var testSamples: Int?
+
+    func makeConfiguration() throws -> TrainingConfiguration {
+        let sizes = try parseLayerSizes(layers)
+        let schedule: LearningRateSchedule
+        switch self.schedule {
+        case "constant": schedule = .constant
+        case "step": schedule = .step(every: lrStep, gamma: lrGamma)
+        case "exponential": schedule = .exponential(gamma: lrGamma)
+        case "cosine": schedule = .cosine(epochs: epochs, floor: lrFloor)
+        default:
+            throw ValidationError("--schedule: unknown schedule '\(self.schedule)', expected constant, step, exponential or cosine")
+        }
+        return TrainingConfiguration(
+            network: NetworkConfiguration(
+                hiddenSizes: sizes, dropoutInput: noDropout ? 0 : dropoutInput,
+                dropoutHidden: noDropout ? 0 : dropoutHidden),
+            optimizer: OptimizerConfiguration(
+                learningRate: lr, schedule: schedule,
+                momentum: MomentumRamp(start: momentumStart, end: momentum, epochs: momentumRamp),
+                nesterov: nesterov, weightDecay: weightDecay, maxNorm: noMaxNorm ? nil : maxNorm),
+            epochs: epochs, batchSize: batchSize, shardSize: shardSize, seed: seed)
+    }
+
+    func validate() throws {
+        do {
+            try makeConfiguration().validate()
+        } catch let error as TrainingError {
+            throw ValidationError(error.description)
+        }
+        if let trainSamples, trainSamples <= 0 {
+            throw ValidationError("--train-samples: \(trainSamples), expected a positive count")
+        }
+        if let testSamples, testSamples <= 0 {
+            throw ValidationError("--test-samples: \(testSamples), expected a positive count")
+        }
+    }
+
+    func run() throws {
+        _ = try TrainingRun.run(
+            configuration: makeConfiguration(),
+            options: RunOptions(dataDirectory: data, outDirectory: out, trainLimit: trainSamples, testLimit: testSamples))
+    }
+}
+
+/// Parses "1024,1024,1024" into sizes; the error names the flag and the bad part.
+func parseLayerSizes(_ text: String) throws -> [Int] {
+    let parts = text.split(separator: ",", omittingEmptySubsequences: false)
+    guard !text.isEmpty else {
+        throw ValidationError("--layers: empty, expected sizes like 1024,1024,1024")
+    }
+    return try parts.map { part in
+        guard let size = Int(part.trimmingCharacters(in: .whitespaces)), size > 0 else {
+            throw ValidationError("--layers: '\(part)' in '\(text)' is not a positive integer, expected sizes like 1024,1024,1024")
+        }
+        return size
+    }
+}
+
+import Foundation

@@ -1,0 +1,59 @@
+import CShardwiseZlib
+
+/// A labelled image set held in memory: images as floats in [0, 1], row-major (count, features).
+public struct Dataset: Sendable {
+    public var features: Int
+    public var classes: Int
+    public var images: [Float]
+    public var labels: [Int32]
+
+    public var count: Int { labels.count }
+
+    public init(features: Int, classes: Int, images: [Float], labels: [Int32]) {
+        precondition(images.count == features * labels.count, "images and labels disagree")
+        self.features = features
+        self.classes = classes
+        self.images = images
+        self.labels = labels
+    }
+
+    /// The first `count` samples.
+    public func prefix(_ count: Int) -> Dataset {
+        let n = min(count, self.count)
+        return Dataset(
+            features: features, classes: classes, images: Array(images[0..<n * features]),
+            labels: Array(labels[0..<n]))
+    }
+
+    /// Samples per class, in class order.
+    public var labelCounts: [Int] {
+        var counts = [Int](repeating: 0, count: classes)
+        for label in labels { counts[Int(label)] += 1 }
+        return counts
+    }
+
+    /// Reads an IDX image file (count, rows, columns) and an IDX label file (count),
+    /// checking that the counts agree and every label is below `classes`.
+    public init(imagesPath: String, labelsPath: String, classes: Int) throws(DataError) {
+        let images = try IDXFile(path: imagesPath, expectedDimensions: 3)
+        let labels = try IDXFile(path: labelsPath, expectedDimensions: 1)
+        let count = images.dimensions[0]
+        guard labels.dimensions[0] == count else {
+            throw DataError(
+                path: labelsPath,
+                problem: "has \(labels.dimensions[0]) labels, but \(imagesPath) has \(count) images; expected the same count")
+        }
+        guard count > 0, images.dimensions[1] > 0, images.dimensions[2] > 0 else {
+            throw DataError(path: imagesPath, problem: "empty image set (dimensions \(images.dimensions)), expected at least one image")
+        }
+        if let index = labels.bytes.firstIndex(where: { Int($0) >= classes }) {
+            throw DataError(
+                path: labelsPath,
+                problem: "label \(labels.bytes[index]) at index \(index) is out of range, expected 0...\(classes - 1)")
+        }
+        self.features = images.dimensions[1] * images.dimensions[2]
+        self.classes = classes
+        self.images = images.bytes.map { Float($0) / 255 }
+        self.labels = labels.bytes.map { Int32($0) }
+    }
+}

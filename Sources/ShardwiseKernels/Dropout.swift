@@ -1,0 +1,80 @@
+/// Inverted (Bernoulli) dropout masks drawn from Philox.
+///
+/// Element (row n, unit u) of a mask is a pure function of the stream address
+/// (seed, step, layer), the row's *global* position and the unit; never of the
+/// shard or worker that computes it. Units are grouped in blocks of 32: unit
+/// `u = 32 b + 8 j + i` reads word j of the Philox block with counter
+/// `(8 b + i, position, step, purpose << 24 | layer)`. That layout lets one
+/// 8-lane Philox evaluation produce 32 consecutive units.
+///
+/// A unit is kept when its 32-bit word is >= `threshold(p)`, so the keep
+/// probability is 1 - p to within 2^-32; kept units are scaled by 1 / (1 - p).
+public enum DropoutKernel {
+    /// The word threshold under which a unit is dropped, for drop probability `p` in [0, 1).
+    @inlinable
+    public static func threshold(dropProbability p: Double) -> UInt32 {
+        precondition(p >= 0 && p < 1, "dropout probability must be in [0, 1), got \(p)")
+        return UInt32(min((p * 4_294_967_296).rounded(.down), 4_294_967_295))
+    }
+
+    /// Writes the mask multipliers (0 or 1/(1-p)) for N rows of C units.
+    ///
+    /// - Parameters:
+    ///   - firstPosition: global position of row 0; row n has position `firstPosition + n`.
+    ///   - mask: (N, C).
+    public static func fillMask(
+        rows: Int, columns: Int, address: RandomAddress, firstPosition: Int,
+        dropProbability p: Double, mask: UnsafeMutablePointer<Float>
+    ) {
+        let limit = SIMD8<UInt32>(repeating: threshold(dropProbability: p))
+        let scale = SIMD8<Float>(repeating: Float(1 / (1 - p)))
+        let zero = SIMD8<Float>(repeating: 0)
+        let blocks = (columns + 31) / 32
+        for n in 0..<rows {
+            let row = mask + n * columns
+            let position = UInt32(truncatingIfNeeded: firstPosition + n)
+            for b in 0..<blocks {
+                let words = Philox.block8(
+                    first: UInt32(truncatingIfNeeded: b * 8), c1: position, c2: address.step,
+                    c3: address.tag, key: address.key)
+                let base = b * 32
+                if base + 32 <= columns {
+                    store8(zero.replacing(with: scale, where: words.0 .>= limit), row + base)
+                    store8(zero.replacing(with: scale, where: words.1 .>= limit), row + base + 8)
+                    store8(zero.replacing(with: scale, where: words.2 .>= limit), row + base + 16)
+                    store8(zero.replacing(with: scale, where: words.3 .>= limit), row + base + 24)
+                } else {
+                    let parts = [words.0, words.1, words.2, words.3]
+                    for u in base..<columns {
+                        let r = u - base
+                        row[u] = parts[r / 8][r % 8] >= limit[0] ? scale[0] : 0
+                    }
+                }
+            }
+        }
+    }
+
+    /// Plain-loop reference for `fillMask`, one scalar Philox block per unit.
+    public static func fillMaskReference(
+        rows: Int, columns: Int, address: RandomAddress, firstPosition: Int,
+        dropProbability p: Double, mask: UnsafeMutablePointer<Float>
+    ) {
+        let limit = threshold(dropProbability: p)
+        let scale = Float(1 / (1 - p))
+        for n in 0..<rows {
+            for u in 0..<columns {
+                let b = u / 32, r = u % 32
+                let counter = SIMD4<UInt32>(
+                    UInt32(b * 8 + r % 8), UInt32(truncatingIfNeeded: firstPosition + n), address.step, address.tag)
+                let word = Philox.block(counter: counter, key: address.key)[r / 8]
+                mask[n * columns + u] = word >= limit ? scale : 0
+            }
+        }
+    }
+}
+
+@inline(__always)
+@usableFromInline
+func store8(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) {
+    UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self)
+}

@@ -1,0 +1,62 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A fixed-size, zero-initialised, 64-byte aligned array of `Float`.
+///
+/// Tensors in Shardwise are views into these buffers: row-major, no strides
+/// beyond the leading dimension. The buffer is a class so that workers can
+/// share one allocation; who writes which range is the runtime's business,
+/// hence `@unchecked Sendable`.
+public final class FloatBuffer: @unchecked Sendable {
+    /// Cache-line alignment: SIMD loads never straddle a line at a tensor's start,
+    /// and tensors owned by different workers never share a line.
+    public static let alignment = 64
+
+    public let pointer: UnsafeMutablePointer<Float>
+    public let count: Int
+
+    public init(count: Int) {
+        precondition(count >= 0, "FloatBuffer count must be non-negative, got \(count)")
+        var raw: UnsafeMutableRawPointer?
+        let bytes = max(count, 1) * MemoryLayout<Float>.stride
+        let status = posix_memalign(&raw, Self.alignment, bytes)
+        guard status == 0, let raw else {
+            fatalError("FloatBuffer: cannot allocate \(bytes) bytes (posix_memalign returned \(status))")
+        }
+        memset(raw, 0, bytes)
+        self.pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
+        self.count = count
+    }
+
+    deinit { free(pointer) }
+
+    public subscript(index: Int) -> Float {
+        get { pointer[index] }
+        set { pointer[index] = newValue }
+    }
+
+    public var buffer: UnsafeMutableBufferPointer<Float> {
+        UnsafeMutableBufferPointer(start: pointer, count: count)
+    }
+
+    public func fill(_ value: Float) {
+        buffer.update(repeating: value)
+    }
+
+    public func copy(from other: FloatBuffer) {
+        precondition(other.count == count, "copy: \(other.count) elements into \(count)")
+        pointer.update(from: other.pointer, count: count)
+    }
+
+    public var array: [Float] { Array(buffer) }
+}
+
+/// Rounds `count` floats up to a whole number of cache lines.
+@inlinable
+public func roundUpToCacheLine(_ count: Int) -> Int {
+    let perLine = FloatBuffer.alignment / MemoryLayout<Float>.stride
+    return (count + perLine - 1) / perLine * perLine
+}

@@ -1,0 +1,125 @@
+/// Philox4x32-10, the counter-based generator of Salmon, Moraes, Dror and Shaw,
+/// "Parallel random numbers: as easy as 1, 2, 3" (SC'11), as in Random123.
+///
+/// A draw is a pure function of a 128-bit counter and a 64-bit key: there is
+/// no state to advance, so any worker can compute any draw. Shardwise puts the
+/// seed in the key and *what is randomized* in the counter (see `RandomAddress`).
+public enum Philox {
+    public static let multiplier0: UInt32 = 0xD251_1F53
+    public static let multiplier1: UInt32 = 0xCD9E_8D57
+    public static let weyl0: UInt32 = 0x9E37_79B9
+    public static let weyl1: UInt32 = 0xBB67_AE85
+
+    /// Ten rounds on one counter. Scalar reference and the generator for
+    /// everything that is not on the training step's hot path.
+    @inlinable
+    public static func block(counter: SIMD4<UInt32>, key: SIMD2<UInt32>) -> SIMD4<UInt32> {
+        var c = counter
+        var k0 = key.x, k1 = key.y
+        for round in 0..<10 {
+            if round > 0 {
+                k0 &+= weyl0
+                k1 &+= weyl1
+            }
+            let p0 = UInt64(multiplier0) &* UInt64(c.x)
+            let p1 = UInt64(multiplier1) &* UInt64(c.z)
+            c = SIMD4(
+                UInt32(truncatingIfNeeded: p1 >> 32) ^ c.y ^ k0,
+                UInt32(truncatingIfNeeded: p1),
+                UInt32(truncatingIfNeeded: p0 >> 32) ^ c.w ^ k1,
+                UInt32(truncatingIfNeeded: p0))
+        }
+        return c
+    }
+
+    /// Eight counters at once that differ only in their first word
+    /// (`first + 0 ..< first + 8`): the four output words, each as 8 lanes.
+    ///
+    /// The 32x32->64-bit products are written as 64-bit lane multiplies of
+    /// zero-extended values, which compile to `pmuludq` even at baseline x86-64.
+    @inlinable
+    public static func block8(
+        first: UInt32, c1: UInt32, c2: UInt32, c3: UInt32, key: SIMD2<UInt32>
+    ) -> (SIMD8<UInt32>, SIMD8<UInt32>, SIMD8<UInt32>, SIMD8<UInt32>) {
+        var x0 = SIMD8<UInt32>(repeating: first) &+ SIMD8(0, 1, 2, 3, 4, 5, 6, 7)
+        var x1 = SIMD8<UInt32>(repeating: c1)
+        var x2 = SIMD8<UInt32>(repeating: c2)
+        var x3 = SIMD8<UInt32>(repeating: c3)
+        var k0 = key.x, k1 = key.y
+        let m0 = SIMD8<UInt64>(repeating: UInt64(multiplier0))
+        let m1 = SIMD8<UInt64>(repeating: UInt64(multiplier1))
+        for round in 0..<10 {
+            if round > 0 {
+                k0 &+= weyl0
+                k1 &+= weyl1
+            }
+            let p0 = SIMD8<UInt64>(truncatingIfNeeded: x0) &* m0
+            let p1 = SIMD8<UInt64>(truncatingIfNeeded: x2) &* m1
+            let y0 = SIMD8<UInt32>(truncatingIfNeeded: p1 &>> 32) ^ x1 ^ SIMD8(repeating: k0)
+            let y2 = SIMD8<UInt32>(truncatingIfNeeded: p0 &>> 32) ^ x3 ^ SIMD8(repeating: k1)
+            x1 = SIMD8<UInt32>(truncatingIfNeeded: p1)
+            x3 = SIMD8<UInt32>(truncatingIfNeeded: p0)
+            x0 = y0
+            x2 = y2
+        }
+        return (x0, x1, x2, x3)
+    }
+}
+
+/// What a random draw is for: the last word of every counter holds it, so draws
+/// for different purposes can never collide.
+public enum RandomPurpose: UInt32, Sendable {
+    case initialization = 1
+    case shuffle = 2
+    case dropout = 3
+    case validationSplit = 4
+    case synthetic = 5
+}
+
+/// The address of a stream of draws: seed (the key) and what the draws randomize.
+///
+/// Counter layout: `(index, position, step, purpose << 24 | layer)`, where
+/// `index` runs over the elements drawn (units, weights), `position` is a sample's
+/// position in the global batch or in the epoch, `step` the epoch or global step.
+public struct RandomAddress: Sendable, Hashable {
+    public var key: SIMD2<UInt32>
+    public var position: UInt32
+    public var step: UInt32
+    public var tag: UInt32
+
+    public init(seed: UInt64, purpose: RandomPurpose, step: UInt32 = 0, position: UInt32 = 0, layer: UInt32 = 0) {
+        precondition(layer < 1 << 24, "layer index \(layer) does not fit the counter")
+        key = SIMD2(UInt32(truncatingIfNeeded: seed), UInt32(truncatingIfNeeded: seed >> 32))
+        self.position = position
+        self.step = step
+        tag = purpose.rawValue << 24 | layer
+    }
+
+    /// Four 32-bit words for block `index` of this stream.
+    @inlinable
+    public func block(_ index: UInt32) -> SIMD4<UInt32> {
+        Philox.block(counter: SIMD4(index, position, step, tag), key: key)
+    }
+
+    /// The `i`-th 32-bit word of this stream.
+    @inlinable
+    public func word(_ i: Int) -> UInt32 {
+        block(UInt32(truncatingIfNeeded: i / 4))[i % 4]
+    }
+
+    /// A float uniform in [0, 1) with 24 bits, from word `i`.
+    @inlinable
+    public func uniform(_ i: Int) -> Float {
+        Float(word(i) >> 8) * 0x1p-24
+    }
+
+    /// An integer uniform in `0..<bound` from the 64 bits of words 2i and 2i+1
+    /// (multiply-shift; the bias is below bound / 2^64).
+    @inlinable
+    public func integer(_ i: Int, below bound: Int) -> Int {
+        precondition(bound > 0)
+        let b = block(UInt32(truncatingIfNeeded: i / 2))
+        let bits = i % 2 == 0 ? UInt64(b.x) << 32 | UInt64(b.y) : UInt64(b.z) << 32 | UInt64(b.w)
+        return Int(bits.multipliedFullWidth(by: UInt64(bound)).high)
+    }
+}
