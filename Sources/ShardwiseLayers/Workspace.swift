@@ -8,7 +8,8 @@ import ShardwiseKernels
 public final class Workspace: @unchecked Sendable {
     public let capacity: Int
     public let activations: [FloatBuffer]
-    let masks: [FloatBuffer?]
+    /// Dropout multipliers of the last training forward, by layer position (nil for other layers).
+    public let masks: [FloatBuffer?]
     let gradientA: FloatBuffer
     let gradientB: FloatBuffer
     /// Labels of the shard's rows.
