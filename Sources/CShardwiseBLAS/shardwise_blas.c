@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *, int,
@@ -34,6 +35,10 @@ int sw_blas_open(const char *path, char *error, size_t error_length) {
 void sw_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
               const float *a, int lda, const float *b, int ldb, float beta,
               float *c, int ldc) {
+    if (sgemm_ptr == NULL) {
+        fprintf(stderr, "shardwise: internal error: sgemm called before BLAS.load()\n");
+        abort();
+    }
     sgemm_ptr(SW_BLAS_ROW_MAJOR, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb,
               beta, c, ldc);
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ShardwiseKernels
+import ShardwiseLayers
 import ShardwiseRuntime
 
 struct DoctorCommand: ParsableCommand {
@@ -15,8 +16,9 @@ struct DoctorCommand: ParsableCommand {
         print("blas:       \(info.library)")
         print("build:      \(info.build)")
         print("kernels:    \(info.kernels) (\(info.selection))")
-        let rate = KernelProbe.gemmGFLOPS(m: 128, n: 1024, k: 1024, seconds: 0.3)
-        print(String(format: "sgemm:      %.1f GFLOP/s on one thread (128x1024x1024)", rate))
+        let reference = Network(TrainingConfiguration.reference().network)
+        let rate = KernelProbe.TrainingGEMMs(network: reference, rows: 128).gflops(seconds: 0.5)
+        print(String(format: "sgemm:      %.1f GFLOP/s on one thread (the reference network's products at batch 128)", rate))
         if !info.fastKernels {
             print("warning: only slow BLAS kernels are available on this machine; expect low throughput")
         }

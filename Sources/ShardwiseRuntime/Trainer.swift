@@ -21,11 +21,13 @@ public final class Trainer: @unchecked Sendable {
     let train: Dataset
     let trainImages: FloatBuffer
     /// The current epoch's sample order.
-    var order: [Int32]
+    public private(set) var order: [Int32]
     /// Optimisation steps taken so far, across epochs.
     public private(set) var globalStep = 0
 
-    public init(configuration: TrainingConfiguration, train: Dataset) throws(TrainingError) {
+    /// Throws `TrainingError` for a bad setting and `BLASError` when no BLAS can be loaded.
+    public init(configuration: TrainingConfiguration, train: Dataset) throws {
+        _ = try BLAS.load()
         try configuration.validate(trainingSamples: train.count, features: train.features, classes: train.classes)
         self.configuration = configuration
         self.train = train

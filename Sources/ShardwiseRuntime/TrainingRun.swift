@@ -73,7 +73,7 @@ public enum TrainingRun {
         }
 
         let trainer: Trainer
-        do { trainer = try Trainer(configuration: configuration, train: mnist.train) } catch { throw RunError(error.description) }
+        do { trainer = try Trainer(configuration: configuration, train: mnist.train) } catch { throw RunError("\(error)") }
         console.line(
             "shardwise \(Shardwise.version): \(describe(configuration.network)), \(trainer.network.layout.parameterCount) parameters, "
                 + "\(mnist.train.count) training / \(mnist.test.count) test samples from \(mnist.directory); "

@@ -1,0 +1,115 @@
+import Foundation
+import XCTest
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runs the built `shardwise` executable and checks its output and exit status.
+final class CLITests: XCTestCase {
+    struct Result {
+        var status: Int32
+        var output: String
+        var error: String
+    }
+
+    var executable: URL {
+        let folder = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        return folder.appendingPathComponent("shardwise")
+    }
+
+    func shardwise(_ arguments: [String]) throws -> Result {
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let output = out.fileHandleForReading.readDataToEndOfFile()
+        let error = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Result(status: process.terminationStatus, output: String(decoding: output, as: UTF8.self), error: String(decoding: error, as: UTF8.self))
+    }
+
+    /// A usage error: exit status 2, one "error:" line naming the flag, no backtrace.
+    func assertUsageError(_ arguments: [String], mentions text: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let result = try shardwise(arguments)
+        XCTAssertEqual(result.status, 2, "\(arguments): \(result.error)", file: file, line: line)
+        let first = result.error.split(separator: "\n").first.map(String.init) ?? ""
+        XCTAssert(first.hasPrefix("error: ") && first.contains(text), "\(arguments): '\(first)' lacks '\(text)'", file: file, line: line)
+        XCTAssertFalse(result.error.contains("Fatal error") || result.error.contains("backtrace"), file: file, line: line)
+    }
+
+    func testBadFlagValues() throws {
+        try assertUsageError(["train", "--dropout-input", "1.5"], mentions: "--dropout-input: 1.5, expected a probability in [0, 1)")
+        try assertUsageError(["train", "--dropout-hidden", "-0.1"], mentions: "--dropout-hidden")
+        try assertUsageError(["train", "--layers", ""], mentions: "--layers: empty")
+        try assertUsageError(["train", "--layers", "1024,0,5"], mentions: "--layers: '0' in '1024,0,5' is not a positive integer")
+        try assertUsageError(["train", "--layers", "1024,,5"], mentions: "--layers")
+        try assertUsageError(["train", "--batch-size", "0"], mentions: "--batch-size: 0, expected a positive number of samples")
+        try assertUsageError(["train", "--batch-size", "100", "--shard-size", "64"], mentions: "--batch-size: 100 is not a whole number of shards of 64")
+        try assertUsageError(["train", "--schedule", "sawtooth"], mentions: "--schedule: unknown schedule 'sawtooth'")
+        try assertUsageError(["train", "--epochs", "ten"], mentions: "--epochs")
+        try assertUsageError(["train", "--no-such-flag"], mentions: "--no-such-flag")
+    }
+
+    func testMissingAndCorruptData() throws {
+        let missing = try shardwise(["train", "--data", "/nonexistent/mnist", "--epochs", "1"])
+        XCTAssertEqual(missing.status, 1)
+        XCTAssert(missing.error.hasPrefix("error: /nonexistent/mnist/train-images-idx3-ubyte.gz: missing"), missing.error)
+
+        let folder = NSTemporaryDirectory() + "shardwise-cli-\(getpid())"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        for name in ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"] {
+            FileManager.default.createFile(atPath: "\(folder)/\(name)", contents: Data([0x12, 0x34, 0x56, 0x78]))
+        }
+        let corrupt = try shardwise(["train", "--data", folder, "--epochs", "1"])
+        XCTAssertEqual(corrupt.status, 1)
+        XCTAssert(corrupt.error.contains("train-images-idx3-ubyte: wrong magic number 0x12345678, expected 0x00000803"), corrupt.error)
+        XCTAssertEqual(corrupt.error.split(separator: "\n").count, 1)
+    }
+
+    func testTrainWritesMetricsAndSummary() throws {
+        let data = ["../shared/datasets/mnist", "../../shared/datasets/mnist"].first { access("\($0)/train-labels-idx1-ubyte.gz", R_OK) == 0 }
+        guard let data else { throw XCTSkip("../shared/datasets/mnist is absent") }
+        let out = NSTemporaryDirectory() + "shardwise-out-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let result = try shardwise([
+            "train", "--data", data, "--out", out, "--epochs", "2", "--layers", "64", "--train-samples", "2048",
+            "--test-samples", "500", "--batch-size", "64", "--shard-size", "32",
+        ])
+        XCTAssertEqual(result.status, 0, result.error)
+        let lines = result.output.split(separator: "\n")
+        XCTAssertEqual(lines.filter { $0.hasPrefix("epoch ") }.count, 2)
+        XCTAssert(lines.last!.hasPrefix("test error "), String(lines.last!))
+        let metrics = try String(contentsOfFile: "\(out)/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(metrics.count, 2)
+        let epoch = try JSONSerialization.jsonObject(with: Data(metrics[1].utf8)) as! [String: Any]
+        for key in ["epoch", "train_loss", "test_error_percent", "samples_per_second", "seconds"] {
+            XCTAssertNotNil(epoch[key], key)
+        }
+        let summary = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(out)/summary.json"))) as! [String: Any]
+        let hash = summary["weights_sha256"] as! String
+        XCTAssert(lines.last!.hasSuffix("weights sha256 \(hash)"))
+        XCTAssertEqual(summary["final_test_error_percent"] as? Double, epoch["test_error_percent"] as? Double)
+        XCTAssertNotNil((summary["blas"] as? [String: Any])?["kernels"])
+        XCTAssertNotNil(summary["configuration"] as? [String: Any])
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: out).filter { $0.contains(".tmp") }
+        XCTAssertEqual(leftovers, [])
+    }
+
+    func testDoctorReportsKernels() throws {
+        let result = try shardwise(["doctor"])
+        XCTAssertEqual(result.status, 0, result.error)
+        XCTAssert(result.output.contains("kernels:"), result.output)
+        XCTAssert(result.output.contains("GFLOP/s"), result.output)
+    }
+
+    func testVersion() throws {
+        let result = try shardwise(["--version"])
+        XCTAssertEqual(result.status, 0)
+        XCTAssertEqual(result.output.trimmingCharacters(in: .whitespacesAndNewlines), "0.1.0")
+    }
+}
