@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "ShardwiseKernels", targets: ["ShardwiseKernels"]),
         .library(name: "ShardwiseLayers", targets: ["ShardwiseLayers"]),
         .library(name: "ShardwiseData", targets: ["ShardwiseData"]),
+        .library(name: "ShardwiseTopology", targets: ["ShardwiseTopology"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
@@ -24,12 +25,14 @@ let package = Package(
         // so the fast kernels are chosen without the user exporting anything.
         .target(name: "CShardwiseBLAS", linkerSettings: [.linkedLibrary("dl")]),
         .systemLibrary(name: "CShardwiseZlib", path: "Sources/CShardwiseZlib"),
+        .target(name: "CShardwiseHwloc", linkerSettings: [.linkedLibrary("hwloc")]),
+        .target(name: "ShardwiseTopology", dependencies: ["CShardwiseHwloc"]),
         .target(name: "ShardwiseKernels", dependencies: ["CShardwiseBLAS"]),
         .target(name: "ShardwiseLayers", dependencies: ["ShardwiseKernels"]),
         .target(name: "ShardwiseData", dependencies: ["CShardwiseZlib"]),
         .target(
             name: "ShardwiseRuntime",
-            dependencies: ["ShardwiseKernels", "ShardwiseLayers", "ShardwiseData"]),
+            dependencies: ["ShardwiseKernels", "ShardwiseLayers", "ShardwiseData", "ShardwiseTopology"]),
         .executableTarget(
             name: "ShardwiseCLI",
             dependencies: [
@@ -39,6 +42,7 @@ let package = Package(
         .testTarget(name: "ShardwiseKernelsTests", dependencies: ["ShardwiseKernels"]),
         .testTarget(name: "ShardwiseLayersTests", dependencies: ["ShardwiseLayers"]),
         .testTarget(name: "ShardwiseDataTests", dependencies: ["ShardwiseData"]),
+        .testTarget(name: "ShardwiseTopologyTests", dependencies: ["ShardwiseTopology"]),
         .testTarget(name: "ShardwiseRuntimeTests", dependencies: ["ShardwiseRuntime"]),
         .testTarget(name: "ShardwiseCLITests", dependencies: ["ShardwiseCLI"]),
     ],

@@ -1,0 +1,163 @@
+import ShardwiseTopology
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One pinned OS thread that runs Swift tasks: a `TaskExecutor` (SE-0417), so
+/// `group.addTask(executorPreference: worker) { ... }` runs the child here.
+///
+/// Jobs arrive through a lock-free ring. An idle worker spins briefly (a step's
+/// next dispatch usually follows within microseconds), then sleeps on a
+/// semaphore; producers wake it only when it announced it sleeps.
+public final class PinnedWorker: TaskExecutor, @unchecked Sendable {
+    public let index: Int
+    public let placement: WorkerPlacement
+    let ring = JobRing(capacity: 1024)
+    let sleeping = Atomic<Bool>(false)
+    let running = Atomic<Bool>(true)
+    var semaphore = sem_t()
+    var thread: pthread_t?
+    /// Set by the thread once started: whether binding to `placement.pu` succeeded.
+    let pinned = Atomic<Bool>(false)
+    /// Set by the thread after it tried to bind; the pool's init waits for it.
+    let started = Atomic<Bool>(false)
+    /// Why binding failed, when it did (read after `started`).
+    var bindingError: String?
+
+    /// Spin iterations before sleeping (~20-50 µs here): long enough to catch a
+    /// step's next dispatch, short enough not to steal a core from other work.
+    static let spinLimit = 20_000
+
+    init(index: Int, placement: WorkerPlacement) {
+        self.index = index
+        self.placement = placement
+        sem_init(&semaphore, 0, 0)
+    }
+
+    deinit { sem_destroy(&semaphore) }
+
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let unowned = UnownedJob(job)
+        while !ring.push(unowned) { sched_yield() }  // full: 1024 queued jobs, only under abuse
+        // Sequentially consistent fence: orders the push before reading `sleeping`,
+        // pairing with the fence in `run()` between storing `sleeping` and re-checking
+        // the ring (Dekker's pattern), so a wake-up is never lost.
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        if sleeping.load(ordering: .relaxed), sleeping.exchange(false, ordering: .acquiringAndReleasing) {
+            sem_post(&semaphore)
+        }
+    }
+
+    func run(topology: Topology?) {
+        if let topology, topology.isThisSystem {
+            do {
+                try topology.bindCurrentThread(to: placement.pu)
+                pinned.store(true, ordering: .relaxed)
+            } catch {
+                bindingError = error.description
+            }
+        } else {
+            bindingError = topology == nil ? "no topology given" : "topology \(topology!.source) is not this machine"
+        }
+        // Releasing: the pool's init, which acquires `started`, sees `pinned` and `bindingError`.
+        started.store(true, ordering: .releasing)
+        let executor = asUnownedTaskExecutor()
+        var idle = 0
+        while true {
+            if let job = ring.pop() {
+                job.runSynchronously(on: executor)
+                idle = 0
+                continue
+            }
+            if !running.load(ordering: .acquiring) { break }
+            idle += 1
+            if idle < Self.spinLimit { continue }
+            sleeping.store(true, ordering: .relaxed)
+            atomicMemoryFence(ordering: .sequentiallyConsistent)
+            if let job = ring.pop() {
+                // A producer may have seen `sleeping` and posted: harmless, the next wait returns at once.
+                _ = sleeping.exchange(false, ordering: .acquiringAndReleasing)
+                job.runSynchronously(on: executor)
+                idle = 0
+                continue
+            }
+            if !running.load(ordering: .acquiring) { break }
+            while sem_wait(&semaphore) != 0 && errno == EINTR {}
+            idle = 0
+        }
+    }
+
+    func stop() {
+        running.store(false, ordering: .releasing)
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        sem_post(&semaphore)
+    }
+}
+
+/// The only owner of threads in Shardwise: one pinned worker per planned placement.
+///
+/// Start it with a plan from the topology layer; run children on its workers
+/// with `addTask(executorPreference: pool.workers[i])`; call `shutdown()` (or let
+/// it deinit) to stop and join every thread.
+public final class WorkerPool: @unchecked Sendable {
+    public let plan: PlacementPlan
+    public let workers: [PinnedWorker]
+    let topology: Topology?
+    var threads: [pthread_t] = []
+    private var isShutDown = false
+
+    /// Starts one thread per worker in `plan`; binds each to its PU when `topology` is this machine.
+    public init(plan: PlacementPlan, topology: Topology?) {
+        self.plan = plan
+        self.topology = topology
+        workers = plan.workers.map { PinnedWorker(index: $0.worker, placement: $0) }
+        for worker in workers {
+            let context = Unmanaged.passRetained(ThreadContext(worker: worker, topology: topology)).toOpaque()
+            var thread = pthread_t()
+            let status = pthread_create(&thread, nil, { raw in
+                let context = Unmanaged<ThreadContext>.fromOpaque(raw!).takeRetainedValue()
+                context.worker.run(topology: context.topology)
+                return nil
+            }, context)
+            precondition(status == 0, "pthread_create failed: \(status)")
+            threads.append(thread)
+        }
+        for worker in workers {
+            while !worker.started.load(ordering: .acquiring) { sched_yield() }
+        }
+    }
+
+    /// Whether every worker is bound to its PU (false for a topology read from a file,
+    /// or where the container forbids binding).
+    public var allPinned: Bool {
+        workers.allSatisfy { $0.pinned.load(ordering: .relaxed) }
+    }
+
+    /// One line saying why workers run unpinned, or nil when all are pinned.
+    public var pinningReport: String? {
+        guard let failed = workers.first(where: { !$0.pinned.load(ordering: .relaxed) }) else { return nil }
+        let count = workers.filter { !$0.pinned.load(ordering: .relaxed) }.count
+        return "\(count) of \(workers.count) workers run unpinned (\(failed.bindingError ?? "binding failed"))"
+    }
+
+    /// Stops every worker after the jobs already queued and joins their threads.
+    public func shutdown() {
+        guard !isShutDown else { return }
+        isShutDown = true
+        for worker in workers { worker.stop() }
+        for thread in threads { pthread_join(thread, nil) }
+    }
+
+    deinit { shutdown() }
+}
+
+final class ThreadContext {
+    let worker: PinnedWorker
+    let topology: Topology?
+    init(worker: PinnedWorker, topology: Topology?) {
+        self.worker = worker
+        self.topology = topology
+    }
+}

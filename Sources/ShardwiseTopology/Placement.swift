@@ -1,0 +1,139 @@
+/// How workers are spread over the machine.
+public enum PlacementPolicy: String, Sendable, Codable, CaseIterable {
+    /// Fill one L3 domain, then the NUMA node, then the package, before moving on.
+    case compact
+    /// Round-robin over packages, and over NUMA nodes and L3 domains within them.
+    case spread
+}
+
+/// Where one worker runs and where its memory comes from.
+public struct WorkerPlacement: Sendable, Equatable, Codable {
+    public var worker: Int
+    public var pu: OSIndex
+    public var puLogical: LogicalIndex
+    public var core: LogicalIndex
+    public var l3: LogicalIndex?
+    public var numa: LogicalIndex?
+    /// The NUMA node (OS index) the worker's memory is bound to.
+    public var memoryNode: OSIndex?
+    public var package: LogicalIndex?
+}
+
+/// A placement plan: one entry per worker, and the order in which workers combine results.
+public struct PlacementPlan: Sendable, Equatable, Codable {
+    public var policy: PlacementPolicy
+    public var smt: Bool
+    public var workers: [WorkerPlacement]
+    /// Worker indices in combining order: neighbours share an L3 domain, then a
+    /// NUMA node, then a package, so a pairwise tree over this order combines close partners first.
+    public var combineOrder: [Int]
+    /// What the plan had to decide that the user should know (SMT siblings used, oversubscription).
+    public var notes: [String]
+}
+
+public struct PlacementError: Error, CustomStringConvertible, Equatable {
+    public var description: String
+}
+
+extension Topology {
+    /// Plans `workerCount` workers under `policy`: one per physical core first, SMT
+    /// siblings only when `smt` is set or there are more workers than cores; never a
+    /// disallowed PU; more workers than PUs only with `oversubscribe`.
+    public func plan(workers workerCount: Int, policy: PlacementPolicy, smt: Bool = false, oversubscribe: Bool = false) throws(PlacementError) -> PlacementPlan {
+        let usable = allowedPUs
+        guard workerCount > 0 else {
+            throw PlacementError(description: "--workers: \(workerCount), expected at least 1")
+        }
+        guard !usable.isEmpty else {
+            throw PlacementError(description: "\(source) has no allowed processing unit to place workers on")
+        }
+        guard workerCount <= usable.count || oversubscribe else {
+            throw PlacementError(description: "--workers: \(workerCount) workers but \(source) has \(usable.count) usable processing units (\(coresOf(usable).count) cores); use at most \(usable.count), or pass --oversubscribe")
+        }
+        // Cores in policy order; each core's PUs in logical order.
+        let cores = orderedCores(usable, policy: policy)
+        var sequence: [ProcessingUnit]
+        if smt && policy == .compact {
+            sequence = cores.flatMap { $0 }  // fill each core's threads before the next core
+        } else {
+            sequence = []
+            let depth = cores.map(\.count).max() ?? 0
+            for level in 0..<depth { sequence += cores.compactMap { level < $0.count ? $0[level] : nil } }
+        }
+        var notes: [String] = []
+        if workerCount > cores.count && !smt {
+            notes.append("\(workerCount) workers for \(cores.count) cores: \(min(workerCount, usable.count) - cores.count) run on SMT siblings")
+        }
+        if workerCount > usable.count {
+            notes.append("oversubscribed: \(workerCount) workers on \(usable.count) processing units")
+        }
+        let chosen = (0..<workerCount).map { sequence[$0 % sequence.count] }
+        let nodeByLogical = Dictionary(uniqueKeysWithValues: numaNodes.map { ($0.logical, $0.os) })
+        let workers = chosen.enumerated().map { index, pu in
+            WorkerPlacement(
+                worker: index, pu: pu.os, puLogical: pu.logical, core: pu.core, l3: pu.l3, numa: pu.numa,
+                memoryNode: pu.numa.flatMap { nodeByLogical[$0] }, package: pu.package)
+        }
+        // Sorting by the domains from largest to smallest, then core and PU, puts each
+        // domain's workers in one contiguous run.
+        let levels = domainLevels(usable)
+        let pusByOS = Dictionary(uniqueKeysWithValues: usable.map { ($0.os, $0) })
+        func key(_ w: Int) -> [Int] {
+            let pu = pusByOS[workers[w].pu]!
+            return levels.map { $0(pu) } + [pu.core.rawValue, pu.logical.rawValue, w]
+        }
+        let combineOrder = workers.indices.sorted { key($0).lexicographicallyPrecedes(key($1)) }
+        return PlacementPlan(policy: policy, smt: smt, workers: workers, combineOrder: combineOrder, notes: notes)
+    }
+
+    func coresOf(_ pus: [ProcessingUnit]) -> [LogicalIndex: [ProcessingUnit]] {
+        Dictionary(grouping: pus, by: \.core)
+    }
+
+    /// The usable cores, each as its PUs, in the order the policy takes them.
+    func orderedCores(_ usable: [ProcessingUnit], policy: PlacementPolicy) -> [[ProcessingUnit]] {
+        let byCore = coresOf(usable)
+        // Logical order follows the tree: package, NUMA node, L3, core.
+        let cores = byCore.keys.sorted().map { byCore[$0]!.sorted { $0.logical < $1.logical } }
+        switch policy {
+        case .compact:
+            return cores
+        case .spread:
+            // Interleave level by level, largest domains first (usually packages, then
+            // NUMA nodes, then L3 domains; on POWER a NUMA node holds several packages),
+            // so each round visits every domain once.
+            return interleave(cores, by: domainLevels(usable).map { level in { level($0.first!) } })
+        }
+    }
+
+    /// Package, NUMA node and L3 domain, as keys, ordered from the largest domains
+    /// (most cores each) to the smallest: the machine's nesting, whichever way it goes.
+    func domainLevels(_ usable: [ProcessingUnit]) -> [(ProcessingUnit) -> Int] {
+        let levels: [(ProcessingUnit) -> Int] = [
+            { $0.package?.rawValue ?? -1 }, { $0.numa?.rawValue ?? -1 }, { $0.l3?.rawValue ?? -1 },
+        ]
+        let coresPerDomain = levels.map { level -> Double in
+            let domains = Dictionary(grouping: usable, by: level)
+            return Double(Set(usable.map(\.core)).count) / Double(domains.count)
+        }
+        // Stable: ties keep package, NUMA, L3 order.
+        return levels.indices.sorted { (-coresPerDomain[$0], $0) < (-coresPerDomain[$1], $1) }.map { levels[$0] }
+    }
+
+    /// Round-robin over the groups given by the first key, each group ordered recursively by the rest.
+    func interleave(_ items: [[ProcessingUnit]], by keys: [([ProcessingUnit]) -> Int]) -> [[ProcessingUnit]] {
+        guard let key = keys.first else { return items }
+        var groups: [(key: Int, items: [[ProcessingUnit]])] = []
+        for item in items {
+            let k = key(item)
+            if let i = groups.firstIndex(where: { $0.key == k }) { groups[i].items.append(item) } else { groups.append((k, [item])) }
+        }
+        let ordered = groups.map { interleave($0.items, by: Array(keys.dropFirst())) }
+        var result: [[ProcessingUnit]] = []
+        let longest = ordered.map(\.count).max() ?? 0
+        for round in 0..<longest {
+            for group in ordered where round < group.count { result.append(group[round]) }
+        }
+        return result
+    }
+}

@@ -1,0 +1,152 @@
+import CShardwiseHwloc
+
+/// An index as the operating system numbers objects (`P#3`): can be sparse or interleaved.
+public struct OSIndex: Hashable, Comparable, Sendable, Codable, CustomStringConvertible {
+    public var rawValue: Int
+    public init(_ rawValue: Int) { self.rawValue = rawValue }
+    public static func < (a: OSIndex, b: OSIndex) -> Bool { a.rawValue < b.rawValue }
+    public var description: String { "P#\(rawValue)" }
+    public init(from decoder: Decoder) throws { rawValue = try decoder.singleValueContainer().decode(Int.self) }
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(rawValue)
+    }
+}
+
+/// An index in hwloc's logical order (`L#3`): dense, following the machine's tree.
+public struct LogicalIndex: Hashable, Comparable, Sendable, Codable, CustomStringConvertible {
+    public var rawValue: Int
+    public init(_ rawValue: Int) { self.rawValue = rawValue }
+    public static func < (a: LogicalIndex, b: LogicalIndex) -> Bool { a.rawValue < b.rawValue }
+    public var description: String { "L#\(rawValue)" }
+    public init(from decoder: Decoder) throws { rawValue = try decoder.singleValueContainer().decode(Int.self) }
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(rawValue)
+    }
+}
+
+/// A hardware thread and where it sits in the machine.
+public struct ProcessingUnit: Sendable, Equatable {
+    public var os: OSIndex
+    public var logical: LogicalIndex
+    public var core: LogicalIndex
+    public var l3: LogicalIndex?
+    public var numa: LogicalIndex?
+    public var package: LogicalIndex?
+    /// False when a cgroup cpuset (or similar) forbids this PU.
+    public var allowed: Bool
+}
+
+public struct NUMANode: Sendable, Equatable {
+    public var os: OSIndex
+    public var logical: LogicalIndex
+    public var package: LogicalIndex?
+    public var memoryBytes: UInt64
+}
+
+/// hwloc failed, or was given something it cannot read.
+public struct TopologyError: Error, CustomStringConvertible, Equatable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// A machine as hwloc sees it: packages, NUMA nodes, L3 domains, cores and PUs.
+///
+/// Offline PUs are not in the topology at all (hwloc leaves them out);
+/// disallowed PUs are present with `allowed == false` and never placed on.
+public final class Topology: @unchecked Sendable {
+    public enum Source: Sendable, Equatable, CustomStringConvertible {
+        case thisMachine
+        case xml(path: String)
+        case synthetic(String)
+        public var description: String {
+            switch self {
+            case .thisMachine: "this machine"
+            case .xml(let path): path
+            case .synthetic(let text): "synthetic \"\(text)\""
+            }
+        }
+    }
+
+    public let source: Source
+    public let pus: [ProcessingUnit]
+    public let numaNodes: [NUMANode]
+    /// NUMA latency matrix by logical index, when hwloc has one.
+    public let numaDistances: [[UInt64]]?
+    public let packageCount: Int
+    public let l3Count: Int
+    public let coreCount: Int
+    /// Whether threads can be bound on it (it is the running machine).
+    public let isThisSystem: Bool
+    let handle: OpaquePointer
+
+    public init(_ source: Source) throws(TopologyError) {
+        var message = [CChar](repeating: 0, count: 512)
+        let handle: OpaquePointer?
+        switch source {
+        case .thisMachine: handle = sw_topology_load(Int32(SW_TOPOLOGY_THIS_SYSTEM), nil, &message, message.count)
+        case .xml(let path): handle = sw_topology_load(Int32(SW_TOPOLOGY_XML), path, &message, message.count)
+        case .synthetic(let text): handle = sw_topology_load(Int32(SW_TOPOLOGY_SYNTHETIC), text, &message, message.count)
+        }
+        guard let handle else {
+            throw TopologyError("\(source): \(String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))")
+        }
+        self.handle = handle
+        self.source = source
+        var raw = [sw_pu](repeating: sw_pu(), count: Int(sw_topology_pu_count(handle)))
+        sw_topology_pus(handle, &raw)
+        func optional(_ i: Int32) -> LogicalIndex? { i < 0 ? nil : LogicalIndex(Int(i)) }
+        pus = raw.map {
+            ProcessingUnit(
+                os: OSIndex(Int($0.os_index)), logical: LogicalIndex(Int($0.logical_index)),
+                core: LogicalIndex(Int($0.core < 0 ? $0.logical_index : $0.core)), l3: optional($0.l3),
+                numa: optional($0.numa), package: optional($0.package), allowed: $0.allowed != 0)
+        }
+        var nodes = [sw_numa_node](repeating: sw_numa_node(), count: Int(sw_topology_numa_count(handle)))
+        sw_topology_numa_nodes(handle, &nodes)
+        numaNodes = nodes.map {
+            NUMANode(os: OSIndex(Int($0.os_index)), logical: LogicalIndex(Int($0.logical_index)), package: optional($0.package), memoryBytes: $0.local_memory)
+        }
+        let n = nodes.count
+        var matrix = [UInt64](repeating: 0, count: n * n)
+        if n > 0, sw_topology_numa_distances(handle, &matrix, Int32(n)) == 0 {
+            numaDistances = (0..<n).map { Array(matrix[$0 * n..<($0 + 1) * n]) }
+        } else {
+            numaDistances = nil
+        }
+        packageCount = max(0, Int(sw_topology_count(handle, "package")))
+        l3Count = max(0, Int(sw_topology_count(handle, "l3")))
+        coreCount = max(0, Int(sw_topology_count(handle, "core")))
+        isThisSystem = sw_topology_is_this_system(handle) != 0
+    }
+
+    deinit { sw_topology_destroy(handle) }
+
+    /// The running machine.
+    public static func thisMachine() throws(TopologyError) -> Topology { try Topology(.thisMachine) }
+
+    /// Binds the calling thread to one PU (a singlified cpuset, `HWLOC_CPUBIND_THREAD`).
+    public func bindCurrentThread(to pu: OSIndex) throws(TopologyError) {
+        var message = [CChar](repeating: 0, count: 256)
+        guard sw_topology_bind_thread(handle, Int32(pu.rawValue), &message, message.count) == 0 else {
+            throw TopologyError(String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        }
+    }
+
+    /// Allocates memory bound to a NUMA node (plain allocation where binding is unsupported).
+    public func allocate(bytes: Int, onNode node: OSIndex?) -> UnsafeMutableRawPointer {
+        let pointer = sw_topology_alloc_on_node(handle, bytes, Int32(node?.rawValue ?? -1))
+        guard let pointer else { fatalError("cannot allocate \(bytes) bytes") }
+        return pointer
+    }
+
+    public func free(_ pointer: UnsafeMutableRawPointer, bytes: Int) {
+        sw_topology_free(handle, pointer, bytes)
+    }
+
+    /// The CPU (OS index) the calling thread runs on now.
+    public static func currentCPU() -> OSIndex { OSIndex(Int(sw_current_cpu())) }
+
+    public var allowedPUs: [ProcessingUnit] { pus.filter(\.allowed) }
+}
