@@ -36,7 +36,7 @@ let package = Package(
         .executableTarget(
             name: "ShardwiseCLI",
             dependencies: [
-                "ShardwiseRuntime",
+                "ShardwiseRuntime", "ShardwiseTopology",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .testTarget(name: "ShardwiseKernelsTests", dependencies: ["ShardwiseKernels"]),

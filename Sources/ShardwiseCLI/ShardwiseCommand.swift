@@ -7,22 +7,26 @@ import Glibc
 import Darwin
 #endif
 
-struct ShardwiseCommand: ParsableCommand {
+struct ShardwiseCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "shardwise",
         abstract: "Data-parallel neural-network training on many-core CPU servers.",
         version: Shardwise.version,
-        subcommands: [TrainCommand.self, DoctorCommand.self])
+        subcommands: [TrainCommand.self, TopologyCommand.self, DoctorCommand.self])
 }
 
 /// Exit statuses: 0 success, 1 a failure while running (bad file, diverged run),
 /// 2 a usage error (bad flag or value). One line on standard error, never a backtrace.
 @main
 enum Main {
-    static func main() {
+    static func main() async {
         do {
             var command = try ShardwiseCommand.parseAsRoot()
-            try command.run()
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
         } catch let error as RunError {
             writeAll(STDERR_FILENO, "error: \(error.description)\n")
             exit(1)

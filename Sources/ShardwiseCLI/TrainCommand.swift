@@ -1,8 +1,9 @@
 import ArgumentParser
 import ShardwiseLayers
 import ShardwiseRuntime
+import ShardwiseTopology
 
-struct TrainCommand: ParsableCommand {
+struct TrainCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
         abstract: "Train a ReLU network with dropout on MNIST.",
@@ -35,14 +36,14 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "For --schedule cosine: the final rate as a fraction of the base rate.")
     var lrFloor = 0.01
 
-    @Option(help: "Momentum coefficient reached at the end of the ramp.")
-    var momentum = 0.95
+    @Option(help: "Momentum coefficient (reached at the end of the ramp, if any).")
+    var momentum = 0.9
 
-    @Option(help: "Momentum at the start of the ramp.")
-    var momentumStart = 0.5
+    @Option(help: "Momentum at the start of the ramp (default: --momentum, no ramp).")
+    var momentumStart: Double?
 
     @Option(help: "Epochs over which momentum ramps linearly from --momentum-start to --momentum (0: no ramp).")
-    var momentumRamp = 10.0
+    var momentumRamp = 0.0
 
     @Flag(help: "Nesterov momentum.")
     var nesterov = false
@@ -57,13 +58,25 @@ struct TrainCommand: ParsableCommand {
     var noMaxNorm = false
 
     @Option(help: "Passes over the training set.")
-    var epochs = 50
+    var epochs = 80
 
     @Option(help: "Samples per optimisation step (the global batch): a whole number of shards.")
     var batchSize = 128
 
     @Option(help: "Samples per shard, the unit of work and of determinism.")
     var shardSize = 64
+
+    @Option(help: "Worker threads, one pinned per core (default: one per core of this machine).")
+    var workers: Int?
+
+    @Option(help: "Worker placement: compact or spread.")
+    var policy: PlacementPolicy = .compact
+
+    @Flag(help: "Place workers on SMT siblings too.")
+    var smt = false
+
+    @Flag(help: "Allow more workers than processing units.")
+    var oversubscribe = false
 
     @Option(help: "Random seed: initialisation, shuffling and dropout masks all derive from it.")
     var seed: UInt64 = 1
@@ -97,7 +110,7 @@ struct TrainCommand: ParsableCommand {
                 dropoutHidden: noDropout ? 0 : dropoutHidden),
             optimizer: OptimizerConfiguration(
                 learningRate: lr, schedule: schedule,
-                momentum: MomentumRamp(start: momentumStart, end: momentum, epochs: momentumRamp),
+                momentum: MomentumRamp(start: momentumStart ?? momentum, end: momentum, epochs: momentumRamp),
                 nesterov: nesterov, weightDecay: weightDecay, maxNorm: noMaxNorm ? nil : maxNorm),
             epochs: epochs, batchSize: batchSize, shardSize: shardSize, seed: seed)
     }
@@ -108,6 +121,9 @@ struct TrainCommand: ParsableCommand {
         } catch let error as TrainingError {
             throw ValidationError(error.description)
         }
+        if let workers, workers <= 0 {
+            throw ValidationError("--workers: \(workers), expected at least 1")
+        }
         if let trainSamples, trainSamples <= 0 {
             throw ValidationError("--train-samples: \(trainSamples), expected a positive count")
         }
@@ -116,10 +132,12 @@ struct TrainCommand: ParsableCommand {
         }
     }
 
-    func run() throws {
-        _ = try TrainingRun.run(
-            configuration: makeConfiguration(),
-            options: RunOptions(dataDirectory: data, outDirectory: out, trainLimit: trainSamples, testLimit: testSamples))
+    func run() async throws {
+        var options = RunOptions(dataDirectory: data, outDirectory: out, workers: workers, trainLimit: trainSamples, testLimit: testSamples)
+        options.policy = policy
+        options.smt = smt
+        options.oversubscribe = oversubscribe
+        _ = try await TrainingRun.run(configuration: makeConfiguration(), options: options)
     }
 }
 

@@ -19,19 +19,32 @@ public struct SGDHyperparameters: Sendable, Equatable {
 }
 
 public enum SGDKernel {
-    /// Updates `count` elements of w in place. `velocity` is unused when momentum is 0.
-    /// w, grad, velocity: (count), disjoint.
+    /// Sums the shards' gradients in shard order, `((g₀ + g₁) + g₂) + …`, and applies
+    /// the update to the elements `range` of w in one pass: the gradient sum never goes
+    /// back to memory. `velocity` is unused when momentum is 0.
+    ///
+    /// - Parameters:
+    ///   - w, velocity: the whole flat vectors; only `range` is touched.
+    ///   - gradients: `shardCount` pointers, each to a shard's whole gradient vector.
     public static func update(
-        count: Int, weights w: UnsafeMutablePointer<Float>, gradient grad: UnsafePointer<Float>,
+        range: Range<Int>, weights w: UnsafeMutablePointer<Float>,
+        gradients: UnsafePointer<UnsafeMutablePointer<Float>>, shardCount: Int,
         velocity: UnsafeMutablePointer<Float>, hyper h: SGDHyperparameters, firstStep: Bool
     ) {
+        precondition(shardCount > 0)
+        let count = range.upperBound
         let lr = Vector16(repeating: h.learningRate)
         let mu = Vector16(repeating: h.momentum)
         let wd = Vector16(repeating: h.weightDecay)
-        var i = 0
+        var i = range.lowerBound
         while i + 16 <= count {
+            var g = load16(gradients[0] + i)
+            var s = 1
+            while s < shardCount {
+                g = g + load16(gradients[s] + i)
+                s += 1
+            }
             let weight = load16(w + i)
-            var g = load16(grad + i)
             if h.weightDecay != 0 { g = g + wd * weight }
             if h.momentum != 0 {
                 let buf = firstStep ? g : mu * load16(velocity + i) + g
@@ -41,26 +54,39 @@ public enum SGDKernel {
             store16(weight - lr * g, w + i)
             i += 16
         }
-        if i < count {
-            updateReference(
-                count: count - i, weights: w + i, gradient: grad + i, velocity: velocity + i,
-                hyper: h, firstStep: firstStep)
+        while i < count {
+            var g = gradients[0][i]
+            for s in 1..<shardCount { g = g + gradients[s][i] }
+            scalarStep(w + i, g, velocity + i, h, firstStep)
+            i += 1
         }
     }
 
+    /// Plain-loop reference: the shard sum, then the update, one element at a time.
     public static func updateReference(
-        count: Int, weights w: UnsafeMutablePointer<Float>, gradient grad: UnsafePointer<Float>,
+        range: Range<Int>, weights w: UnsafeMutablePointer<Float>,
+        gradients: UnsafePointer<UnsafeMutablePointer<Float>>, shardCount: Int,
         velocity: UnsafeMutablePointer<Float>, hyper h: SGDHyperparameters, firstStep: Bool
     ) {
-        for i in 0..<count {
-            var g = grad[i]
-            if h.weightDecay != 0 { g = g + h.weightDecay * w[i] }
-            if h.momentum != 0 {
-                let buf = firstStep ? g : h.momentum * velocity[i] + g
-                velocity[i] = buf
-                g = h.nesterov ? g + h.momentum * buf : buf
-            }
-            w[i] = w[i] - h.learningRate * g
+        for i in range {
+            var g = gradients[0][i]
+            for s in 1..<shardCount { g = g + gradients[s][i] }
+            scalarStep(w + i, g, velocity + i, h, firstStep)
         }
+    }
+
+    @inline(__always)
+    static func scalarStep(
+        _ w: UnsafeMutablePointer<Float>, _ gradient: Float, _ velocity: UnsafeMutablePointer<Float>,
+        _ h: SGDHyperparameters, _ firstStep: Bool
+    ) {
+        var g = gradient
+        if h.weightDecay != 0 { g = g + h.weightDecay * w.pointee }
+        if h.momentum != 0 {
+            let buf = firstStep ? g : h.momentum * velocity.pointee + g
+            velocity.pointee = buf
+            g = h.nesterov ? g + h.momentum * buf : buf
+        }
+        w.pointee = w.pointee - h.learningRate * g
     }
 }

@@ -32,36 +32,63 @@ public struct OptimizerConfiguration: Sendable, Codable, Equatable {
     }
 }
 
-/// Momentum SGD over the flat parameter vector, with its velocity buffer.
+/// Momentum SGD over the flat parameter vector, cut into chunks that can be
+/// updated independently (by different workers at once).
 ///
-/// `update(range:)` touches only its range, so disjoint ranges can be updated
-/// by different workers at once; `applyMaxNorm` runs after all ranges are done.
+/// A chunk is a block of whole rows of one tensor, so the max-norm constraint,
+/// which needs a hidden unit's whole incoming weight row, is applied in the same
+/// pass right after the row's update: one owner per chunk, no lock, no second pass.
 public final class SGDOptimizer: @unchecked Sendable {
+    public struct Chunk: Sendable, Equatable {
+        public var range: Range<Int>
+        public var columns: Int
+        /// True for rows of a hidden layer's weight matrix (max-norm applies).
+        public var constrained: Bool
+    }
+
     public let configuration: OptimizerConfiguration
     public let velocity: FloatBuffer
+    public let chunks: [Chunk]
     /// Number of updates applied so far (the momentum buffer is set on the first).
     public var stepsTaken: Int = 0
 
-    public init(configuration: OptimizerConfiguration, parameterCount: Int) {
+    /// - Parameter chunkElements: target floats per chunk. 16K floats (64 KiB, 16 rows of
+    ///   a 1024-wide layer) gives ~180 chunks on the reference network: enough to balance
+    ///   many workers, few enough that claiming them costs nothing.
+    public init(configuration: OptimizerConfiguration, network: Network, chunkElements: Int = 16_384) {
         self.configuration = configuration
-        velocity = FloatBuffer(count: parameterCount)
+        velocity = FloatBuffer(count: network.layout.count)
+        let hidden = Set(network.hiddenWeightTensors.map(\.name))
+        var chunks: [Chunk] = []
+        for tensor in network.layout.tensors {
+            let rowsPerChunk = max(1, chunkElements / tensor.columns)
+            var row = 0
+            while row < tensor.rows {
+                let end = min(tensor.rows, row + rowsPerChunk)
+                chunks.append(Chunk(
+                    range: tensor.offset + row * tensor.columns..<tensor.offset + end * tensor.columns,
+                    columns: tensor.columns, constrained: hidden.contains(tensor.name)))
+                row = end
+            }
+        }
+        self.chunks = chunks
     }
 
+    /// Sums the shard gradients over chunk `index` in shard order, updates the
+    /// chunk's parameters, and applies max-norm to its rows where it applies.
     public func update(
-        range: Range<Int>, parameters: UnsafeMutablePointer<Float>, gradient: UnsafePointer<Float>,
+        chunk index: Int, parameters: UnsafeMutablePointer<Float>,
+        shardGradients: UnsafePointer<UnsafeMutablePointer<Float>>, shardCount: Int,
         hyperparameters: SGDHyperparameters
     ) {
+        let chunk = chunks[index]
         SGDKernel.update(
-            count: range.count, weights: parameters + range.lowerBound, gradient: gradient + range.lowerBound,
-            velocity: velocity.pointer + range.lowerBound, hyper: hyperparameters, firstStep: stepsTaken == 0)
-    }
-
-    /// Rescales the hidden units' incoming weight vectors to norm <= c (Srivastava et al. 2014).
-    public func applyMaxNorm(network: Network, parameters: UnsafeMutablePointer<Float>) {
-        guard let c = configuration.maxNorm else { return }
-        for tensor in network.hiddenWeightTensors {
+            range: chunk.range, weights: parameters, gradients: shardGradients, shardCount: shardCount,
+            velocity: velocity.pointer, hyper: hyperparameters, firstStep: stepsTaken == 0)
+        if chunk.constrained, let c = configuration.maxNorm {
             Elementwise.clampRowNorms(
-                rows: tensor.rows, columns: tensor.columns, w: parameters + tensor.offset, maxNorm: Float(c))
+                rows: chunk.range.count / chunk.columns, columns: chunk.columns,
+                w: parameters + chunk.range.lowerBound, maxNorm: Float(c))
         }
     }
 }

@@ -1,23 +1,40 @@
 import ShardwiseData
 import ShardwiseKernels
 import ShardwiseLayers
+import ShardwiseTopology
+import Synchronization
 
-/// The training loop's state and one optimisation step, on one worker.
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The data-parallel training engine: the model's state and one optimisation step
+/// run by the pinned workers of a `WorkerPool`.
 ///
 /// A step cuts the global batch into `shardsPerBatch` shards of `shardSize`
-/// samples. Each shard runs forward and backward into its own gradient buffer,
-/// drawing dropout masks addressed by (seed, step, global-batch position); then
-/// the shard gradients are summed in shard order and the optimizer updates the
-/// weights. Because nothing depends on which thread computed a shard, the
-/// data-parallel engine can hand shards to any worker and get the same bits.
+/// samples. One child task per worker (pinned with `executorPreference`):
+///  1. computes its block of shards, each forward and backward into that shard's
+///     own gradient buffer, with dropout masks addressed by (seed, step,
+///     global-batch position) — never by worker;
+///  2. waits at a barrier until every shard is done;
+///  3. claims parameter chunks with an atomic counter and, for each, sums the
+///     shards' gradients in shard order and applies the SGD update and max-norm.
+/// Every float sum runs in shard order whatever the worker count, so the weights
+/// are bit-identical for any number of workers. Atomics claim work and publish
+/// progress; they never add floats.
 public final class Trainer: @unchecked Sendable {
     public let configuration: TrainingConfiguration
     public let network: Network
     public let parameters: FloatBuffer
     public let optimizer: SGDOptimizer
-    /// One gradient buffer per shard of the global batch.
+    public let pool: WorkerPool
+    /// One gradient buffer and workspace per shard of the global batch, first
+    /// touched by the worker that computes the shard (so on its NUMA node).
     let shardGradients: [FloatBuffer]
+    let shardGradientPointers: UnsafeMutablePointer<UnsafeMutablePointer<Float>>
     let workspaces: [Workspace]
+    /// Loss sum of each shard in the last step, summed in shard order afterwards.
+    let shardLoss: UnsafeMutablePointer<Double>
     let train: Dataset
     let trainImages: FloatBuffer
     /// The current epoch's sample order.
@@ -25,28 +42,52 @@ public final class Trainer: @unchecked Sendable {
     /// Optimisation steps taken so far, across epochs.
     public private(set) var globalStep = 0
 
+    // Step coordination. Each counter sits on its own cache line (see `PaddedCounter`).
+    let shardsDone = PaddedCounter()
+    let nextChunk = PaddedCounter()
+    /// Per-worker seconds spent computing, reducing and waiting, summed over steps.
+    public let timing: StepTiming
+
     /// Throws `TrainingError` for a bad setting and `BLASError` when no BLAS can be loaded.
-    public init(configuration: TrainingConfiguration, train: Dataset) throws {
+    public init(configuration: TrainingConfiguration, train: Dataset, pool: WorkerPool) throws {
         _ = try BLAS.load()
         try configuration.validate(trainingSamples: train.count, features: train.features, classes: train.classes)
         self.configuration = configuration
         self.train = train
+        self.pool = pool
         let network = Network(configuration.network)
         self.network = network
         parameters = FloatBuffer(count: network.layout.count)
         network.initialize(parameters: parameters, seed: configuration.seed)
-        optimizer = SGDOptimizer(configuration: configuration.optimizer, parameterCount: network.layout.count)
-        shardGradients = (0..<configuration.shardsPerBatch).map { _ in FloatBuffer(count: network.layout.count) }
-        workspaces = (0..<configuration.shardsPerBatch).map { _ in
-            Workspace(network: network, capacity: configuration.shardSize)
-        }
+        optimizer = SGDOptimizer(configuration: configuration.optimizer, network: network)
+        let shards = configuration.shardsPerBatch
+        shardGradients = (0..<shards).map { _ in FloatBuffer(count: network.layout.count) }
+        shardGradientPointers = .allocate(capacity: shards)
+        for s in 0..<shards { shardGradientPointers[s] = shardGradients[s].pointer }
+        workspaces = (0..<shards).map { _ in Workspace(network: network, capacity: configuration.shardSize) }
+        shardLoss = .allocate(capacity: shards)
+        shardLoss.initialize(repeating: 0, count: shards)
         let images = FloatBuffer(count: train.images.count)
         train.images.withUnsafeBufferPointer { images.pointer.update(from: $0.baseAddress!, count: $0.count) }
         trainImages = images
         order = Array(0..<Int32(train.count))
+        timing = StepTiming(workers: pool.workers.count)
     }
 
+    deinit {
+        shardGradientPointers.deallocate()
+        shardLoss.deallocate()
+    }
+
+    public var workerCount: Int { pool.workers.count }
     public var stepsPerEpoch: Int { train.count / configuration.batchSize }
+
+    /// Shards of worker `w`: a contiguous block, so the shards a worker computes are fixed for a run.
+    func shards(of w: Int) -> Range<Int> {
+        let s = configuration.shardsPerBatch, n = workerCount
+        let per = (s + n - 1) / n
+        return min(s, w * per)..<min(s, (w + 1) * per)
+    }
 
     /// Shuffles the training set for `epoch`: Fisher-Yates driven by the stream (seed, shuffle, epoch).
     public func shuffle(epoch: Int) {
@@ -58,20 +99,57 @@ public final class Trainer: @unchecked Sendable {
     }
 
     /// Runs one optimisation step on batch `stepInEpoch` of `epoch` and returns the batch's loss sum.
-    public func step(epoch: Int, stepInEpoch: Int) -> Double {
+    public func step(epoch: Int, stepInEpoch: Int) async -> Double {
         let progress = Double(epoch) + Double(stepInEpoch) / Double(stepsPerEpoch)
-        var loss = 0.0
-        for shard in 0..<configuration.shardsPerBatch {
-            loss += computeShard(shard, stepInEpoch: stepInEpoch)
+        let hyper = configuration.optimizer.hyperparameters(progress: progress)
+        shardsDone.value.store(0, ordering: .relaxed)
+        nextChunk.value.store(0, ordering: .relaxed)
+        await withTaskGroup(of: Void.self) { group in
+            for worker in pool.workers {
+                group.addTask(executorPreference: worker) {
+                    self.work(worker: worker.index, stepInEpoch: stepInEpoch, hyper: hyper)
+                }
+            }
         }
-        reduceAndUpdate(range: 0..<network.layout.count, hyperparameters: configuration.optimizer.hyperparameters(progress: progress))
-        optimizer.applyMaxNorm(network: network, parameters: parameters.pointer)
         optimizer.stepsTaken += 1
         globalStep += 1
+        var loss = 0.0
+        for s in 0..<configuration.shardsPerBatch { loss += shardLoss[s] }
         return loss
     }
 
-    /// Forward and backward for one shard into its own gradient buffer.
+    /// One worker's part of a step. Runs on that worker's pinned thread.
+    func work(worker w: Int, stepInEpoch: Int, hyper: SGDHyperparameters) {
+        let t0 = monotonicSeconds()
+        let mine = shards(of: w)
+        for shard in mine { shardLoss[shard] = computeShard(shard, stepInEpoch: stepInEpoch) }
+        let t1 = monotonicSeconds()
+        // Releasing: publishes this worker's gradient buffers to the workers that read
+        // them in the reduction. Acquiring loads below pair with it.
+        shardsDone.value.add(mine.count, ordering: .releasing)
+        let total = configuration.shardsPerBatch
+        var spins = 0
+        while shardsDone.value.load(ordering: .acquiring) < total {
+            // Spin briefly (shards usually finish together), then yield the core:
+            // with more workers than cores, a spinning worker would starve the others.
+            spins += 1
+            if spins > 1_000 { sched_yield() }
+        }
+        let t2 = monotonicSeconds()
+        // Relaxed: the counter only hands out distinct chunk indices; the data each
+        // chunk reads was published by the barrier above.
+        while true {
+            let chunk = nextChunk.value.add(1, ordering: .relaxed).oldValue
+            if chunk >= optimizer.chunks.count { break }
+            optimizer.update(
+                chunk: chunk, parameters: parameters.pointer, shardGradients: shardGradientPointers,
+                shardCount: total, hyperparameters: hyper)
+        }
+        let t3 = monotonicSeconds()
+        timing.add(worker: w, compute: t1 - t0, waiting: t2 - t1, reduction: t3 - t2)
+    }
+
+    /// Forward and backward for one shard into its own gradient buffer; returns its loss sum.
     func computeShard(_ shard: Int, stepInEpoch: Int) -> Double {
         let n = configuration.shardSize
         let ws = workspaces[shard]
@@ -90,26 +168,33 @@ public final class Trainer: @unchecked Sendable {
             gradient: shardGradients[shard].pointer)
     }
 
-    /// Sums the shard gradients over `range` in shard order, into shard 0's buffer, and applies the update there.
-    func reduceAndUpdate(range: Range<Int>, hyperparameters: SGDHyperparameters) {
-        let total = shardGradients[0].pointer + range.lowerBound
-        for shard in 1..<max(1, configuration.shardsPerBatch) {
-            Elementwise.add(count: range.count, a: total, b: shardGradients[shard].pointer + range.lowerBound, out: total)
+    /// Test error in percent and mean loss, with dropout off; workers take contiguous blocks.
+    public func evaluate(_ data: Dataset) async -> (errorPercent: Double, loss: Double) {
+        let blocks = min(workerCount, workspaces.count)
+        let per = (data.count + blocks - 1) / blocks
+        let results = await withTaskGroup(of: (Int, Int, Double).self) { group in
+            for b in 0..<blocks {
+                group.addTask(executorPreference: pool.workers[b]) {
+                    let (errors, loss) = self.evaluate(data, rows: b * per..<min(data.count, (b + 1) * per), workspace: self.workspaces[b])
+                    return (b, errors, loss)
+                }
+            }
+            var all: [(Int, Int, Double)] = []
+            for await r in group { all.append(r) }
+            return all.sorted { $0.0 < $1.0 }
         }
-        optimizer.update(
-            range: range, parameters: parameters.pointer, gradient: shardGradients[0].pointer,
-            hyperparameters: hyperparameters)
+        let errors = results.reduce(0) { $0 + $1.1 }
+        let loss = results.reduce(0.0) { $0 + $1.2 }
+        return (100 * Double(errors) / Double(data.count), loss / Double(data.count))
     }
 
-    /// Test error in percent and mean loss, with dropout off.
-    public func evaluate(_ data: Dataset) -> (errorPercent: Double, loss: Double) {
-        let ws = workspaces[0]
+    func evaluate(_ data: Dataset, rows: Range<Int>, workspace ws: Workspace) -> (Int, Double) {
         let features = data.features
         var errors = 0
         var loss = 0.0
-        var start = 0
-        while start < data.count {
-            let n = min(ws.capacity, data.count - start)
+        var start = rows.lowerBound
+        while start < rows.upperBound {
+            let n = min(ws.capacity, rows.upperBound - start)
             data.images.withUnsafeBufferPointer { images in
                 ws.input.update(from: images.baseAddress! + start * features, count: n * features)
             }
@@ -119,7 +204,7 @@ public final class Trainer: @unchecked Sendable {
             loss += network.loss(workspace: ws, rows: n)
             start += n
         }
-        return (100 * Double(errors) / Double(data.count), loss / Double(data.count))
+        return (errors, loss)
     }
 
     /// SHA-256 of all parameters' float32 bytes, little-endian, in layer order, weight then bias.
@@ -130,4 +215,48 @@ public final class Trainer: @unchecked Sendable {
         }
         return SHA256.hex(hash.finalize())
     }
+}
+
+/// An atomic counter alone on its cache line, so workers spinning on it do not
+/// slow writers of neighbouring data (false sharing).
+final class PaddedCounter: @unchecked Sendable {
+    let value = Atomic<Int>(0)
+    let padding: (Int, Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0, 0)
+}
+
+/// Seconds per worker spent computing shards, waiting at the barrier and reducing.
+/// Each worker writes only its own cache line; read after steps complete.
+public final class StepTiming: @unchecked Sendable {
+    let slots: UnsafeMutablePointer<Double>
+    public let workers: Int
+    static let stride = 8  // 8 doubles = one 64-byte line per worker
+
+    init(workers: Int) {
+        self.workers = workers
+        slots = .allocate(capacity: workers * Self.stride)
+        slots.initialize(repeating: 0, count: workers * Self.stride)
+    }
+
+    deinit { slots.deallocate() }
+
+    func add(worker: Int, compute: Double, waiting: Double, reduction: Double) {
+        let s = slots + worker * Self.stride
+        s[0] += compute
+        s[1] += waiting
+        s[2] += reduction
+    }
+
+    /// Mean over workers of (compute, waiting, reduction) seconds since the last reset.
+    public var meanSeconds: (compute: Double, waiting: Double, reduction: Double) {
+        var c = 0.0, w = 0.0, r = 0.0
+        for i in 0..<workers {
+            c += slots[i * Self.stride]
+            w += slots[i * Self.stride + 1]
+            r += slots[i * Self.stride + 2]
+        }
+        let n = Double(workers)
+        return (c / n, w / n, r / n)
+    }
+
+    public func reset() { slots.update(repeating: 0, count: workers * Self.stride) }
 }

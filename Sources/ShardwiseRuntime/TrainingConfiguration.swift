@@ -27,12 +27,12 @@ public struct TrainingConfiguration: Sendable, Codable, Equatable {
 
     /// The reference recipe: Srivastava et al. (2014)'s MNIST network, trained
     /// with PyTorch-form momentum SGD (README, "The reference recipe").
-    public static func reference(epochs: Int = 50) -> TrainingConfiguration {
+    public static func reference(epochs: Int = 80) -> TrainingConfiguration {
         TrainingConfiguration(
             network: NetworkConfiguration(hiddenSizes: [1024, 1024, 1024], dropoutInput: 0.2, dropoutHidden: 0.5),
             optimizer: OptimizerConfiguration(
                 learningRate: 0.05, schedule: .cosine(epochs: epochs, floor: 0.01),
-                momentum: MomentumRamp(start: 0.5, end: 0.95, epochs: 10), nesterov: false,
+                momentum: MomentumRamp(start: 0.9, end: 0.9, epochs: 0), nesterov: false,
                 weightDecay: 0, maxNorm: 3.5),
             epochs: epochs, batchSize: 128, shardSize: 64, seed: 1)
     }

@@ -2,6 +2,7 @@ import Foundation
 import ShardwiseData
 import ShardwiseKernels
 import ShardwiseLayers
+import ShardwiseTopology
 
 public enum Shardwise {
     public static let version = "0.1.0"
@@ -24,6 +25,12 @@ public struct RunSummary: Codable, Sendable {
     public var samplesPerSecond: Double
     public var wallSeconds: Double
     public var weightsSha256: String
+    public var workers: Int
+    public var shardSize: Int
+    public var placement: PlacementPlan
+    public var pinned: Bool
+    /// Mean seconds per step per worker: computing shards, waiting at the barrier, reducing.
+    public var stepSeconds: StepSplit
     public var blas: BLASInfo
     public var trainSamples: Int
     public var testSamples: Int
@@ -31,15 +38,29 @@ public struct RunSummary: Codable, Sendable {
     public var epochs: [EpochRecord]
 }
 
-/// Where a run reads its data and writes its results.
+public struct StepSplit: Codable, Sendable {
+    public var compute: Double
+    public var waiting: Double
+    public var reduction: Double
+}
+
+/// Where a run reads its data and writes its results, and which workers train it.
 public struct RunOptions: Sendable {
     public var dataDirectory: String?
     public var outDirectory: String?
+    /// Worker count; nil means one per core of this machine.
+    public var workers: Int?
+    public var policy: PlacementPolicy = .compact
+    public var smt = false
+    public var oversubscribe = false
     /// Use only the first N training / test samples (tests and quick looks).
     public var trainLimit: Int?
     public var testLimit: Int?
 
-    public init(dataDirectory: String? = nil, outDirectory: String? = nil, trainLimit: Int? = nil, testLimit: Int? = nil) {
+    public init(
+        dataDirectory: String? = nil, outDirectory: String? = nil, workers: Int? = nil, trainLimit: Int? = nil, testLimit: Int? = nil
+    ) {
+        self.workers = workers
         self.dataDirectory = dataDirectory
         self.outDirectory = outDirectory
         self.trainLimit = trainLimit
@@ -57,7 +78,7 @@ public struct RunError: Error, CustomStringConvertible {
 public enum TrainingRun {
     public static func run(
         configuration: TrainingConfiguration, options: RunOptions, console: Console = Console()
-    ) throws -> RunSummary {
+    ) async throws -> RunSummary {
         try configuration.validate()
         let blas: BLASInfo
         do { blas = try BLAS.load() } catch { throw RunError(error.description) }
@@ -72,12 +93,30 @@ public enum TrainingRun {
             do { try AtomicFile.makeDirectory(out) } catch { throw RunError(error.description) }
         }
 
+        let pool: WorkerPool
+        do {
+            pool = try WorkerPool.onThisMachine(
+                workers: options.workers, policy: options.policy, smt: options.smt, oversubscribe: options.oversubscribe)
+        } catch { throw RunError("\(error)") }
+        defer { pool.shutdown() }
+        for note in pool.plan.notes { console.warn(note) }
+        if let report = pool.pinningReport { console.warn(report) }
         let trainer: Trainer
-        do { trainer = try Trainer(configuration: configuration, train: mnist.train) } catch { throw RunError("\(error)") }
+        do { trainer = try Trainer(configuration: configuration, train: mnist.train, pool: pool) } catch { throw RunError("\(error)") }
         console.line(
             "shardwise \(Shardwise.version): \(describe(configuration.network)), \(trainer.network.layout.parameterCount) parameters, "
                 + "\(mnist.train.count) training / \(mnist.test.count) test samples from \(mnist.directory); "
-                + "BLAS \(blas.kernels) kernels")
+                + "\(pool.workers.count) workers (\(options.policy.rawValue)), shards of \(configuration.shardSize); BLAS \(blas.kernels) kernels")
+        // The loop itself runs on worker 0: while it awaits a step, that thread runs
+        // worker 0's share, and no thread of the global executor is involved.
+        return try await withTaskExecutorPreference(pool.workers[0]) {
+            try await loop(trainer: trainer, mnist: mnist, configuration: configuration, options: options, blas: blas, console: console)
+        }
+    }
+
+    static func loop(
+        trainer: Trainer, mnist: MNIST, configuration: TrainingConfiguration, options: RunOptions, blas: BLASInfo, console: Console
+    ) async throws -> RunSummary {
 
         let wallStart = monotonicSeconds()
         var records: [EpochRecord] = []
@@ -89,7 +128,7 @@ public enum TrainingRun {
             let start = monotonicSeconds()
             var lossSum = 0.0
             for s in 0..<steps {
-                lossSum += trainer.step(epoch: epoch, stepInEpoch: s)
+                lossSum += await trainer.step(epoch: epoch, stepInEpoch: s)
                 let elapsed = monotonicSeconds() - start
                 console.progress(
                     epoch: epoch + 1, of: configuration.epochs, done: s + 1, total: steps, elapsed: elapsed,
@@ -102,7 +141,7 @@ public enum TrainingRun {
             guard trainLoss.isFinite else {
                 throw RunError("training diverged at epoch \(epoch + 1): the loss is \(trainLoss); lower --lr (now \(configuration.optimizer.learningRate))")
             }
-            let test = trainer.evaluate(mnist.test)
+            let test = await trainer.evaluate(mnist.test)
             let record = EpochRecord(
                 epoch: epoch + 1, trainLoss: trainLoss, testErrorPercent: test.errorPercent,
                 samplesPerSecond: Double(samplesPerEpoch) / seconds, seconds: seconds)
@@ -114,11 +153,17 @@ public enum TrainingRun {
             }
         }
 
+        let stepCount = Double(trainer.globalStep)
+        let split = trainer.timing.meanSeconds
         let summary = RunSummary(
             version: Shardwise.version, configuration: configuration,
             finalTestErrorPercent: records.last!.testErrorPercent,
             samplesPerSecond: Double(samplesPerEpoch * configuration.epochs) / trainingSeconds,
-            wallSeconds: monotonicSeconds() - wallStart, weightsSha256: trainer.weightsSHA256, blas: blas,
+            wallSeconds: monotonicSeconds() - wallStart, weightsSha256: trainer.weightsSHA256,
+            workers: trainer.workerCount, shardSize: configuration.shardSize, placement: trainer.pool.plan,
+            pinned: trainer.pool.allPinned,
+            stepSeconds: StepSplit(compute: split.compute / stepCount, waiting: split.waiting / stepCount, reduction: split.reduction / stepCount),
+            blas: blas,
             trainSamples: mnist.train.count, testSamples: mnist.test.count, dataDirectory: mnist.directory,
             epochs: records)
         if let out = options.outDirectory {

@@ -39,6 +39,8 @@ public final class PinnedWorker: TaskExecutor, @unchecked Sendable {
     deinit { sem_destroy(&semaphore) }
 
     public func enqueue(_ job: consuming ExecutorJob) {
+        // A job sent to a stopped worker would never run and its awaiter would hang forever.
+        precondition(running.load(ordering: .relaxed), "task sent to worker \(index) after its pool was shut down")
         let unowned = UnownedJob(job)
         while !ring.push(unowned) { sched_yield() }  // full: 1024 queued jobs, only under abuse
         // Sequentially consistent fence: orders the push before reading `sleeping`,
@@ -159,5 +161,17 @@ final class ThreadContext {
     init(worker: PinnedWorker, topology: Topology?) {
         self.worker = worker
         self.topology = topology
+    }
+}
+
+extension WorkerPool {
+    /// A pool on this machine: `workers` (default one per core) placed by `policy`.
+    /// Throws `PlacementError` (too many workers) or `TopologyError` (hwloc failed).
+    public static func onThisMachine(
+        workers: Int? = nil, policy: PlacementPolicy = .compact, smt: Bool = false, oversubscribe: Bool = false
+    ) throws -> WorkerPool {
+        let topology = try Topology.thisMachine()
+        let count = workers ?? Set(topology.allowedPUs.map(\.core)).count
+        return WorkerPool(plan: try topology.plan(workers: count, policy: policy, smt: smt, oversubscribe: oversubscribe), topology: topology)
     }
 }

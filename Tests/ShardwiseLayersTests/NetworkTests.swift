@@ -59,10 +59,35 @@ final class NetworkTests: XCTestCase {
         let network = Network(NetworkConfiguration(inputSize: 4, hiddenSizes: [3], outputSize: 2, dropoutInput: 0, dropoutHidden: 0))
         let p = FloatBuffer(count: network.layout.count)
         p.fill(10)
-        let optimizer = SGDOptimizer(configuration: OptimizerConfiguration(learningRate: 0.1, maxNorm: 2), parameterCount: network.layout.count)
-        optimizer.applyMaxNorm(network: network, parameters: p.pointer)
+        let zero = FloatBuffer(count: network.layout.count)
+        var shards = [zero.pointer]
+        let optimizer = SGDOptimizer(configuration: OptimizerConfiguration(learningRate: 0.1, maxNorm: 2), network: network, chunkElements: 8)
+        for chunk in optimizer.chunks.indices {
+            optimizer.update(chunk: chunk, parameters: p.pointer, shardGradients: &shards, shardCount: 1, hyperparameters: .init(learningRate: 0.1))
+        }
         let hidden = network.layout.tensors[0], output = network.layout.tensors[2]
         for i in 0..<hidden.count { XCTAssertEqual(p[hidden.offset + i], 1, accuracy: 1e-6) }  // norm √4·10 = 20 -> 2
         for i in 0..<output.count { XCTAssertEqual(p[output.offset + i], 10) }
+    }
+}
+
+final class ChunkTests: XCTestCase {
+    /// Chunks are whole rows of one tensor, cover every parameter once, and never the padding.
+    func testChunksCoverEveryParameterOnce() {
+        let network = Network(NetworkConfiguration(inputSize: 30, hiddenSizes: [20, 7], outputSize: 10, dropoutInput: 0, dropoutHidden: 0))
+        for target in [1, 16, 100, 1 << 20] {
+            let optimizer = SGDOptimizer(configuration: OptimizerConfiguration(learningRate: 1), network: network, chunkElements: target)
+            var covered = [Int](repeating: 0, count: network.layout.count)
+            for chunk in optimizer.chunks {
+                XCTAssertEqual(chunk.range.count % chunk.columns, 0)
+                for i in chunk.range { covered[i] += 1 }
+            }
+            for tensor in network.layout.tensors {
+                XCTAssert((tensor.offset..<tensor.offset + tensor.count).allSatisfy { covered[$0] == 1 }, tensor.name)
+            }
+            XCTAssertEqual(covered.reduce(0, +), network.layout.parameterCount)
+            let constrained = optimizer.chunks.filter(\.constrained).reduce(0) { $0 + $1.range.count }
+            XCTAssertEqual(constrained, network.hiddenWeightTensors.reduce(0) { $0 + $1.count })
+        }
     }
 }
