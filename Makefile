@@ -39,9 +39,13 @@ train: build
 train-no-dropout: build
 	.build/release/shardwise train --no-dropout --out runs/no-dropout $(TRAIN_FLAGS)
 
+# The whole suite, then the concurrency tests again under ThreadSanitizer
+# (its own build folder, so the two builds do not invalidate each other).
+TSAN_TESTS := ReductionTests|WorkerPoolTests|TrainingTests.testWeightsIndependentOfWorkerCount
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan --filter '$(TSAN_TESTS)'
 
 # Kernel and training-step throughput against the machine's GEMM rate (ordo-one/benchmark).
 bench: deps

@@ -49,7 +49,8 @@ public final class Trainer: @unchecked Sendable {
     public let timing: StepTiming
 
     /// Throws `TrainingError` for a bad setting and `BLASError` when no BLAS can be loaded.
-    public init(configuration: TrainingConfiguration, train: Dataset, pool: WorkerPool) throws {
+    /// `chunkElements` sets the reduction's chunk size (see `SGDOptimizer`); it does not change results.
+    public init(configuration: TrainingConfiguration, train: Dataset, pool: WorkerPool, chunkElements: Int = 16_384) throws {
         _ = try BLAS.load()
         try configuration.validate(trainingSamples: train.count, features: train.features, classes: train.classes)
         self.configuration = configuration
@@ -59,7 +60,7 @@ public final class Trainer: @unchecked Sendable {
         self.network = network
         parameters = FloatBuffer(count: network.layout.count)
         network.initialize(parameters: parameters, seed: configuration.seed)
-        optimizer = SGDOptimizer(configuration: configuration.optimizer, network: network)
+        optimizer = SGDOptimizer(configuration: configuration.optimizer, network: network, chunkElements: chunkElements)
         let shards = configuration.shardsPerBatch
         shardGradients = (0..<shards).map { _ in FloatBuffer(count: network.layout.count) }
         shardGradientPointers = .allocate(capacity: shards)
@@ -118,11 +119,33 @@ public final class Trainer: @unchecked Sendable {
         return loss
     }
 
-    /// One worker's part of a step. Runs on that worker's pinned thread.
-    func work(worker w: Int, stepInEpoch: Int, hyper: SGDHyperparameters) {
+    /// The reduction phase alone (sum of the shard gradients already in place, update,
+    /// max-norm), by all workers: for measuring it against the machine's bandwidth.
+    /// Changes the weights like a step would; use on a trainer made for measuring.
+    public func reduceOnly(hyperparameters: SGDHyperparameters) async {
+        shardsDone.value.store(configuration.shardsPerBatch, ordering: .relaxed)
+        nextChunk.value.store(0, ordering: .relaxed)
+        await withTaskGroup(of: Void.self) { group in
+            for worker in pool.workers {
+                group.addTask(executorPreference: worker) {
+                    self.work(worker: worker.index, stepInEpoch: nil, hyper: hyperparameters)
+                }
+            }
+        }
+    }
+
+    /// Bytes the reduction reads and writes once: every shard gradient, and the
+    /// parameters and velocity read and written.
+    public var reductionBytes: Int {
+        (configuration.shardsPerBatch + 4) * network.layout.parameterCount * MemoryLayout<Float>.stride
+    }
+
+    /// One worker's part of a step (or, with `stepInEpoch` nil, of the reduction alone).
+    /// Runs on that worker's pinned thread.
+    func work(worker w: Int, stepInEpoch: Int?, hyper: SGDHyperparameters) {
         let t0 = monotonicSeconds()
-        let mine = shards(of: w)
-        for shard in mine { shardLoss[shard] = computeShard(shard, stepInEpoch: stepInEpoch) }
+        let mine = stepInEpoch == nil ? 0..<0 : shards(of: w)
+        for shard in mine { shardLoss[shard] = computeShard(shard, stepInEpoch: stepInEpoch!) }
         let t1 = monotonicSeconds()
         // Releasing: publishes this worker's gradient buffers to the workers that read
         // them in the reduction. Acquiring loads below pair with it.

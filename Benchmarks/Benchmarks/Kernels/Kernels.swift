@@ -1,85 +1,107 @@
 import Benchmark
-import ShardwiseData
 import ShardwiseKernels
 import ShardwiseLayers
 import ShardwiseRuntime
 
-// Shardwise's kernel benchmarks, judged against the machine's own limit measured
-// in the same run: the single-thread GEMM rate at the reference network's shapes.
+// Shardwise's benchmarks. Every figure is judged against the machine's own limit,
+// measured inside the same benchmark (the same process, the same run):
+// the single-thread GEMM rate at the reference network's shapes, the combined rate
+// of one GEMM per core at once, and memcpy's bandwidth.
 //
-// Custom metrics are integers: rates are in MFLOP/s and samples/s, ratios in
-// tenths of a percent ("step / GEMM (0.1%)" = 812 means 81.2%).
+// ordo-one/benchmark metrics are integers: rates are in MFLOP/s, samples/s, MB/s;
+// ratios in percent. `shardwise bench` prints the same measurements as one table.
 
-nonisolated(unsafe) let benchmarks: @Sendable () -> Void = {
+func metric(_ name: String) -> BenchmarkMetric {
+    .custom(name, polarity: .prefersLarger, useScalingFactor: false)
+}
+
+let benchmarks: @Sendable () -> Void = {
     Benchmark.defaultConfiguration = .init(
-        metrics: [.wallClock, .mallocCountTotal],
-        warmupIterations: 3, maxDuration: .seconds(4), maxIterations: 1_000)
+        metrics: [.wallClock], warmupIterations: 1, maxDuration: .seconds(20), maxIterations: 3)
+    let reference = TrainingConfiguration.reference()
+    let network = Network(reference.network)
 
-    let reference = Network(TrainingConfiguration.reference().network)
-    _ = try! BLAS.load()
-
-    // The limit: one thread running exactly the products of a batch-128 step.
-    let gemms = KernelProbe.TrainingGEMMs(network: reference, rows: 128)
-    let gemmLimit = gemms.gflops(seconds: 1.0)
-    print(String(format: "single-thread sgemm at the training shapes (batch 128): %.1f GFLOP/s", gemmLimit))
-
-    Benchmark(
-        "sgemm, reference network's products at batch 128, one thread",
-        configuration: .init(metrics: [.wallClock, .custom("MFLOP/s", polarity: .prefersLarger, useScalingFactor: false)])
-    ) { benchmark in
-        let start = monotonicSeconds()
-        for _ in benchmark.scaledIterations { gemms.run() }
-        let seconds = monotonicSeconds() - start
-        benchmark.measurement(.custom("MFLOP/s", polarity: .prefersLarger, useScalingFactor: false), Int(gemms.flops * Double(benchmark.scaledIterations.count) / seconds * 1e-6))
+    Benchmark("single-thread sgemm at the training shapes (batch 128)", configuration: .init(metrics: [metric("MFLOP/s")])) { benchmark in
+        _ = try BLAS.load()
+        let rate = KernelProbe.TrainingGEMMs(network: network, rows: 128).gflops(seconds: 1)
+        benchmark.measurement(metric("MFLOP/s"), Int(rate * 1e3))
     }
 
-    for shardSize in [32, 64, 128] {
-        var configuration = TrainingConfiguration.reference()
-        configuration.shardSize = shardSize
-        let data = randomDataset(count: 128 * 20)
-        let trainer = try! Trainer(configuration: configuration, train: data)
-        let flopsPerStep = KernelProbe.trainingFLOPs(network: trainer.network, samples: configuration.batchSize)
-        var step = 0
+    // Issue 2's target: one worker's training step at batch 128 reaches >= 75% of the
+    // single-thread GEMM rate (6 x parameters FLOPs per sample).
+    Benchmark(
+        "training step, batch 128, 1 worker",
+        configuration: .init(metrics: [.wallClock, metric("samples/s"), metric("step FLOP rate / GEMM rate (%)"), metric("GEMM MFLOP/s")])
+    ) { benchmark in
+        let pool = try WorkerPool.onThisMachine(workers: 1)
+        defer { pool.shutdown() }
+        let gemm = await MachineLimits.concurrentGEMM(pool: pool, network: network, rows: 128, seconds: 1)
+        let (rate, _) = try await MachineLimits.trainingThroughput(pool: pool, configuration: reference, steps: 60)
+        let gflops = rate * KernelProbe.trainingFLOPs(network: network, samples: 1) * 1e-9
+        benchmark.measurement(metric("samples/s"), Int(rate))
+        benchmark.measurement(metric("GEMM MFLOP/s"), Int(gemm * 1e3))
+        benchmark.measurement(metric("step FLOP rate / GEMM rate (%)"), Int(100 * gflops / gemm))
+    }
+
+    // Issue 4's targets: (b) 2-worker over 1-worker samples/s at global batch 256 is >= 95%
+    // of (a) the combined GEMM rate of one single-thread GEMM per core over one alone.
+    for batch in [128, 256] {
         Benchmark(
-            "training step, reference network, batch 128, shard \(shardSize), one worker",
+            "scaling, batch \(batch): all workers vs 1",
             configuration: .init(metrics: [
-                .wallClock, .mallocCountTotal,
-                .custom("samples/s", polarity: .prefersLarger, useScalingFactor: false),
-                .custom("step / GEMM (0.1%)", polarity: .prefersLarger, useScalingFactor: false),
+                metric("samples/s, 1 worker"), metric("samples/s, all workers"), metric("speedup (%)"),
+                metric("GEMM ceiling (%)"), metric("speedup / ceiling (%)"),
+                metric("compute us/step"), metric("waiting us/step"), metric("reduction us/step"),
             ])
         ) { benchmark in
-            let start = monotonicSeconds()
-            for _ in benchmark.scaledIterations {
-                blackHole(trainer.step(epoch: 0, stepInEpoch: step % trainer.stepsPerEpoch))
-                step += 1
-            }
-            let seconds = (monotonicSeconds() - start) / Double(benchmark.scaledIterations.count)
-            benchmark.measurement(.custom("samples/s", polarity: .prefersLarger, useScalingFactor: false), Int(Double(configuration.batchSize) / seconds))
-            benchmark.measurement(.custom("step / GEMM (0.1%)", polarity: .prefersLarger, useScalingFactor: false), Int(1000 * flopsPerStep / seconds * 1e-9 / gemmLimit))
+            let many = try WorkerPool.onThisMachine()
+            defer { many.shutdown() }
+            let one = try WorkerPool.onThisMachine(workers: 1)
+            defer { one.shutdown() }
+            let gemmOne = await MachineLimits.concurrentGEMM(pool: one, network: network, rows: 128, seconds: 1)
+            let gemmAll = await MachineLimits.concurrentGEMM(pool: many, network: network, rows: 128, seconds: 1)
+            var configuration = reference
+            configuration.batchSize = batch
+            let (single, _) = try await MachineLimits.trainingThroughput(pool: one, configuration: configuration, steps: 40)
+            let (multi, split) = try await MachineLimits.trainingThroughput(pool: many, configuration: configuration, steps: 40)
+            let ceiling = gemmAll / gemmOne, speedup = multi / single
+            benchmark.measurement(metric("samples/s, 1 worker"), Int(single))
+            benchmark.measurement(metric("samples/s, all workers"), Int(multi))
+            benchmark.measurement(metric("speedup (%)"), Int(100 * speedup))
+            benchmark.measurement(metric("GEMM ceiling (%)"), Int(100 * ceiling))
+            benchmark.measurement(metric("speedup / ceiling (%)"), Int(100 * speedup / ceiling))
+            benchmark.measurement(metric("compute us/step"), Int(split.compute * 1e6))
+            benchmark.measurement(metric("waiting us/step"), Int(split.waiting * 1e6))
+            benchmark.measurement(metric("reduction us/step"), Int(split.reduction * 1e6))
         }
     }
 
-    let maskRows = 128, maskColumns = 1024
-    let mask = FloatBuffer(count: maskRows * maskColumns)
+    // Issue 4's target: the reduction moves gradients at >= 60% of a plain copy's bandwidth.
     Benchmark(
-        "dropout mask (Philox), 128 x 1024",
-        configuration: .init(metrics: [.wallClock, .custom("Mdraws/s", polarity: .prefersLarger, useScalingFactor: false)])
+        "gradient reduction vs memcpy, all workers, batch 256",
+        configuration: .init(metrics: [metric("reduction MB/s"), metric("memcpy MB/s"), metric("reduction / memcpy (%)")])
     ) { benchmark in
-        let start = monotonicSeconds()
-        for i in benchmark.scaledIterations {
-            DropoutKernel.fillMask(
-                rows: maskRows, columns: maskColumns, address: RandomAddress(seed: 1, purpose: .dropout, step: UInt32(i), layer: 1),
-                firstPosition: 0, dropProbability: 0.5, mask: mask.pointer)
+        let pool = try WorkerPool.onThisMachine()
+        defer { pool.shutdown() }
+        var configuration = reference
+        configuration.batchSize = 256
+        let copy = await MachineLimits.copyBandwidth(pool: pool)
+        let reduction = try await MachineLimits.reductionBandwidth(pool: pool, configuration: configuration)
+        benchmark.measurement(metric("reduction MB/s"), Int(reduction * 1e3))
+        benchmark.measurement(metric("memcpy MB/s"), Int(copy * 1e3))
+        benchmark.measurement(metric("reduction / memcpy (%)"), Int(100 * reduction / copy))
+    }
+
+    // Issue 3: what a step pays to hand a task to a pinned worker and get it back.
+    // One pool for all iterations (lazily created global), so only the dispatch is timed.
+    Benchmark("dispatch to a pinned worker and back", configuration: .init(metrics: [.wallClock], warmupIterations: 100, maxDuration: .seconds(3), maxIterations: 20_000)) { _ in
+        let worker = dispatchPool.workers[dispatchPool.workers.count - 1]
+        await withTaskGroup(of: Int.self) { group in
+            group.addTask(executorPreference: worker) { 1 }
+            _ = await group.next()
         }
-        let seconds = monotonicSeconds() - start
-        benchmark.measurement(.custom("Mdraws/s", polarity: .prefersLarger, useScalingFactor: false), Int(Double(maskRows * maskColumns * benchmark.scaledIterations.count) / seconds * 1e-6))
     }
 }
 
-/// Random images and labels of MNIST's shape: the step's speed does not depend on the values.
-func randomDataset(count: Int) -> Dataset {
-    let stream = RandomAddress(seed: 7, purpose: .synthetic)
-    let images = (0..<count * 784).map { stream.uniform($0) }
-    let labels = (0..<count).map { Int32(stream.integer($0, below: 10)) }
-    return Dataset(features: 784, classes: 10, images: images, labels: labels)
-}
+/// Lives for the benchmark process; its threads end with it.
+let dispatchPool = try! WorkerPool.onThisMachine()

@@ -1,0 +1,114 @@
+import ShardwiseData
+import ShardwiseKernels
+import ShardwiseLayers
+import ShardwiseTopology
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Measurements of this machine's limits and of Shardwise against them, in one run:
+/// the single-thread GEMM rate, the combined rate of one GEMM per worker at once
+/// (the scaling ceiling), copy bandwidth, the reduction's bandwidth, training-step
+/// throughput, and the cost of dispatching a task to a pinned worker.
+public enum MachineLimits {
+    /// Combined GFLOP/s of the reference network's batch-`rows` products, one
+    /// independent copy per worker of `pool`, all running at once for about `seconds`.
+    public static func concurrentGEMM(pool: WorkerPool, network: Network, rows: Int, seconds: Double) async -> Double {
+        let rates = await withTaskGroup(of: Double.self) { group in
+            for worker in pool.workers {
+                group.addTask(executorPreference: worker) {
+                    KernelProbe.TrainingGEMMs(network: network, rows: rows).gflops(seconds: seconds)
+                }
+            }
+            return await group.reduce(0, +)
+        }
+        return rates
+    }
+
+    /// GB/s (bytes read + bytes written) of `memcpy` over a `megabytes` buffer split among
+    /// the pool's workers, all copying at once: the plain copy the reduction is judged against.
+    public static func copyBandwidth(pool: WorkerPool, megabytes: Int = 64, repetitions: Int = 20) async -> Double {
+        let bytes = megabytes << 20
+        let source = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+        let destination = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+        defer {
+            source.deallocate()
+            destination.deallocate()
+        }
+        memset(source, 1, bytes)
+        memset(destination, 0, bytes)
+        let n = pool.workers.count
+        let slice = bytes / n
+        // Addresses as integers: the children write disjoint slices.
+        let sourceAddress = UInt(bitPattern: source), destinationAddress = UInt(bitPattern: destination)
+        func pass() async {
+            await withTaskGroup(of: Void.self) { group in
+                for worker in pool.workers {
+                    let offset = worker.index * slice
+                    let length = worker.index == n - 1 ? bytes - offset : slice
+                    group.addTask(executorPreference: worker) {
+                        memcpy(UnsafeMutableRawPointer(bitPattern: destinationAddress)! + offset,
+                               UnsafeRawPointer(bitPattern: sourceAddress)! + offset, length)
+                    }
+                }
+            }
+        }
+        await pass()
+        let start = monotonicSeconds()
+        for _ in 0..<repetitions { await pass() }
+        return 2 * Double(bytes) * Double(repetitions) / (monotonicSeconds() - start) * 1e-9
+    }
+
+    /// Samples/s of training steps of `configuration` on random MNIST-shaped data, after a warm-up.
+    public static func trainingThroughput(
+        pool: WorkerPool, configuration: TrainingConfiguration, steps: Int
+    ) async throws -> (samplesPerSecond: Double, split: StepSplit) {
+        let data = randomData(count: configuration.batchSize * max(steps + 2, 4), features: configuration.network.inputSize)
+        let trainer = try Trainer(configuration: configuration, train: data, pool: pool)
+        for s in 0..<2 { _ = await trainer.step(epoch: 0, stepInEpoch: s) }
+        trainer.timing.reset()
+        let start = monotonicSeconds()
+        for s in 0..<steps { _ = await trainer.step(epoch: 0, stepInEpoch: (s + 2) % trainer.stepsPerEpoch) }
+        let seconds = monotonicSeconds() - start
+        let mean = trainer.timing.meanSeconds
+        let n = Double(steps)
+        return (Double(configuration.batchSize * steps) / seconds, StepSplit(compute: mean.compute / n, waiting: mean.waiting / n, reduction: mean.reduction / n))
+    }
+
+    /// GB/s of the reduction phase alone (shard sum, SGD update, max-norm) by the pool's workers.
+    public static func reductionBandwidth(pool: WorkerPool, configuration: TrainingConfiguration, repetitions: Int = 20) async throws -> Double {
+        let trainer = try Trainer(configuration: configuration, train: randomData(count: configuration.batchSize, features: configuration.network.inputSize), pool: pool)
+        let hyper = SGDHyperparameters(learningRate: 1e-6, momentum: 0.9)
+        await trainer.reduceOnly(hyperparameters: hyper)
+        let start = monotonicSeconds()
+        for _ in 0..<repetitions { await trainer.reduceOnly(hyperparameters: hyper) }
+        return Double(trainer.reductionBytes) * Double(repetitions) / (monotonicSeconds() - start) * 1e-9
+    }
+
+    /// Median microseconds to run an empty child task on a pinned worker and get its result back.
+    public static func dispatchMicroseconds(pool: WorkerPool, repetitions: Int = 2_000) async -> Double {
+        var samples: [Double] = []
+        samples.reserveCapacity(repetitions)
+        let worker = pool.workers[pool.workers.count - 1]
+        for _ in 0..<repetitions {
+            let start = monotonicSeconds()
+            await withTaskGroup(of: Int.self) { group in
+                group.addTask(executorPreference: worker) { 1 }
+                _ = await group.next()
+            }
+            samples.append((monotonicSeconds() - start) * 1e6)
+        }
+        samples.sort()
+        return samples[samples.count / 2]
+    }
+
+    /// Random images and labels of the given shape: a step's speed does not depend on the values.
+    public static func randomData(count: Int, features: Int) -> Dataset {
+        let stream = RandomAddress(seed: 7, purpose: .synthetic)
+        var images = [Float](repeating: 0, count: count * features)
+        for i in 0..<images.count { images[i] = stream.uniform(i) }
+        let labels = (0..<count).map { Int32(stream.integer(count * features + $0, below: 10)) }
+        return Dataset(features: features, classes: 10, images: images, labels: labels)
+    }
+}
