@@ -2,11 +2,11 @@
 # Both install what is missing first (Debian packages through apt-get when run as root).
 
 SWIFT        ?= swift
-DEB_PACKAGES := libopenblas-dev libopenblas-serial-dev libblis-dev zlib1g-dev gzip
+DEB_PACKAGES := libopenblas-dev libopenblas-serial-dev libblis-dev zlib1g-dev libhwloc-dev hwloc gzip
 # Files whose presence shows each package is installed (dpkg -s is slower and noisier).
 DEB_PROBES   := /usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0 \
                 /usr/lib/x86_64-linux-gnu/openblas-serial/libopenblas.so.0 \
-                /usr/include/blis/blis.h /usr/include/zlib.h
+                /usr/include/blis/blis.h /usr/include/zlib.h /usr/include/hwloc.h /usr/bin/lstopo-no-graphics
 RUN_DIR      ?= runs/reference
 TRAIN_FLAGS  ?=
 
