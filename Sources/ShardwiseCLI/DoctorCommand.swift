@@ -17,7 +17,7 @@ struct DoctorCommand: ParsableCommand {
         print("build:      \(info.build)")
         print("kernels:    \(info.kernels) (\(info.selection))")
         let reference = Network(TrainingConfiguration.reference().network)
-        let rate = KernelProbe.TrainingGEMMs(network: reference, rows: 128).gflops(seconds: 0.5)
+        let rate = try KernelProbe.TrainingGEMMs(network: reference, rows: 128).gflops(seconds: 0.5)
         print(String(format: "sgemm:      %.1f GFLOP/s on one thread (the reference network's products at batch 128)", rate))
         if !info.fastKernels {
             print("warning: only slow BLAS kernels are available on this machine; expect low throughput")

@@ -16,7 +16,8 @@ public enum KernelProbe {
         /// The products of `network` for `rows` rows: per linear layer, forward
         /// `(N,I)·(O,I)ᵀ`, weight gradient `(N,O)ᵀ·(N,I)` and, past the first layer,
         /// input gradient `(N,O)·(O,I)` — exactly the calls `Network.backward` makes.
-        public init(network: Network, rows: Int) {
+        public init(network: Network, rows: Int) throws(BLASError) {
+            _ = try BLAS.load()
             var products: [Product] = []
             var first = true
             for case .linear(let i, let o, _) in network.layers {

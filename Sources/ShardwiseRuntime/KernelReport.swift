@@ -27,8 +27,8 @@ public enum KernelReport {
         line("shardwise \(Shardwise.version) kernel report: \(w) workers, BLAS \(blas.kernels) (\(blas.library))")
         if let report = many.pinningReport { line("note: \(report)") }
 
-        let gemmOne = await MachineLimits.concurrentGEMM(pool: one, network: network, rows: 128, seconds: seconds)
-        let gemmAll = await MachineLimits.concurrentGEMM(pool: many, network: network, rows: 128, seconds: seconds)
+        let gemmOne = try await MachineLimits.concurrentGEMM(pool: one, network: network, rows: 128, seconds: seconds)
+        let gemmAll = try await MachineLimits.concurrentGEMM(pool: many, network: network, rows: 128, seconds: seconds)
         let ceiling = gemmAll / gemmOne
         line(String(format: "sgemm, the reference network's products at batch 128: %.1f GFLOP/s on one thread; %.1f GFLOP/s with %d at once = %.2fx (the scaling ceiling)", gemmOne, gemmAll, w, ceiling))
 
@@ -43,7 +43,7 @@ public enum KernelReport {
         let draws = philoxDraws(seconds: seconds)
         line(String(format: "Philox4x32-10 dropout masks: %.0f M draws/s (%.1f Gbit/s of random bits) on one thread", draws / 1e6, draws * 32 / 1e9))
         let dispatch = await MachineLimits.dispatchMicroseconds(pool: many)
-        line(String(format: "dispatch of a task to a pinned worker and back: %.1f µs (median)", dispatch))
+        line(String(format: "dispatch of a task from worker 0 to a pinned worker and back: %.1f µs (median)", dispatch))
 
         line("training step, reference network (784-1024-1024-1024-10, dropout 0.2/0.5), shards of 64:")
         line("batch  workers  samples/s   GFLOP/s  of 1-thread GEMM  compute ms  waiting ms  reduction ms")

@@ -14,16 +14,16 @@ import Glibc
 public enum MachineLimits {
     /// Combined GFLOP/s of the reference network's batch-`rows` products, one
     /// independent copy per worker of `pool`, all running at once for about `seconds`.
-    public static func concurrentGEMM(pool: WorkerPool, network: Network, rows: Int, seconds: Double) async -> Double {
-        let rates = await withTaskGroup(of: Double.self) { group in
+    public static func concurrentGEMM(pool: WorkerPool, network: Network, rows: Int, seconds: Double) async throws -> Double {
+        _ = try BLAS.load()
+        return await withTaskGroup(of: Double.self) { group in
             for worker in pool.workers {
                 group.addTask(executorPreference: worker) {
-                    KernelProbe.TrainingGEMMs(network: network, rows: rows).gflops(seconds: seconds)
+                    (try? KernelProbe.TrainingGEMMs(network: network, rows: rows).gflops(seconds: seconds)) ?? 0
                 }
             }
             return await group.reduce(0, +)
         }
-        return rates
     }
 
     /// GB/s (bytes read + bytes written) of `memcpy` over a `megabytes` buffer split among
@@ -86,21 +86,24 @@ public enum MachineLimits {
         return Double(trainer.reductionBytes) * Double(repetitions) / (monotonicSeconds() - start) * 1e-9
     }
 
-    /// Median microseconds to run an empty child task on a pinned worker and get its result back.
+    /// Median microseconds for a task running on worker 0 (where the training loop runs)
+    /// to run an empty child on the last worker and get its result back: a step's dispatch cost.
     public static func dispatchMicroseconds(pool: WorkerPool, repetitions: Int = 2_000) async -> Double {
-        var samples: [Double] = []
-        samples.reserveCapacity(repetitions)
-        let worker = pool.workers[pool.workers.count - 1]
-        for _ in 0..<repetitions {
-            let start = monotonicSeconds()
-            await withTaskGroup(of: Int.self) { group in
-                group.addTask(executorPreference: worker) { 1 }
-                _ = await group.next()
+        await withTaskExecutorPreference(pool.workers[0]) {
+            var samples: [Double] = []
+            samples.reserveCapacity(repetitions)
+            let worker = pool.workers[pool.workers.count - 1]
+            for _ in 0..<repetitions {
+                let start = monotonicSeconds()
+                await withTaskGroup(of: Int.self) { group in
+                    group.addTask(executorPreference: worker) { 1 }
+                    _ = await group.next()
+                }
+                samples.append((monotonicSeconds() - start) * 1e6)
             }
-            samples.append((monotonicSeconds() - start) * 1e6)
+            samples.sort()
+            return samples[samples.count / 2]
         }
-        samples.sort()
-        return samples[samples.count / 2]
     }
 
     /// Random images and labels of the given shape: a step's speed does not depend on the values.
