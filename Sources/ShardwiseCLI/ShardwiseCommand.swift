@@ -12,7 +12,7 @@ struct ShardwiseCommand: AsyncParsableCommand {
         commandName: "shardwise",
         abstract: "Data-parallel neural-network training on many-core CPU servers.",
         version: Shardwise.version,
-        subcommands: [TrainCommand.self, BenchCommand.self, TopologyCommand.self, DoctorCommand.self])
+        subcommands: [TrainCommand.self, EvalCommand.self, BenchCommand.self, TopologyCommand.self, DoctorCommand.self])
 }
 
 /// Exit statuses: 0 success, 1 a failure while running (bad file, diverged run),
@@ -28,8 +28,8 @@ enum Main {
                 try command.run()
             }
         } catch let error as RunError {
-            writeAll(STDERR_FILENO, "error: \(error.description)\n")
-            exit(1)
+            writeAll(STDERR_FILENO, (error.exitStatus == 1 ? "error: " : "") + error.description + "\n")
+            exit(error.exitStatus)
         } catch {
             if ShardwiseCommand.exitCode(for: error) == .success {
                 ShardwiseCommand.exit(withError: error)  // --help, --version

@@ -84,8 +84,17 @@ struct TrainCommand: AsyncParsableCommand {
     @Option(help: "Folder with the four MNIST IDX files (default: data/mnist, then ../shared/datasets/mnist).")
     var data: String?
 
-    @Option(help: "Folder for metrics.jsonl and summary.json.")
+    @Option(help: "Folder for metrics.jsonl, summary.json and checkpoints.")
     var out: String?
+
+    @Option(help: "Write a checkpoint every N steps, or every N epochs with 'Ne' (e.g. 500 or 2e). One is always written at the end.")
+    var checkpointEvery: String?
+
+    @Option(help: "Checkpoints to keep (the newest).")
+    var keep = 3
+
+    @Option(help: "Continue from the newest valid checkpoint in this folder (its configuration is used; --workers may change).")
+    var resume: String?
 
     @Option(help: "Use only the first N training samples.")
     var trainSamples: Int?
@@ -121,6 +130,12 @@ struct TrainCommand: AsyncParsableCommand {
         } catch let error as TrainingError {
             throw ValidationError(error.description)
         }
+        if let checkpointEvery, CheckpointInterval(checkpointEvery) == nil {
+            throw ValidationError("--checkpoint-every: '\(checkpointEvery)', expected a positive number of steps (500) or epochs (2e)")
+        }
+        if keep <= 0 {
+            throw ValidationError("--keep: \(keep), expected at least 1")
+        }
         if let workers, workers <= 0 {
             throw ValidationError("--workers: \(workers), expected at least 1")
         }
@@ -137,6 +152,9 @@ struct TrainCommand: AsyncParsableCommand {
         options.policy = policy
         options.smt = smt
         options.oversubscribe = oversubscribe
+        options.checkpointEvery = checkpointEvery.flatMap(CheckpointInterval.init)
+        options.keep = keep
+        options.resume = resume
         _ = try await TrainingRun.run(configuration: makeConfiguration(), options: options)
     }
 }

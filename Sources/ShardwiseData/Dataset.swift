@@ -53,7 +53,12 @@ public struct Dataset: Sendable {
         }
         self.features = images.dimensions[1] * images.dimensions[2]
         self.classes = classes
-        self.images = images.bytes.map { Float($0) / 255 }
+        self.images = [Float](unsafeUninitializedCapacity: images.bytes.count) { out, initialized in
+            images.bytes.withUnsafeBufferPointer { bytes in
+                for i in 0..<bytes.count { out[i] = Float(bytes[i]) / 255 }
+            }
+            initialized = images.bytes.count
+        }
         self.labels = labels.bytes.map { Int32($0) }
     }
 }

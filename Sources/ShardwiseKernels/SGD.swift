@@ -21,17 +21,21 @@ public struct SGDHyperparameters: Sendable, Equatable {
 public enum SGDKernel {
     /// Sums the shards' gradients in shard order, `((g₀ + g₁) + g₂) + …`, and applies
     /// the update to the elements `range` of w in one pass: the gradient sum never goes
-    /// back to memory. `velocity` is unused when momentum is 0.
+    /// back to memory. `velocity` is unused when momentum is 0. Returns false when
+    /// any summed gradient element is NaN or infinite (the update is applied regardless).
     ///
     /// - Parameters:
     ///   - w, velocity: the whole flat vectors; only `range` is touched.
     ///   - gradients: `shardCount` pointers, each to a shard's whole gradient vector.
+    @discardableResult
     public static func update(
         range: Range<Int>, weights w: UnsafeMutablePointer<Float>,
         gradients: UnsafePointer<UnsafeMutablePointer<Float>>, shardCount: Int,
         velocity: UnsafeMutablePointer<Float>, hyper h: SGDHyperparameters, firstStep: Bool
-    ) {
+    ) -> Bool {
         precondition(shardCount > 0)
+        let limit = Vector16(repeating: .greatestFiniteMagnitude)
+        var finite = SIMDMask<SIMD16<Int32>>(repeating: true)
         let count = range.upperBound
         let lr = Vector16(repeating: h.learningRate)
         let mu = Vector16(repeating: h.momentum)
@@ -44,6 +48,8 @@ public enum SGDKernel {
                 g = g + load16(gradients[s] + i)
                 s += 1
             }
+            // NaN fails both comparisons; ±inf fails one.
+            finite = finite .& (g .<= limit) .& (g .>= -limit)
             let weight = load16(w + i)
             if h.weightDecay != 0 { g = g + wd * weight }
             if h.momentum != 0 {
@@ -54,25 +60,32 @@ public enum SGDKernel {
             store16(weight - lr * g, w + i)
             i += 16
         }
+        var tailFinite = true
         while i < count {
             var g = gradients[0][i]
             for s in 1..<shardCount { g = g + gradients[s][i] }
+            tailFinite = tailFinite && g.isFinite
             scalarStep(w + i, g, velocity + i, h, firstStep)
             i += 1
         }
+        return tailFinite && all(finite)
     }
 
     /// Plain-loop reference: the shard sum, then the update, one element at a time.
+    @discardableResult
     public static func updateReference(
         range: Range<Int>, weights w: UnsafeMutablePointer<Float>,
         gradients: UnsafePointer<UnsafeMutablePointer<Float>>, shardCount: Int,
         velocity: UnsafeMutablePointer<Float>, hyper h: SGDHyperparameters, firstStep: Bool
-    ) {
+    ) -> Bool {
+        var finite = true
         for i in range {
             var g = gradients[0][i]
             for s in 1..<shardCount { g = g + gradients[s][i] }
+            finite = finite && g.isFinite
             scalarStep(w + i, g, velocity + i, h, firstStep)
         }
+        return finite
     }
 
     @inline(__always)

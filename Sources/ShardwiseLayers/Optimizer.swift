@@ -76,13 +76,15 @@ public final class SGDOptimizer: @unchecked Sendable {
 
     /// Sums the shard gradients over chunk `index` in shard order, updates the
     /// chunk's parameters, and applies max-norm to its rows where it applies.
+    /// Returns false when the summed gradient has a NaN or infinite element.
+    @discardableResult
     public func update(
         chunk index: Int, parameters: UnsafeMutablePointer<Float>,
         shardGradients: UnsafePointer<UnsafeMutablePointer<Float>>, shardCount: Int,
         hyperparameters: SGDHyperparameters
-    ) {
+    ) -> Bool {
         let chunk = chunks[index]
-        SGDKernel.update(
+        let finite = SGDKernel.update(
             range: chunk.range, weights: parameters, gradients: shardGradients, shardCount: shardCount,
             velocity: velocity.pointer, hyper: hyperparameters, firstStep: stepsTaken == 0)
         if chunk.constrained, let c = configuration.maxNorm {
@@ -90,5 +92,12 @@ public final class SGDOptimizer: @unchecked Sendable {
                 rows: chunk.range.count / chunk.columns, columns: chunk.columns,
                 w: parameters + chunk.range.lowerBound, maxNorm: Float(c))
         }
+        return finite
+    }
+
+    /// The name of the tensor chunk `index` belongs to.
+    public func tensorName(ofChunk index: Int, in network: Network) -> String {
+        let start = chunks[index].range.lowerBound
+        return network.layout.tensors.first { $0.offset <= start && start < $0.offset + $0.count }?.name ?? "?"
     }
 }

@@ -17,11 +17,26 @@ public struct FileWriteError: Error, CustomStringConvertible {
 public enum AtomicFile {
     public static func write(_ bytes: [UInt8], to path: String) throws(FileWriteError) {
         let temporary = "\(path).tmp-\(getpid())"
+        try writeDurably(bytes, to: temporary)
+        guard rename(temporary, path) == 0 else {
+            let error = FileWriteError(path: path, reason: "rename: \(String(cString: strerror(errno)))")
+            unlink(temporary)
+            throw error
+        }
+        syncDirectory(containing: path)
+    }
+
+    public static func write(_ text: String, to path: String) throws(FileWriteError) {
+        try write(Array(text.utf8), to: path)
+    }
+
+    /// Writes `bytes` to `path` (created or truncated) and fsyncs it; removes it on failure.
+    public static func writeDurably(_ bytes: [UInt8], to path: String) throws(FileWriteError) {
         func fail(_ what: String) -> FileWriteError {
             FileWriteError(path: path, reason: "\(what): \(String(cString: strerror(errno)))")
         }
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw fail("open \(temporary)") }
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw fail("open") }
         var written = 0
         while written < bytes.count {
             let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + written, $0.count - written) }
@@ -29,7 +44,7 @@ public enum AtomicFile {
                 if errno == EINTR { continue }
                 let error = fail("write")
                 close(fd)
-                unlink(temporary)
+                unlink(path)
                 throw error
             }
             written += n
@@ -37,25 +52,24 @@ public enum AtomicFile {
         if fsync(fd) != 0 {
             let error = fail("fsync")
             close(fd)
-            unlink(temporary)
+            unlink(path)
             throw error
         }
         close(fd)
-        guard rename(temporary, path) == 0 else {
-            let error = fail("rename")
-            unlink(temporary)
-            throw error
-        }
-        let folder = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
-        let dirfd = open(folder.isEmpty ? "/" : folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dirfd >= 0 {
-            fsync(dirfd)
-            close(dirfd)
-        }
     }
 
-    public static func write(_ text: String, to path: String) throws(FileWriteError) {
-        try write(Array(text.utf8), to: path)
+    /// fsyncs the folder that holds `path`, so a rename in it is durable.
+    public static func syncDirectory(containing path: String) {
+        let folder = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
+        syncDirectory(folder.isEmpty ? "/" : folder)
+    }
+
+    public static func syncDirectory(_ folder: String) {
+        let fd = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd >= 0 {
+            fsync(fd)
+            close(fd)
+        }
     }
 
     /// Creates `path` and its parents (like `mkdir -p`).
@@ -67,5 +81,43 @@ public enum AtomicFile {
                 throw FileWriteError(path: path, reason: "mkdir \(current): \(String(cString: strerror(errno)))")
             }
         }
+    }
+
+    /// Removes a folder of plain files (a checkpoint), ignoring errors.
+    public static func removeFolder(_ path: String) {
+        if let dir = opendir(path) {
+            while let entry = readdir(dir) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                if name != "." && name != ".." { unlink("\(path)/\(name)") }
+            }
+            closedir(dir)
+        }
+        rmdir(path)
+    }
+
+    /// Names in a folder (not "." or ".."), or nil when it cannot be read.
+    public static func list(_ path: String) -> [String]? {
+        guard let dir = opendir(path) else { return nil }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    /// The whole content of a file, or nil when it cannot be read.
+    public static func read(_ path: String) -> [UInt8]? {
+        guard let file = fopen(path, "rb") else { return nil }
+        defer { fclose(file) }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = fread(&buffer, 1, buffer.count, file)
+            if n > 0 { bytes += buffer[0..<n] }
+            if n < buffer.count { break }
+        }
+        return ferror(file) == 0 ? bytes : nil
     }
 }

@@ -45,6 +45,10 @@ public final class Trainer: @unchecked Sendable {
     // Step coordination. Each counter sits on its own cache line (see `PaddedCounter`).
     let shardsDone = PaddedCounter()
     let nextChunk = PaddedCounter()
+    /// Lowest chunk whose summed gradient was not finite in the last step (Int.max: none).
+    let badChunk = PaddedCounter()
+    /// Tests: write a NaN into this shard's gradient of `layers.1.weight` at this global step.
+    var injectNaN: (step: Int, shard: Int)?
     /// Per-worker seconds spent computing, reducing and waiting, summed over steps.
     public let timing: StepTiming
 
@@ -105,6 +109,7 @@ public final class Trainer: @unchecked Sendable {
         let hyper = configuration.optimizer.hyperparameters(progress: progress)
         shardsDone.value.store(0, ordering: .relaxed)
         nextChunk.value.store(0, ordering: .relaxed)
+        badChunk.value.store(Int.max, ordering: .relaxed)
         await withTaskGroup(of: Void.self) { group in
             for worker in pool.workers {
                 group.addTask(executorPreference: worker) {
@@ -117,6 +122,21 @@ public final class Trainer: @unchecked Sendable {
         var loss = 0.0
         for s in 0..<configuration.shardsPerBatch { loss += shardLoss[s] }
         return loss
+    }
+
+    /// The tensor whose gradient was NaN or infinite in the last step, if any.
+    public var nonFiniteGradientTensor: String? {
+        let chunk = badChunk.value.load(ordering: .relaxed)
+        return chunk == Int.max ? nil : optimizer.tensorName(ofChunk: chunk, in: network)
+    }
+
+    /// Puts the model and optimizer state of a checkpoint in place (before any step).
+    public func restore(parameters values: [Float], velocity: [Float], globalStep: Int) {
+        precondition(values.count == parameters.count && velocity.count == parameters.count)
+        values.withUnsafeBufferPointer { parameters.pointer.update(from: $0.baseAddress!, count: $0.count) }
+        velocity.withUnsafeBufferPointer { optimizer.velocity.pointer.update(from: $0.baseAddress!, count: $0.count) }
+        self.globalStep = globalStep
+        optimizer.stepsTaken = globalStep
     }
 
     /// The reduction phase alone (sum of the shard gradients already in place, update,
@@ -164,9 +184,11 @@ public final class Trainer: @unchecked Sendable {
         while true {
             let chunk = nextChunk.value.add(1, ordering: .relaxed).oldValue
             if chunk >= optimizer.chunks.count { break }
-            optimizer.update(
+            let finite = optimizer.update(
                 chunk: chunk, parameters: parameters.pointer, shardGradients: shardGradientPointers,
                 shardCount: total, hyperparameters: hyper)
+            // Relaxed: read after the task group completes, which orders it.
+            if !finite { badChunk.value.min(chunk, ordering: .relaxed) }
         }
         let t3 = monotonicSeconds()
         timing.add(worker: w, compute: t1 - t0, waiting: t2 - t1, reduction: t3 - t2)
@@ -186,9 +208,13 @@ public final class Trainer: @unchecked Sendable {
         let dropout = DropoutContext(
             seed: configuration.seed, step: UInt32(truncatingIfNeeded: globalStep), firstPosition: shard * n)
         network.forward(parameters: parameters.pointer, workspace: ws, rows: n, dropout: dropout)
-        return network.backward(
+        let loss = network.backward(
             parameters: parameters.pointer, workspace: ws, rows: n, lossDivisor: configuration.batchSize,
             gradient: shardGradients[shard].pointer)
+        if let fault = injectNaN, fault.step == globalStep, fault.shard == shard {
+            shardGradients[shard][network.layout.tensors[2].offset] = .nan
+        }
+        return loss
     }
 
     /// Test error in percent and mean loss, with dropout off; workers take contiguous blocks.

@@ -3,6 +3,7 @@ import ShardwiseData
 import ShardwiseKernels
 import ShardwiseLayers
 import ShardwiseTopology
+import Synchronization
 
 public enum Shardwise {
     public static let version = "0.1.0"
@@ -44,9 +45,27 @@ public struct StepSplit: Codable, Sendable {
     public var reduction: Double
 }
 
+/// How often to write a checkpoint.
+public enum CheckpointInterval: Sendable, Equatable {
+    case steps(Int)
+    case epochs(Int)
+
+    /// "500" (steps) or "2e" (epochs).
+    public init?(_ text: String) {
+        if text.hasSuffix("e"), let n = Int(text.dropLast()), n > 0 {
+            self = .epochs(n)
+        } else if let n = Int(text), n > 0 {
+            self = .steps(n)
+        } else {
+            return nil
+        }
+    }
+}
+
 /// Where a run reads its data and writes its results, and which workers train it.
 public struct RunOptions: Sendable {
     public var dataDirectory: String?
+    /// metrics.jsonl, summary.json and the checkpoints go here.
     public var outDirectory: String?
     /// Worker count; nil means one per core of this machine.
     public var workers: Int?
@@ -56,6 +75,13 @@ public struct RunOptions: Sendable {
     /// Use only the first N training / test samples (tests and quick looks).
     public var trainLimit: Int?
     public var testLimit: Int?
+    public var checkpointEvery: CheckpointInterval?
+    /// Checkpoints kept (the newest).
+    public var keep = 3
+    /// Continue from the newest valid checkpoint in this folder.
+    public var resume: String?
+    /// Stop (as if interrupted) after this many steps of this run: tests of resumption.
+    public var stopAfterSteps: Int?
 
     public init(
         dataDirectory: String? = nil, outDirectory: String? = nil, workers: Int? = nil, trainLimit: Int? = nil, testLimit: Int? = nil
@@ -71,14 +97,32 @@ public struct RunOptions: Sendable {
 /// A failure that ends a run, with a one-line message for the user.
 public struct RunError: Error, CustomStringConvertible {
     public var description: String
-    public init(_ description: String) { self.description = description }
+    /// The process exit status: 1 for failures, 128 + signal after an interruption.
+    public var exitStatus: Int32
+    public init(_ description: String, exitStatus: Int32 = 1) {
+        self.description = description
+        self.exitStatus = exitStatus
+    }
 }
 
-/// The `train` command: load data, train epoch by epoch, evaluate, report, write outputs.
+/// Set by SIGINT and SIGTERM; the training loop checks it after every step.
+/// A lock-free atomic store is async-signal-safe.
+let interruption = Atomic<Int32>(0)
+
+/// The `train` command: load data, train epoch by epoch, evaluate, report, write
+/// outputs and checkpoints; resume from one.
 public enum TrainingRun {
     public static func run(
-        configuration: TrainingConfiguration, options: RunOptions, console: Console = Console()
+        configuration requested: TrainingConfiguration, options: RunOptions, console: Console = Console()
     ) async throws -> RunSummary {
+        var configuration = requested
+        var resumed: Checkpoint.Loaded?
+        var options = options
+        if let folder = options.resume {
+            do { resumed = try Checkpoint.load(try Checkpoint.newest(in: folder)) } catch { throw RunError(error.description) }
+            configuration = resumed!.state.configuration  // the run continues as it was configured
+            if options.outDirectory == nil { options.outDirectory = folder }
+        }
         try configuration.validate()
         let blas: BLASInfo
         do { blas = try BLAS.load() } catch { throw RunError(error.description) }
@@ -103,61 +147,114 @@ public enum TrainingRun {
         if let report = pool.pinningReport { console.warn(report) }
         let trainer: Trainer
         do { trainer = try Trainer(configuration: configuration, train: mnist.train, pool: pool) } catch { throw RunError("\(error)") }
+        var state = TrainingState(
+            version: Shardwise.version, configuration: configuration, epoch: 0, stepInEpoch: 0, globalStep: 0,
+            epochLossSum: 0, epochSeconds: 0, records: [])
+        if let resumed {
+            trainer.restore(parameters: resumed.parameters, velocity: resumed.velocity, globalStep: resumed.state.globalStep)
+            state = resumed.state
+            console.line("resuming from \(resumed.path): epoch \(state.epoch + 1), step \(state.stepInEpoch) of \(trainer.stepsPerEpoch)")
+        }
         console.line(
             "shardwise \(Shardwise.version): \(describe(configuration.network)), \(trainer.network.layout.parameterCount) parameters, "
                 + "\(mnist.train.count) training / \(mnist.test.count) test samples from \(mnist.directory); "
                 + "\(pool.workers.count) workers (\(options.policy.rawValue)), shards of \(configuration.shardSize); BLAS \(blas.kernels) kernels")
+        // SIGINT and SIGTERM finish the step in progress, then checkpoint and stop.
+        interruption.store(0, ordering: .relaxed)
+        let previousInt = signal(SIGINT) { interruption.store($0, ordering: .relaxed) }
+        let previousTerm = signal(SIGTERM) { interruption.store($0, ordering: .relaxed) }
+        defer {
+            signal(SIGINT, previousInt)
+            signal(SIGTERM, previousTerm)
+        }
         // The loop itself runs on worker 0: while it awaits a step, that thread runs
         // worker 0's share, and no thread of the global executor is involved.
+        let start = state
         return try await withTaskExecutorPreference(pool.workers[0]) {
-            try await loop(trainer: trainer, mnist: mnist, configuration: configuration, options: options, blas: blas, console: console)
+            try await loop(trainer: trainer, state: start, mnist: mnist, options: options, blas: blas, console: console)
         }
     }
 
     static func loop(
-        trainer: Trainer, mnist: MNIST, configuration: TrainingConfiguration, options: RunOptions, blas: BLASInfo, console: Console
+        trainer: Trainer, state initial: TrainingState, mnist: MNIST, options: RunOptions, blas: BLASInfo, console: Console
     ) async throws -> RunSummary {
-
+        let configuration = trainer.configuration
         let wallStart = monotonicSeconds()
-        var records: [EpochRecord] = []
-        var trainingSeconds = 0.0
+        var state = initial
         let steps = trainer.stepsPerEpoch
         let samplesPerEpoch = steps * configuration.batchSize
-        for epoch in 0..<configuration.epochs {
-            trainer.shuffle(epoch: epoch)
-            let start = monotonicSeconds()
-            var lossSum = 0.0
-            for s in 0..<steps {
-                lossSum += await trainer.step(epoch: epoch, stepInEpoch: s)
-                let elapsed = monotonicSeconds() - start
-                console.progress(
-                    epoch: epoch + 1, of: configuration.epochs, done: s + 1, total: steps, elapsed: elapsed,
-                    samplesPerSecond: Double((s + 1) * configuration.batchSize) / elapsed,
-                    loss: lossSum / Double((s + 1) * configuration.batchSize))
-            }
-            let seconds = monotonicSeconds() - start
-            trainingSeconds += seconds
-            let trainLoss = lossSum / Double(samplesPerEpoch)
-            guard trainLoss.isFinite else {
-                throw RunError("training diverged at epoch \(epoch + 1): the loss is \(trainLoss); lower --lr (now \(configuration.optimizer.learningRate))")
-            }
-            let test = await trainer.evaluate(mnist.test)
-            let record = EpochRecord(
-                epoch: epoch + 1, trainLoss: trainLoss, testErrorPercent: test.errorPercent,
-                samplesPerSecond: Double(samplesPerEpoch) / seconds, seconds: seconds)
-            records.append(record)
-            console.epochDone(record, of: configuration.epochs)
-            if let out = options.outDirectory {
-                let lines = try records.map { String(decoding: try jsonEncoder(pretty: false).encode($0), as: UTF8.self) + "\n" }
-                do { try AtomicFile.write(lines.joined(), to: "\(out)/metrics.jsonl") } catch { throw RunError(error.description) }
-            }
+        var stepsThisRun = 0
+        var lastCheckpoint: String?
+
+        func checkpoint() throws -> String? {
+            guard let out = options.outDirectory else { return nil }
+            do {
+                lastCheckpoint = try Checkpoint.write(trainer: trainer, state: state, directory: out, keep: options.keep)
+            } catch { throw RunError(error.description) }
+            return lastCheckpoint
         }
 
-        let stepCount = Double(trainer.globalStep)
+        while state.epoch < configuration.epochs {
+            trainer.shuffle(epoch: state.epoch)
+            let start = monotonicSeconds() - state.epochSeconds
+            while state.stepInEpoch < steps {
+                let s = state.stepInEpoch
+                let loss = await trainer.step(epoch: state.epoch, stepInEpoch: s)
+                if let tensor = trainer.nonFiniteGradientTensor {
+                    throw divergence("the gradient of \(tensor) is NaN or infinite", step: trainer.globalStep - 1, lastCheckpoint: lastCheckpoint, configuration: configuration)
+                }
+                guard loss.isFinite else {
+                    throw divergence("the loss is \(loss)", step: trainer.globalStep - 1, lastCheckpoint: lastCheckpoint, configuration: configuration)
+                }
+                state.epochLossSum += loss
+                state.stepInEpoch += 1
+                state.globalStep = trainer.globalStep
+                stepsThisRun += 1
+                let elapsed = monotonicSeconds() - start
+                state.epochSeconds = elapsed
+                console.progress(
+                    epoch: state.epoch + 1, of: configuration.epochs, done: s + 1, total: steps, elapsed: elapsed,
+                    samplesPerSecond: Double((s + 1) * configuration.batchSize) / elapsed,
+                    loss: state.epochLossSum / Double((s + 1) * configuration.batchSize))
+                let signalled = interruption.load(ordering: .relaxed)
+                if signalled != 0 || stepsThisRun == options.stopAfterSteps {
+                    if options.outDirectory == nil { throw RunError("interrupted at step \(state.globalStep); no --out folder, so no checkpoint was written", exitStatus: 128 + max(signalled, 2)) }
+                    let path = try checkpoint()!
+                    throw RunError(
+                        "interrupted after step \(state.globalStep); checkpoint \(path) written. Resume with: shardwise train --resume \(options.outDirectory!)",
+                        exitStatus: signalled != 0 ? 128 + signalled : 0)
+                }
+                if case .steps(let n) = options.checkpointEvery, state.globalStep % n == 0, state.stepInEpoch < steps {
+                    _ = try checkpoint()
+                }
+            }
+            let trainLoss = state.epochLossSum / Double(samplesPerEpoch)
+            let test = await trainer.evaluate(mnist.test)
+            let record = EpochRecord(
+                epoch: state.epoch + 1, trainLoss: trainLoss, testErrorPercent: test.errorPercent,
+                samplesPerSecond: Double(samplesPerEpoch) / state.epochSeconds, seconds: state.epochSeconds)
+            state.records.append(record)
+            console.epochDone(record, of: configuration.epochs)
+            state.epoch += 1
+            state.stepInEpoch = 0
+            state.epochLossSum = 0
+            state.epochSeconds = 0
+            if let out = options.outDirectory {
+                let lines = try state.records.map { String(decoding: try jsonEncoder(pretty: false).encode($0), as: UTF8.self) + "\n" }
+                do { try AtomicFile.write(lines.joined(), to: "\(out)/metrics.jsonl") } catch { throw RunError(error.description) }
+                if case .epochs(let n) = options.checkpointEvery, state.epoch % n == 0, state.epoch < configuration.epochs {
+                    _ = try checkpoint()
+                }
+            }
+        }
+        _ = try checkpoint()
+
+        let stepCount = Double(max(stepsThisRun, 1))
         let split = trainer.timing.meanSeconds
+        let trainingSeconds = state.records.reduce(0) { $0 + $1.seconds }
         let summary = RunSummary(
             version: Shardwise.version, configuration: configuration,
-            finalTestErrorPercent: records.last!.testErrorPercent,
+            finalTestErrorPercent: state.records.last!.testErrorPercent,
             samplesPerSecond: Double(samplesPerEpoch * configuration.epochs) / trainingSeconds,
             wallSeconds: monotonicSeconds() - wallStart, weightsSha256: trainer.weightsSHA256,
             workers: trainer.workerCount, shardSize: configuration.shardSize, placement: trainer.pool.plan,
@@ -165,13 +262,18 @@ public enum TrainingRun {
             stepSeconds: StepSplit(compute: split.compute / stepCount, waiting: split.waiting / stepCount, reduction: split.reduction / stepCount),
             blas: blas,
             trainSamples: mnist.train.count, testSamples: mnist.test.count, dataDirectory: mnist.directory,
-            epochs: records)
+            epochs: state.records)
         if let out = options.outDirectory {
             let json = String(decoding: try jsonEncoder(pretty: true).encode(summary), as: UTF8.self) + "\n"
             do { try AtomicFile.write(json, to: "\(out)/summary.json") } catch { throw RunError(error.description) }
         }
         console.line(String(format: "test error %.2f%% | weights sha256 %@", summary.finalTestErrorPercent, summary.weightsSha256))
         return summary
+    }
+
+    static func divergence(_ what: String, step: Int, lastCheckpoint: String?, configuration: TrainingConfiguration) -> RunError {
+        let kept = lastCheckpoint.map { "; the last good checkpoint \($0) is untouched" } ?? ""
+        return RunError("training diverged at step \(step): \(what); lower --lr (now \(configuration.optimizer.learningRate))\(kept)")
     }
 
     static func describe(_ network: NetworkConfiguration) -> String {
