@@ -44,7 +44,7 @@ let package = Package(
         .testTarget(name: "ShardwiseDataTests", dependencies: ["ShardwiseData"]),
         .testTarget(name: "ShardwiseTopologyTests", dependencies: ["ShardwiseTopology"]),
         .testTarget(name: "ShardwiseRuntimeTests", dependencies: ["ShardwiseRuntime"]),
-        .testTarget(name: "ShardwiseCLITests", dependencies: ["ShardwiseCLI"]),
+        .testTarget(name: "ShardwiseCLITests", dependencies: ["ShardwiseCLI", "ShardwiseRuntime"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -53,7 +53,7 @@ public enum Checkpoint {
             let layout = trainer.network.layout
             let metadata = [
                 "format": "pt", "shardwise_version": Shardwise.version,
-                "network": String(decoding: try! JSONEncoder().encode(state.configuration.network), as: UTF8.self),
+                "network": String(decoding: try! TrainingRun.jsonEncoder(pretty: false).encode(state.configuration.network), as: UTF8.self),
             ]
             let model = SafeTensors.encode(tensors(layout, trainer.parameters, prefix: ""), metadata: metadata)
             let optimizer = SafeTensors.encode(tensors(layout, trainer.optimizer.velocity, prefix: "momentum_buffer."), metadata: ["format": "pt"])
@@ -161,8 +161,10 @@ public enum Checkpoint {
         }
         guard let bytes = AtomicFile.read(path) else { throw CheckpointError("\(path): cannot read") }
         let file = try SafeTensors.decode(bytes, path: path)
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
         guard let text = file.metadata["network"],
-              let network = try? JSONDecoder().decode(NetworkConfiguration.self, from: Data(text.utf8))
+              let network = try? decoder.decode(NetworkConfiguration.self, from: Data(text.utf8))
         else { throw CheckpointError("\(path): no Shardwise network description in its __metadata__") }
         return (network, try flatten(file.tensors, layout: Network(network).layout, prefix: "", path: path))
     }

@@ -1,0 +1,124 @@
+import Foundation
+import ShardwiseRuntime
+import XCTest
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Checkpoints under the real executable: SIGKILL at random points, SIGINT, and the
+/// weights read back by Python's `safetensors` package.
+final class CheckpointCLITests: XCTestCase {
+    var folder = ""
+    var executable: String {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("shardwise").path
+    }
+
+    func mnist() throws -> String {
+        let candidates = ["../shared/datasets/mnist", "../../shared/datasets/mnist"]
+        guard let found = candidates.first(where: { access("\($0)/train-labels-idx1-ubyte.gz", R_OK) == 0 }) else {
+            throw XCTSkip("../shared/datasets/mnist is absent")
+        }
+        return found
+    }
+
+    override func setUpWithError() throws {
+        folder = NSTemporaryDirectory() + "shardwise-kill-\(getpid())-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(atPath: folder)
+    }
+
+    func launch(_ arguments: [String]) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = Pipe()
+        try process.run()
+        return process
+    }
+
+    func trainArguments(_ out: String, data: String) -> [String] {
+        ["train", "--data", data, "--out", out, "--epochs", "50", "--layers", "256,256", "--train-samples", "2048",
+         "--test-samples", "200", "--batch-size", "64", "--shard-size", "32", "--checkpoint-every", "1", "--keep", "2"]
+    }
+
+    /// A process killed with SIGKILL at random points, while it writes a checkpoint every
+    /// step, always leaves a loadable newest checkpoint; the next run resumes from it.
+    func testSIGKILLNeverLeavesABrokenCheckpoint() throws {
+        let data = try mnist()
+        let out = "\(folder)/run"
+        var generator = SystemRandomNumberGenerator()
+        var kills = 0
+        var lastStep = -1
+        for attempt in 0..<8 {
+            let arguments = trainArguments(out, data: data) + (attempt == 0 ? [] : ["--resume", out])
+            let process = try launch(arguments)
+            usleep(UInt32.random(in: 1_600_000...3_000_000, using: &generator))
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            kills += 1
+            let newest = try Checkpoint.newest(in: out)
+            let loaded = try Checkpoint.load(newest)
+            XCTAssertGreaterThanOrEqual(loaded.state.globalStep, lastStep, "attempt \(attempt): the newest checkpoint went backwards")
+            lastStep = loaded.state.globalStep
+            // Every folder named as a checkpoint is complete; only dot-named temporaries may be partial.
+            for name in try FileManager.default.contentsOfDirectory(atPath: out) where name.hasPrefix("checkpoint-") {
+                XCTAssertNoThrow(try Checkpoint.load("\(out)/\(name)"), "attempt \(attempt): \(name)")
+            }
+        }
+        XCTAssertEqual(kills, 8)
+        XCTAssertGreaterThan(lastStep, 0)
+    }
+
+    /// SIGINT finishes the step, writes a checkpoint and says how to resume.
+    func testSIGINTCheckpointsAndExplains() throws {
+        let data = try mnist()
+        let out = "\(folder)/interrupted"
+        let process = try launch(trainArguments(out, data: data).filter { $0 != "--checkpoint-every" && $0 != "1" })
+        usleep(2_500_000)
+        kill(process.processIdentifier, SIGINT)
+        process.waitUntilExit()
+        let message = String(decoding: (process.standardError as! Pipe).fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        XCTAssertEqual(process.terminationStatus, 130, message)
+        XCTAssert(message.contains("Resume with: shardwise train --resume \(out)"), message)
+        XCTAssertNoThrow(try Checkpoint.load(try Checkpoint.newest(in: out)))
+    }
+
+    /// The weights load with Python's safetensors package (installed from PyPI if missing),
+    /// and a numpy forward pass over them gives the test error `shardwise eval` prints.
+    func testPythonSafetensorsAgreesWithEval() throws {
+        let data = try mnist()
+        let out = "\(folder)/py"
+        let train = try launch(["train", "--data", data, "--out", out, "--epochs", "1", "--layers", "128,64", "--train-samples", "4096", "--batch-size", "64", "--shard-size", "32"])
+        train.waitUntilExit()
+        XCTAssertEqual(train.terminationStatus, 0)
+        func python(_ arguments: [String]) throws -> (Int32, String) {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = ["python3"] + arguments
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            process.standardError = pipe
+            try process.run()
+            let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            return (process.terminationStatus, text)
+        }
+        if try python(["-c", "import safetensors, numpy"]).0 != 0 {
+            let (status, text) = try python(["-m", "pip", "install", "--quiet", "safetensors", "numpy"])
+            guard status == 0 else { throw XCTSkip("the safetensors package cannot be had here: \(text.suffix(300))") }
+        }
+        let model = "\(try Checkpoint.newest(in: out))/model.safetensors"
+        let (status, text) = try python(["Tests/python/safetensors_forward.py", model, data])
+        XCTAssertEqual(status, 0, text)
+        let numpyError = Double(text.trimmingCharacters(in: .whitespacesAndNewlines))
+        let report = try Evaluation.run(checkpoint: model, dataDirectory: data)
+        XCTAssertNotNil(numpyError, text)
+        // numpy's float32 products sum in another order than OpenBLAS's: allow one sample in 10,000 to flip.
+        XCTAssertEqual(numpyError ?? -1, report.errorPercent, accuracy: 0.011, "numpy \(text), shardwise eval \(report.errorPercent)")
+    }
+}
