@@ -96,6 +96,9 @@ struct TrainCommand: AsyncParsableCommand {
     @Option(help: "Continue from the newest valid checkpoint in this folder (its configuration is used; --workers may change).")
     var resume: String?
 
+    @Flag(help: "Also train the same network and seed without dropout (into OUT/no-dropout) and draw both in OUT/curves.svg.")
+    var compareNoDropout = false
+
     @Option(help: "Use only the first N training samples.")
     var trainSamples: Int?
 
@@ -130,6 +133,9 @@ struct TrainCommand: AsyncParsableCommand {
         } catch let error as TrainingError {
             throw ValidationError(error.description)
         }
+        if compareNoDropout && out == nil && resume == nil {
+            throw ValidationError("--compare-no-dropout: needs --out DIR for the two runs and their curves")
+        }
         if let checkpointEvery, CheckpointInterval(checkpointEvery) == nil {
             throw ValidationError("--checkpoint-every: '\(checkpointEvery)', expected a positive number of steps (500) or epochs (2e)")
         }
@@ -155,7 +161,22 @@ struct TrainCommand: AsyncParsableCommand {
         options.checkpointEvery = checkpointEvery.flatMap(CheckpointInterval.init)
         options.keep = keep
         options.resume = resume
-        _ = try await TrainingRun.run(configuration: makeConfiguration(), options: options)
+        let configuration = try makeConfiguration()
+        let summary = try await TrainingRun.run(configuration: configuration, options: options)
+        guard compareNoDropout, let out = options.outDirectory ?? resume else { return }
+        var plain = summary.configuration
+        plain.network.dropoutInput = 0
+        plain.network.dropoutHidden = 0
+        var plainOptions = options
+        plainOptions.outDirectory = "\(out)/no-dropout"
+        plainOptions.resume = nil
+        print("the same network and seed without dropout, into \(out)/no-dropout:")
+        let baseline = try await TrainingRun.run(configuration: plain, options: plainOptions)
+        let svg = Curves.svg(
+            title: "Dropout effect: \(summary.configuration.network.hiddenSizes.map(String.init).joined(separator: "-")) ReLU network",
+            runs: [(TrainingRun.label(summary.configuration.network), summary.epochs), ("no dropout", baseline.epochs)])
+        do { try AtomicFile.write(svg, to: "\(out)/curves.svg") } catch { throw RunError(error.description) }
+        print(String(format: "dropout effect: test error %.2f%% with dropout, %.2f%% without; curves in %@/curves.svg", summary.finalTestErrorPercent, baseline.finalTestErrorPercent, out))
     }
 }
 

@@ -16,6 +16,14 @@ public struct EpochRecord: Codable, Sendable, Equatable {
     public var testErrorPercent: Double
     public var samplesPerSecond: Double
     public var seconds: Double
+
+    public init(epoch: Int, trainLoss: Double, testErrorPercent: Double, samplesPerSecond: Double, seconds: Double) {
+        self.epoch = epoch
+        self.trainLoss = trainLoss
+        self.testErrorPercent = testErrorPercent
+        self.samplesPerSecond = samplesPerSecond
+        self.seconds = seconds
+    }
 }
 
 /// `summary.json`: the configuration, the result and how it was computed.
@@ -43,6 +51,12 @@ public struct StepSplit: Codable, Sendable {
     public var compute: Double
     public var waiting: Double
     public var reduction: Double
+
+    public init(compute: Double, waiting: Double, reduction: Double) {
+        self.compute = compute
+        self.waiting = waiting
+        self.reduction = reduction
+    }
 }
 
 /// How often to write a checkpoint.
@@ -241,7 +255,12 @@ public enum TrainingRun {
             state.epochSeconds = 0
             if let out = options.outDirectory {
                 let lines = try state.records.map { String(decoding: try jsonEncoder(pretty: false).encode($0), as: UTF8.self) + "\n" }
-                do { try AtomicFile.write(lines.joined(), to: "\(out)/metrics.jsonl") } catch { throw RunError(error.description) }
+                do {
+                    try AtomicFile.write(lines.joined(), to: "\(out)/metrics.jsonl")
+                    try AtomicFile.write(
+                        Curves.svg(title: "Learning curves: \(describe(configuration.network))", runs: [(label(configuration.network), state.records)]),
+                        to: "\(out)/curves.svg")
+                } catch { throw RunError(error.description) }
                 if case .epochs(let n) = options.checkpointEvery, state.epoch % n == 0, state.epoch < configuration.epochs {
                     _ = try checkpoint()
                 }
@@ -274,6 +293,11 @@ public enum TrainingRun {
     static func divergence(_ what: String, step: Int, lastCheckpoint: String?, configuration: TrainingConfiguration) -> RunError {
         let kept = lastCheckpoint.map { "; the last good checkpoint \($0) is untouched" } ?? ""
         return RunError("training diverged at step \(step): \(what); lower --lr (now \(configuration.optimizer.learningRate))\(kept)")
+    }
+
+    /// "dropout 0.2/0.5" or "no dropout", for legends.
+    public static func label(_ network: NetworkConfiguration) -> String {
+        network.dropoutInput == 0 && network.dropoutHidden == 0 ? "no dropout" : "dropout \(network.dropoutInput)/\(network.dropoutHidden)"
     }
 
     static func describe(_ network: NetworkConfiguration) -> String {
