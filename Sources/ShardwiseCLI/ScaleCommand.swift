@@ -16,14 +16,7 @@ struct ScaleCommand: AsyncParsableCommand {
     @Option(help: "strong (fixed global batch), weak (fixed batch per worker) or both.")
     var mode = "both"
 
-    @Option(help: "Hidden layer sizes, comma-separated.")
-    var layers = "1024,1024,1024"
-
-    @Option(help: "Probability of zeroing an input unit.")
-    var dropoutInput = 0.2
-
-    @Option(help: "Probability of zeroing a hidden unit.")
-    var dropoutHidden = 0.5
+    @OptionGroup var network: NetworkOptions
 
     @Option(help: "Global batch under strong scaling; batch per worker under weak scaling.")
     var batchSize = 256
@@ -77,12 +70,12 @@ struct ScaleCommand: AsyncParsableCommand {
         }
         guard windows > 0, steps > 0 else { throw ValidationError("--windows and --steps: expected positive counts") }
         if projectTo != nil && projectSynthetic != nil { throw ValidationError("--project-to and --project-synthetic: give one target") }
-        _ = try parseLayerSizes(layers)
+        _ = try network.configuration()
     }
 
     func run() async throws {
         var configuration = TrainingConfiguration.reference()
-        configuration.network = NetworkConfiguration(hiddenSizes: try parseLayerSizes(layers), dropoutInput: dropoutInput, dropoutHidden: dropoutHidden)
+        configuration.network = try network.configuration()
         configuration.batchSize = batchSize
         configuration.shardSize = shardSize
         do { try configuration.validate() } catch { throw ValidationError("\(error)") }

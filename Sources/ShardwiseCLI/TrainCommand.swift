@@ -9,17 +9,7 @@ struct TrainCommand: AsyncParsableCommand {
         abstract: "Train a ReLU network with dropout on MNIST.",
         discussion: "Defaults are the reference recipe (README, 'The reference recipe').")
 
-    @Option(help: "Hidden layer sizes, comma-separated.")
-    var layers = "1024,1024,1024"
-
-    @Option(help: "Probability of zeroing an input unit, in [0, 1).")
-    var dropoutInput = 0.2
-
-    @Option(help: "Probability of zeroing a hidden unit, in [0, 1).")
-    var dropoutHidden = 0.5
-
-    @Flag(help: "Train without dropout (both rates 0).")
-    var noDropout = false
+    @OptionGroup var network: NetworkOptions
 
     @Option(help: "Base learning rate.")
     var lr = 0.05
@@ -106,7 +96,6 @@ struct TrainCommand: AsyncParsableCommand {
     var testSamples: Int?
 
     func makeConfiguration() throws -> TrainingConfiguration {
-        let sizes = try parseLayerSizes(layers)
         let schedule: LearningRateSchedule
         switch self.schedule {
         case "constant": schedule = .constant
@@ -117,9 +106,7 @@ struct TrainCommand: AsyncParsableCommand {
             throw ValidationError("--schedule: unknown schedule '\(self.schedule)', expected constant, step, exponential or cosine")
         }
         return TrainingConfiguration(
-            network: NetworkConfiguration(
-                hiddenSizes: sizes, dropoutInput: noDropout ? 0 : dropoutInput,
-                dropoutHidden: noDropout ? 0 : dropoutHidden),
+            network: try network.configuration(),
             optimizer: OptimizerConfiguration(
                 learningRate: lr, schedule: schedule,
                 momentum: MomentumRamp(start: momentumStart ?? momentum, end: momentum, epochs: momentumRamp),

@@ -57,7 +57,14 @@ final class CheckpointCLITests: XCTestCase {
         for attempt in 0..<8 {
             let arguments = trainArguments(out, data: data) + (attempt == 0 ? [] : ["--resume", out])
             let process = try launch(arguments)
-            usleep(UInt32.random(in: 1_600_000...3_000_000, using: &generator))
+            if attempt == 0 {
+                // Let the first run write a checkpoint (however slow the machine), then kill it at a random point.
+                let deadline = Date().addingTimeInterval(120)
+                while (try? Checkpoint.newest(in: out)) == nil && Date() < deadline && process.isRunning { usleep(50_000) }
+                usleep(UInt32.random(in: 0...1_000_000, using: &generator))
+            } else {
+                usleep(UInt32.random(in: 1_600_000...3_000_000, using: &generator))
+            }
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
             kills += 1
@@ -79,7 +86,10 @@ final class CheckpointCLITests: XCTestCase {
         let data = try mnist()
         let out = "\(folder)/interrupted"
         let process = try launch(trainArguments(out, data: data).filter { $0 != "--checkpoint-every" && $0 != "1" })
-        usleep(2_500_000)
+        // Interrupt mid-training: after the first epoch's metrics appear (the handlers are installed by then).
+        let deadline = Date().addingTimeInterval(120)
+        while access("\(out)/metrics.jsonl", F_OK) != 0 && Date() < deadline && process.isRunning { usleep(50_000) }
+        usleep(300_000)
         kill(process.processIdentifier, SIGINT)
         process.waitUntilExit()
         let message = String(decoding: (process.standardError as! Pipe).fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
