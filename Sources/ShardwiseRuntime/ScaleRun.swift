@@ -87,6 +87,7 @@ public enum ScaleRun {
         let description = "\(machine.packageCount) package(s), \(machine.numaNodes.count) NUMA node(s), \(machine.coreCount) cores, \(machine.pus.count) PUs"
         line("shardwise scale on this machine (\(description)), BLAS \(blas.kernels), policy \(settings.policy.rawValue)")
         line("network \(TrainingRun.describe(configuration.network)), shards of \(configuration.shardSize), \(dataName)")
+        if !settings.command.isEmpty { line("command: \(settings.command)") }
         var gemmOne = 0.0
         var points: [ScalePoint] = []
         var baseline: [String: Double] = [:]

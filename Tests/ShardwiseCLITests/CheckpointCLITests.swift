@@ -98,6 +98,41 @@ final class CheckpointCLITests: XCTestCase {
         XCTAssertNoThrow(try Checkpoint.load(try Checkpoint.newest(in: out)))
     }
 
+    /// A full disk: one clear line, exit status 1, no partial checkpoint left, the previous one loadable.
+    /// Uses a 1.2 MB tmpfs (needs root and mount rights; skips otherwise).
+    func testFullDisk() throws {
+        let data = try mnist()
+        let mountPoint = "\(folder)/small-disk"
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        let mount = Process()
+        mount.executableURL = URL(fileURLWithPath: "/bin/mount")
+        mount.arguments = ["-t", "tmpfs", "-o", "size=1200k", "tmpfs", mountPoint]
+        mount.standardError = FileHandle.nullDevice
+        try mount.run()
+        mount.waitUntilExit()
+        guard mount.terminationStatus == 0 else { throw XCTSkip("cannot mount a small tmpfs here (needs root and mount rights)") }
+        defer {
+            let umount = Process()
+            umount.executableURL = URL(fileURLWithPath: "/bin/umount")
+            umount.arguments = [mountPoint]
+            try? umount.run()
+            umount.waitUntilExit()
+        }
+        let out = "\(mountPoint)/run"
+        // About 420 KB per checkpoint: the third or fourth does not fit.
+        let process = try launch(["train", "--data", data, "--out", out, "--epochs", "3", "--layers", "64", "--train-samples", "1024",
+                                  "--test-samples", "100", "--batch-size", "64", "--shard-size", "32", "--checkpoint-every", "4", "--keep", "9"])
+        process.waitUntilExit()
+        let message = String(decoding: (process.standardError as! Pipe).fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        XCTAssertEqual(process.terminationStatus, 1, message)
+        XCTAssertEqual(message.split(separator: "\n").count, 1, message)
+        XCTAssert(message.contains("No space left on device"), message)
+        XCTAssert(message.contains("the previous checkpoint") && message.contains("is intact"), message)
+        XCTAssertNoThrow(try Checkpoint.load(try Checkpoint.newest(in: out)))
+        let names = try FileManager.default.contentsOfDirectory(atPath: out)
+        XCTAssertFalse(names.contains { $0.contains(".tmp") }, "partial files left: \(names)")
+    }
+
     /// The weights load with Python's safetensors package (installed from PyPI if missing),
     /// and a numpy forward pass over them gives the test error `shardwise eval` prints.
     func testPythonSafetensorsAgreesWithEval() throws {
