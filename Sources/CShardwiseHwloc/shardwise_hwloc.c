@@ -156,4 +156,19 @@ void sw_topology_free(sw_topology *topology, void *memory, size_t bytes) {
     hwloc_free(topology->topology, memory, bytes);
 }
 
+int sw_topology_area_nodes(sw_topology *topology, const void *memory, size_t bytes, int *nodes, int capacity) {
+    hwloc_nodeset_t set = hwloc_bitmap_alloc();
+    int status = hwloc_get_area_memlocation(topology->topology, memory, bytes, set, HWLOC_MEMBIND_BYNODESET);
+    int count = -1;
+    if (status == 0) {
+        count = 0;
+        int index;
+        hwloc_bitmap_foreach_begin(index, set)
+            if (count < capacity) nodes[count++] = index;
+        hwloc_bitmap_foreach_end();
+    }
+    hwloc_bitmap_free(set);
+    return count;
+}
+
 int sw_current_cpu(void) { return sched_getcpu(); }

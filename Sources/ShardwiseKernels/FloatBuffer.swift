@@ -17,21 +17,35 @@ public final class FloatBuffer: @unchecked Sendable {
 
     public let pointer: UnsafeMutablePointer<Float>
     public let count: Int
+    let allocator: MemoryAllocator?
 
-    public init(count: Int) {
+    /// - Parameter allocator: where the memory comes from (a NUMA node, say); nil
+    ///   means `posix_memalign`. Its memory must be at least 64-byte aligned.
+    public init(count: Int, allocator: MemoryAllocator? = nil) {
         precondition(count >= 0, "FloatBuffer count must be non-negative, got \(count)")
-        var raw: UnsafeMutableRawPointer?
         let bytes = max(count, 1) * MemoryLayout<Float>.stride
-        let status = posix_memalign(&raw, Self.alignment, bytes)
-        guard status == 0, let raw else {
-            fatalError("FloatBuffer: cannot allocate \(bytes) bytes (posix_memalign returned \(status))")
+        var raw: UnsafeMutableRawPointer?
+        if let allocator {
+            raw = allocator.allocate(bytes)
+            precondition(Int(bitPattern: raw) % Self.alignment == 0, "allocator returned memory not aligned to \(Self.alignment) bytes")
+        } else {
+            let status = posix_memalign(&raw, Self.alignment, bytes)
+            if status != 0 { raw = nil }
         }
+        guard let raw else { fatalError("FloatBuffer: cannot allocate \(bytes) bytes") }
         memset(raw, 0, bytes)
         self.pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
         self.count = count
+        self.allocator = allocator
     }
 
-    deinit { free(pointer) }
+    deinit {
+        if let allocator {
+            allocator.deallocate(UnsafeMutableRawPointer(pointer), max(count, 1) * MemoryLayout<Float>.stride)
+        } else {
+            free(pointer)
+        }
+    }
 
     public subscript(index: Int) -> Float {
         get { pointer[index] }
@@ -59,4 +73,19 @@ public final class FloatBuffer: @unchecked Sendable {
 public func roundUpToCacheLine(_ count: Int) -> Int {
     let perLine = FloatBuffer.alignment / MemoryLayout<Float>.stride
     return (count + perLine - 1) / perLine * perLine
+}
+
+/// Where a buffer's memory comes from: the runtime passes one that binds pages to
+/// the NUMA node of the worker that will use them (hwloc membind).
+public struct MemoryAllocator: Sendable {
+    public let allocate: @Sendable (Int) -> UnsafeMutableRawPointer?
+    public let deallocate: @Sendable (UnsafeMutableRawPointer, Int) -> Void
+
+    public init(
+        allocate: @escaping @Sendable (Int) -> UnsafeMutableRawPointer?,
+        deallocate: @escaping @Sendable (UnsafeMutableRawPointer, Int) -> Void
+    ) {
+        self.allocate = allocate
+        self.deallocate = deallocate
+    }
 }

@@ -15,17 +15,18 @@ public final class Workspace: @unchecked Sendable {
     /// Labels of the shard's rows.
     public let labels: UnsafeMutablePointer<Int32>
 
-    public init(network: Network, capacity: Int) {
+    /// - Parameter allocator: where the buffers' memory comes from (the computing worker's NUMA node).
+    public init(network: Network, capacity: Int, allocator: MemoryAllocator? = nil) {
         precondition(capacity > 0, "workspace capacity must be positive")
         self.capacity = capacity
-        activations = network.widths.map { FloatBuffer(count: capacity * $0) }
+        activations = network.widths.map { FloatBuffer(count: capacity * $0, allocator: allocator) }
         masks = network.layers.map { layer in
-            if case .dropout(let width, _, _) = layer { return FloatBuffer(count: capacity * width) }
+            if case .dropout(let width, _, _) = layer { return FloatBuffer(count: capacity * width, allocator: allocator) }
             return nil
         }
         let widest = network.widths.max()!
-        gradientA = FloatBuffer(count: capacity * widest)
-        gradientB = FloatBuffer(count: capacity * widest)
+        gradientA = FloatBuffer(count: capacity * widest, allocator: allocator)
+        gradientB = FloatBuffer(count: capacity * widest, allocator: allocator)
         labels = .allocate(capacity: capacity)
         labels.initialize(repeating: 0, count: capacity)
     }

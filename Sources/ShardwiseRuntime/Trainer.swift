@@ -66,10 +66,16 @@ public final class Trainer: @unchecked Sendable {
         network.initialize(parameters: parameters, seed: configuration.seed)
         optimizer = SGDOptimizer(configuration: configuration.optimizer, network: network, chunkElements: chunkElements)
         let shards = configuration.shardsPerBatch
-        shardGradients = (0..<shards).map { _ in FloatBuffer(count: network.layout.count) }
+        // Each shard's buffers live on the NUMA node of the worker that computes it
+        // (shards are assigned to workers in fixed blocks, see `shards(of:)`).
+        let owners = (0..<shards).map { s in Self.owner(ofShard: s, shards: shards, workers: pool.workers.count) }
+        let allocators = pool.workers.map { pool.memoryAllocator(for: $0) }
+        shardGradients = (0..<shards).map { FloatBuffer(count: network.layout.count, allocator: allocators[owners[$0]]) }
         shardGradientPointers = .allocate(capacity: shards)
         for s in 0..<shards { shardGradientPointers[s] = shardGradients[s].pointer }
-        workspaces = (0..<shards).map { _ in Workspace(network: network, capacity: configuration.shardSize) }
+        workspaces = (0..<shards).map {
+            Workspace(network: network, capacity: configuration.shardSize, allocator: allocators[owners[$0]])
+        }
         shardLoss = .allocate(capacity: shards)
         shardLoss.initialize(repeating: 0, count: shards)
         let images = FloatBuffer(count: train.images.count)
@@ -92,6 +98,10 @@ public final class Trainer: @unchecked Sendable {
         let s = configuration.shardsPerBatch, n = workerCount
         let per = (s + n - 1) / n
         return min(s, w * per)..<min(s, (w + 1) * per)
+    }
+
+    static func owner(ofShard shard: Int, shards: Int, workers: Int) -> Int {
+        shard / ((shards + workers - 1) / workers)
     }
 
     /// Shuffles the training set for `epoch`: Fisher-Yates driven by the stream (seed, shuffle, epoch).

@@ -1,3 +1,4 @@
+import ShardwiseKernels
 import ShardwiseTopology
 import Synchronization
 
@@ -142,6 +143,14 @@ public final class WorkerPool: @unchecked Sendable {
         guard let failed = workers.first(where: { !$0.pinned.load(ordering: .relaxed) }) else { return nil }
         let count = workers.filter { !$0.pinned.load(ordering: .relaxed) }.count
         return "\(count) of \(workers.count) workers run unpinned (\(failed.bindingError ?? "binding failed"))"
+    }
+
+    /// Memory bound to `worker`'s NUMA node through hwloc, when the pool has this machine's topology.
+    public func memoryAllocator(for worker: PinnedWorker) -> MemoryAllocator? {
+        guard let topology, topology.isThisSystem, let node = worker.placement.memoryNode else { return nil }
+        return MemoryAllocator(
+            allocate: { topology.allocate(bytes: $0, onNode: node) },
+            deallocate: { topology.free($0, bytes: $1) })
     }
 
     /// Stops every worker after the jobs already queued and joins their threads.

@@ -134,11 +134,16 @@ public final class Topology: @unchecked Sendable {
         }
     }
 
-    /// Allocates memory bound to a NUMA node (plain allocation where binding is unsupported).
-    public func allocate(bytes: Int, onNode node: OSIndex?) -> UnsafeMutableRawPointer {
-        let pointer = sw_topology_alloc_on_node(handle, bytes, Int32(node?.rawValue ?? -1))
-        guard let pointer else { fatalError("cannot allocate \(bytes) bytes") }
-        return pointer
+    /// Allocates page-aligned memory bound to a NUMA node (plain allocation where binding is unsupported).
+    public func allocate(bytes: Int, onNode node: OSIndex?) -> UnsafeMutableRawPointer? {
+        sw_topology_alloc_on_node(handle, bytes, Int32(node?.rawValue ?? -1))
+    }
+
+    /// The NUMA nodes (OS indices) holding the pages of `bytes` at `pointer`, after they were touched.
+    public func memoryLocation(of pointer: UnsafeRawPointer, bytes: Int) -> [OSIndex] {
+        var nodes = [Int32](repeating: 0, count: max(numaNodes.count, 1))
+        let found = sw_topology_area_nodes(handle, pointer, bytes, &nodes, Int32(nodes.count))
+        return found < 0 ? [] : nodes.prefix(Int(found)).map { OSIndex(Int($0)) }
     }
 
     public func free(_ pointer: UnsafeMutableRawPointer, bytes: Int) {

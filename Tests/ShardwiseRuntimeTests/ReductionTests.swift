@@ -1,6 +1,7 @@
 @testable import ShardwiseRuntime
 import ShardwiseKernels
 import ShardwiseLayers
+import ShardwiseTopology
 import XCTest
 
 /// The parallel reduction equals a plain sequential sum-and-update, bit for bit,
@@ -41,6 +42,27 @@ final class ReductionTests: XCTestCase {
                 }
             }
             pool.shutdown()
+        }
+    }
+}
+
+final class ShardMemoryTests: XCTestCase {
+    /// Each shard's gradient and workspace memory sits on the NUMA node of the worker that computes it.
+    func testShardBuffersLiveOnTheirWorkersNode() throws {
+        let pool = try WorkerPool.onThisMachine(workers: 2, oversubscribe: true)
+        defer { pool.shutdown() }
+        var configuration = TrainingConfiguration.reference()
+        configuration.network.hiddenSizes = [32]
+        configuration.batchSize = 8 * 5
+        configuration.shardSize = 8
+        let trainer = try Trainer(configuration: configuration, train: syntheticDataset(count: 64, features: 784, seed: 1), pool: pool)
+        let topology = try ShardwiseTopology.Topology.thisMachine()
+        for shard in 0..<configuration.shardsPerBatch {
+            let owner = Trainer.owner(ofShard: shard, shards: configuration.shardsPerBatch, workers: 2)
+            XCTAssert(trainer.shards(of: owner).contains(shard), "shard \(shard) owner \(owner)")
+            guard let node = pool.workers[owner].placement.memoryNode else { continue }
+            let buffer = trainer.shardGradients[shard]
+            XCTAssertEqual(topology.memoryLocation(of: buffer.pointer, bytes: buffer.count * 4), [node], "shard \(shard)")
         }
     }
 }

@@ -51,6 +51,9 @@ int sw_topology_bind_thread(sw_topology *topology, int pu_os_index, char *error,
 /// allocation when binding is not supported). Free with sw_topology_free.
 void *sw_topology_alloc_on_node(sw_topology *topology, size_t bytes, int numa_os_index);
 void sw_topology_free(sw_topology *topology, void *memory, size_t bytes);
+/// Writes the OS indices of the NUMA nodes holding the area's pages into `nodes`
+/// (at most `capacity`); returns how many, or -1 when hwloc cannot tell.
+int sw_topology_area_nodes(sw_topology *topology, const void *memory, size_t bytes, int *nodes, int capacity);
 
 /// The CPU the calling thread runs on now (sched_getcpu), or -1.
 int sw_current_cpu(void);
