@@ -36,7 +36,7 @@ struct EvalCommand: ParsableCommand {
             print(pad(String(digit), 5) + row.map { pad(String($0), 6) }.joined())
         }
         if let mc = report.monteCarlo {
-            print(String(format: "MC dropout, %d passes: test error %.2f%%, mean predictive entropy %.4f nats", mc.passes, mc.errorPercent, mc.meanEntropy))
+            print(String(format: "MC dropout, %d passes: test error %.2f%%, mean predictive entropy %.4f nats (%.4f on images it gets right, %.4f on those it gets wrong)", mc.passes, mc.errorPercent, mc.meanEntropy, mc.entropyCorrect, mc.entropyWrong))
         }
         print(String(format: "test error %.2f%% on %d samples", report.errorPercent, report.samples))
     }

@@ -11,8 +11,9 @@ public struct EvaluationReport: Sendable {
     /// confusion[true class][predicted class]
     public var confusion: [[Int]]
     public var samples: Int
-    /// With --mc-dropout: the error of the averaged prediction, and the mean entropy (nats) of the averaged distribution.
-    public var monteCarlo: (passes: Int, errorPercent: Double, meanEntropy: Double)?
+    /// With --mc-dropout: the error of the averaged prediction, the mean entropy (nats) of the averaged
+    /// distribution, and that mean over the images it gets right and over those it gets wrong.
+    public var monteCarlo: (passes: Int, errorPercent: Double, meanEntropy: Double, entropyCorrect: Double, entropyWrong: Double)?
 }
 
 public enum Evaluation {
@@ -54,7 +55,7 @@ public enum Evaluation {
             }
         }
         let errors = test.count - (0..<classes).reduce(0) { $0 + confusion[$1][$1] }
-        var monteCarlo: (Int, Double, Double)?
+        var monteCarlo: (Int, Double, Double, Double, Double)?
         if let passes = mcDropoutPasses {
             for t in 0..<passes {
                 // Pass t draws its masks from the dropout streams of "step" t: reproducible for a seed.
@@ -69,14 +70,22 @@ public enum Evaluation {
                 }
             }
             var mcErrors = 0
-            var entropy = 0.0
+            var entropyRight = 0.0, entropyWrong = 0.0
             for i in 0..<test.count {
                 let p = meanProbabilities[i * classes..<(i + 1) * classes]
                 let predicted = p.indices.max { p[$0] < p[$1] }! - i * classes
-                if predicted != Int(test.labels[i]) { mcErrors += 1 }
-                entropy -= p.reduce(0) { $0 + ($1 > 0 ? $1 * log($1) : 0) }
+                let h = -p.reduce(0) { $0 + ($1 > 0 ? $1 * log($1) : 0) }
+                if predicted != Int(test.labels[i]) {
+                    mcErrors += 1
+                    entropyWrong += h
+                } else {
+                    entropyRight += h
+                }
             }
-            monteCarlo = (passes, 100 * Double(mcErrors) / Double(test.count), entropy / Double(test.count))
+            let right = test.count - mcErrors
+            monteCarlo = (
+                passes, 100 * Double(mcErrors) / Double(test.count), (entropyRight + entropyWrong) / Double(test.count),
+                right > 0 ? entropyRight / Double(right) : 0, mcErrors > 0 ? entropyWrong / Double(mcErrors) : 0)
         }
         return EvaluationReport(
             errorPercent: 100 * Double(errors) / Double(test.count), confusion: confusion, samples: test.count,

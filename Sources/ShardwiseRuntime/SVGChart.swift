@@ -69,7 +69,9 @@ public struct SVGChart {
         let plotW = Self.panelWidth - m.left - m.right, plotH = Self.panelHeight - m.top - m.bottom
         let all = panel.series.flatMap(\.points)
         let xs = all.map(\.x), ys = all.map(\.y)
-        let xTicks = niceTicks(min: xs.min() ?? 0, max: xs.max() ?? 1)
+        // Worker counts and epochs are whole numbers: no ticks between them.
+        let integral = xs.allSatisfy { $0 == $0.rounded() }
+        let xTicks = niceTicks(min: xs.min() ?? 0, max: xs.max() ?? 1).filter { !integral || $0 == $0.rounded() }
         let yTicks = niceTicks(min: panel.yFromZero ? min(0, ys.min() ?? 0) : (ys.min() ?? 0), max: ys.max() ?? 1)
         let (x0, x1) = (xTicks.first!, xTicks.last!), (y0, y1) = (yTicks.first!, yTicks.last!)
         let left = originX + m.left, top = originY + m.top
@@ -97,9 +99,12 @@ public struct SVGChart {
                 }
             }
         }
-        // Legend, top right inside the plot.
+        // Legend inside the plot, at the top right, or at the bottom right when the data's
+        // right-hand part runs high (it would cover the lines).
+        let rightHigh = all.filter { px($0.x) > left + plotW * 0.6 }.contains { py($0.y) < top + plotH * 0.5 }
+        let legendTop = rightHigh ? top + plotH - 10 - Double(panel.series.count) * 16 : top + 14
         for (i, series) in panel.series.enumerated() {
-            let y = top + 14 + Double(i) * 16, x = left + plotW - 150
+            let y = legendTop + Double(i) * 16, x = left + plotW - 150
             s += "<line x1=\"\(fmt(x))\" y1=\"\(fmt(y - 4))\" x2=\"\(fmt(x + 22))\" y2=\"\(fmt(y - 4))\" stroke=\"\(series.color)\" stroke-width=\"2\"\(series.dashed ? " stroke-dasharray=\"6 4\"" : "")/>\n"
             s += "<text x=\"\(fmt(x + 28))\" y=\"\(fmt(y))\" font-size=\"11\">\(escape(series.name))</text>\n"
         }

@@ -103,7 +103,11 @@ public enum ScaleRun {
                 var c = configuration
                 if mode == "weak" { c.batchSize = configuration.batchSize * workers }
                 let (rates, split) = try await measure(pool: pool, configuration: c, data: data, settings: settings)
-                if baseline[mode] == nil { baseline[mode] = rates[rates.count / 2] / Double(workers) }  // per-worker rate of the first point
+                // The first point of each mode is the baseline: its per-worker median rate.
+                let first = point(
+                    mode: mode, workers: workers, globalBatch: c.batchSize, windowRates: rates,
+                    baselinePerWorker: 1, gemmCeiling: gemm / gemmOne, split: split)
+                if baseline[mode] == nil { baseline[mode] = first.samplesPerSecond / Double(workers) }
                 points.append(point(
                     mode: mode, workers: workers, globalBatch: c.batchSize, windowRates: rates,
                     baselinePerWorker: baseline[mode]!, gemmCeiling: gemm / gemmOne, split: split))
