@@ -6,7 +6,7 @@ DEB_PACKAGES := libopenblas-dev libopenblas-serial-dev libblis-dev zlib1g-dev li
 # Files whose presence shows each package is installed (dpkg -s is slower and noisier).
 DEB_PROBES   := /usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0 \
                 /usr/lib/x86_64-linux-gnu/openblas-serial/libopenblas.so.0 \
-                /usr/include/blis/blis.h /usr/include/zlib.h /usr/include/hwloc.h /usr/bin/lstopo-no-graphics
+                /usr/lib/x86_64-linux-gnu/libblis.so.4 /usr/include/zlib.h /usr/include/hwloc.h /usr/bin/lstopo-no-graphics
 RUN_DIR      ?= runs/reference
 TRAIN_FLAGS  ?=
 
