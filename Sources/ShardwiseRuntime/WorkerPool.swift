@@ -158,7 +158,15 @@ public final class WorkerPool: @unchecked Sendable {
         guard !isShutDown else { return }
         isShutDown = true
         for worker in workers { worker.stop() }
-        for thread in threads { pthread_join(thread, nil) }
+        for thread in threads {
+            // Called from one of the pool's own workers (async code resumed there), that
+            // thread cannot join itself: detach it; it ends once its current job returns.
+            if pthread_equal(thread, pthread_self()) != 0 {
+                pthread_detach(thread)
+            } else {
+                pthread_join(thread, nil)
+            }
+        }
     }
 
     deinit { shutdown() }
