@@ -154,6 +154,7 @@ struct TrainCommand: AsyncParsableCommand {
         var plain = summary.configuration
         plain.network.dropoutInput = 0
         plain.network.dropoutHidden = 0
+        plain.network.dropoutHiddenPerLayer = nil
         var plainOptions = options
         plainOptions.outDirectory = "\(out)/no-dropout"
         plainOptions.resume = nil

@@ -74,6 +74,7 @@ public enum RandomPurpose: UInt32, Sendable {
     case dropout = 3
     case validationSplit = 4
     case synthetic = 5
+    case dropConnect = 6
 }
 
 /// The address of a stream of draws: seed (the key) and what the draws randomize.

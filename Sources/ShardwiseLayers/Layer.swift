@@ -9,24 +9,25 @@ import ShardwiseKernels
 public enum Layer: Sendable, Equatable {
     /// `y = x Wᵀ + b`; W: (O, I) stored like PyTorch's `nn.Linear`, b: (O).
     /// `index` counts linear layers from 0 and names the parameters `layers.<index>.*`.
-    case linear(inputs: Int, outputs: Int, index: Int)
+    /// With `dropConnect` p > 0, training uses `W ∘ M / (1-p)`, M a Bernoulli(1-p) mask per weight, per step.
+    case linear(inputs: Int, outputs: Int, index: Int, dropConnect: Double = 0)
     /// `y = max(x, 0)`.
     case relu(width: Int)
-    /// Inverted dropout: zero with probability p, scale survivors by 1/(1-p); identity in evaluation.
+    /// Inverted dropout (Bernoulli or Gaussian noise of the same variance); identity in evaluation.
     /// `index` counts dropout layers from 0 and addresses their random streams.
-    case dropout(width: Int, probability: Double, index: Int)
+    case dropout(width: Int, probability: Double, index: Int, kind: DropoutKind = .bernoulli)
 
     public var outputWidth: Int {
         switch self {
-        case .linear(_, let outputs, _): outputs
-        case .relu(let width), .dropout(let width, _, _): width
+        case .linear(_, let outputs, _, _): outputs
+        case .relu(let width), .dropout(let width, _, _, _): width
         }
     }
 
     public var inputWidth: Int {
         switch self {
-        case .linear(let inputs, _, _): inputs
-        case .relu(let width), .dropout(let width, _, _): width
+        case .linear(let inputs, _, _, _): inputs
+        case .relu(let width), .dropout(let width, _, _, _): width
         }
     }
 }

@@ -14,22 +14,37 @@ extension Network {
             let x = ws.activations[k].pointer
             let y = ws.activations[k + 1].pointer
             switch layer {
-            case .linear(let inputs, let outputs, _):
+            case .linear(let inputs, let outputs, let index, let p):
                 let (w, b) = parameterOffsets[k]!
+                var weights = parameters + w
+                if p > 0, let dropout {
+                    // DropConnect: one mask per step for all its samples, whatever the shard.
+                    let mask = ws.masks[k]!.pointer, masked = ws.maskedWeights[k]!.pointer
+                    DropoutKernel.fillMask(
+                        rows: outputs, columns: inputs,
+                        address: RandomAddress(seed: dropout.seed, purpose: .dropConnect, step: dropout.step, layer: UInt32(index)),
+                        firstPosition: 0, dropProbability: p, mask: mask)
+                    Elementwise.multiply(count: outputs * inputs, a: weights, b: mask, out: masked)
+                    weights = UnsafePointer(masked)
+                }
                 // y (N, O) = x (N, I) · Wᵀ, W: (O, I)
                 BLAS.gemm(
                     transposeA: false, transposeB: true, m: n, n: outputs, k: inputs,
-                    a: x, lda: inputs, b: parameters + w, ldb: inputs, beta: 0, c: y, ldc: outputs)
+                    a: x, lda: inputs, b: weights, ldb: inputs, beta: 0, c: y, ldc: outputs)
                 Elementwise.addBias(rows: n, columns: outputs, y: y, bias: parameters + b)
             case .relu(let width):
                 Elementwise.relu(count: n * width, x: x, y: y)
-            case .dropout(let width, let p, let index):
+            case .dropout(let width, let p, let index, let kind):
                 if let dropout {
                     let mask = ws.masks[k]!.pointer
-                    DropoutKernel.fillMask(
-                        rows: n, columns: width,
-                        address: RandomAddress(seed: dropout.seed, purpose: .dropout, step: dropout.step, layer: UInt32(index)),
-                        firstPosition: dropout.firstPosition, dropProbability: p, mask: mask)
+                    let address = RandomAddress(seed: dropout.seed, purpose: .dropout, step: dropout.step, layer: UInt32(index))
+                    if kind == .gaussian {
+                        DropoutKernel.fillGaussianMask(
+                            rows: n, columns: width, address: address, firstPosition: dropout.firstPosition, dropProbability: p, mask: mask)
+                    } else {
+                        DropoutKernel.fillMask(
+                            rows: n, columns: width, address: address, firstPosition: dropout.firstPosition, dropProbability: p, mask: mask)
+                    }
                     Elementwise.multiply(count: n * width, a: x, b: mask, out: y)
                 } else {
                     y.update(from: x, count: n * width)
@@ -58,24 +73,29 @@ extension Network {
         for k in stride(from: layers.count - 1, through: 0, by: -1) {
             guard needsInputGradient[k] || parameterOffsets[k] != nil else { break }
             switch layers[k] {
-            case .linear(let inputs, let outputs, _):
+            case .linear(let inputs, let outputs, _, let p):
                 let (w, b) = parameterOffsets[k]!
                 let x = ws.activations[k].pointer
                 // dW (O, I) = dYᵀ (O, N) · X (N, I)
                 BLAS.gemm(
                     transposeA: true, transposeB: false, m: outputs, n: inputs, k: n,
                     a: dy, lda: outputs, b: x, ldb: inputs, beta: 0, c: gradient + w, ldc: inputs)
+                // DropConnect: the forward used W ∘ M, so dW = (dYᵀ X) ∘ M.
+                if p > 0 {
+                    Elementwise.multiply(count: outputs * inputs, a: gradient + w, b: ws.masks[k]!.pointer, out: gradient + w)
+                }
                 Elementwise.columnSums(rows: n, columns: outputs, dy: dy, sums: gradient + b)
                 if needsInputGradient[k] {
-                    // dX (N, I) = dY (N, O) · W (O, I)
+                    // dX (N, I) = dY (N, O) · W (O, I), with the weights the forward used
+                    let weights = p > 0 ? UnsafePointer(ws.maskedWeights[k]!.pointer) : parameters + w
                     BLAS.gemm(
                         transposeA: false, transposeB: false, m: n, n: inputs, k: outputs,
-                        a: dy, lda: outputs, b: parameters + w, ldb: inputs, beta: 0, c: dx, ldc: inputs)
+                        a: dy, lda: outputs, b: weights, ldb: inputs, beta: 0, c: dx, ldc: inputs)
                     swap(&dx, &dy)
                 }
             case .relu(let width):
                 Elementwise.reluBackward(count: n * width, y: ws.activations[k + 1].pointer, dy: dy, dx: dy)
-            case .dropout(let width, _, _):
+            case .dropout(let width, _, _, _):
                 Elementwise.multiply(count: n * width, a: dy, b: ws.masks[k]!.pointer, out: dy)
             }
         }

@@ -8,8 +8,11 @@ import ShardwiseKernels
 public final class Workspace: @unchecked Sendable {
     public let capacity: Int
     public let activations: [FloatBuffer]
-    /// Dropout multipliers of the last training forward, by layer position (nil for other layers).
+    /// Multipliers of the last training forward, by layer position: dropout masks (N, width),
+    /// and DropConnect weight masks (O, I), scaled by 1/(1-p); nil for other layers.
     public let masks: [FloatBuffer?]
+    /// DropConnect layers' `W ∘ mask` of the last training forward.
+    let maskedWeights: [FloatBuffer?]
     let gradientA: FloatBuffer
     let gradientB: FloatBuffer
     /// Labels of the shard's rows.
@@ -21,7 +24,12 @@ public final class Workspace: @unchecked Sendable {
         self.capacity = capacity
         activations = network.widths.map { FloatBuffer(count: capacity * $0, allocator: allocator) }
         masks = network.layers.map { layer in
-            if case .dropout(let width, _, _) = layer { return FloatBuffer(count: capacity * width, allocator: allocator) }
+            if case .dropout(let width, _, _, _) = layer { return FloatBuffer(count: capacity * width, allocator: allocator) }
+            if case .linear(let i, let o, _, let p) = layer, p > 0 { return FloatBuffer(count: i * o, allocator: allocator) }
+            return nil
+        }
+        maskedWeights = network.layers.map { layer in
+            if case .linear(let i, let o, _, let p) = layer, p > 0 { return FloatBuffer(count: i * o, allocator: allocator) }
             return nil
         }
         let widest = network.widths.max()!

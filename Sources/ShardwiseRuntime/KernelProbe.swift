@@ -20,7 +20,7 @@ public enum KernelProbe {
             _ = try BLAS.load()
             var products: [Product] = []
             var first = true
-            for case .linear(let i, let o, _) in network.layers {
+            for case .linear(let i, let o, _, _) in network.layers {
                 products.append(Product(transposeA: false, transposeB: true, m: rows, n: o, k: i))
                 products.append(Product(transposeA: true, transposeB: false, m: o, n: i, k: rows))
                 if !first { products.append(Product(transposeA: false, transposeB: false, m: rows, n: i, k: o)) }

@@ -25,7 +25,12 @@ extension TrainingConfiguration {
             try check(size > 0, "--layers", "layer size \(size) in \(network.hiddenSizes.map(String.init).joined(separator: ",")), expected positive sizes")
         }
         try check(network.dropoutInput >= 0 && network.dropoutInput < 1, "--dropout-input", "\(network.dropoutInput), expected a probability in [0, 1)")
-        try check(network.dropoutHidden >= 0 && network.dropoutHidden < 1, "--dropout-hidden", "\(network.dropoutHidden), expected a probability in [0, 1)")
+        for rate in [network.dropoutHidden] + (network.dropoutHiddenPerLayer ?? []) {
+            try check(rate >= 0 && rate < 1, "--dropout-hidden", "\(rate), expected a probability in [0, 1)")
+        }
+        if let perLayer = network.dropoutHiddenPerLayer {
+            try check(perLayer.count == network.hiddenSizes.count, "--dropout-hidden", "\(perLayer.count) rates for \(network.hiddenSizes.count) hidden layers")
+        }
         try check(epochs > 0, "--epochs", "\(epochs), expected a positive number of epochs")
         try check(batchSize > 0, "--batch-size", "\(batchSize), expected a positive number of samples")
         try check(shardSize > 0, "--shard-size", "\(shardSize), expected a positive number of samples")

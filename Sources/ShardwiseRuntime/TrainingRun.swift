@@ -297,12 +297,21 @@ public enum TrainingRun {
 
     /// "dropout 0.2/0.5" or "no dropout", for legends.
     public static func label(_ network: NetworkConfiguration) -> String {
-        network.dropoutInput == 0 && network.dropoutHidden == 0 ? "no dropout" : "dropout \(network.dropoutInput)/\(network.dropoutHidden)"
+        network.allRates.allSatisfy { $0 == 0 } ? "no dropout" : "\(kindName(network))\(rates(network))"
     }
 
     static func describe(_ network: NetworkConfiguration) -> String {
         let sizes = ([network.inputSize] + network.hiddenSizes + [network.outputSize]).map(String.init).joined(separator: "-")
-        return "\(sizes) ReLU, dropout \(network.dropoutInput) input / \(network.dropoutHidden) hidden"
+        return "\(sizes) ReLU, \(kindName(network))\(network.dropoutInput) input / \(rates(network).split(separator: "/").dropFirst().joined(separator: ",")) hidden"
+    }
+
+    static func kindName(_ network: NetworkConfiguration) -> String {
+        network.dropoutKind == .bernoulli ? "dropout " : "\(network.dropoutKind.rawValue) dropout "
+    }
+
+    /// "0.2/0.5" (uniform hidden rate) or "0.2/0.5,0.3,0.2" (per layer).
+    static func rates(_ network: NetworkConfiguration) -> String {
+        "\(network.dropoutInput)/" + (network.dropoutHiddenPerLayer.map { $0.map { "\($0)" }.joined(separator: ",") } ?? "\(network.dropoutHidden)")
     }
 
     public static func jsonEncoder(pretty: Bool) -> JSONEncoder {

@@ -64,3 +64,54 @@ final class DropoutTests: XCTestCase {
         XCTAssertEqual(DropoutKernel.threshold(dropProbability: 0.999_999_999_9), 4_294_967_295)
     }
 }
+
+final class DropoutVariantTests: XCTestCase {
+    /// Gaussian dropout over many seeds: mean 1 and variance p/(1-p), Bernoulli dropout's own.
+    func testGaussianMeanAndVariance() {
+        for p in [0.2, 0.5] {
+            var sum = 0.0, squares = 0.0, count = 0
+            let rows = 16, columns = 255
+            let mask = FloatBuffer(count: rows * columns)
+            withEverySeed(20) { seed in
+                DropoutKernel.fillGaussianMask(
+                    rows: rows, columns: columns, address: RandomAddress(seed: seed, purpose: .dropout, step: 3, layer: 1),
+                    firstPosition: 0, dropProbability: p, mask: mask.pointer)
+                for v in mask.array {
+                    XCTAssert(v.isFinite)
+                    sum += Double(v)
+                    squares += Double(v) * Double(v)
+                    count += 1
+                }
+            }
+            let mean = sum / Double(count), variance = squares / Double(count) - mean * mean
+            // n = 81,600: the standard error of the mean is below 0.0036 for p = 0.5.
+            XCTAssertEqual(mean, 1, accuracy: 0.015, "p = \(p)")
+            XCTAssertEqual(variance, p / (1 - p), accuracy: 0.03 * p / (1 - p) + 0.01, "p = \(p)")
+        }
+    }
+
+    /// Like Bernoulli masks, Gaussian masks depend on a row's global position, not on the shard split.
+    func testGaussianIndependentOfShardSplit() {
+        let columns = 37
+        let address = RandomAddress(seed: 3, purpose: .dropout, step: 11, layer: 2)
+        let whole = FloatBuffer(count: 6 * columns), part = FloatBuffer(count: 2 * columns)
+        DropoutKernel.fillGaussianMask(rows: 6, columns: columns, address: address, firstPosition: 0, dropProbability: 0.5, mask: whole.pointer)
+        DropoutKernel.fillGaussianMask(rows: 2, columns: columns, address: address, firstPosition: 4, dropProbability: 0.5, mask: part.pointer)
+        XCTAssertEqual(part.array, Array(whole.array[4 * columns..<6 * columns]))
+    }
+
+    /// DropConnect weight masks (the Bernoulli kernel over (O, I)): keep rate 1 - p over seeds and steps.
+    func testDropConnectMaskKeepRate() {
+        let (o, i) = (64, 100)
+        let mask = FloatBuffer(count: o * i)
+        var kept = 0, total = 0
+        for step in UInt32(0)..<20 {
+            DropoutKernel.fillMask(
+                rows: o, columns: i, address: RandomAddress(seed: 5, purpose: .dropConnect, step: step, layer: 0),
+                firstPosition: 0, dropProbability: 0.3, mask: mask.pointer)
+            kept += mask.array.filter { $0 != 0 }.count
+            total += o * i
+        }
+        XCTAssertEqual(Double(kept) / Double(total), 0.7, accuracy: 0.01)
+    }
+}

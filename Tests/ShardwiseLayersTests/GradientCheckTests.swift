@@ -14,14 +14,18 @@ final class GradientCheckTests: XCTestCase {
         var width = network.widths[0]
         for (k, layer) in network.layers.enumerated() {
             switch layer {
-            case .linear(let inputs, let outputs, let index):
+            case .linear(let inputs, let outputs, let index, let p):
                 let w = network.layout.tensors.first { $0.name == "layers.\(index).weight" }!
                 let b = network.layout.tensors.first { $0.name == "layers.\(index).bias" }!
                 var y = [Double](repeating: 0, count: rows * outputs)
                 for n in 0..<rows {
                     for o in 0..<outputs {
                         var s = parameters[b.offset + o]
-                        for i in 0..<inputs { s += x[n * inputs + i] * parameters[w.offset + o * inputs + i] }
+                        for i in 0..<inputs {
+                            // DropConnect: the step's weight mask (already scaled by 1/(1-p)).
+                            let m = p > 0 ? Double(masks[k]![o * inputs + i]) : 1
+                            s += x[n * inputs + i] * parameters[w.offset + o * inputs + i] * m
+                        }
                         y[n * outputs + o] = s
                     }
                 }
@@ -103,6 +107,18 @@ final class GradientCheckTests: XCTestCase {
     func testDropoutWithFixedMask() throws {
         for seed in 1...3 {
             try check(NetworkConfiguration(inputSize: 6, hiddenSizes: [5, 4], outputSize: 3, dropoutInput: 0.3, dropoutHidden: 0.5), seed: UInt64(seed))
+        }
+    }
+
+    func testGaussianDropout() throws {
+        for seed in 1...3 {
+            try check(NetworkConfiguration(inputSize: 6, hiddenSizes: [5, 4], outputSize: 3, dropoutInput: 0.3, dropoutHidden: 0.5, dropoutKind: .gaussian), seed: UInt64(seed))
+        }
+    }
+
+    func testDropConnect() throws {
+        for seed in 1...3 {
+            try check(NetworkConfiguration(inputSize: 6, hiddenSizes: [5, 4], outputSize: 3, dropoutInput: 0.3, dropoutHidden: 0.5, dropoutHiddenPerLayer: [0.5, 0.25], dropoutKind: .dropconnect), seed: UInt64(seed))
         }
     }
 

@@ -84,6 +84,24 @@ final class TrainingTests: XCTestCase {
         XCTAssertNotEqual(other, reference)
     }
 
+    /// The same contract for Gaussian dropout and DropConnect, with per-layer rates.
+    func testVariantsIndependentOfWorkerCount() async throws {
+        let data = syntheticDataset(count: 1024, seed: 6)
+        for kind in [DropoutKind.gaussian, .dropconnect] {
+            var configuration = smallConfiguration(shardSize: 8)
+            configuration.batchSize = 64
+            configuration.network.dropoutHiddenPerLayer = [0.5, 0.2]
+            configuration.network.dropoutKind = kind
+            let one = try await train(configuration, data: data, workers: 1).weightsSHA256
+            let three = try await train(configuration, data: data, workers: 3).weightsSHA256
+            XCTAssertEqual(one, three, "\(kind)")
+            var bernoulli = configuration
+            bernoulli.network.dropoutKind = .bernoulli
+            let plain = try await train(bernoulli, data: data, workers: 1).weightsSHA256
+            XCTAssertNotEqual(one, plain, "\(kind) should differ from Bernoulli dropout")
+        }
+    }
+
     func testShuffleIsAPermutationThatDependsOnEpochAndSeed() throws {
         let data = syntheticDataset(count: 100, seed: 3)
         let pool = try WorkerPool.onThisMachine(workers: 1)
