@@ -86,6 +86,12 @@ struct TrainCommand: AsyncParsableCommand {
     @Option(help: "Continue from the newest valid checkpoint in this folder (its configuration is used; --workers may change).")
     var resume: String?
 
+    @Option(help: "Hold out N training samples for validation (the same ones for a seed, whatever the worker count).")
+    var validation: Int?
+
+    @Option(help: "Stop when the validation error has not improved for this many epochs; the best epoch's checkpoint is kept in OUT/best.")
+    var earlyStopping: Int?
+
     @Flag(help: "Also train the same network and seed without dropout (into OUT/no-dropout) and draw both in OUT/curves.svg.")
     var compareNoDropout = false
 
@@ -112,6 +118,7 @@ struct TrainCommand: AsyncParsableCommand {
                 momentum: MomentumRamp(start: momentumStart ?? momentum, end: momentum, epochs: momentumRamp),
                 nesterov: nesterov, weightDecay: weightDecay, maxNorm: noMaxNorm ? nil : maxNorm),
             epochs: epochs, batchSize: batchSize, shardSize: shardSize, seed: seed)
+            .with { $0.validationSamples = validation; $0.earlyStoppingPatience = earlyStopping }
     }
 
     func validate() throws {
@@ -183,3 +190,11 @@ func parseLayerSizes(_ text: String) throws -> [Int] {
 }
 
 import Foundation
+
+extension TrainingConfiguration {
+    func with(_ change: (inout TrainingConfiguration) -> Void) -> TrainingConfiguration {
+        var copy = self
+        change(&copy)
+        return copy
+    }
+}

@@ -25,6 +25,14 @@ public struct Dataset: Sendable {
             labels: Array(labels[0..<n]))
     }
 
+    /// The samples at `indices`, in that order.
+    public func subset(_ indices: [Int]) -> Dataset {
+        var images = [Float]()
+        images.reserveCapacity(indices.count * features)
+        for i in indices { images += self.images[i * features..<(i + 1) * features] }
+        return Dataset(features: features, classes: classes, images: images, labels: indices.map { labels[$0] })
+    }
+
     /// Samples per class, in class order.
     public var labelCounts: [Int] {
         var counts = [Int](repeating: 0, count: classes)

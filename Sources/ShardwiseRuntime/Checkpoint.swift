@@ -16,6 +16,10 @@ public struct TrainingState: Codable, Sendable {
     public var epochSeconds: Double
     /// Finished epochs' metrics.
     public var records: [EpochRecord]
+    /// Early stopping: the best validation error so far, its epoch (1-based), and epochs since.
+    public var bestValidationErrorPercent: Double?
+    public var bestEpoch: Int?
+    public var epochsWithoutImprovement: Int?
 }
 
 /// A checkpoint is a folder `checkpoint-<step>` holding `model.safetensors` (the

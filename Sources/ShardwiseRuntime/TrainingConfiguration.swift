@@ -10,6 +10,10 @@ public struct TrainingConfiguration: Sendable, Codable, Equatable {
     /// Samples per shard: the unit of work and of determinism.
     public var shardSize: Int
     public var seed: UInt64
+    /// Training samples held out for validation (the same ones for a seed, whatever the worker count).
+    public var validationSamples: Int?
+    /// Stop when the validation error has not improved for this many epochs.
+    public var earlyStoppingPatience: Int?
 
     public init(
         network: NetworkConfiguration, optimizer: OptimizerConfiguration, epochs: Int,

@@ -55,7 +55,15 @@ extension TrainingConfiguration {
             try check(total > 0, "--epochs", "\(total), expected a positive number of epochs")
             try check(floor >= 0 && floor <= 1, "--lr-floor", "\(floor), expected a fraction in [0, 1]")
         }
+        if let n = validationSamples {
+            try check(n >= 0, "--validation", "\(n), expected a number of samples >= 0")
+        }
+        if let patience = earlyStoppingPatience {
+            try check(patience > 0, "--early-stopping", "\(patience), expected a positive number of epochs")
+            try check((validationSamples ?? 0) > 0, "--early-stopping", "needs a validation set (--validation N)")
+        }
         if let trainingSamples {
+            try check((validationSamples ?? 0) < trainingSamples, "--validation", "\(validationSamples ?? 0) of \(trainingSamples) training samples leaves none to train on")
             try check(batchSize <= trainingSamples, "--batch-size", "\(batchSize) is larger than the \(trainingSamples) training samples")
         }
         if let features {

@@ -16,6 +16,8 @@ public struct EpochRecord: Codable, Sendable, Equatable {
     public var testErrorPercent: Double
     public var samplesPerSecond: Double
     public var seconds: Double
+    /// With --validation: the error on the held-out training samples.
+    public var validationErrorPercent: Double?
 
     public init(epoch: Int, trainLoss: Double, testErrorPercent: Double, samplesPerSecond: Double, seconds: Double) {
         self.epoch = epoch
@@ -45,6 +47,28 @@ public struct RunSummary: Codable, Sendable {
     public var testSamples: Int
     public var dataDirectory: String
     public var epochs: [EpochRecord]
+    /// With --validation: the epoch (1-based) of the lowest validation error, and its errors.
+    public var bestEpoch: Int?
+    public var bestValidationErrorPercent: Double?
+    public var bestTestErrorPercent: Double?
+    public var validationSamples: Int?
+    /// Whether early stopping ended the run before its last epoch.
+    public var stoppedEarly: Bool?
+}
+
+extension Dataset {
+    /// Holds out `count` samples for validation: the first `count` of a permutation drawn from
+    /// (seed, validation split), so the same samples for a seed whatever the worker count.
+    /// Both parts keep the original order.
+    public func splitValidation(count: Int, seed: UInt64) -> (train: Dataset, validation: Dataset) {
+        let stream = RandomAddress(seed: seed, purpose: .validationSplit)
+        var order = Array(0..<self.count)
+        for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, stream.integer(i, below: i + 1)) }
+        let held = Set(order.prefix(count))
+        let validation = order.prefix(count).sorted()
+        let train = (0..<self.count).filter { !held.contains($0) }
+        return (subset(train), subset(validation))
+    }
 }
 
 public struct StepSplit: Codable, Sendable {
@@ -147,6 +171,11 @@ public enum TrainingRun {
         do { mnist = try MNIST.load(directory: options.dataDirectory) } catch { throw RunError(error.description) }
         if let limit = options.trainLimit { mnist.train = mnist.train.prefix(limit) }
         if let limit = options.testLimit { mnist.test = mnist.test.prefix(limit) }
+        var validation: Dataset?
+        if let n = configuration.validationSamples, n > 0 {
+            guard n < mnist.train.count else { throw RunError("--validation: \(n) of \(mnist.train.count) training samples leaves none to train on") }
+            (mnist.train, validation) = mnist.train.splitValidation(count: n, seed: configuration.seed)
+        }
         if let out = options.outDirectory {
             do { try AtomicFile.makeDirectory(out) } catch { throw RunError(error.description) }
         }
@@ -184,13 +213,15 @@ public enum TrainingRun {
         // The loop itself runs on worker 0: while it awaits a step, that thread runs
         // worker 0's share, and no thread of the global executor is involved.
         let start = state
+        let held = validation
         return try await withTaskExecutorPreference(pool.workers[0]) {
-            try await loop(trainer: trainer, state: start, mnist: mnist, options: options, blas: blas, console: console)
+            try await loop(trainer: trainer, state: start, mnist: mnist, validation: held, options: options, blas: blas, console: console)
         }
     }
 
     static func loop(
-        trainer: Trainer, state initial: TrainingState, mnist: MNIST, options: RunOptions, blas: BLASInfo, console: Console
+        trainer: Trainer, state initial: TrainingState, mnist: MNIST, validation: Dataset?, options: RunOptions,
+        blas: BLASInfo, console: Console
     ) async throws -> RunSummary {
         let configuration = trainer.configuration
         let wallStart = monotonicSeconds()
@@ -208,7 +239,8 @@ public enum TrainingRun {
             return lastCheckpoint
         }
 
-        while state.epoch < configuration.epochs {
+        var stoppedEarly = false
+        while state.epoch < configuration.epochs && !stoppedEarly {
             trainer.shuffle(epoch: state.epoch)
             let start = monotonicSeconds() - state.epochSeconds
             while state.stepInEpoch < steps {
@@ -244,15 +276,38 @@ public enum TrainingRun {
             }
             let trainLoss = state.epochLossSum / Double(samplesPerEpoch)
             let test = await trainer.evaluate(mnist.test)
-            let record = EpochRecord(
+            var record = EpochRecord(
                 epoch: state.epoch + 1, trainLoss: trainLoss, testErrorPercent: test.errorPercent,
                 samplesPerSecond: Double(samplesPerEpoch) / state.epochSeconds, seconds: state.epochSeconds)
+            var improved = false
+            if let validation {
+                let error = await trainer.evaluate(validation).errorPercent
+                record.validationErrorPercent = error
+                improved = error < (state.bestValidationErrorPercent ?? .infinity)
+                if improved {
+                    state.bestValidationErrorPercent = error
+                    state.bestEpoch = record.epoch
+                    state.epochsWithoutImprovement = 0
+                } else {
+                    state.epochsWithoutImprovement = (state.epochsWithoutImprovement ?? 0) + 1
+                }
+            }
             state.records.append(record)
             console.epochDone(record, of: configuration.epochs)
             state.epoch += 1
             state.stepInEpoch = 0
             state.epochLossSum = 0
             state.epochSeconds = 0
+            // The best epoch so far keeps its own checkpoint, OUT/best.
+            if improved, configuration.earlyStoppingPatience != nil, let out = options.outDirectory {
+                do { try Checkpoint.write(trainer: trainer, state: state, directory: "\(out)/best", keep: 1) } catch { throw RunError(error.description) }
+            }
+            if let patience = configuration.earlyStoppingPatience, (state.epochsWithoutImprovement ?? 0) >= patience,
+               state.epoch < configuration.epochs {
+                stoppedEarly = true
+                let best = options.outDirectory.map { "; its checkpoint is in \($0)/best" } ?? ""
+                console.line(String(format: "early stopping after epoch %d: no better validation error for %d epochs (best %.2f%% at epoch %d%@)", state.epoch, patience, state.bestValidationErrorPercent ?? 0, state.bestEpoch ?? 0, best))
+            }
             if let out = options.outDirectory {
                 let lines = try state.records.map { String(decoding: try jsonEncoder(pretty: false).encode($0), as: UTF8.self) + "\n" }
                 do {
@@ -271,17 +326,20 @@ public enum TrainingRun {
         let stepCount = Double(max(stepsThisRun, 1))
         let split = trainer.timing.meanSeconds
         let trainingSeconds = state.records.reduce(0) { $0 + $1.seconds }
+        let epochsRun = state.records.count
         let summary = RunSummary(
             version: Shardwise.version, configuration: configuration,
             finalTestErrorPercent: state.records.last!.testErrorPercent,
-            samplesPerSecond: Double(samplesPerEpoch * configuration.epochs) / trainingSeconds,
+            samplesPerSecond: Double(samplesPerEpoch * epochsRun) / trainingSeconds,
             wallSeconds: monotonicSeconds() - wallStart, weightsSha256: trainer.weightsSHA256,
             workers: trainer.workerCount, shardSize: configuration.shardSize, placement: trainer.pool.plan,
             pinned: trainer.pool.allPinned,
             stepSeconds: StepSplit(compute: split.compute / stepCount, waiting: split.waiting / stepCount, reduction: split.reduction / stepCount),
             blas: blas,
             trainSamples: mnist.train.count, testSamples: mnist.test.count, dataDirectory: mnist.directory,
-            epochs: state.records)
+            epochs: state.records, bestEpoch: state.bestEpoch, bestValidationErrorPercent: state.bestValidationErrorPercent,
+            bestTestErrorPercent: state.bestEpoch.map { state.records[$0 - 1].testErrorPercent },
+            validationSamples: validation?.count, stoppedEarly: validation == nil ? nil : stoppedEarly)
         if let out = options.outDirectory {
             let json = String(decoding: try jsonEncoder(pretty: true).encode(summary), as: UTF8.self) + "\n"
             do { try AtomicFile.write(json, to: "\(out)/summary.json") } catch { throw RunError(error.description) }

@@ -139,3 +139,60 @@ final class CheckpointTests: XCTestCase {
         XCTAssertEqual(decoded.metadata["note"], "quote \" and \\ slash")
     }
 }
+
+final class ValidationTests: XCTestCase {
+    func testSplitIsDeterministicAndDisjoint() {
+        let data = syntheticDataset(count: 300, seed: 2)
+        let (train, validation) = data.splitValidation(count: 50, seed: 9)
+        let again = data.splitValidation(count: 50, seed: 9)
+        XCTAssertEqual(train.count, 250)
+        XCTAssertEqual(validation.count, 50)
+        XCTAssertEqual(again.validation.images, validation.images)
+        XCTAssertEqual(again.train.labels, train.labels)
+        XCTAssertNotEqual(data.splitValidation(count: 50, seed: 10).validation.images, validation.images)
+        // Disjoint and complete: every sample's row lands in exactly one part.
+        var rows = Set<[Float]>()
+        for set in [train, validation] {
+            for i in 0..<set.count { rows.insert(Array(set.images[i * 20..<(i + 1) * 20])) }
+        }
+        XCTAssertEqual(rows.count, 300)
+    }
+
+    /// The held-out samples, and so every validation figure and the weights, are the same for any worker count.
+    func testValidationAcrossWorkerCountsAndEarlyStopping() async throws {
+        let folder = NSTemporaryDirectory() + "shardwise-val-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        var configuration = TrainingConfiguration.reference(epochs: 3)
+        configuration.network.hiddenSizes = [64]
+        configuration.batchSize = 64
+        configuration.shardSize = 16
+        configuration.validationSamples = 512
+        var summaries: [RunSummary] = []
+        for workers in [1, 3] {
+            var options = RunOptions(dataDirectory: try sharedMNISTFolder(), outDirectory: "\(folder)/w\(workers)", workers: workers, trainLimit: 2560, testLimit: 300)
+            options.oversubscribe = true
+            summaries.append(try await TrainingRun.run(configuration: configuration, options: options, console: Console { _ in }))
+        }
+        XCTAssertEqual(summaries[0].weightsSha256, summaries[1].weightsSha256)
+        XCTAssertEqual(summaries[0].epochs.map(\.validationErrorPercent), summaries[1].epochs.map(\.validationErrorPercent))
+        XCTAssertEqual(summaries[0].trainSamples, 2048)
+        XCTAssertEqual(summaries[0].validationSamples, 512)
+
+        // A learning rate too small to change anything: no improvement after epoch 1, so patience 2 stops after epoch 3 of 10.
+        var stuck = configuration
+        stuck.epochs = 10
+        stuck.optimizer.learningRate = 1e-12
+        stuck.earlyStoppingPatience = 2
+        var lines: [String] = []
+        let out = "\(folder)/stuck"
+        let summary = try await TrainingRun.run(
+            configuration: stuck, options: RunOptions(dataDirectory: try sharedMNISTFolder(), outDirectory: out, workers: 2, trainLimit: 2560, testLimit: 300),
+            console: Console { lines.append($0) })
+        XCTAssertEqual(summary.epochs.count, 3)
+        XCTAssertEqual(summary.stoppedEarly, true)
+        XCTAssertEqual(summary.bestEpoch, 1)
+        XCTAssert(lines.contains { $0.hasPrefix("early stopping after epoch 3") }, lines.joined(separator: "\n"))
+        let best = try Checkpoint.load(try Checkpoint.newest(in: "\(out)/best"))
+        XCTAssertEqual(best.state.epoch, 1, "the best checkpoint is the one after epoch 1")
+    }
+}
