@@ -75,6 +75,7 @@ public enum RandomPurpose: UInt32, Sendable {
     case validationSplit = 4
     case synthetic = 5
     case dropConnect = 6
+    case sweep = 7
 }
 
 /// The address of a stream of draws: seed (the key) and what the draws randomize.

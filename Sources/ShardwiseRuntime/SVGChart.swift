@@ -9,11 +9,14 @@ public struct SVGChart {
         public var points: [(x: Double, y: Double)]
         public var color: String
         public var dashed: Bool
-        public init(name: String, points: [(x: Double, y: Double)], color: String, dashed: Bool = false) {
+        /// Vertical bars (x, low, high), e.g. the spread over seeds.
+        public var errorBars: [(x: Double, low: Double, high: Double)]
+        public init(name: String, points: [(x: Double, y: Double)], color: String, dashed: Bool = false, errorBars: [(x: Double, low: Double, high: Double)] = []) {
             self.name = name
             self.points = points
             self.color = color
             self.dashed = dashed
+            self.errorBars = errorBars
         }
     }
 
@@ -67,7 +70,7 @@ public struct SVGChart {
     func renderPanel(_ panel: Panel, originX: Double, originY: Double) -> String {
         let m = Self.margin
         let plotW = Self.panelWidth - m.left - m.right, plotH = Self.panelHeight - m.top - m.bottom
-        let all = panel.series.flatMap(\.points)
+        let all = panel.series.flatMap(\.points) + panel.series.flatMap { $0.errorBars.flatMap { [(x: $0.x, y: $0.low), (x: $0.x, y: $0.high)] } }
         let xs = all.map(\.x), ys = all.map(\.y)
         // Worker counts and epochs are whole numbers: no ticks between them.
         let integral = xs.allSatisfy { $0 == $0.rounded() }
@@ -93,6 +96,9 @@ public struct SVGChart {
         for series in panel.series where !series.points.isEmpty {
             let path = series.points.map { "\(fmt(px($0.x))),\(fmt(py($0.y)))" }.joined(separator: " ")
             s += "<polyline class=\"series\" data-name=\"\(escape(series.name))\" points=\"\(path)\" fill=\"none\" stroke=\"\(series.color)\" stroke-width=\"2\"\(series.dashed ? " stroke-dasharray=\"6 4\"" : "")/>\n"
+            for bar in series.errorBars {
+                s += "<line class=\"error-bar\" x1=\"\(fmt(px(bar.x)))\" y1=\"\(fmt(py(bar.low)))\" x2=\"\(fmt(px(bar.x)))\" y2=\"\(fmt(py(bar.high)))\" stroke=\"\(series.color)\" stroke-width=\"1.5\"/>\n"
+            }
             if series.points.count <= 16 {
                 for p in series.points {
                     s += "<circle cx=\"\(fmt(px(p.x)))\" cy=\"\(fmt(py(p.y)))\" r=\"3\" fill=\"\(series.color)\"/>\n"

@@ -1,0 +1,128 @@
+import ArgumentParser
+import Foundation
+import ShardwiseLayers
+import ShardwiseRuntime
+import ShardwiseTopology
+
+/// The optimizer, schedule, batch and seed flags shared by `train` and `sweep`.
+struct TrainingOptions: ParsableArguments {
+    @Option(help: "Base learning rate.")
+    var lr = 0.05
+
+    @Option(help: "Learning-rate schedule: constant, step, exponential or cosine.")
+    var schedule = "cosine"
+
+    @Option(help: "For --schedule step: epochs between decays.")
+    var lrStep = 10
+
+    @Option(help: "For --schedule step or exponential: the decay factor.")
+    var lrGamma = 0.5
+
+    @Option(help: "For --schedule cosine: the final rate as a fraction of the base rate.")
+    var lrFloor = 0.01
+
+    @Option(help: "Momentum coefficient (reached at the end of the ramp, if any).")
+    var momentum = 0.9
+
+    @Option(help: "Momentum at the start of the ramp (default: --momentum, no ramp).")
+    var momentumStart: Double?
+
+    @Option(help: "Epochs over which momentum ramps linearly from --momentum-start to --momentum (0: no ramp).")
+    var momentumRamp = 0.0
+
+    @Flag(help: "Nesterov momentum.")
+    var nesterov = false
+
+    @Option(help: "L2 weight decay (added to the gradient, as in PyTorch's SGD).")
+    var weightDecay = 0.0
+
+    @Option(help: "Max-norm bound on each hidden unit's incoming weight vector.")
+    var maxNorm = 3.5
+
+    @Flag(help: "No max-norm constraint.")
+    var noMaxNorm = false
+
+    @Option(help: "Passes over the training set.")
+    var epochs = 80
+
+    @Option(help: "Samples per optimisation step (the global batch): a whole number of shards.")
+    var batchSize = 128
+
+    @Option(help: "Samples per shard, the unit of work and of determinism.")
+    var shardSize = 64
+
+    @Option(help: "Random seed: initialisation, shuffling and dropout masks all derive from it.")
+    var seed: UInt64 = 1
+
+    @Option(help: "Hold out N training samples for validation (the same ones for a seed, whatever the worker count).")
+    var validation: Int?
+
+    @Option(help: "Stop when the validation error has not improved for this many epochs; the best epoch's checkpoint is kept in OUT/best.")
+    var earlyStopping: Int?
+
+
+    func configuration(network: NetworkConfiguration) throws -> TrainingConfiguration {
+        let schedule: LearningRateSchedule
+        switch self.schedule {
+        case "constant": schedule = .constant
+        case "step": schedule = .step(every: lrStep, gamma: lrGamma)
+        case "exponential": schedule = .exponential(gamma: lrGamma)
+        case "cosine": schedule = .cosine(epochs: epochs, floor: lrFloor)
+        default:
+            throw ValidationError("--schedule: unknown schedule '\(self.schedule)', expected constant, step, exponential or cosine")
+        }
+        return TrainingConfiguration(
+            network: network,
+            optimizer: OptimizerConfiguration(
+                learningRate: lr, schedule: schedule,
+                momentum: MomentumRamp(start: momentumStart ?? momentum, end: momentum, epochs: momentumRamp),
+                nesterov: nesterov, weightDecay: weightDecay, maxNorm: noMaxNorm ? nil : maxNorm),
+            epochs: epochs, batchSize: batchSize, shardSize: shardSize, seed: seed)
+            .with { $0.validationSamples = validation; $0.earlyStoppingPatience = earlyStopping }
+    }
+
+}
+
+/// Where a run's data comes from and which workers run it: shared by `train` and `sweep`.
+struct MachineOptions: ParsableArguments {
+    @Option(help: "Worker threads, one pinned per core (default: one per core of this machine).")
+    var workers: Int?
+
+    @Option(help: "Worker placement: compact or spread.")
+    var policy: PlacementPolicy = .compact
+
+    @Flag(help: "Place workers on SMT siblings too.")
+    var smt = false
+
+    @Flag(help: "Allow more workers than processing units.")
+    var oversubscribe = false
+
+    @Option(help: "Folder with the four MNIST IDX files (default: data/mnist, then ../shared/datasets/mnist).")
+    var data: String?
+
+    @Option(help: "Use only the first N training samples.")
+    var trainSamples: Int?
+
+    @Option(help: "Use only the first N test samples.")
+    var testSamples: Int?
+
+    func validate() throws {
+        if let workers, workers <= 0 {
+            throw ValidationError("--workers: \(workers), expected at least 1")
+        }
+        if let trainSamples, trainSamples <= 0 {
+            throw ValidationError("--train-samples: \(trainSamples), expected a positive count")
+        }
+        if let testSamples, testSamples <= 0 {
+            throw ValidationError("--test-samples: \(testSamples), expected a positive count")
+        }
+    }
+
+    func runOptions(outDirectory: String?) -> RunOptions {
+        var options = RunOptions(dataDirectory: data, outDirectory: outDirectory, workers: workers, trainLimit: trainSamples, testLimit: testSamples)
+        options.policy = policy
+        options.smt = smt
+        options.oversubscribe = oversubscribe
+        return options
+    }
+}
