@@ -12,7 +12,7 @@ struct ShardwiseCommand: AsyncParsableCommand {
         commandName: "shardwise",
         abstract: "Data-parallel neural-network training on many-core CPU servers.",
         version: Shardwise.version,
-        subcommands: [TrainCommand.self, EvalCommand.self, ScaleCommand.self, CurvesCommand.self, BenchCommand.self, TopologyCommand.self, DoctorCommand.self])
+        subcommands: [TrainCommand.self, EvalCommand.self, SweepCommand.self, ScaleCommand.self, CurvesCommand.self, BenchCommand.self, TopologyCommand.self, DoctorCommand.self])
 }
 
 /// Exit statuses: 0 success, 1 a failure while running (bad file, diverged run),
