@@ -44,10 +44,17 @@ public enum DropoutKernel {
                     store8(zero.replacing(with: scale, where: words.2 .>= limit), row + base + 16)
                     store8(zero.replacing(with: scale, where: words.3 .>= limit), row + base + 24)
                 } else {
-                    let parts = [words.0, words.1, words.2, words.3]
+                    // The row's last, partial block (784 = 24 x 32 + 16): no array, no allocation.
                     for u in base..<columns {
                         let r = u - base
-                        row[u] = parts[r / 8][r % 8] >= limit[0] ? scale[0] : 0
+                        let word: UInt32
+                        switch r / 8 {
+                        case 0: word = words.0[r % 8]
+                        case 1: word = words.1[r % 8]
+                        case 2: word = words.2[r % 8]
+                        default: word = words.3[r % 8]
+                        }
+                        row[u] = word >= limit[0] ? scale[0] : 0
                     }
                 }
             }
@@ -89,15 +96,19 @@ extension DropoutKernel {
             var u = 0
             while u < columns {
                 let w = Philox.block(counter: SIMD4(UInt32(u / 2), position, address.step, address.tag), key: address.key)
-                for (j, (a, b)) in [(w.x, w.y), (w.z, w.w)].enumerated() where u + j < columns {
-                    let u1 = (Double(a >> 8) + 1) * 0x1p-24  // (0, 1]: log is finite
-                    let u2 = Double(b >> 8) * 0x1p-24
-                    let z = (-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2)
-                    mask[n * columns + u + j] = Float(1 + sigma * z)
-                }
+                mask[n * columns + u] = Float(1 + sigma * boxMuller(w.x, w.y))
+                if u + 1 < columns { mask[n * columns + u + 1] = Float(1 + sigma * boxMuller(w.z, w.w)) }
                 u += 2
             }
         }
+    }
+
+    /// A standard normal from two 32-bit words (Box-Muller, 24 bits each).
+    @inline(__always)
+    static func boxMuller(_ a: UInt32, _ b: UInt32) -> Double {
+        let u1 = (Double(a >> 8) + 1) * 0x1p-24  // (0, 1]: log is finite
+        let u2 = Double(b >> 8) * 0x1p-24
+        return (-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2)
     }
 }
 
