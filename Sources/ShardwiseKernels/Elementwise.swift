@@ -113,20 +113,6 @@ public enum Elementwise {
         while i < count { out[i] = a[i] * b[i]; i += 1 }
     }
 
-    /// `out = a + b`, elementwise. out may alias a or b.
-    public static func add(count: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>) {
-        var i = 0
-        while i + 16 <= count {
-            store16(load16(a + i) + load16(b + i), out + i)
-            i += 16
-        }
-        while i < count { out[i] = a[i] + b[i]; i += 1 }
-    }
-
-    public static func addReference(count: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>) {
-        for i in 0..<count { out[i] = a[i] + b[i] }
-    }
-
     public static func multiplyReference(count: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>) {
         for i in 0..<count { out[i] = a[i] * b[i] }
     }

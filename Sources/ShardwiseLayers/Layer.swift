@@ -23,13 +23,6 @@ public enum Layer: Sendable, Equatable {
         case .relu(let width), .dropout(let width, _, _, _): width
         }
     }
-
-    public var inputWidth: Int {
-        switch self {
-        case .linear(let inputs, _, _, _): inputs
-        case .relu(let width), .dropout(let width, _, _, _): width
-        }
-    }
 }
 
 /// Where each parameter tensor sits in the flat parameter vector.
