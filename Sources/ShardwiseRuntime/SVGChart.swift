@@ -48,11 +48,13 @@ public struct SVGChart {
 
     public static let palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
 
-    static let panelWidth = 460.0, panelHeight = 320.0
+    static let panelHeight = 320.0
+    /// Side-by-side panels share the width; a lone panel gets room for a long title.
+    var panelWidth: Double { panels.count == 1 ? 640 : 460 }
     static let margin = (left: 70.0, right: 20.0, top: 40.0, bottom: 55.0)
 
     public func render() -> String {
-        let width = Double(panels.count) * Self.panelWidth
+        let width = Double(panels.count) * panelWidth
         let height = Self.panelHeight + 60
         var svg = """
             <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" viewBox="0 0 \(Int(width)) \(Int(height))" font-family="Helvetica, Arial, sans-serif">
@@ -62,14 +64,14 @@ public struct SVGChart {
 
             """
         for (i, panel) in panels.enumerated() {
-            svg += renderPanel(panel, originX: Double(i) * Self.panelWidth, originY: 50)
+            svg += renderPanel(panel, originX: Double(i) * panelWidth, originY: 50)
         }
         return svg + "</svg>\n"
     }
 
     func renderPanel(_ panel: Panel, originX: Double, originY: Double) -> String {
         let m = Self.margin
-        let plotW = Self.panelWidth - m.left - m.right, plotH = Self.panelHeight - m.top - m.bottom
+        let plotW = panelWidth - m.left - m.right, plotH = Self.panelHeight - m.top - m.bottom
         let all = panel.series.flatMap(\.points) + panel.series.flatMap { $0.errorBars.flatMap { [(x: $0.x, y: $0.low), (x: $0.x, y: $0.high)] } }
         let xs = all.map(\.x), ys = all.map(\.y)
         // Worker counts and epochs are whole numbers: no ticks between them.
