@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <strings.h>
 
 struct sw_topology {
@@ -172,3 +173,5 @@ int sw_topology_area_nodes(sw_topology *topology, const void *memory, size_t byt
 }
 
 int sw_current_cpu(void) { return sched_getcpu(); }
+
+int sw_thread_id(void) { return (int)gettid(); }

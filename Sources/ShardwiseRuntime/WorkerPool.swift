@@ -26,6 +26,8 @@ public final class PinnedWorker: TaskExecutor, @unchecked Sendable {
     let started = Atomic<Bool>(false)
     /// Why binding failed, when it did (read after `started`).
     var bindingError: String?
+    /// The kernel's id of the worker's thread (read after `started`).
+    public private(set) var threadID: Int32 = 0
 
     /// Spin iterations before sleeping (~20-50 µs here): long enough to catch a
     /// step's next dispatch, short enough not to steal a core from other work.
@@ -54,6 +56,7 @@ public final class PinnedWorker: TaskExecutor, @unchecked Sendable {
     }
 
     func run(topology: Topology?) {
+        threadID = Topology.currentThreadID()
         if let topology, topology.isThisSystem {
             do {
                 try topology.bindCurrentThread(to: placement.pu)

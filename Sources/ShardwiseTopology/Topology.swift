@@ -153,5 +153,8 @@ public final class Topology: @unchecked Sendable {
     /// The CPU (OS index) the calling thread runs on now.
     public static func currentCPU() -> OSIndex { OSIndex(Int(sw_current_cpu())) }
 
+    /// The kernel's id of the calling thread (as in /proc/self/task).
+    public static func currentThreadID() -> Int32 { sw_thread_id() }
+
     public var allowedPUs: [ProcessingUnit] { pus.filter(\.allowed) }
 }

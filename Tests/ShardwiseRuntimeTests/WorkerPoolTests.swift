@@ -7,9 +7,9 @@ import Glibc
 #endif
 
 final class WorkerPoolTests: XCTestCase {
-    /// Threads of this process, from /proc/self/task.
-    func threadCount() -> Int {
-        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? -1
+    /// Whether the thread with this kernel id still exists in this process.
+    func alive(_ tid: Int32) -> Bool {
+        FileManager.default.fileExists(atPath: "/proc/self/task/\(tid)")
     }
 
     /// One worker per core; children run with `executorPreference` see the PU their worker is bound to.
@@ -17,33 +17,32 @@ final class WorkerPoolTests: XCTestCase {
         let topology = try Topology.thisMachine()
         let cores = Set(topology.allowedPUs.map(\.core)).count
         let plan = try topology.plan(workers: cores, policy: .compact)
-        let before = threadCount()
         let pool = WorkerPool(plan: plan, topology: topology)
-        XCTAssertEqual(threadCount(), before + cores)
+        let tids = pool.workers.map(\.threadID)
+        XCTAssertEqual(Set(tids).count, cores)
+        XCTAssert(tids.allSatisfy(alive))
         guard pool.allPinned else {
             pool.shutdown()
             throw XCTSkip("binding refused here: \(pool.pinningReport ?? "")")
         }
-        let observations = await withTaskGroup(of: (Int, Int, Int).self) { group in
+        let observations = await withTaskGroup(of: (Int, Int, Int32).self) { group in
             for round in 0..<200 {
                 let worker = pool.workers[round % cores]
                 group.addTask(executorPreference: worker) {
-                    (worker.index, Topology.currentCPU().rawValue, Int(pthread_self()))
+                    (worker.index, Topology.currentCPU().rawValue, Topology.currentThreadID())
                 }
             }
-            var all: [(Int, Int, Int)] = []
+            var all: [(Int, Int, Int32)] = []
             for await observation in group { all.append(observation) }
             return all
         }
         XCTAssertEqual(observations.count, 200)
-        var threadOfWorker: [Int: Int] = [:]
         for (worker, cpu, thread) in observations {
             XCTAssertEqual(cpu, plan.workers[worker].pu.rawValue, "worker \(worker) ran on CPU \(cpu)")
-            if let known = threadOfWorker[worker] { XCTAssertEqual(known, thread) } else { threadOfWorker[worker] = thread }
+            XCTAssertEqual(thread, tids[worker], "child of worker \(worker) ran on another thread")
         }
-        XCTAssertEqual(Set(threadOfWorker.values).count, cores, "each worker is its own thread")
         pool.shutdown()
-        XCTAssertEqual(threadCount(), before, "shutdown joins every worker thread")
+        XCTAssert(!tids.contains(where: alive), "shutdown joins every worker thread")
     }
 
     /// A topology read from a file cannot pin; the pool still runs the work, unpinned, and says so.
@@ -63,11 +62,13 @@ final class WorkerPoolTests: XCTestCase {
     /// Many start/stop cycles leave no thread behind.
     func testRepeatedStartStop() throws {
         let topology = try Topology(.synthetic("pack:1 core:4 pu:1"))
-        let before = threadCount()
+        var all: [Int32] = []
         for _ in 0..<20 {
             let pool = WorkerPool(plan: try topology.plan(workers: 4, policy: .compact), topology: nil)
+            all += pool.workers.map(\.threadID)
             pool.shutdown()
         }
-        XCTAssertEqual(threadCount(), before)
+        XCTAssertEqual(all.count, 80)
+        XCTAssert(!all.contains(where: alive), "a worker thread outlived its pool")
     }
 }

@@ -57,5 +57,7 @@ int sw_topology_area_nodes(sw_topology *topology, const void *memory, size_t byt
 
 /// The CPU the calling thread runs on now (sched_getcpu), or -1.
 int sw_current_cpu(void);
+/// The kernel's id of the calling thread (gettid), as listed in /proc/self/task.
+int sw_thread_id(void);
 
 #endif
