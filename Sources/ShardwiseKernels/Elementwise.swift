@@ -121,14 +121,14 @@ public enum Elementwise {
 
     /// Mean-free softmax cross-entropy over N rows of C logits.
     ///
-    /// Writes (when `grad` is not nil) `grad[n, c] = (softmax(logits[n])[c] - [c == label[n]]) * gradientScale`
+    /// Writes `grad[n, c] = (softmax(logits[n])[c] - [c == label[n]]) * gradientScale`
     /// and returns the sum over rows of `-log softmax(logits[n])[label[n]]`.
     /// Rows are independent; C is small (10 classes), so this stays scalar, with
     /// the log-sum-exp in Double for accuracy.
     /// logits: (N, C), labels: (N), grad: (N, C), may alias logits.
     public static func softmaxCrossEntropy(
         rows: Int, classes: Int, logits: UnsafePointer<Float>, labels: UnsafePointer<Int32>,
-        gradientScale: Float, grad: UnsafeMutablePointer<Float>?
+        gradientScale: Float, grad: UnsafeMutablePointer<Float>
     ) -> Double {
         var lossSum = 0.0
         for n in 0..<rows {
@@ -140,7 +140,6 @@ public enum Elementwise {
             let logSum = Double(maximum) + log(sum)
             let label = Int(labels[n])
             lossSum += logSum - Double(z[label])
-            guard let grad else { continue }
             let g = grad + n * classes
             for c in 0..<classes {
                 let probability = Float(exp(Double(z[c]) - logSum))

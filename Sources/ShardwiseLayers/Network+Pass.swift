@@ -102,13 +102,6 @@ extension Network {
         return loss
     }
 
-    /// Sum over rows of the softmax cross-entropy of the last `forward`'s logits.
-    public func loss(workspace ws: Workspace, rows n: Int) -> Double {
-        Elementwise.softmaxCrossEntropy(
-            rows: n, classes: widths[widths.count - 1], logits: ws.output, labels: ws.labels,
-            gradientScale: 0, grad: nil)
-    }
-
     /// Number of rows whose largest logit is not at the label, after `forward`.
     public func countErrors(workspace ws: Workspace, rows n: Int) -> Int {
         let classes = widths[widths.count - 1]

@@ -1,7 +1,6 @@
 import Foundation
 import ShardwiseKernels
 import ShardwiseLayers
-import ShardwiseTopology
 
 /// The kernel report of `shardwise bench`: the machine's limits and Shardwise
 /// measured against them, in one run, as text lines.
@@ -18,8 +17,7 @@ public enum KernelReport {
         let blas = try BLAS.load()
         let many = try WorkerPool.onThisMachine(workers: workers)
         defer { many.shutdown() }
-        let plan = try Topology.thisMachine().plan(workers: 1, policy: .compact)
-        let one = WorkerPool(plan: plan, topology: try Topology.thisMachine())
+        let one = try WorkerPool.onThisMachine(workers: 1)
         defer { one.shutdown() }
         let w = many.workers.count
         let reference = TrainingConfiguration.reference()

@@ -88,26 +88,21 @@ public enum ScaleRun {
         line("shardwise scale on this machine (\(description)), BLAS \(blas.kernels), policy \(settings.policy.rawValue)")
         line("network \(TrainingRun.describe(configuration.network)), shards of \(configuration.shardSize), \(dataName)")
         if !settings.command.isEmpty { line("command: \(settings.command)") }
-        var gemmOne = 0.0
+        let single = WorkerPool(plan: try machine.plan(workers: 1, policy: .compact), topology: machine)
+        let gemmOne = try await MachineLimits.concurrentGEMM(pool: single, network: network, rows: 128, seconds: 0.5)
+        single.shutdown()
         var points: [ScalePoint] = []
         var baseline: [String: Double] = [:]
         for workers in settings.workerCounts {
             let pool = WorkerPool(plan: try machine.plan(workers: workers, policy: settings.policy, oversubscribe: true), topology: machine)
             defer { pool.shutdown() }
-            let gemm = try await MachineLimits.concurrentGEMM(pool: pool, network: network, rows: 128, seconds: 0.5)
-            if gemmOne == 0 {
-                gemmOne = workers == 1 ? gemm : try await MachineLimits.concurrentGEMM(
-                    pool: WorkerPool(plan: try machine.plan(workers: 1, policy: .compact), topology: machine), network: network, rows: 128, seconds: 0.5)
-            }
+            let gemm = workers == 1 ? gemmOne : try await MachineLimits.concurrentGEMM(pool: pool, network: network, rows: 128, seconds: 0.5)
             for mode in settings.modes {
                 var c = configuration
                 if mode == "weak" { c.batchSize = configuration.batchSize * workers }
                 let (rates, split) = try await measure(pool: pool, configuration: c, data: data, settings: settings)
                 // The first point of each mode is the baseline: its per-worker median rate.
-                let first = point(
-                    mode: mode, workers: workers, globalBatch: c.batchSize, windowRates: rates,
-                    baselinePerWorker: 1, gemmCeiling: gemm / gemmOne, split: split)
-                if baseline[mode] == nil { baseline[mode] = first.samplesPerSecond / Double(workers) }
+                if baseline[mode] == nil { baseline[mode] = median(rates) / Double(workers) }
                 points.append(point(
                     mode: mode, workers: workers, globalBatch: c.batchSize, windowRates: rates,
                     baselinePerWorker: baseline[mode]!, gemmCeiling: gemm / gemmOne, split: split))
@@ -131,13 +126,19 @@ public enum ScaleRun {
         gemmCeiling: Double, split: StepSplit
     ) -> ScalePoint {
         let sorted = windowRates.sorted()
-        let median = sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
-        let speedup = median / baselinePerWorker
+        let middle = median(windowRates)
+        let speedup = middle / baselinePerWorker
         return ScalePoint(
-            mode: mode, workers: workers, globalBatch: globalBatch, samplesPerSecond: median,
+            mode: mode, workers: workers, globalBatch: globalBatch, samplesPerSecond: middle,
             samplesPerSecondMin: sorted.first!, samplesPerSecondMax: sorted.last!, speedup: speedup,
             efficiency: speedup / Double(workers), gemmCeiling: gemmCeiling,
             computeMs: split.compute * 1e3, waitingMs: split.waiting * 1e3, reductionMs: split.reduction * 1e3)
+    }
+
+    /// The middle value (the mean of the middle two for an even count).
+    static func median(_ values: [Double]) -> Double {
+        let sorted = values.sorted()
+        return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
     }
 
     /// Samples/s of each timed window after a warm-up, and the mean step split.
@@ -176,8 +177,7 @@ public enum ScaleRun {
         // Inputs measured here: one shard's compute time on one worker, and the reduction's bandwidth on this machine's NUMA node.
         let one = WorkerPool(plan: try machine.plan(workers: 1, policy: .compact), topology: machine)
         defer { one.shutdown() }
-        var c = configuration
-        c.batchSize = configuration.batchSize
+        let c = configuration
         let settings = Settings(workerCounts: [1])
         let (_, split) = try await measure(pool: one, configuration: c, data: data, settings: settings)
         let shardSeconds = split.compute / Double(c.shardsPerBatch)

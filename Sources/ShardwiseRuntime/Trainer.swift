@@ -227,30 +227,25 @@ public final class Trainer: @unchecked Sendable {
         return loss
     }
 
-    /// Test error in percent and mean loss, with dropout off; workers take contiguous blocks.
-    public func evaluate(_ data: Dataset) async -> (errorPercent: Double, loss: Double) {
+    /// Test error in percent, with dropout off; workers take contiguous blocks and
+    /// their integer error counts add up exactly, whatever the worker count.
+    public func evaluate(_ data: Dataset) async -> Double {
         let blocks = min(workerCount, workspaces.count)
         let per = (data.count + blocks - 1) / blocks
-        let results = await withTaskGroup(of: (Int, Int, Double).self) { group in
+        let errors = await withTaskGroup(of: Int.self) { group in
             for b in 0..<blocks {
                 group.addTask(executorPreference: pool.workers[b]) {
-                    let (errors, loss) = self.evaluate(data, rows: b * per..<min(data.count, (b + 1) * per), workspace: self.workspaces[b])
-                    return (b, errors, loss)
+                    self.countErrors(data, rows: b * per..<min(data.count, (b + 1) * per), workspace: self.workspaces[b])
                 }
             }
-            var all: [(Int, Int, Double)] = []
-            for await r in group { all.append(r) }
-            return all.sorted { $0.0 < $1.0 }
+            return await group.reduce(0, +)
         }
-        let errors = results.reduce(0) { $0 + $1.1 }
-        let loss = results.reduce(0.0) { $0 + $1.2 }
-        return (100 * Double(errors) / Double(data.count), loss / Double(data.count))
+        return 100 * Double(errors) / Double(data.count)
     }
 
-    func evaluate(_ data: Dataset, rows: Range<Int>, workspace ws: Workspace) -> (Int, Double) {
+    func countErrors(_ data: Dataset, rows: Range<Int>, workspace ws: Workspace) -> Int {
         let features = data.features
         var errors = 0
-        var loss = 0.0
         var start = rows.lowerBound
         while start < rows.upperBound {
             let n = min(ws.capacity, rows.upperBound - start)
@@ -260,10 +255,9 @@ public final class Trainer: @unchecked Sendable {
             for r in 0..<n { ws.labels[r] = data.labels[start + r] }
             network.forward(parameters: parameters.pointer, workspace: ws, rows: n, dropout: nil)
             errors += network.countErrors(workspace: ws, rows: n)
-            loss += network.loss(workspace: ws, rows: n)
             start += n
         }
-        return (errors, loss)
+        return errors
     }
 
     /// SHA-256 of all parameters' float32 bytes, little-endian, in layer order, weight then bias.

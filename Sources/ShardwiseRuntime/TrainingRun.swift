@@ -277,11 +277,11 @@ public enum TrainingRun {
             let trainLoss = state.epochLossSum / Double(samplesPerEpoch)
             let test = await trainer.evaluate(mnist.test)
             var record = EpochRecord(
-                epoch: state.epoch + 1, trainLoss: trainLoss, testErrorPercent: test.errorPercent,
+                epoch: state.epoch + 1, trainLoss: trainLoss, testErrorPercent: test,
                 samplesPerSecond: Double(samplesPerEpoch) / state.epochSeconds, seconds: state.epochSeconds)
             var improved = false
             if let validation {
-                let error = await trainer.evaluate(validation).errorPercent
+                let error = await trainer.evaluate(validation)
                 record.validationErrorPercent = error
                 improved = error < (state.bestValidationErrorPercent ?? .infinity)
                 if improved {

@@ -122,7 +122,7 @@ final class TrainingTests: XCTestCase {
         configuration.epochs = 10
         configuration.optimizer.schedule = .cosine(epochs: 10, floor: 0.05)
         let trainer = try await train(configuration, data: data, workers: 2)
-        let error = await trainer.evaluate(syntheticDataset(count: 1000, seed: 99)).errorPercent
+        let error = await trainer.evaluate(syntheticDataset(count: 1000, seed: 99))
         XCTAssertLessThan(error, 5, "a separable 10-class rule should be learnt (chance is 90% error)")
     }
 
