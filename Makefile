@@ -2,15 +2,18 @@
 # Both install what is missing first (Debian packages through apt-get when run as root).
 
 SWIFT        ?= swift
-DEB_PACKAGES := libopenblas-dev libopenblas-serial-dev libblis-dev zlib1g-dev libhwloc-dev hwloc gzip
+DEB_PACKAGES := libopenblas-dev libopenblas-serial-dev libblis-dev zlib1g-dev libhwloc-dev hwloc gzip libopenmpi-dev openmpi-bin
 # Files whose presence shows each package is installed (dpkg -s is slower and noisier).
 DEB_PROBES   := /usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0 \
                 /usr/lib/x86_64-linux-gnu/openblas-serial/libopenblas.so.0 \
-                /usr/lib/x86_64-linux-gnu/libblis.so.4 /usr/include/zlib.h /usr/include/hwloc.h /usr/bin/lstopo-no-graphics
+                /usr/lib/x86_64-linux-gnu/libblis.so.4 /usr/include/zlib.h /usr/include/hwloc.h /usr/bin/lstopo-no-graphics \
+                /usr/include/x86_64-linux-gnu/openmpi/mpi.h /usr/bin/mpirun
 RUN_DIR      ?= runs/reference
+# mpirun refuses to run as root unless told.
+MPIRUN_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
 TRAIN_FLAGS  ?=
 
-.PHONY: all deps build train train-no-dropout test bench clean
+.PHONY: all deps build train train-no-dropout reproduce-dropout test bench bench-mpi clean
 
 all: build
 
@@ -39,6 +42,16 @@ train: build
 train-no-dropout: build
 	.build/release/shardwise train --no-dropout --out runs/no-dropout $(TRAIN_FLAGS)
 
+# Srivastava et al. 2014, MNIST, 3x1024 ReLU with dropout and max-norm, and the same without dropout
+# (README, "Reproducing the dropout paper"). Long: not part of CI.
+REPRO_DIR   ?= runs/reproduce
+REPRO_FLAGS := --layers 1024,1024,1024 --dropout-input 0.2 --dropout-hidden 0.5 --max-norm 2 \
+               --momentum-start 0.5 --momentum 0.95 --momentum-ramp 10 --lr 0.025 --schedule cosine --lr-floor 0.01 \
+               --batch-size 128 --shard-size 64 --seed 1
+reproduce-dropout: build
+	.build/release/shardwise train --out $(REPRO_DIR)/dropout $(REPRO_FLAGS) --epochs 400
+	.build/release/shardwise train --out $(REPRO_DIR)/no-dropout $(REPRO_FLAGS) --epochs 100 --no-dropout
+
 # The whole suite, then the concurrency tests again under ThreadSanitizer
 # (its own build folder, so the two builds do not invalidate each other).
 TSAN_TESTS := ReductionTests|WorkerPoolTests|TrainingTests.testWeightsIndependentOfWorkerCount
@@ -50,6 +63,10 @@ test: deps
 # Kernel and training-step throughput against the machine's GEMM rate (ordo-one/benchmark).
 bench: deps
 	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark
+
+# Two ranks on this machine: the cross-rank step against MPI_Allreduce, 2 ranks against 1 process.
+bench-mpi: build
+	mpirun $(MPIRUN_FLAGS) -np 2 .build/release/shardwise bench
 
 clean:
 	rm -rf .build Benchmarks/.build

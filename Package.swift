@@ -4,7 +4,13 @@
 // Modules point one way: CLI -> runtime -> (layers, datasets) -> kernels -> C shims.
 // No unsafeFlags: the package stays usable as a dependency. Hot elementwise kernels
 // are written to stay memory-bound at baseline x86-64 (see ShardwiseKernels/Elementwise.swift).
+import Foundation
 import PackageDescription
+
+// MPI is part of the build when Open MPI's headers are installed (`make` installs
+// libopenmpi-dev); otherwise the MPI shim compiles to stubs that say so at run time.
+let mpiHeaders = ["/usr/include/x86_64-linux-gnu/openmpi/mpi.h", "/usr/include/aarch64-linux-gnu/openmpi/mpi.h", "/usr/include/mpi.h"]
+let haveMPI = mpiHeaders.contains { FileManager.default.fileExists(atPath: $0) }
 
 let package = Package(
     name: "Shardwise",
@@ -26,13 +32,14 @@ let package = Package(
         .target(name: "CShardwiseBLAS", linkerSettings: [.linkedLibrary("dl")]),
         .systemLibrary(name: "CShardwiseZlib", path: "Sources/CShardwiseZlib"),
         .target(name: "CShardwiseHwloc", linkerSettings: [.linkedLibrary("hwloc")]),
+        .target(name: "CShardwiseMPI", linkerSettings: haveMPI ? [.linkedLibrary("mpi")] : []),
         .target(name: "ShardwiseTopology", dependencies: ["CShardwiseHwloc"]),
         .target(name: "ShardwiseKernels", dependencies: ["CShardwiseBLAS"]),
         .target(name: "ShardwiseLayers", dependencies: ["ShardwiseKernels"]),
         .target(name: "ShardwiseData", dependencies: ["CShardwiseZlib"]),
         .target(
             name: "ShardwiseRuntime",
-            dependencies: ["ShardwiseKernels", "ShardwiseLayers", "ShardwiseData", "ShardwiseTopology"]),
+            dependencies: ["ShardwiseKernels", "ShardwiseLayers", "ShardwiseData", "ShardwiseTopology", "CShardwiseMPI"]),
         .executableTarget(
             name: "ShardwiseCLI",
             dependencies: [

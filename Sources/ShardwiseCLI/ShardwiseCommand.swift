@@ -27,9 +27,22 @@ enum Main {
             } else {
                 try command.run()
             }
+            Cluster.finish()
         } catch let error as RunError {
-            writeAll(STDERR_FILENO, (error.exitStatus == 1 ? "error: " : "") + error.description + "\n")
-            exit(error.exitStatus)
+            let text = (error.exitStatus == 1 ? "error: " : "") + error.description + "\n"
+            guard let cluster = Cluster.current else {
+                writeAll(STDERR_FILENO, text)
+                exit(error.exitStatus)
+            }
+            // Under MPI: an error every rank reached together ends the job normally, told
+            // once; an error of this rank alone ends every rank (they would wait for it).
+            if error.collective {
+                if cluster.rank == 0 { writeAll(STDERR_FILENO, text) }
+                Cluster.finish()
+                exit(error.exitStatus)
+            }
+            writeAll(STDERR_FILENO, "rank \(cluster.rank) of \(cluster.size): " + text)
+            Cluster.abort(status: error.exitStatus)
         } catch {
             if ShardwiseCommand.exitCode(for: error) == .success {
                 ShardwiseCommand.exit(withError: error)  // --help, --version

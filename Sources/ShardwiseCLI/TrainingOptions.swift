@@ -94,8 +94,14 @@ struct MachineOptions: ParsableArguments {
     @Flag(help: "Place workers on SMT siblings too.")
     var smt = false
 
-    @Flag(help: "Allow more workers than processing units.")
+    @Flag(help: "Allow more workers than processing units (or, under MPI, more ranks on a host than its cores).")
     var oversubscribe = false
+
+    @Flag(help: "Under mpirun: combine the ranks' gradients with a plain MPI_Allreduce. Less data moved, but the weights then depend on the rank count (not bit-reproducible).")
+    var fastAllreduce = false
+
+    @Option(help: "Under mpirun: seconds to wait for the other ranks in any one exchange before ending the job.")
+    var mpiTimeout = 120.0
 
     @Option(help: "Folder with the four MNIST IDX files (default: data/mnist, then ../shared/datasets/mnist).")
     var data: String?
@@ -116,6 +122,9 @@ struct MachineOptions: ParsableArguments {
         if let testSamples, testSamples <= 0 {
             throw ValidationError("--test-samples: \(testSamples), expected a positive count")
         }
+        if !(mpiTimeout > 0) {
+            throw ValidationError("--mpi-timeout: \(mpiTimeout), expected a positive number of seconds")
+        }
     }
 
     func runOptions(outDirectory: String?) -> RunOptions {
@@ -123,6 +132,8 @@ struct MachineOptions: ParsableArguments {
         options.policy = policy
         options.smt = smt
         options.oversubscribe = oversubscribe
+        options.fastAllreduce = fastAllreduce
+        options.mpiTimeout = mpiTimeout
         return options
     }
 }

@@ -103,6 +103,20 @@ public enum Elementwise {
         for i in 0..<count { dx[i] = y[i] > 0 ? dy[i] : 0 }
     }
 
+    /// `y += x`, elementwise.
+    public static func add(count: Int, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
+        var i = 0
+        while i + 16 <= count {
+            store16(load16(y + i) + load16(x + i), y + i)
+            i += 16
+        }
+        while i < count { y[i] += x[i]; i += 1 }
+    }
+
+    public static func addReference(count: Int, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
+        for i in 0..<count { y[i] += x[i] }
+    }
+
     /// `out = a * b`, elementwise. out may alias a or b.
     public static func multiply(count: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>) {
         var i = 0

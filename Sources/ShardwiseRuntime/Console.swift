@@ -4,23 +4,31 @@ import Foundation
 public final class Console: @unchecked Sendable {
     let isTerminal: Bool
     let write: (String) -> Void
+    /// Warnings are dropped too (MPI ranks other than 0).
+    let quiet: Bool
     private var lastDraw = 0.0
 
     /// Prints to standard output (and warnings to standard error).
     public init() {
         isTerminal = isatty(STDOUT_FILENO) == 1
         write = { text in writeAll(STDOUT_FILENO, text) }
+        quiet = false
     }
 
     /// Collects output through `write`, as a non-terminal (tests).
-    public init(write: @escaping (String) -> Void) {
+    public init(write: @escaping (String) -> Void, quiet: Bool = false) {
         isTerminal = false
         self.write = write
+        self.quiet = quiet
     }
+
+    /// Prints nothing: every MPI rank but rank 0.
+    public static var silent: Console { Console(write: { _ in }, quiet: true) }
 
     public func line(_ text: String) { write(text + "\n") }
 
     public func warn(_ text: String) {
+        guard !quiet else { return }
         writeAll(STDERR_FILENO, "warning: \(text)\n")
     }
 

@@ -61,12 +61,14 @@ public enum MachineLimits {
     }
 
     /// Samples/s of training steps of `configuration` on random MNIST-shaped data, after a warm-up.
+    /// Under MPI (`cluster`), every rank takes part; the rate is the global batch's.
     public static func trainingThroughput(
-        pool: WorkerPool, configuration: TrainingConfiguration, steps: Int
+        pool: WorkerPool, configuration: TrainingConfiguration, steps: Int, cluster: Cluster? = nil, fastAllreduce: Bool = false
     ) async throws -> (samplesPerSecond: Double, split: StepSplit) {
         let data = randomData(count: configuration.batchSize * max(steps + 2, 4), features: configuration.network.inputSize)
-        let trainer = try Trainer(configuration: configuration, train: data, pool: pool)
+        let trainer = try Trainer(configuration: configuration, train: data, pool: pool, cluster: cluster, fastAllreduce: fastAllreduce)
         for s in 0..<2 { _ = await trainer.step(epoch: 0, stepInEpoch: s) }
+        cluster?.barrier("starting the measurement")
         trainer.timing.reset()
         let start = monotonicSeconds()
         for s in 0..<steps { _ = await trainer.step(epoch: 0, stepInEpoch: (s + 2) % trainer.stepsPerEpoch) }

@@ -54,6 +54,10 @@ public struct RunSummary: Codable, Sendable {
     public var validationSamples: Int?
     /// Whether early stopping ended the run before its last epoch.
     public var stoppedEarly: Bool?
+    /// Under MPI: the number of ranks (workers is per rank) and how their gradients were
+    /// combined ("ordered": bit-identical to one process; "fast": MPI_Allreduce).
+    public var ranks: Int?
+    public var crossRank: String?
 }
 
 extension Dataset {
@@ -120,6 +124,10 @@ public struct RunOptions: Sendable {
     public var resume: String?
     /// Stop (as if interrupted) after this many steps of this run: tests of resumption.
     public var stopAfterSteps: Int?
+    /// Under MPI: combine ranks with a plain MPI_Allreduce (not reproducible across rank counts).
+    public var fastAllreduce = false
+    /// Under MPI: seconds to wait for the other ranks before ending the job.
+    public var mpiTimeout = 120.0
 
     public init(
         dataDirectory: String? = nil, outDirectory: String? = nil, workers: Int? = nil, trainLimit: Int? = nil, testLimit: Int? = nil
@@ -137,9 +145,13 @@ public struct RunError: Error, CustomStringConvertible {
     public var description: String
     /// The process exit status: 1 for failures, 128 + signal after an interruption.
     public var exitStatus: Int32
-    public init(_ description: String, exitStatus: Int32 = 1) {
+    /// Under MPI: every rank reached this error together (an agreed stop or divergence),
+    /// so the job can end normally; otherwise the failing rank ends the job.
+    public var collective: Bool
+    public init(_ description: String, exitStatus: Int32 = 1, collective: Bool = false) {
         self.description = description
         self.exitStatus = exitStatus
+        self.collective = collective
     }
 }
 
@@ -151,8 +163,14 @@ let interruption = Atomic<Int32>(0)
 /// outputs and checkpoints; resume from one.
 public enum TrainingRun {
     public static func run(
-        configuration requested: TrainingConfiguration, options: RunOptions, console: Console = Console()
+        configuration requested: TrainingConfiguration, options: RunOptions, console requestedConsole: Console = Console()
     ) async throws -> RunSummary {
+        // Under an MPI launcher this process is one rank; rank 0 alone prints and writes.
+        let topology: Topology
+        do { topology = try Topology.thisMachine() } catch { throw RunError(error.description) }
+        let cluster = try Cluster.join(topology: topology, timeout: options.mpiTimeout)
+        // mpirun forwards output through a pseudo-terminal whatever its destination: plain lines.
+        let console = cluster == nil ? requestedConsole : cluster!.rank == 0 ? Console(write: { writeAll(STDOUT_FILENO, $0) }) : Console.silent
         var configuration = requested
         var resumed: Checkpoint.Loaded?
         var options = options
@@ -176,20 +194,24 @@ public enum TrainingRun {
             guard n < mnist.train.count else { throw RunError("--validation: \(n) of \(mnist.train.count) training samples leaves none to train on") }
             (mnist.train, validation) = mnist.train.splitValidation(count: n, seed: configuration.seed)
         }
-        if let out = options.outDirectory {
+        if let out = options.outDirectory, (cluster?.rank ?? 0) == 0 {
             do { try AtomicFile.makeDirectory(out) } catch { throw RunError(error.description) }
         }
 
         let pool: WorkerPool
         do {
             pool = try WorkerPool.onThisMachine(
-                workers: options.workers, policy: options.policy, smt: options.smt, oversubscribe: options.oversubscribe)
+                workers: options.workers, policy: options.policy, smt: options.smt, oversubscribe: options.oversubscribe,
+                topology: topology, share: cluster.map { ($0.localRank, $0.localSize) })
         } catch { throw RunError("\(error)") }
         defer { pool.shutdown() }
         for note in pool.plan.notes { console.warn(note) }
         if let report = pool.pinningReport { console.warn(report) }
         let trainer: Trainer
-        do { trainer = try Trainer(configuration: configuration, train: mnist.train, pool: pool) } catch { throw RunError("\(error)") }
+        do {
+            trainer = try Trainer(
+                configuration: configuration, train: mnist.train, pool: pool, cluster: cluster, fastAllreduce: options.fastAllreduce)
+        } catch { throw RunError("\(error)") }
         var state = TrainingState(
             version: Shardwise.version, configuration: configuration, epoch: 0, stepInEpoch: 0, globalStep: 0,
             epochLossSum: 0, epochSeconds: 0, records: [])
@@ -201,6 +223,7 @@ public enum TrainingRun {
         console.line(
             "shardwise \(Shardwise.version): \(describe(configuration.network)), \(trainer.network.layout.parameterCount) parameters, "
                 + "\(mnist.train.count) training / \(mnist.test.count) test samples from \(mnist.directory); "
+                + (cluster.map { "\($0.size) MPI ranks (\(trainer.fastAllreduce ? "MPI_Allreduce" : "ordered exchange")) x " } ?? "")
                 + "\(pool.workers.count) workers (\(options.policy.rawValue)), shards of \(configuration.shardSize); BLAS \(blas.kernels) kernels")
         // SIGINT and SIGTERM finish the step in progress, then checkpoint and stop.
         interruption.store(0, ordering: .relaxed)
@@ -230,13 +253,18 @@ public enum TrainingRun {
         let samplesPerEpoch = steps * configuration.batchSize
         var stepsThisRun = 0
         var lastCheckpoint: String?
+        // Under MPI only rank 0 writes; the others take part in gathering the state.
+        let writes = (trainer.cluster?.rank ?? 0) == 0
 
-        func checkpoint() throws -> String? {
-            guard let out = options.outDirectory else { return nil }
+        func checkpoint(into folder: String? = nil, keep: Int = options.keep) throws -> String? {
+            guard let out = folder ?? options.outDirectory else { return nil }
+            trainer.gatherOptimizerState()
+            guard writes else { return "\(out)/\(Checkpoint.folderName(step: state.globalStep))" }
             do {
-                lastCheckpoint = try Checkpoint.write(trainer: trainer, state: state, directory: out, keep: options.keep)
+                let path = try Checkpoint.write(trainer: trainer, state: state, directory: out, keep: keep)
+                if folder == nil { lastCheckpoint = path }
+                return path
             } catch { throw RunError(error.description) }
-            return lastCheckpoint
         }
 
         var stoppedEarly = false
@@ -262,13 +290,14 @@ public enum TrainingRun {
                     epoch: state.epoch + 1, of: configuration.epochs, done: s + 1, total: steps, elapsed: elapsed,
                     samplesPerSecond: Double((s + 1) * configuration.batchSize) / elapsed,
                     loss: state.epochLossSum / Double((s + 1) * configuration.batchSize))
-                let signalled = interruption.load(ordering: .relaxed)
+                // Under MPI the ranks agreed on the signal in the step, so all stop here together.
+                let signalled = trainer.cluster == nil ? interruption.load(ordering: .relaxed) : trainer.agreedSignal
                 if signalled != 0 || stepsThisRun == options.stopAfterSteps {
-                    if options.outDirectory == nil { throw RunError("interrupted at step \(state.globalStep); no --out folder, so no checkpoint was written", exitStatus: 128 + max(signalled, 2)) }
+                    if options.outDirectory == nil { throw RunError("interrupted at step \(state.globalStep); no --out folder, so no checkpoint was written", exitStatus: 128 + max(signalled, 2), collective: true) }
                     let path = try checkpoint()!
                     throw RunError(
                         "interrupted after step \(state.globalStep); checkpoint \(path) written. Resume with: shardwise train --resume \(options.outDirectory!)",
-                        exitStatus: signalled != 0 ? 128 + signalled : 0)
+                        exitStatus: signalled != 0 ? 128 + signalled : 0, collective: true)
                 }
                 if case .steps(let n) = options.checkpointEvery, state.globalStep % n == 0, state.stepInEpoch < steps {
                     _ = try checkpoint()
@@ -300,7 +329,7 @@ public enum TrainingRun {
             state.epochSeconds = 0
             // The best epoch so far keeps its own checkpoint, OUT/best.
             if improved, configuration.earlyStoppingPatience != nil, let out = options.outDirectory {
-                do { try Checkpoint.write(trainer: trainer, state: state, directory: "\(out)/best", keep: 1) } catch { throw RunError(error.description) }
+                _ = try checkpoint(into: "\(out)/best", keep: 1)
             }
             if let patience = configuration.earlyStoppingPatience, (state.epochsWithoutImprovement ?? 0) >= patience,
                state.epoch < configuration.epochs {
@@ -308,7 +337,7 @@ public enum TrainingRun {
                 let best = options.outDirectory.map { "; its checkpoint is in \($0)/best" } ?? ""
                 console.line(String(format: "early stopping after epoch %d: no better validation error for %d epochs (best %.2f%% at epoch %d%@)", state.epoch, patience, state.bestValidationErrorPercent ?? 0, state.bestEpoch ?? 0, best))
             }
-            if let out = options.outDirectory {
+            if let out = options.outDirectory, writes {
                 let lines = try state.records.map { String(decoding: try jsonEncoder(pretty: false).encode($0), as: UTF8.self) + "\n" }
                 do {
                     try AtomicFile.write(lines.joined(), to: "\(out)/metrics.jsonl")
@@ -316,9 +345,9 @@ public enum TrainingRun {
                         Curves.svg(title: "Learning curves: \(describe(configuration.network))", runs: [(label(configuration.network), state.records)]),
                         to: "\(out)/curves.svg")
                 } catch { throw RunError(error.description) }
-                if case .epochs(let n) = options.checkpointEvery, state.epoch % n == 0, state.epoch < configuration.epochs {
-                    _ = try checkpoint()
-                }
+            }
+            if case .epochs(let n) = options.checkpointEvery, state.epoch % n == 0, state.epoch < configuration.epochs {
+                _ = try checkpoint()
             }
         }
         _ = try checkpoint()
@@ -339,8 +368,9 @@ public enum TrainingRun {
             trainSamples: mnist.train.count, testSamples: mnist.test.count, dataDirectory: mnist.directory,
             epochs: state.records, bestEpoch: state.bestEpoch, bestValidationErrorPercent: state.bestValidationErrorPercent,
             bestTestErrorPercent: state.bestEpoch.map { state.records[$0 - 1].testErrorPercent },
-            validationSamples: validation?.count, stoppedEarly: validation == nil ? nil : stoppedEarly)
-        if let out = options.outDirectory {
+            validationSamples: validation?.count, stoppedEarly: validation == nil ? nil : stoppedEarly,
+            ranks: trainer.cluster?.size, crossRank: trainer.cluster.map { _ in trainer.fastAllreduce ? "fast" : "ordered" })
+        if let out = options.outDirectory, writes {
             let json = String(decoding: try jsonEncoder(pretty: true).encode(summary), as: UTF8.self) + "\n"
             do { try AtomicFile.write(json, to: "\(out)/summary.json") } catch { throw RunError(error.description) }
         }
@@ -350,7 +380,7 @@ public enum TrainingRun {
 
     static func divergence(_ what: String, step: Int, lastCheckpoint: String?, configuration: TrainingConfiguration) -> RunError {
         let kept = lastCheckpoint.map { "; the last good checkpoint \($0) is untouched" } ?? ""
-        return RunError("training diverged at step \(step): \(what); lower --lr (now \(configuration.optimizer.learningRate))\(kept)")
+        return RunError("training diverged at step \(step): \(what); lower --lr (now \(configuration.optimizer.learningRate))\(kept)", collective: true)
     }
 
     /// "dropout 0.2/0.5" or "no dropout", for legends.

@@ -187,11 +187,17 @@ final class ThreadContext {
 extension WorkerPool {
     /// A pool on this machine: `workers` (default one per core) placed by `policy`.
     /// Throws `PlacementError` (too many workers) or `TopologyError` (hwloc failed).
+    /// With `share` (index, count), the pool uses only that block of the machine's cores
+    /// (an MPI rank's part of its host) and defaults to one worker per core of it.
     public static func onThisMachine(
-        workers: Int? = nil, policy: PlacementPolicy = .compact, smt: Bool = false, oversubscribe: Bool = false
+        workers: Int? = nil, policy: PlacementPolicy = .compact, smt: Bool = false, oversubscribe: Bool = false,
+        topology: Topology? = nil, share: (index: Int, count: Int)? = nil
     ) throws -> WorkerPool {
-        let topology = try Topology.thisMachine()
-        let count = workers ?? Set(topology.allowedPUs.map(\.core)).count
-        return WorkerPool(plan: try topology.plan(workers: count, policy: policy, smt: smt, oversubscribe: oversubscribe), topology: topology)
+        let topology = try topology ?? Topology.thisMachine()
+        let usable = try share.map { try topology.share($0.index, of: $0.count, oversubscribe: oversubscribe) } ?? topology.allowedPUs
+        let count = workers ?? Set(usable.map(\.core)).count
+        return WorkerPool(
+            plan: try topology.plan(workers: count, policy: policy, smt: smt, oversubscribe: oversubscribe, share: share),
+            topology: topology)
     }
 }

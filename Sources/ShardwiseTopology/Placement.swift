@@ -39,8 +39,12 @@ extension Topology {
     /// Plans `workerCount` workers under `policy`: one per physical core first, SMT
     /// siblings only when `smt` is set or there are more workers than cores; never a
     /// disallowed PU; more workers than PUs only with `oversubscribe`.
-    public func plan(workers workerCount: Int, policy: PlacementPolicy, smt: Bool = false, oversubscribe: Bool = false) throws(PlacementError) -> PlacementPlan {
-        let usable = allowedPUs
+    /// With `share` (index, count), only that block of the allowed cores is used (see `share(_:of:)`).
+    public func plan(
+        workers workerCount: Int, policy: PlacementPolicy, smt: Bool = false, oversubscribe: Bool = false,
+        share: (index: Int, count: Int)? = nil
+    ) throws(PlacementError) -> PlacementPlan {
+        let usable = try share.map { (s) throws(PlacementError) in try self.share(s.index, of: s.count, oversubscribe: oversubscribe) } ?? allowedPUs
         guard workerCount > 0 else {
             throw PlacementError(description: "--workers: \(workerCount), expected at least 1")
         }
@@ -84,6 +88,24 @@ extension Topology {
         }
         let combineOrder = workers.indices.sorted { key($0).lexicographicallyPrecedes(key($1)) }
         return PlacementPlan(policy: policy, smt: smt, workers: workers, combineOrder: combineOrder, notes: notes)
+    }
+
+    /// The PUs of block `index` of `count` contiguous blocks of the allowed cores, in
+    /// compact order (the first blocks one core larger when it does not divide): how the
+    /// MPI ranks on one host divide its cores, so no two ranks pin the same core.
+    /// More blocks than cores is an error unless `oversubscribe`; blocks then take one core each, round-robin.
+    public func share(_ index: Int, of count: Int, oversubscribe: Bool = false) throws(PlacementError) -> [ProcessingUnit] {
+        let cores = orderedCores(allowedPUs, policy: .compact)
+        guard count > 1 else { return allowedPUs }
+        guard cores.count >= count else {
+            guard oversubscribe else {
+                throw PlacementError(description: "\(count) ranks on this host share its \(cores.count) cores (\(source)); start at most \(cores.count) ranks per host, or pass --oversubscribe")
+            }
+            return cores[index % cores.count]
+        }
+        let base = cores.count / count, extra = cores.count % count
+        let start = index * base + min(index, extra)
+        return Array(cores[start..<start + base + (index < extra ? 1 : 0)].joined())
     }
 
     func coresOf(_ pus: [ProcessingUnit]) -> [LogicalIndex: [ProcessingUnit]] {

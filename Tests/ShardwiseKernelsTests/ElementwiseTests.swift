@@ -40,6 +40,11 @@ final class ElementwiseTests: XCTestCase {
                 Elementwise.multiply(count: n, a: x.pointer, b: dy.pointer, out: y.pointer)
                 Elementwise.multiplyReference(count: n, a: x.pointer, b: dy.pointer, out: yRef.pointer)
                 XCTAssertEqual(y.array, yRef.array)
+                let sum = randomBuffer(n, seed: seed + 9), sumRef = FloatBuffer(count: n)
+                sumRef.copy(from: sum)
+                Elementwise.add(count: n, x: dy.pointer, y: sum.pointer)
+                Elementwise.addReference(count: n, x: dy.pointer, y: sumRef.pointer)
+                XCTAssertEqual(sum.array, sumRef.array)
             }
         }
     }

@@ -1,0 +1,161 @@
+import Foundation
+import ShardwiseRuntime
+import XCTest
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Training across MPI ranks on this machine (`mpirun --oversubscribe`): the weights are
+/// bit-identical to one process for any rank count and worker count per rank, a
+/// checkpoint written by 2 ranks resumes on 1, and a rank that stops answering ends the job.
+final class MPITests: XCTestCase {
+    var folder = ""
+    var executable: String {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("shardwise").path
+    }
+    let mpirun = "/usr/bin/mpirun"
+
+    struct Result {
+        var status: Int32
+        var output: String
+        var error: String
+    }
+
+    override func setUpWithError() throws {
+        guard access(mpirun, X_OK) == 0 else { throw XCTSkip("\(mpirun) is absent (make deps installs openmpi-bin)") }
+        guard ["../shared/datasets/mnist", "../../shared/datasets/mnist"].contains(where: { access("\($0)/train-labels-idx1-ubyte.gz", R_OK) == 0 }) else {
+            throw XCTSkip("../shared/datasets/mnist is absent")
+        }
+        folder = NSTemporaryDirectory() + "shardwise-mpi-\(getpid())-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws {
+        if !folder.isEmpty { try? FileManager.default.removeItem(atPath: folder) }
+    }
+
+    /// `ranks` nil: one process, no launcher.
+    func launch(ranks: Int?, _ arguments: [String]) throws -> (Process, Pipe, Pipe) {
+        let process = Process()
+        if let ranks {
+            process.executableURL = URL(fileURLWithPath: mpirun)
+            process.arguments = (geteuid() == 0 ? ["--allow-run-as-root"] : []) + ["--oversubscribe", "-np", "\(ranks)", executable] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: executable)
+            process.arguments = arguments
+        }
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        return (process, out, err)
+    }
+
+    func run(ranks: Int?, _ arguments: [String]) throws -> Result {
+        let (process, out, err) = try launch(ranks: ranks, arguments)
+        let output = out.fileHandleForReading.readDataToEndOfFile()
+        let error = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Result(status: process.terminationStatus, output: String(decoding: output, as: UTF8.self), error: String(decoding: error, as: UTF8.self))
+    }
+
+    /// 4 shards of 32 per step, dropout on, 16 steps.
+    func training(_ out: String) -> [String] {
+        ["train", "--layers", "128,128", "--train-samples", "1024", "--test-samples", "500", "--epochs", "2",
+         "--batch-size", "128", "--shard-size", "32", "--seed", "7", "--out", out, "--checkpoint-every", "1e"]
+    }
+
+    func summary(_ out: String) throws -> RunSummary {
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        return try decoder.decode(RunSummary.self, from: Data(contentsOf: URL(fileURLWithPath: "\(out)/summary.json")))
+    }
+
+    func testWeightsIdenticalForAnyRankCount() throws {
+        let single = try run(ranks: nil, training("\(folder)/single") + ["--workers", "2", "--oversubscribe"])
+        XCTAssertEqual(single.status, 0, single.error)
+        let reference = try summary("\(folder)/single")
+        XCTAssertNil(reference.ranks)
+        // (ranks, workers per rank): even and uneven shard splits, one and two workers a rank.
+        for (ranks, workers) in [(2, 1), (2, 2), (3, 1), (4, 1)] {
+            let out = "\(folder)/ranks\(ranks)x\(workers)"
+            let result = try run(ranks: ranks, training(out) + ["--workers", "\(workers)", "--oversubscribe"])
+            XCTAssertEqual(result.status, 0, "\(ranks) ranks: \(result.error)")
+            let multi = try summary(out)
+            XCTAssertEqual(multi.ranks, ranks)
+            XCTAssertEqual(multi.crossRank, "ordered")
+            XCTAssertEqual(multi.workers, workers)
+            XCTAssertEqual(multi.weightsSha256, reference.weightsSha256, "\(ranks) ranks x \(workers) workers")
+            XCTAssertEqual(multi.epochs.map(\.testErrorPercent), reference.epochs.map(\.testErrorPercent))
+            XCTAssertEqual(multi.epochs.map(\.trainLoss), reference.epochs.map(\.trainLoss))
+            // Rank 0 alone prints: one line per epoch, not one per rank.
+            XCTAssertEqual(result.output.components(separatedBy: "epoch 1/2:").count - 1, 1, result.output)
+        }
+        // The plain all-reduce trains too, and says it is not the ordered sum.
+        let fast = try run(ranks: 2, training("\(folder)/fast") + ["--fast-allreduce"])
+        XCTAssertEqual(fast.status, 0, fast.error)
+        let fastSummary = try summary("\(folder)/fast")
+        XCTAssertEqual(fastSummary.crossRank, "fast")
+        XCTAssertLessThan(fastSummary.finalTestErrorPercent, 60)
+    }
+
+    /// A checkpoint written by 2 ranks (after epoch 1) resumes on 1 process to the same weights.
+    func testTwoRankCheckpointResumesOnOneProcess() throws {
+        let single = try run(ranks: nil, training("\(folder)/single"))
+        XCTAssertEqual(single.status, 0, single.error)
+        let two = try run(ranks: 2, training("\(folder)/two"))
+        XCTAssertEqual(two.status, 0, two.error)
+        XCTAssertEqual(try summary("\(folder)/two").weightsSha256, try summary("\(folder)/single").weightsSha256)
+        // 1024 samples / 128 = 8 steps an epoch: the checkpoint after epoch 1.
+        let resume = "\(folder)/resume"
+        try FileManager.default.createDirectory(atPath: resume, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: "\(folder)/two/\(Checkpoint.folderName(step: 8))", toPath: "\(resume)/\(Checkpoint.folderName(step: 8))")
+        // The same command (the data subset is a flag, not part of the checkpoint), on one process.
+        let resumed = try run(ranks: nil, training(resume) + ["--resume", resume])
+        XCTAssertEqual(resumed.status, 0, resumed.error)
+        XCTAssert(resumed.output.contains("resuming from"), resumed.output)
+        XCTAssertEqual(try summary(resume).weightsSha256, try summary("\(folder)/single").weightsSha256)
+    }
+
+    /// A rank that stops answering (SIGSTOP) ends the job with a message naming the
+    /// wait, within --mpi-timeout plus start-up.
+    func testStoppedRankEndsTheJob() throws {
+        let arguments = ["train", "--layers", "128,128", "--train-samples", "4096", "--test-samples", "200", "--epochs", "500",
+                         "--batch-size", "128", "--shard-size", "64", "--mpi-timeout", "3", "--out", "\(folder)/stopped"]
+        let (process, _, err) = try launch(ranks: 2, arguments)
+        let deadline = Date().addingTimeInterval(120)
+        while access("\(folder)/stopped/metrics.jsonl", F_OK) != 0 && Date() < deadline && process.isRunning { usleep(50_000) }
+        // Rank 1: the child of mpirun whose environment says so.
+        let rank1 = try childRanks(of: process.processIdentifier).first { $0.rank == 1 }
+        let victim = try XCTUnwrap(rank1?.pid, "no rank 1 found")
+        let stopped = Date()
+        kill(victim, SIGSTOP)
+        let message = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        let seconds = Date().timeIntervalSince(stopped)
+        kill(victim, SIGKILL)
+        XCTAssertNotEqual(process.terminationStatus, 0)
+        XCTAssert(message.contains("rank 0 of 2") && message.contains("no answer from the other ranks within 3 s"), message)
+        XCTAssertLessThan(seconds, 30, "the job took \(seconds) s to end")
+    }
+
+    func childRanks(of parent: Int32) throws -> [(pid: Int32, rank: Int)] {
+        var found: [(Int32, Int)] = []
+        for name in try FileManager.default.contentsOfDirectory(atPath: "/proc") {
+            guard let pid = Int32(name),
+                  let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { continue }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            guard fields.count > 2, Int32(fields[1]) == parent,
+                  let environ = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { continue }
+            for entry in environ.split(separator: 0) {
+                let text = String(decoding: entry, as: UTF8.self)
+                if text.hasPrefix("OMPI_COMM_WORLD_RANK="), let rank = Int(text.dropFirst("OMPI_COMM_WORLD_RANK=".count)) {
+                    found.append((pid, rank))
+                }
+            }
+        }
+        return found
+    }
+}
