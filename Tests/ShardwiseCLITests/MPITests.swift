@@ -41,6 +41,8 @@ final class MPITests: XCTestCase {
         if let ranks {
             process.executableURL = URL(fileURLWithPath: mpirun)
             process.arguments = (geteuid() == 0 ? ["--allow-run-as-root"] : []) + ["--oversubscribe", "-np", "\(ranks)", executable] + arguments
+            // Containers often forbid the cross-process copies Open MPI's shared-memory transport tries first.
+            process.environment = ProcessInfo.processInfo.environment.merging(["OMPI_MCA_btl_vader_single_copy_mechanism": "none"]) { $1 }
         } else {
             process.executableURL = URL(fileURLWithPath: executable)
             process.arguments = arguments

@@ -74,6 +74,38 @@ final class PlacementTests: XCTestCase {
         }
     }
 
+    /// MPI ranks on one host: their shares of the cores are disjoint, cover every allowed
+    /// core, differ in size by at most one core and are contiguous in compact order (whole
+    /// L3 domains where they divide); each rank's default plan stays inside its share.
+    func testRanksShareTheCores() throws {
+        for (input, topology) in try allTopologies() {
+            let cores = Set(topology.allowedPUs.map(\.core))
+            for ranks in Set([1, 2, 3, 4, 7, cores.count]) where ranks <= cores.count {
+                let shares = try (0..<ranks).map { try topology.share($0, of: ranks) }
+                let coreSets = shares.map { Set($0.map(\.core)) }
+                XCTAssertEqual(coreSets.reduce(0) { $0 + $1.count }, cores.count, "\(input) \(ranks) ranks: a core in two shares")
+                XCTAssertEqual(coreSets.reduce(Set()) { $0.union($1) }, cores, "\(input) \(ranks) ranks: a core left out")
+                XCTAssertLessThanOrEqual(coreSets.map(\.count).max()! - coreSets.map(\.count).min()!, 1, "\(input) \(ranks) ranks")
+                // Share r comes before share r + 1 in logical (compact) order.
+                for r in 1..<ranks {
+                    XCTAssertLessThan(coreSets[r - 1].max()!, coreSets[r].min()!, "\(input) \(ranks) ranks")
+                }
+                for r in 0..<ranks {
+                    let plan = try topology.plan(workers: coreSets[r].count, policy: .compact, share: (r, ranks))
+                    XCTAssert(plan.workers.allSatisfy { coreSets[r].contains($0.core) }, "\(input): rank \(r) placed outside its share")
+                    XCTAssertThrowsError(try topology.plan(workers: shares[r].count + 1, policy: .compact, share: (r, ranks)))
+                }
+            }
+            // More ranks than cores: an error naming the fix, or round-robin single cores when allowed.
+            let many = cores.count + 1
+            XCTAssertThrowsError(try topology.share(0, of: many)) { error in
+                XCTAssert("\(error)".contains("--oversubscribe"), "\(error)")
+            }
+            let wrapped = try topology.share(cores.count, of: many, oversubscribe: true)
+            XCTAssertEqual(Set(wrapped.map(\.core)), [try topology.share(0, of: cores.count).first!.core])
+        }
+    }
+
     /// Spread: packages and NUMA nodes get counts that differ by at most one.
     func testSpreadBalancesPackagesAndNodes() throws {
         for (input, topology) in try allTopologies() {
