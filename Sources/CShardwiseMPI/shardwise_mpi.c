@@ -83,24 +83,31 @@ static int wait_all(int count, MPI_Request *requests, double timeout, int nap_mi
 
 static MPI_Op operation(int op) { return op == SW_MPI_MIN ? MPI_MIN : op == SW_MPI_MAX ? MPI_MAX : MPI_SUM; }
 
+/// The exchange's requests, kept between calls so a training step allocates nothing
+/// (grown when a larger exchange comes; calls are serialized).
+static MPI_Request *exchange_requests = NULL;
+static int exchange_capacity = 0;
+
 int sw_mpi_exchange(const sw_mpi_transfer *transfers, int count, double timeout, char *error, size_t error_length) {
-    MPI_Request *requests = malloc(sizeof(MPI_Request) * (size_t)(count > 0 ? count : 1));
-    if (!requests) { snprintf(error, error_length, "exchange: out of memory"); return SW_MPI_ERROR; }
+    if (count > exchange_capacity) {
+        MPI_Request *grown = realloc(exchange_requests, sizeof(MPI_Request) * (size_t)count);
+        if (!grown) { snprintf(error, error_length, "gradient exchange: out of memory"); return SW_MPI_ERROR; }
+        exchange_requests = grown;
+        exchange_capacity = count;
+    }
     // Receives first, so sends find a posted buffer.
     int posted = 0, code = MPI_SUCCESS;
     for (int pass = 0; pass < 2 && code == MPI_SUCCESS; pass++) {
         for (int i = 0; i < count && code == MPI_SUCCESS; i++) {
             const sw_mpi_transfer *t = &transfers[i];
             if (t->send != pass) continue;
-            code = t->send ? MPI_Isend(t->buffer, (int)t->count, MPI_FLOAT, t->peer, t->tag, MPI_COMM_WORLD, &requests[posted])
-                           : MPI_Irecv(t->buffer, (int)t->count, MPI_FLOAT, t->peer, t->tag, MPI_COMM_WORLD, &requests[posted]);
+            code = t->send ? MPI_Isend(t->buffer, (int)t->count, MPI_FLOAT, t->peer, t->tag, MPI_COMM_WORLD, &exchange_requests[posted])
+                           : MPI_Irecv(t->buffer, (int)t->count, MPI_FLOAT, t->peer, t->tag, MPI_COMM_WORLD, &exchange_requests[posted]);
             if (code == MPI_SUCCESS) posted++;
         }
     }
-    int result = code == MPI_SUCCESS ? wait_all(posted, requests, timeout, 0, "gradient exchange", error, error_length) : SW_MPI_ERROR;
-    if (code != MPI_SUCCESS) describe(code, "gradient exchange", error, error_length);
-    free(requests);
-    return result;
+    if (code != MPI_SUCCESS) { describe(code, "gradient exchange", error, error_length); return SW_MPI_ERROR; }
+    return wait_all(posted, exchange_requests, timeout, 0, "gradient exchange", error, error_length);
 }
 
 int sw_mpi_allgatherv_floats(float *buffer, const int *counts, const int *displacements, double timeout,

@@ -14,14 +14,27 @@ struct CurvesCommand: ParsableCommand {
     @Option(help: "The SVG file to write.")
     var out: String
 
+    @Option(help: "Also write a Markdown table of the runs (final test error, epochs, wall time) to this file, and print it.")
+    var table: String?
+
+    @Option(help: "A published test error (%) to set beside each run in the table, in the order of the runs.")
+    var paperError: [Double] = []
+
     func validate() throws {
         if runs.isEmpty { throw ValidationError("give at least one run folder") }
+        if !paperError.isEmpty && paperError.count != runs.count {
+            throw ValidationError("--paper-error: \(paperError.count) values for \(runs.count) runs, expected one per run")
+        }
+        if !paperError.isEmpty && table == nil {
+            throw ValidationError("--paper-error: needs --table FILE.md")
+        }
     }
 
     func run() throws {
         let decoder = JSONDecoder()
         decoder.keyDecodingStrategy = .convertFromSnakeCase
         var series: [(String, [EpochRecord])] = []
+        var rows: [String] = []
         var title = "Learning curves"
         for folder in runs {
             guard let metrics = FileManager.default.contents(atPath: "\(folder)/metrics.jsonl") else {
@@ -34,12 +47,25 @@ struct CurvesCommand: ParsableCommand {
                 }
             } catch { throw RunError("\(folder)/metrics.jsonl: not Shardwise metrics (\(error))") }
             var name = folder
+            var wall = "-"
             if let data = FileManager.default.contents(atPath: "\(folder)/summary.json"),
                let summary = try? decoder.decode(RunSummaryHeader.self, from: data) {
                 name = TrainingRun.label(summary.configuration.network)
                 title = "Learning curves: \(summary.configuration.network.hiddenSizes.map(String.init).joined(separator: "-")) ReLU network on MNIST"
+                wall = summary.wallSeconds.map { String(format: "%.0f min", $0 / 60) } ?? "-"
             }
             series.append((name, records))
+            guard let last = records.last else { throw RunError("\(folder)/metrics.jsonl: no epochs") }
+            let paper = paperError.isEmpty ? "" : String(format: " %.2f%% |", paperError[rows.count])
+            rows.append(String(format: "| %@ | %@ | %d | %.2f%% |%@ %@ |", folder, name, last.epoch, last.testErrorPercent, paper, wall))
+        }
+        if let table {
+            let header = "| run | network | epochs | test error |" + (paperError.isEmpty ? "" : " paper |") + " wall time |\n"
+                + "|---|---|---|---|" + (paperError.isEmpty ? "" : "---|") + "---|\n"
+            let text = header + rows.joined(separator: "\n") + "\n"
+            do { try AtomicFile.write(text, to: table) } catch { throw RunError(error.description) }
+            print(text, terminator: "")
+            print("wrote \(table)")
         }
         do { try AtomicFile.write(Curves.svg(title: title, runs: series), to: out) } catch { throw RunError(error.description) }
         print("wrote \(out)")
@@ -49,4 +75,5 @@ struct CurvesCommand: ParsableCommand {
 /// The part of summary.json that names a run.
 struct RunSummaryHeader: Decodable {
     var configuration: TrainingConfiguration
+    var wallSeconds: Double?
 }

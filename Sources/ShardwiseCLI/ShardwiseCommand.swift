@@ -22,6 +22,11 @@ enum Main {
     static func main() async {
         do {
             var command = try ShardwiseCommand.parseAsRoot()
+            // Under mpirun every rank runs the command: only train and bench know how to share the work.
+            if Cluster.launched, !(command is TrainCommand || command is BenchCommand || command is DoctorCommand || command is TopologyCommand) {
+                writeAll(STDERR_FILENO, "error: under mpirun only 'shardwise train' and 'shardwise bench' run across ranks; run this command in one process\n")
+                exit(2)
+            }
             if var asyncCommand = command as? AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {

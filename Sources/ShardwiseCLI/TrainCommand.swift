@@ -66,11 +66,13 @@ struct TrainCommand: AsyncParsableCommand {
         var plainOptions = options
         plainOptions.outDirectory = "\(out)/no-dropout"
         plainOptions.resume = nil
-        print("the same network and seed without dropout, into \(out)/no-dropout:")
+        let writes = (Cluster.current?.rank ?? 0) == 0  // under MPI, rank 0 alone prints and writes
+        if writes { print("the same network and seed without dropout, into \(out)/no-dropout:") }
         let baseline = try await TrainingRun.run(configuration: plain, options: plainOptions)
         let svg = Curves.svg(
             title: "Dropout effect: \(summary.configuration.network.hiddenSizes.map(String.init).joined(separator: "-")) ReLU network",
             runs: [(TrainingRun.label(summary.configuration.network), summary.epochs), ("no dropout", baseline.epochs)])
+        guard writes else { return }
         do { try AtomicFile.write(svg, to: "\(out)/curves.svg") } catch { throw RunError(error.description) }
         print(String(format: "dropout effect: test error %.2f%% with dropout, %.2f%% without; curves in %@/curves.svg", summary.finalTestErrorPercent, baseline.finalTestErrorPercent, out))
     }

@@ -52,6 +52,9 @@ final class CLITests: XCTestCase {
         try assertUsageError(["train", "--schedule", "sawtooth"], mentions: "--schedule: unknown schedule 'sawtooth'")
         try assertUsageError(["train", "--epochs", "ten"], mentions: "--epochs")
         try assertUsageError(["train", "--no-such-flag"], mentions: "--no-such-flag")
+        try assertUsageError(["train", "--mpi-timeout", "0"], mentions: "--mpi-timeout: 0.0, expected a positive number of seconds")
+        try assertUsageError(["curves", "a", "b", "--out", "c.svg", "--table", "t.md", "--paper-error", "1.06"], mentions: "--paper-error: 1 values for 2 runs")
+        try assertUsageError(["curves", "a", "--out", "c.svg", "--paper-error", "1.06"], mentions: "--paper-error: needs --table")
     }
 
     func testMissingAndCorruptData() throws {
