@@ -13,10 +13,7 @@ final class CLITests: XCTestCase {
         var error: String
     }
 
-    var executable: URL {
-        let folder = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        return folder.appendingPathComponent("shardwise")
-    }
+    var executable: URL { URL(fileURLWithPath: shardwiseExecutable) }
 
     func shardwise(_ arguments: [String]) throws -> Result {
         let process = Process()

@@ -10,17 +10,9 @@ import Glibc
 /// weights read back by Python's `safetensors` package.
 final class CheckpointCLITests: XCTestCase {
     var folder = ""
-    var executable: String {
-        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("shardwise").path
-    }
+    var executable: String { shardwiseExecutable }
 
-    func mnist() throws -> String {
-        let candidates = ["../shared/datasets/mnist", "../../shared/datasets/mnist"]
-        guard let found = candidates.first(where: { access("\($0)/train-labels-idx1-ubyte.gz", R_OK) == 0 }) else {
-            throw XCTSkip("../shared/datasets/mnist is absent")
-        }
-        return found
-    }
+    func mnist() throws -> String { try sharedMNIST() }
 
     override func setUpWithError() throws {
         folder = NSTemporaryDirectory() + "shardwise-kill-\(getpid())-\(UUID().uuidString.prefix(8))"

@@ -11,9 +11,7 @@ import Glibc
 /// checkpoint written by 2 ranks resumes on 1, and a rank that stops answering ends the job.
 final class MPITests: XCTestCase {
     var folder = ""
-    var executable: String {
-        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("shardwise").path
-    }
+    var executable: String { shardwiseExecutable }
     let mpirun = "/usr/bin/mpirun"
 
     struct Result {
@@ -24,9 +22,7 @@ final class MPITests: XCTestCase {
 
     override func setUpWithError() throws {
         guard access(mpirun, X_OK) == 0 else { throw XCTSkip("\(mpirun) is absent (make deps installs openmpi-bin)") }
-        guard ["../shared/datasets/mnist", "../../shared/datasets/mnist"].contains(where: { access("\($0)/train-labels-idx1-ubyte.gz", R_OK) == 0 }) else {
-            throw XCTSkip("../shared/datasets/mnist is absent")
-        }
+        _ = try sharedMNIST()
         folder = NSTemporaryDirectory() + "shardwise-mpi-\(getpid())-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
     }

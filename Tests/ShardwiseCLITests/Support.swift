@@ -1,0 +1,18 @@
+import Foundation
+import XCTest
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The `shardwise` executable built beside this test bundle.
+let shardwiseExecutable = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("shardwise").path
+
+/// The shared MNIST folder, or a skip that says it is absent.
+func sharedMNIST() throws -> String {
+    let candidates = ["../shared/datasets/mnist", "../../shared/datasets/mnist"]
+    guard let found = candidates.first(where: { access("\($0)/train-labels-idx1-ubyte.gz", R_OK) == 0 }) else {
+        throw XCTSkip("../shared/datasets/mnist is absent")
+    }
+    return found
+}
