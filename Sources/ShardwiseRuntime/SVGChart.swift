@@ -27,12 +27,15 @@ public struct SVGChart {
         public var series: [Series]
         /// Start the y axis at zero (throughput, efficiency) rather than at the data's minimum.
         public var yFromZero: Bool
-        public init(title: String, xLabel: String, yLabel: String, series: [Series], yFromZero: Bool = true) {
+        /// Where the y axis stops when the data go higher (points above are drawn on the top edge).
+        public var yMax: Double?
+        public init(title: String, xLabel: String, yLabel: String, series: [Series], yFromZero: Bool = true, yMax: Double? = nil) {
             self.title = title
             self.xLabel = xLabel
             self.yLabel = yLabel
             self.series = series
             self.yFromZero = yFromZero
+            self.yMax = yMax
         }
     }
 
@@ -77,11 +80,11 @@ public struct SVGChart {
         // Worker counts and epochs are whole numbers: no ticks between them.
         let integral = xs.allSatisfy { $0 == $0.rounded() }
         let xTicks = niceTicks(min: xs.min() ?? 0, max: xs.max() ?? 1).filter { !integral || $0 == $0.rounded() }
-        let yTicks = niceTicks(min: panel.yFromZero ? min(0, ys.min() ?? 0) : (ys.min() ?? 0), max: ys.max() ?? 1)
+        let yTicks = niceTicks(min: panel.yFromZero ? min(0, ys.min() ?? 0) : (ys.min() ?? 0), max: min(ys.max() ?? 1, panel.yMax ?? .infinity))
         let (x0, x1) = (xTicks.first!, xTicks.last!), (y0, y1) = (yTicks.first!, yTicks.last!)
         let left = originX + m.left, top = originY + m.top
         func px(_ x: Double) -> Double { left + (x - x0) / max(x1 - x0, 1e-12) * plotW }
-        func py(_ y: Double) -> Double { top + plotH - (y - y0) / max(y1 - y0, 1e-12) * plotH }
+        func py(_ y: Double) -> Double { top + plotH - (min(y, y1) - y0) / max(y1 - y0, 1e-12) * plotH }
         var s = "<g class=\"panel\">\n"
         s += "<text x=\"\(fmt(left + plotW / 2))\" y=\"\(fmt(top - 12))\" text-anchor=\"middle\" font-size=\"14\">\(escape(panel.title))</text>\n"
         for t in yTicks {
