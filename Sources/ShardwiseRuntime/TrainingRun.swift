@@ -79,11 +79,14 @@ public struct StepSplit: Codable, Sendable {
     public var compute: Double
     public var waiting: Double
     public var reduction: Double
+    /// Under MPI: seconds per step in cross-rank calls (exchange or all-reduce, allgather, agreement).
+    public var crossRank: Double?
 
-    public init(compute: Double, waiting: Double, reduction: Double) {
+    public init(compute: Double, waiting: Double, reduction: Double, crossRank: Double? = nil) {
         self.compute = compute
         self.waiting = waiting
         self.reduction = reduction
+        self.crossRank = crossRank
     }
 }
 
@@ -363,7 +366,9 @@ public enum TrainingRun {
             wallSeconds: monotonicSeconds() - wallStart, weightsSha256: trainer.weightsSHA256,
             workers: trainer.workerCount, shardSize: configuration.shardSize, placement: trainer.pool.plan,
             pinned: trainer.pool.allPinned,
-            stepSeconds: StepSplit(compute: split.compute / stepCount, waiting: split.waiting / stepCount, reduction: split.reduction / stepCount),
+            stepSeconds: StepSplit(
+                compute: split.compute / stepCount, waiting: split.waiting / stepCount, reduction: split.reduction / stepCount,
+                crossRank: trainer.cluster.map { _ in trainer.communicationSeconds / stepCount }),
             blas: blas,
             trainSamples: mnist.train.count, testSamples: mnist.test.count, dataDirectory: mnist.directory,
             epochs: state.records, bestEpoch: state.bestEpoch, bestValidationErrorPercent: state.bestValidationErrorPercent,

@@ -75,6 +75,7 @@ final class MPITests: XCTestCase {
         XCTAssertEqual(single.status, 0, single.error)
         let reference = try summary("\(folder)/single")
         XCTAssertNil(reference.ranks)
+        XCTAssertNil(reference.stepSeconds.crossRank)
         // (ranks, workers per rank): even and uneven shard splits, one and two workers a rank.
         for (ranks, workers) in [(2, 1), (2, 2), (3, 1), (4, 1)] {
             let out = "\(folder)/ranks\(ranks)x\(workers)"
@@ -84,6 +85,7 @@ final class MPITests: XCTestCase {
             XCTAssertEqual(multi.ranks, ranks)
             XCTAssertEqual(multi.crossRank, "ordered")
             XCTAssertEqual(multi.workers, workers)
+            XCTAssertGreaterThan(try XCTUnwrap(multi.stepSeconds.crossRank), 0)
             XCTAssertEqual(multi.weightsSha256, reference.weightsSha256, "\(ranks) ranks x \(workers) workers")
             XCTAssertEqual(multi.epochs.map(\.testErrorPercent), reference.epochs.map(\.testErrorPercent))
             XCTAssertEqual(multi.epochs.map(\.trainLoss), reference.epochs.map(\.trainLoss))
