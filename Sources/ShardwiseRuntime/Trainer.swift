@@ -62,8 +62,8 @@ public final class Trainer: @unchecked Sendable {
     public private(set) var agreedSignal: Int32 = 0
     /// Seconds spent in cross-rank calls, summed over steps.
     public private(set) var communicationSeconds = 0.0
-    /// One gradient buffer and workspace per shard of the global batch, first
-    /// touched by the worker that computes the shard (so on its NUMA node).
+    /// One gradient buffer per shard of the global batch, and one workspace per shard this
+    /// process computes, first touched by the worker that computes the shard (so on its NUMA node).
     let shardGradients: [FloatBuffer]
     let shardGradientPointers: UnsafeMutablePointer<UnsafeMutablePointer<Float>>
     let workspaces: [Workspace]
@@ -121,7 +121,8 @@ public final class Trainer: @unchecked Sendable {
         shardGradients = (0..<shards).map { FloatBuffer(count: network.layout.count, allocator: owners[$0].flatMap { allocators[$0] }) }
         shardGradientPointers = .allocate(capacity: shards)
         for s in 0..<shards { shardGradientPointers[s] = shardGradients[s].pointer }
-        workspaces = (0..<shards).map {
+        // Workspaces only for the shards this process computes (index: shard - localShards.lowerBound).
+        workspaces = local.map {
             Workspace(network: network, capacity: configuration.shardSize, allocator: owners[$0].flatMap { allocators[$0] })
         }
         // Chunk blocks and parameter ranges of every rank, and this rank's transfers.
@@ -364,7 +365,7 @@ public final class Trainer: @unchecked Sendable {
     /// Forward and backward for one shard into its own gradient buffer; returns its loss sum.
     func computeShard(_ shard: Int, stepInEpoch: Int) -> Double {
         let n = configuration.shardSize
-        let ws = workspaces[shard]
+        let ws = workspaces[shard - localShards.lowerBound]
         let features = network.configuration.inputSize
         let first = stepInEpoch * configuration.batchSize + shard * n
         for r in 0..<n {
@@ -389,7 +390,6 @@ public final class Trainer: @unchecked Sendable {
     /// Across ranks, each rank counts a block of the samples and the counts are summed.
     public func evaluate(_ data: Dataset) async -> Double {
         let rows = cluster.map { $0.block(of: data.count) } ?? 0..<data.count
-        let local = localShards.lowerBound
         let blocks = min(workerCount, localShards.count)
         let per = (rows.count + blocks - 1) / blocks
         var errors = await withTaskGroup(of: Int.self) { group in
@@ -397,7 +397,7 @@ public final class Trainer: @unchecked Sendable {
                 group.addTask(executorPreference: pool.workers[b]) {
                     self.countErrors(
                         data, rows: rows.lowerBound + min(rows.count, b * per)..<rows.lowerBound + min(rows.count, (b + 1) * per),
-                        workspace: self.workspaces[local + b])
+                        workspace: self.workspaces[b])
                 }
             }
             return await group.reduce(0, +)
