@@ -1,7 +1,14 @@
 // swift-tools-version: 6.1
 // Shardwise: data-parallel neural-network training on many-core CPU servers.
 //
-// Modules point one way: CLI -> runtime -> (layers, datasets) -> kernels -> C shims.
+// A library first (`import Shardwise`), a command line second. Modules point one way:
+//
+//   ShardwiseCLI -> ShardwiseApp -> ShardwiseEngine -> ShardwiseIO -> (ShardwiseLayers, ShardwiseTopology, ShardwiseData)
+//                                                   -> ShardwiseKernels -> C shims
+//
+// `Shardwise` is the product users depend on: it re-exports the engine, I/O, layers,
+// topology, data and kernels. The application layer (runs, sweeps, scaling runs, reports,
+// charts) is the CLI's and not part of the product.
 // No unsafeFlags: the package stays usable as a dependency. Hot elementwise kernels
 // are written to stay memory-bound at baseline x86-64 (see ShardwiseKernels/Elementwise.swift).
 import Foundation
@@ -16,15 +23,14 @@ let package = Package(
     name: "Shardwise",
     platforms: [.macOS(.v15)],
     products: [
+        .library(name: "Shardwise", targets: ["Shardwise"]),
         .executable(name: "shardwise", targets: ["ShardwiseCLI"]),
-        .library(name: "ShardwiseRuntime", targets: ["ShardwiseRuntime"]),
-        .library(name: "ShardwiseKernels", targets: ["ShardwiseKernels"]),
-        .library(name: "ShardwiseLayers", targets: ["ShardwiseLayers"]),
-        .library(name: "ShardwiseData", targets: ["ShardwiseData"]),
-        .library(name: "ShardwiseTopology", targets: ["ShardwiseTopology"]),
     ],
     dependencies: [
+        // The command line's flags, help and errors (the CLI target only).
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
+        // `swift package generate-documentation --target Shardwise`: the DocC catalog. A plugin, linked into nothing.
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", exact: "1.5.0"),
     ],
     targets: [
         // BLAS is loaded with dlopen after the kernel-selection variables are set,
@@ -33,25 +39,30 @@ let package = Package(
         .systemLibrary(name: "CShardwiseZlib", path: "Sources/CShardwiseZlib"),
         .target(name: "CShardwiseHwloc", linkerSettings: [.linkedLibrary("hwloc")]),
         .target(name: "CShardwiseMPI", linkerSettings: haveMPI ? [.linkedLibrary("mpi")] : []),
-        .target(name: "ShardwiseTopology", dependencies: ["CShardwiseHwloc"]),
         .target(name: "ShardwiseKernels", dependencies: ["CShardwiseBLAS"]),
-        .target(name: "ShardwiseLayers", dependencies: ["ShardwiseKernels"]),
-        .target(name: "ShardwiseData", dependencies: ["CShardwiseZlib"]),
+        .target(name: "ShardwiseTopology", dependencies: ["CShardwiseHwloc"]),
+        .target(name: "ShardwiseData", dependencies: ["ShardwiseKernels", "CShardwiseZlib"]),
+        .target(name: "ShardwiseLayers", dependencies: ["ShardwiseKernels", "ShardwiseData"]),
+        .target(name: "ShardwiseIO", dependencies: ["ShardwiseKernels", "ShardwiseLayers"]),
         .target(
-            name: "ShardwiseRuntime",
-            dependencies: ["ShardwiseKernels", "ShardwiseLayers", "ShardwiseData", "ShardwiseTopology", "CShardwiseMPI"]),
+            name: "ShardwiseEngine",
+            dependencies: ["ShardwiseKernels", "ShardwiseLayers", "ShardwiseData", "ShardwiseTopology", "ShardwiseIO", "CShardwiseMPI"]),
+        .target(
+            name: "Shardwise",
+            dependencies: ["ShardwiseKernels", "ShardwiseLayers", "ShardwiseData", "ShardwiseTopology", "ShardwiseIO", "ShardwiseEngine"]),
+        .target(name: "ShardwiseApp", dependencies: ["Shardwise"]),
         .executableTarget(
             name: "ShardwiseCLI",
             dependencies: [
-                "ShardwiseRuntime", "ShardwiseTopology",
+                "ShardwiseApp",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .testTarget(name: "ShardwiseKernelsTests", dependencies: ["ShardwiseKernels"]),
         .testTarget(name: "ShardwiseLayersTests", dependencies: ["ShardwiseLayers"]),
         .testTarget(name: "ShardwiseDataTests", dependencies: ["ShardwiseData"]),
         .testTarget(name: "ShardwiseTopologyTests", dependencies: ["ShardwiseTopology"]),
-        .testTarget(name: "ShardwiseRuntimeTests", dependencies: ["ShardwiseRuntime"]),
-        .testTarget(name: "ShardwiseCLITests", dependencies: ["ShardwiseCLI", "ShardwiseRuntime"]),
+        .testTarget(name: "ShardwiseEngineTests", dependencies: ["Shardwise", "ShardwiseApp"]),
+        .testTarget(name: "ShardwiseCLITests", dependencies: ["ShardwiseCLI", "ShardwiseApp"]),
     ],
     swiftLanguageModes: [.v6]
 )

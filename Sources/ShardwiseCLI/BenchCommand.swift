@@ -1,5 +1,6 @@
 import ArgumentParser
-import ShardwiseRuntime
+import Shardwise
+import ShardwiseApp
 
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

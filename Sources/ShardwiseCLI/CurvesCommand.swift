@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
-import ShardwiseLayers
-import ShardwiseRuntime
+import Shardwise
+import ShardwiseApp
 
 struct CurvesCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -74,6 +74,6 @@ struct CurvesCommand: ParsableCommand {
 
 /// The part of summary.json that names a run.
 struct RunSummaryHeader: Decodable {
-    var configuration: TrainingConfiguration
+    var configuration: RunConfiguration
     var wallSeconds: Double?
 }

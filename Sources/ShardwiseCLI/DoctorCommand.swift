@@ -1,7 +1,6 @@
 import ArgumentParser
-import ShardwiseKernels
-import ShardwiseLayers
-import ShardwiseRuntime
+import Shardwise
+import ShardwiseApp
 
 struct DoctorCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -11,12 +10,12 @@ struct DoctorCommand: ParsableCommand {
     func run() throws {
         let info: BLASInfo
         do { info = try BLAS.load() } catch { throw RunError("\(error)") }
-        print("shardwise \(Shardwise.version)")
+        print("shardwise \(ShardwiseVersion.current)")
         print("cpu:        \(info.cpu)")
         print("blas:       \(info.library)")
         print("build:      \(info.build)")
         print("kernels:    \(info.kernels) (\(info.selection))")
-        let reference = Network(TrainingConfiguration.reference().network)
+        let reference = try Network(RunConfiguration.reference().network)
         let rate = try KernelProbe.TrainingGEMMs(network: reference, rows: 128).gflops(seconds: 0.5)
         print(String(format: "sgemm:      %.1f GFLOP/s on one thread (the reference network's products at batch 128)", rate))
         if !info.fastKernels {

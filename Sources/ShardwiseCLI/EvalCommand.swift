@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
-import ShardwiseRuntime
+import Shardwise
+import ShardwiseApp
 
 struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,5 +1,6 @@
 import ArgumentParser
-import ShardwiseLayers
+import Shardwise
+import ShardwiseApp
 
 /// The architecture flags shared by `train` and `scale`.
 struct NetworkOptions: ParsableArguments {

@@ -1,9 +1,7 @@
 import ArgumentParser
 import Foundation
-import ShardwiseData
-import ShardwiseLayers
-import ShardwiseRuntime
-import ShardwiseTopology
+import Shardwise
+import ShardwiseApp
 
 struct ScaleCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -74,7 +72,7 @@ struct ScaleCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        var configuration = TrainingConfiguration.reference()
+        var configuration = RunConfiguration.reference()
         configuration.network = try network.configuration()
         configuration.batchSize = batchSize
         configuration.shardSize = shardSize
@@ -114,7 +112,7 @@ struct ScaleCommand: AsyncParsableCommand {
         do {
             try AtomicFile.makeDirectory(out)
             try AtomicFile.write(ScaleRun.csv(report), to: "\(out)/scale.csv")
-            try AtomicFile.write(String(decoding: try TrainingRun.jsonEncoder(pretty: true).encode(report), as: UTF8.self) + "\n", to: "\(out)/scale.json")
+            try AtomicFile.write(String(decoding: try JSON.encoder(pretty: true).encode(report), as: UTF8.self) + "\n", to: "\(out)/scale.json")
             try AtomicFile.write(ScaleRun.svg(report), to: "\(out)/scale.svg")
         } catch let error as FileWriteError { throw RunError(error.description) }
         print("wrote \(out)/scale.csv, \(out)/scale.json, \(out)/scale.svg")

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
-import ShardwiseLayers
-import ShardwiseRuntime
+import Shardwise
+import ShardwiseApp
 
 struct SweepCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -59,11 +59,11 @@ struct SweepCommand: AsyncParsableCommand {
         let command = "shardwise " + CommandLine.arguments.dropFirst().joined(separator: " ")
         let report = try await SweepRun.run(
             base: base, inputRates: try rates(dropoutInput, flag: "--dropout-input"), hiddenRates: try rates(dropoutHidden, flag: "--dropout-hidden"),
-            seeds: seeds, sweepSeed: sweepSeed, options: machine.runOptions(outDirectory: out), command: command, console: Console())
+            seeds: seeds, sweepSeed: sweepSeed, options: machine.runOptions(outDirectory: out), command: command, console: .standard)
         for line in SweepRun.table(report) { print(line) }
         do {
             try AtomicFile.write(SweepRun.csv(report), to: "\(out)/sweep.csv")
-            try AtomicFile.write(String(decoding: try TrainingRun.jsonEncoder(pretty: true).encode(report), as: UTF8.self) + "\n", to: "\(out)/sweep.json")
+            try AtomicFile.write(String(decoding: try JSON.encoder(pretty: true).encode(report), as: UTF8.self) + "\n", to: "\(out)/sweep.json")
             try AtomicFile.write(SweepRun.svg(report), to: "\(out)/sweep.svg")
         } catch let error as FileWriteError { throw RunError(error.description) }
         print("wrote \(out)/sweep.csv, \(out)/sweep.json, \(out)/sweep.svg")

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
-import ShardwiseRuntime
-import ShardwiseTopology
+import Shardwise
+import ShardwiseApp
 
 struct TopologyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -48,7 +48,7 @@ struct TopologyCommand: ParsableCommand {
         } catch { throw ValidationError(error.description) }
         if json {
             let report = TopologyReport(machine: machine, plan: plan)
-            print(String(decoding: try TrainingRun.jsonEncoder(pretty: true).encode(report), as: UTF8.self))
+            print(String(decoding: try JSON.encoder(pretty: true).encode(report), as: UTF8.self))
         } else {
             print(machine.treeDescription())
             print()

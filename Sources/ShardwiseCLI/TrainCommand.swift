@@ -1,7 +1,6 @@
 import ArgumentParser
-import ShardwiseLayers
-import ShardwiseRuntime
-import ShardwiseTopology
+import Shardwise
+import ShardwiseApp
 
 struct TrainCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -30,20 +29,20 @@ struct TrainCommand: AsyncParsableCommand {
     @Flag(help: "Also train the same network and seed without dropout (into OUT/no-dropout) and draw both in OUT/curves.svg.")
     var compareNoDropout = false
 
-    func makeConfiguration() throws -> TrainingConfiguration {
+    func makeConfiguration() throws -> RunConfiguration {
         try training.configuration(network: network.configuration())
     }
 
     func validate() throws {
         do {
             try makeConfiguration().validate()
-        } catch let error as TrainingError {
-            throw ValidationError(error.description)
+        } catch let error as ConfigurationError {
+            throw ValidationError("\(flag(error.field)): \(error.problem(naming: flag))")
         }
         if compareNoDropout && out == nil && resume == nil {
             throw ValidationError("--compare-no-dropout: needs --out DIR for the two runs and their curves")
         }
-        if let checkpointEvery, CheckpointInterval(checkpointEvery) == nil {
+        if let checkpointEvery, checkpointInterval(checkpointEvery) == nil {
             throw ValidationError("--checkpoint-every: '\(checkpointEvery)', expected a positive number of steps (500) or epochs (2e)")
         }
         if keep <= 0 {
@@ -53,11 +52,11 @@ struct TrainCommand: AsyncParsableCommand {
 
     func run() async throws {
         var options = machine.runOptions(outDirectory: out)
-        options.checkpointEvery = checkpointEvery.flatMap(CheckpointInterval.init)
+        options.checkpointEvery = checkpointEvery.flatMap(checkpointInterval)
         options.keep = keep
         options.resume = resume
         let configuration = try makeConfiguration()
-        let summary = try await TrainingRun.run(configuration: configuration, options: options)
+        let summary = try await TrainingRun.run(configuration: configuration, options: options, console: .standard)
         guard compareNoDropout, let out = options.outDirectory ?? resume else { return }
         var plain = summary.configuration
         plain.network.dropoutInput = 0
@@ -67,14 +66,14 @@ struct TrainCommand: AsyncParsableCommand {
         plainOptions.outDirectory = "\(out)/no-dropout"
         plainOptions.resume = nil
         let writes = (Cluster.current?.rank ?? 0) == 0  // under MPI, rank 0 alone prints and writes
-        if writes { print("the same network and seed without dropout, into \(out)/no-dropout:") }
-        let baseline = try await TrainingRun.run(configuration: plain, options: plainOptions)
+        if writes { Console.standard.line("the same network and seed without dropout, into \(out)/no-dropout:") }
+        let baseline = try await TrainingRun.run(configuration: plain, options: plainOptions, console: .standard)
         let svg = Curves.svg(
             title: "Dropout effect: \(summary.configuration.network.hiddenSizes.map(String.init).joined(separator: "-")) ReLU network",
             runs: [(TrainingRun.label(summary.configuration.network), summary.epochs), ("no dropout", baseline.epochs)])
         guard writes else { return }
         do { try AtomicFile.write(svg, to: "\(out)/curves.svg") } catch { throw RunError(error.description) }
-        print(String(format: "dropout effect: test error %.2f%% with dropout, %.2f%% without; curves in %@/curves.svg", summary.finalTestErrorPercent, baseline.finalTestErrorPercent, out))
+        Console.standard.line(String(format: "dropout effect: test error %.2f%% with dropout, %.2f%% without; curves in %@/curves.svg", summary.finalTestErrorPercent, baseline.finalTestErrorPercent, out))
     }
 }
 
@@ -94,10 +93,9 @@ func parseLayerSizes(_ text: String) throws -> [Int] {
 
 import Foundation
 
-extension TrainingConfiguration {
-    func with(_ change: (inout TrainingConfiguration) -> Void) -> TrainingConfiguration {
-        var copy = self
-        change(&copy)
-        return copy
-    }
+/// "500" (steps) or "2e" (epochs).
+func checkpointInterval(_ text: String) -> CheckpointPolicy.Interval? {
+    if text.hasSuffix("e"), let n = Int(text.dropLast()), n > 0 { return .epochs(n) }
+    if let n = Int(text), n > 0 { return .steps(n) }
+    return nil
 }

@@ -1,8 +1,7 @@
 import ArgumentParser
 import Foundation
-import ShardwiseLayers
-import ShardwiseRuntime
-import ShardwiseTopology
+import Shardwise
+import ShardwiseApp
 
 /// The optimizer, schedule, batch and seed flags shared by `train` and `sweep`.
 struct TrainingOptions: ParsableArguments {
@@ -61,7 +60,7 @@ struct TrainingOptions: ParsableArguments {
     var earlyStopping: Int?
 
 
-    func configuration(network: NetworkConfiguration) throws -> TrainingConfiguration {
+    func configuration(network: NetworkConfiguration) throws -> RunConfiguration {
         let schedule: LearningRateSchedule
         switch self.schedule {
         case "constant": schedule = .constant
@@ -71,14 +70,14 @@ struct TrainingOptions: ParsableArguments {
         default:
             throw ValidationError("--schedule: unknown schedule '\(self.schedule)', expected constant, step, exponential or cosine")
         }
-        return TrainingConfiguration(
-            network: network,
+        let training = TrainingConfiguration(
             optimizer: OptimizerConfiguration(
                 learningRate: lr, schedule: schedule,
                 momentum: MomentumRamp(start: momentumStart ?? momentum, end: momentum, epochs: momentumRamp),
                 nesterov: nesterov, weightDecay: weightDecay, maxNorm: noMaxNorm ? nil : maxNorm),
-            epochs: epochs, batchSize: batchSize, shardSize: shardSize, seed: seed)
-            .with { $0.validationSamples = validation; $0.earlyStoppingPatience = earlyStopping }
+            epochs: epochs, batchSize: batchSize, shardSize: shardSize, seed: seed,
+            validationSamples: validation, earlyStoppingPatience: earlyStopping)
+        return RunConfiguration(network: network, training: training)
     }
 
 }

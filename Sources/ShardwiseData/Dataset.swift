@@ -1,4 +1,5 @@
 import CShardwiseZlib
+import ShardwiseKernels
 
 /// A labelled image set held in memory: images as floats in [0, 1], row-major (count, features).
 public struct Dataset: Sendable {
@@ -68,5 +69,17 @@ public struct Dataset: Sendable {
             initialized = images.bytes.count
         }
         self.labels = labels.bytes.map { Int32($0) }
+    }
+}
+
+extension Dataset {
+    /// Holds out `count` samples for validation: the first `count` of a permutation drawn from
+    /// (seed, validation split), so the same samples for a seed whatever the worker count.
+    /// Both parts keep the original order.
+    public func splitValidation(count: Int, seed: UInt64) -> (train: Dataset, validation: Dataset) {
+        let order = RandomAddress(seed: seed, purpose: .validationSplit).permutation(self.count)
+        var held = [Bool](repeating: false, count: self.count)
+        for i in order.prefix(count) { held[Int(i)] = true }
+        return (subset(held.indices.filter { !held[$0] }), subset(held.indices.filter { held[$0] }))
     }
 }

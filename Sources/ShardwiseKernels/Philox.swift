@@ -68,14 +68,31 @@ public enum Philox {
 
 /// What a random draw is for: the last word of every counter holds it, so draws
 /// for different purposes can never collide.
-public enum RandomPurpose: UInt32, Sendable {
-    case initialization = 1
-    case shuffle = 2
-    case dropout = 3
-    case validationSplit = 4
-    case synthetic = 5
-    case dropConnect = 6
-    case sweep = 7
+///
+/// Values 1-127 are Shardwise's own; a layer written outside Shardwise takes one of
+/// `RandomPurpose.user(0...127)`, so its draws never coincide with a built-in stream.
+public struct RandomPurpose: RawRepresentable, Sendable, Hashable {
+    /// Fits 8 bits: it shares the counter's last word with the layer index.
+    public let rawValue: UInt32
+
+    public init(rawValue: UInt32) {
+        precondition(rawValue < 256, "random purpose \(rawValue) does not fit 8 bits")
+        self.rawValue = rawValue
+    }
+
+    public static let initialization = RandomPurpose(rawValue: 1)
+    public static let shuffle = RandomPurpose(rawValue: 2)
+    public static let dropout = RandomPurpose(rawValue: 3)
+    public static let validationSplit = RandomPurpose(rawValue: 4)
+    public static let synthetic = RandomPurpose(rawValue: 5)
+    public static let dropConnect = RandomPurpose(rawValue: 6)
+    public static let sweep = RandomPurpose(rawValue: 7)
+
+    /// A purpose reserved for layers and code outside Shardwise: `n` in 0...127.
+    public static func user(_ n: UInt8) -> RandomPurpose {
+        precondition(n < 128, "user random purpose \(n), expected 0...127")
+        return RandomPurpose(rawValue: 128 + UInt32(n))
+    }
 }
 
 /// The address of a stream of draws: seed (the key) and what the draws randomize.
@@ -123,5 +140,23 @@ public struct RandomAddress: Sendable, Hashable {
         let b = block(UInt32(truncatingIfNeeded: i / 2))
         let bits = i % 2 == 0 ? UInt64(b.x) << 32 | UInt64(b.y) : UInt64(b.z) << 32 | UInt64(b.w)
         return Int(bits.multipliedFullWidth(by: UInt64(bound)).high)
+    }
+}
+
+extension RandomAddress {
+    /// A uniformly random permutation of `0..<count` (Fisher-Yates; swap i draws
+    /// `integer(i, below: i + 1)` of this stream): the same for a stream, whatever the thread.
+    public func permutation(_ count: Int) -> [Int32] {
+        var order = [Int32](repeating: 0, count: count)
+        shuffle(&order)
+        return order
+    }
+
+    /// Overwrites `order` with a permutation of `0..<order.count`, without allocating.
+    public func shuffle(_ order: inout [Int32]) {
+        for i in 0..<order.count { order[i] = Int32(i) }
+        for i in stride(from: order.count - 1, to: 0, by: -1) {
+            order.swapAt(i, integer(i, below: i + 1))
+        }
     }
 }

@@ -1,56 +1,186 @@
 import ShardwiseKernels
 
-/// One step of a feed-forward network. Shape key: N rows (samples in a shard),
-/// I inputs, O outputs.
-///
-/// Layers are values: they hold their shape and settings, never their
-/// parameters (those live in one flat buffer, see `ParameterLayout`) or their
-/// activations (see `Workspace`), so one `Network` serves every shard at once.
-public enum Layer: Sendable, Equatable {
-    /// `y = x Wᵀ + b`; W: (O, I) stored like PyTorch's `nn.Linear`, b: (O).
-    /// `index` counts linear layers from 0 and names the parameters `layers.<index>.*`.
-    /// With `dropConnect` p > 0, training uses `W ∘ M / (1-p)`, M a Bernoulli(1-p) mask per weight, per step.
-    case linear(inputs: Int, outputs: Int, index: Int, dropConnect: Double = 0)
-    /// `y = max(x, 0)`.
-    case relu(width: Int)
-    /// Inverted dropout (Bernoulli or Gaussian noise of the same variance); identity in evaluation.
-    /// `index` counts dropout layers from 0 and addresses their random streams.
-    case dropout(width: Int, probability: Double, index: Int, kind: DropoutKind = .bernoulli)
+// Shape key for this module: N rows (the samples of one shard), I a layer's input
+// width, O its output width. Every buffer is row-major: a shard's activations are (N, I).
 
-    public var outputWidth: Int {
+/// One step of a feed-forward model, written against memory the engine provides.
+///
+/// A layer is a value that describes a computation: it never holds its parameters
+/// (they live in the model's flat parameter vector, see ``ParameterLayout``), its
+/// activations, or any per-shard state (see ``Workspace``). One model therefore serves
+/// every shard of a step at once, each shard on its own worker with its own workspace,
+/// and a layer needs no knowledge of threads.
+///
+/// To write a layer outside Shardwise, conform a `Sendable` struct:
+/// - ``outputWidth(inputWidth:)`` checks the input width and gives the output width;
+/// - ``parameters(inputWidth:)`` declares the parameter tensors (name, shape, initialiser);
+/// - ``scratchCount(inputWidth:rows:)`` asks for per-shard memory kept from the forward
+///   to the backward pass (masks, say);
+/// - ``forward(_:)`` writes every element of the output rows;
+/// - ``backward(_:)`` overwrites every element of its parameter gradients and, when asked,
+///   of the input gradient.
+///
+/// Determinism: a stochastic layer draws only from ``ForwardPass/random``, whose streams
+/// are addressed by (seed, step, sample position, layer, purpose) and never by worker, so
+/// its draws, and the trained weights, do not depend on how shards are spread over workers.
+public protocol Layer: Sendable {
+    /// The width of the output rows for input rows of `inputWidth`.
+    /// Throws ``ModelError`` when the layer cannot take that width.
+    func outputWidth(inputWidth: Int) throws(ModelError) -> Int
+
+    /// The layer's parameter tensors, in a fixed order. Default: none.
+    func parameters(inputWidth: Int) -> [ParameterSpec]
+
+    /// Floats of per-shard scratch memory for `rows` rows, kept from ``forward(_:)`` to
+    /// ``backward(_:)`` of the same shard. Default: 0.
+    func scratchCount(inputWidth: Int, rows: Int) -> Int
+
+    /// Computes `output` (N, O) from `input` (N, I). Must not write the parameters.
+    func forward(_ pass: ForwardPass)
+
+    /// From the output gradient (N, O), overwrites every element of each parameter
+    /// gradient and, when ``BackwardPass/inputGradient`` is non-nil, of the input gradient (N, I).
+    func backward(_ pass: BackwardPass)
+}
+
+extension Layer {
+    public func parameters(inputWidth: Int) -> [ParameterSpec] { [] }
+    public func scratchCount(inputWidth: Int, rows: Int) -> Int { 0 }
+}
+
+/// A model that cannot be built: which layer (its position in the model) and why.
+public struct ModelError: Error, CustomStringConvertible, Equatable {
+    /// Position of the layer in the model, from 0; nil for the model as a whole.
+    public var layer: Int?
+    public var problem: String
+
+    public init(layer: Int? = nil, _ problem: String) {
+        self.layer = layer
+        self.problem = problem
+    }
+
+    public var description: String { layer.map { "layer \($0): \(problem)" } ?? problem }
+}
+
+/// One parameter tensor a layer declares.
+public struct ParameterSpec: Sendable {
+    /// How the optimizer treats a tensor.
+    public enum Role: Sendable, Equatable {
+        /// Row r holds the incoming weights of output unit r: max-norm constrains each row
+        /// (hidden layers only; the model's last parameterised layer is left free).
+        case weight
+        /// Per-unit offsets.
+        case bias
+        /// Anything else: only the update applies.
+        case other
+    }
+
+    /// The name within the layer, e.g. "weight"; the model prefixes "layers.<k>.".
+    public var name: String
+    /// One or two dimensions: (rows, columns) or (count). A weight is stored (O, I), as PyTorch's.
+    public var shape: [Int]
+    public var initializer: ParameterInitializer
+    public var role: Role
+
+    public init(name: String, shape: [Int], initializer: ParameterInitializer, role: Role = .other) {
+        self.name = name
+        self.shape = shape
+        self.initializer = initializer
+        self.role = role
+    }
+}
+
+/// How a parameter tensor starts. Random initialisers draw element e from word e of the
+/// stream (seed, initialization, layer k, position t) for tensor t of the k-th
+/// parameterised layer: the same values for a seed on any machine and worker count.
+public enum ParameterInitializer: Sendable {
+    case zeros
+    case constant(Float)
+    /// Uniform in [-bound, bound).
+    case uniform(bound: Float)
+    /// He (Kaiming) uniform for ReLU layers: uniform with bound √(6 / fanIn).
+    case heUniform(fanIn: Int)
+
+    /// Fills `values` from `stream`.
+    public func fill(_ values: UnsafeMutableBufferPointer<Float>, stream: RandomAddress) {
         switch self {
-        case .linear(_, let outputs, _, _): outputs
-        case .relu(let width), .dropout(let width, _, _, _): width
+        case .zeros:
+            values.update(repeating: 0)
+        case .constant(let value):
+            values.update(repeating: value)
+        case .uniform(let bound):
+            for e in values.indices { values[e] = (2 * stream.uniform(e) - 1) * bound }
+        case .heUniform(let fanIn):
+            ParameterInitializer.uniform(bound: Float((6.0 / Double(fanIn)).squareRoot())).fill(values, stream: stream)
         }
     }
 }
 
-/// Where each parameter tensor sits in the flat parameter vector.
-///
-/// Every tensor starts on a cache line, so chunks of the vector that the
-/// reduction hands to different workers never share a line inside a tensor's start.
-public struct ParameterLayout: Sendable, Equatable {
-    public struct Tensor: Sendable, Equatable {
-        public var name: String
-        /// (rows, columns); a bias is (O, 1).
-        public var rows: Int
-        public var columns: Int
-        public var offset: Int
-        public var count: Int { rows * columns }
-        public var shape: [Int] { columns == 1 ? [rows] : [rows, columns] }
+/// Where a layer's draws come from in one shard's training pass.
+public struct LayerRandomness: Sendable {
+    public var seed: UInt64
+    /// The global optimisation step.
+    public var step: UInt32
+    /// Global-batch position of the shard's first row: row r of the shard is sample `firstPosition + r`.
+    public var firstPosition: Int
+    /// The layer's index among the model's layers of the same type (the second `Dropout` is 1).
+    public var layer: UInt32
+
+    /// The stream for `purpose`: (seed, purpose, step, layer). Draws for row r of a shard
+    /// should use position `firstPosition + r`, as the built-in dropout does, so they do
+    /// not depend on how the batch is cut into shards.
+    public func address(_ purpose: RandomPurpose) -> RandomAddress {
+        RandomAddress(seed: seed, purpose: purpose, step: step, layer: layer)
     }
+}
 
-    public private(set) var tensors: [Tensor] = []
-    /// Total floats, padding included.
-    public private(set) var count = 0
+/// A layer's parameter tensors, in the order it declared them, read-only.
+public struct ParameterValues {
+    let base: UnsafePointer<Float>
+    let offsets: UnsafeBufferPointer<Int>
 
-    mutating func append(name: String, rows: Int, columns: Int) -> Int {
-        let offset = count
-        tensors.append(Tensor(name: name, rows: rows, columns: columns, offset: offset))
-        count = roundUpToCacheLine(offset + rows * columns)
-        return offset
-    }
+    /// Tensor `i` (declaration order), laid out as its shape, row-major.
+    public subscript(i: Int) -> UnsafePointer<Float> { base + offsets[i] }
+}
 
-    /// Number of trainable values (padding excluded).
-    public var parameterCount: Int { tensors.reduce(0) { $0 + $1.count } }
+/// A layer's parameter gradients, in declaration order: every element must be written.
+public struct ParameterGradients {
+    let base: UnsafeMutablePointer<Float>
+    let offsets: UnsafeBufferPointer<Int>
+
+    public subscript(i: Int) -> UnsafeMutablePointer<Float> { base + offsets[i] }
+}
+
+/// What ``Layer/forward(_:)`` reads and writes for one shard.
+public struct ForwardPass {
+    public let rows: Int
+    public let inputWidth: Int
+    public let outputWidth: Int
+    /// (N, I).
+    public let input: UnsafePointer<Float>
+    /// (N, O): write every element.
+    public let output: UnsafeMutablePointer<Float>
+    public let parameters: ParameterValues
+    /// ``Layer/scratchCount(inputWidth:rows:)`` floats, this shard's own.
+    public let scratch: UnsafeMutablePointer<Float>
+    /// Training: where random draws come from. nil in evaluation (dropout is then the identity).
+    public let random: LayerRandomness?
+}
+
+/// What ``Layer/backward(_:)`` reads and writes for one shard, after its forward pass.
+public struct BackwardPass {
+    public let rows: Int
+    public let inputWidth: Int
+    public let outputWidth: Int
+    /// The forward pass's input (N, I) and output (N, O).
+    public let input: UnsafePointer<Float>
+    public let output: UnsafePointer<Float>
+    /// dL/d(output), (N, O). The layer may overwrite it.
+    public let outputGradient: UnsafeMutablePointer<Float>
+    /// dL/d(input), (N, I), to be overwritten; nil when no earlier layer needs it.
+    public let inputGradient: UnsafeMutablePointer<Float>?
+    public let parameters: ParameterValues
+    public let parameterGradients: ParameterGradients
+    /// The same scratch memory the forward pass had.
+    public let scratch: UnsafeMutablePointer<Float>
 }

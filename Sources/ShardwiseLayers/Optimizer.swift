@@ -55,19 +55,18 @@ public final class SGDOptimizer: @unchecked Sendable {
     /// - Parameter chunkElements: target floats per chunk. 16K floats (64 KiB, 16 rows of
     ///   a 1024-wide layer) gives ~180 chunks on the reference network: enough to balance
     ///   many workers, few enough that claiming them costs nothing.
-    public init(configuration: OptimizerConfiguration, network: Network, chunkElements: Int = 16_384) {
+    public init(configuration: OptimizerConfiguration, layout: ParameterLayout, chunkElements: Int = 16_384) {
         self.configuration = configuration
-        velocity = FloatBuffer(count: network.layout.count)
-        let hidden = Set(network.hiddenWeightTensors.map(\.name))
+        velocity = FloatBuffer(count: layout.count)
         var chunks: [Chunk] = []
-        for tensor in network.layout.tensors {
+        for tensor in layout.tensors {
             let rowsPerChunk = max(1, chunkElements / tensor.columns)
             var row = 0
             while row < tensor.rows {
                 let end = min(tensor.rows, row + rowsPerChunk)
                 chunks.append(Chunk(
                     range: tensor.offset + row * tensor.columns..<tensor.offset + end * tensor.columns,
-                    columns: tensor.columns, constrained: hidden.contains(tensor.name)))
+                    columns: tensor.columns, constrained: tensor.maxNormApplies))
                 row = end
             }
         }
@@ -96,8 +95,8 @@ public final class SGDOptimizer: @unchecked Sendable {
     }
 
     /// The name of the tensor chunk `index` belongs to.
-    public func tensorName(ofChunk index: Int, in network: Network) -> String {
+    public func tensorName(ofChunk index: Int, in layout: ParameterLayout) -> String {
         let start = chunks[index].range.lowerBound
-        return network.layout.tensors.first { $0.offset <= start && start < $0.offset + $0.count }?.name ?? "?"
+        return layout.tensors.first { $0.offset <= start && start < $0.offset + $0.count }?.name ?? "?"
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
-import ShardwiseRuntime
+import ShardwiseApp
+import Shardwise
 import XCTest
 
 #if canImport(Glibc)
@@ -61,12 +62,12 @@ final class CheckpointCLITests: XCTestCase {
             process.waitUntilExit()
             kills += 1
             let newest = try Checkpoint.newest(in: out)
-            let loaded = try Checkpoint.load(newest)
+            let loaded = try TrainingRun.loadCheckpoint(newest)
             XCTAssertGreaterThanOrEqual(loaded.state.globalStep, lastStep, "attempt \(attempt): the newest checkpoint went backwards")
             lastStep = loaded.state.globalStep
             // Every folder named as a checkpoint is complete; only dot-named temporaries may be partial.
             for name in try FileManager.default.contentsOfDirectory(atPath: out) where name.hasPrefix("checkpoint-") {
-                XCTAssertNoThrow(try Checkpoint.load("\(out)/\(name)"), "attempt \(attempt): \(name)")
+                XCTAssertNoThrow(try TrainingRun.loadCheckpoint("\(out)/\(name)"), "attempt \(attempt): \(name)")
             }
         }
         XCTAssertEqual(kills, 8)
@@ -87,7 +88,7 @@ final class CheckpointCLITests: XCTestCase {
         let message = String(decoding: (process.standardError as! Pipe).fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         XCTAssertEqual(process.terminationStatus, 130, message)
         XCTAssert(message.contains("Resume with: shardwise train --resume \(out)"), message)
-        XCTAssertNoThrow(try Checkpoint.load(try Checkpoint.newest(in: out)))
+        XCTAssertNoThrow(try TrainingRun.loadCheckpoint(try Checkpoint.newest(in: out)))
     }
 
     /// A full disk: one clear line, exit status 1, no partial checkpoint left, the previous one loadable.
@@ -120,7 +121,7 @@ final class CheckpointCLITests: XCTestCase {
         XCTAssertEqual(message.split(separator: "\n").count, 1, message)
         XCTAssert(message.contains("No space left on device"), message)
         XCTAssert(message.contains("the previous checkpoint") && message.contains("is intact"), message)
-        XCTAssertNoThrow(try Checkpoint.load(try Checkpoint.newest(in: out)))
+        XCTAssertNoThrow(try TrainingRun.loadCheckpoint(try Checkpoint.newest(in: out)))
         let names = try FileManager.default.contentsOfDirectory(atPath: out)
         XCTAssertFalse(names.contains { $0.contains(".tmp") }, "partial files left: \(names)")
     }

@@ -1,5 +1,6 @@
 import Foundation
-import ShardwiseRuntime
+import ShardwiseApp
+import Shardwise
 import XCTest
 
 #if canImport(Glibc)

@@ -13,17 +13,17 @@ final class GradientCheckTests: XCTestCase {
         var x = input
         var width = network.widths[0]
         for (k, layer) in network.layers.enumerated() {
-            switch layer {
-            case .linear(let inputs, let outputs, let index, let p):
-                let w = network.layout.tensors.first { $0.name == "layers.\(index).weight" }!
-                let b = network.layout.tensors.first { $0.name == "layers.\(index).bias" }!
+            if let linear = layer as? Linear {
+                let (inputs, outputs) = (linear.inputs, linear.outputs)
+                let w = network.layout.tensors.first { $0.name == "layers.\(parameterIndex(network, k)).weight" }!
+                let b = network.layout.tensors.first { $0.name == "layers.\(parameterIndex(network, k)).bias" }!
                 var y = [Double](repeating: 0, count: rows * outputs)
                 for n in 0..<rows {
                     for o in 0..<outputs {
                         var s = parameters[b.offset + o]
                         for i in 0..<inputs {
-                            // DropConnect: the step's weight mask (already scaled by 1/(1-p)).
-                            let m = p > 0 ? Double(masks[k]![o * inputs + i]) : 1
+                            // DropConnect: the step's weight mask (already scaled by 1/(1-p)), the first half of its scratch.
+                            let m = linear.dropConnect > 0 ? Double(masks[k]![o * inputs + i]) : 1
                             s += x[n * inputs + i] * parameters[w.offset + o * inputs + i] * m
                         }
                         y[n * outputs + o] = s
@@ -31,11 +31,13 @@ final class GradientCheckTests: XCTestCase {
                 }
                 x = y
                 width = outputs
-            case .relu:
+            } else if layer is ReLU {
                 x = x.map { max($0, 0) }
-            case .dropout:
+            } else if layer is Dropout || layer is GaussianDropout {
                 let mask = masks[k]!
                 for i in 0..<rows * width { x[i] *= Double(mask[i]) }
+            } else {
+                XCTFail("no oracle for \(type(of: layer))")
             }
         }
         var loss = 0.0
@@ -48,9 +50,14 @@ final class GradientCheckTests: XCTestCase {
         return loss / Double(divisor)
     }
 
+    /// The index of layer k among the layers that have parameters (its `layers.<i>` prefix).
+    func parameterIndex(_ network: Network, _ k: Int) -> Int {
+        network.layers[..<k].filter { !$0.parameters(inputWidth: 1).isEmpty }.count
+    }
+
     func check(_ configuration: NetworkConfiguration, seed: UInt64, file: StaticString = #filePath, line: UInt = #line) throws {
         _ = try BLAS.load()
-        let network = Network(configuration)
+        let network = try Network(configuration)
         let parameters = FloatBuffer(count: network.layout.count)
         network.initialize(parameters: parameters, seed: seed)
         // Biases away from zero: a unit whose inputs are all dropped then sits off the ReLU kink at 0.
@@ -67,12 +74,12 @@ final class GradientCheckTests: XCTestCase {
         }
         let input = (0..<rows * configuration.inputSize).map { Double(ws.input[$0]) }
         let divisor = 2 * rows  // as if this shard were half of the global batch
-        network.forward(parameters: parameters.pointer, workspace: ws, rows: rows, dropout: DropoutContext(seed: seed, step: 3, firstPosition: 8))
+        network.forward(parameters: parameters.pointer, workspace: ws, rows: rows, random: RandomContext(seed: seed, step: 3, firstPosition: 8))
         let gradient = FloatBuffer(count: network.layout.count)
         let lossSum = network.backward(parameters: parameters.pointer, workspace: ws, rows: rows, lossDivisor: divisor, gradient: gradient.pointer)
 
         var theta = (0..<network.layout.count).map { Double(parameters[$0]) }
-        let base = oracleLoss(network, parameters: theta, input: input, labels: labels, masks: ws.masks, divisor: divisor)
+        let base = oracleLoss(network, parameters: theta, input: input, labels: labels, masks: ws.scratch, divisor: divisor)
         XCTAssertEqual(lossSum / Double(divisor), base, accuracy: 1e-5, "loss", file: file, line: line)
         let h = 1e-6
         var checked = 0
@@ -81,9 +88,9 @@ final class GradientCheckTests: XCTestCase {
                 let i = tensor.offset + e
                 let saved = theta[i]
                 theta[i] = saved + h
-                let plus = oracleLoss(network, parameters: theta, input: input, labels: labels, masks: ws.masks, divisor: divisor)
+                let plus = oracleLoss(network, parameters: theta, input: input, labels: labels, masks: ws.scratch, divisor: divisor)
                 theta[i] = saved - h
-                let minus = oracleLoss(network, parameters: theta, input: input, labels: labels, masks: ws.masks, divisor: divisor)
+                let minus = oracleLoss(network, parameters: theta, input: input, labels: labels, masks: ws.scratch, divisor: divisor)
                 theta[i] = saved
                 let numeric = (plus - minus) / (2 * h)
                 let analytic = Double(gradient[i])
@@ -125,15 +132,15 @@ final class GradientCheckTests: XCTestCase {
     /// In evaluation, dropout is the identity: logits equal those of the same weights without dropout layers.
     func testDropoutIsIdentityInEvaluation() throws {
         _ = try BLAS.load()
-        let with = Network(NetworkConfiguration(inputSize: 6, hiddenSizes: [5, 4], outputSize: 3, dropoutInput: 0.2, dropoutHidden: 0.5))
-        let without = Network(NetworkConfiguration(inputSize: 6, hiddenSizes: [5, 4], outputSize: 3, dropoutInput: 0, dropoutHidden: 0))
+        let with = try Network(NetworkConfiguration(inputSize: 6, hiddenSizes: [5, 4], outputSize: 3, dropoutInput: 0.2, dropoutHidden: 0.5))
+        let without = try Network(NetworkConfiguration(inputSize: 6, hiddenSizes: [5, 4], outputSize: 3, dropoutInput: 0, dropoutHidden: 0))
         XCTAssertEqual(with.layout, without.layout)
         let parameters = FloatBuffer(count: with.layout.count)
         with.initialize(parameters: parameters, seed: 5)
         let a = Workspace(network: with, capacity: rows), b = Workspace(network: without, capacity: rows)
         for i in 0..<rows * 6 { a.input[i] = Float(i % 5) * 0.2; b.input[i] = a.input[i] }
-        with.forward(parameters: parameters.pointer, workspace: a, rows: rows, dropout: nil)
-        without.forward(parameters: parameters.pointer, workspace: b, rows: rows, dropout: nil)
+        with.forward(parameters: parameters.pointer, workspace: a, rows: rows, random: nil)
+        without.forward(parameters: parameters.pointer, workspace: b, rows: rows, random: nil)
         XCTAssertEqual((0..<rows * 3).map { a.output[$0] }, (0..<rows * 3).map { b.output[$0] })
     }
 }

@@ -3,23 +3,23 @@ import ShardwiseLayers
 import XCTest
 
 final class NetworkTests: XCTestCase {
-    func testReferenceArchitecture() {
-        let network = Network(NetworkConfiguration(hiddenSizes: [1024, 1024, 1024], dropoutInput: 0.2, dropoutHidden: 0.5))
+    func testReferenceArchitecture() throws {
+        let network = try Network(NetworkConfiguration(hiddenSizes: [1024, 1024, 1024], dropoutInput: 0.2, dropoutHidden: 0.5))
         XCTAssertEqual(network.layout.parameterCount, 784 * 1024 + 1024 + 2 * (1024 * 1024 + 1024) + 1024 * 10 + 10)
         XCTAssertEqual(network.layout.tensors.map(\.name), [
             "layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias",
             "layers.2.weight", "layers.2.bias", "layers.3.weight", "layers.3.bias",
         ])
         XCTAssertEqual(network.layout.tensors[0].shape, [1024, 784])  // (out, in), as nn.Linear
-        XCTAssertEqual(network.hiddenWeightTensors.count, 3)
+        XCTAssertEqual(network.layout.tensors.filter(\.maxNormApplies).count, 3)
         XCTAssert(network.layout.tensors.allSatisfy { $0.offset % 16 == 0 })
         // dropout(0.2), then 3 x (linear, relu, dropout(0.5)), then the output linear.
         XCTAssertEqual(network.layers.count, 1 + 3 * 3 + 1)
     }
 
     /// He uniform: weights within ±√(6/fan_in) with variance 2/fan_in; biases zero; the seed decides.
-    func testHeInitialization() {
-        let network = Network(NetworkConfiguration(inputSize: 400, hiddenSizes: [300], outputSize: 10, dropoutInput: 0, dropoutHidden: 0))
+    func testHeInitialization() throws {
+        let network = try Network(NetworkConfiguration(inputSize: 400, hiddenSizes: [300], outputSize: 10, dropoutInput: 0, dropoutHidden: 0))
         let p = FloatBuffer(count: network.layout.count)
         network.initialize(parameters: p, seed: 7)
         let w = network.layout.tensors[0]
@@ -55,13 +55,13 @@ final class NetworkTests: XCTestCase {
     }
 
     /// Max-norm touches hidden layers' weights only, never the output layer's.
-    func testMaxNormOnHiddenUnitsOnly() {
-        let network = Network(NetworkConfiguration(inputSize: 4, hiddenSizes: [3], outputSize: 2, dropoutInput: 0, dropoutHidden: 0))
+    func testMaxNormOnHiddenUnitsOnly() throws {
+        let network = try Network(NetworkConfiguration(inputSize: 4, hiddenSizes: [3], outputSize: 2, dropoutInput: 0, dropoutHidden: 0))
         let p = FloatBuffer(count: network.layout.count)
         p.fill(10)
         let zero = FloatBuffer(count: network.layout.count)
         var shards = [zero.pointer]
-        let optimizer = SGDOptimizer(configuration: OptimizerConfiguration(learningRate: 0.1, maxNorm: 2), network: network, chunkElements: 8)
+        let optimizer = SGDOptimizer(configuration: OptimizerConfiguration(learningRate: 0.1, maxNorm: 2), layout: network.layout, chunkElements: 8)
         for chunk in optimizer.chunks.indices {
             optimizer.update(chunk: chunk, parameters: p.pointer, shardGradients: &shards, shardCount: 1, hyperparameters: .init(learningRate: 0.1))
         }
@@ -73,10 +73,10 @@ final class NetworkTests: XCTestCase {
 
 final class ChunkTests: XCTestCase {
     /// Chunks are whole rows of one tensor, cover every parameter once, and never the padding.
-    func testChunksCoverEveryParameterOnce() {
-        let network = Network(NetworkConfiguration(inputSize: 30, hiddenSizes: [20, 7], outputSize: 10, dropoutInput: 0, dropoutHidden: 0))
+    func testChunksCoverEveryParameterOnce() throws {
+        let network = try Network(NetworkConfiguration(inputSize: 30, hiddenSizes: [20, 7], outputSize: 10, dropoutInput: 0, dropoutHidden: 0))
         for target in [1, 16, 100, 1 << 20] {
-            let optimizer = SGDOptimizer(configuration: OptimizerConfiguration(learningRate: 1), network: network, chunkElements: target)
+            let optimizer = SGDOptimizer(configuration: OptimizerConfiguration(learningRate: 1), layout: network.layout, chunkElements: target)
             var covered = [Int](repeating: 0, count: network.layout.count)
             for chunk in optimizer.chunks {
                 XCTAssertEqual(chunk.range.count % chunk.columns, 0)
@@ -87,7 +87,7 @@ final class ChunkTests: XCTestCase {
             }
             XCTAssertEqual(covered.reduce(0, +), network.layout.parameterCount)
             let constrained = optimizer.chunks.filter(\.constrained).reduce(0) { $0 + $1.range.count }
-            XCTAssertEqual(constrained, network.hiddenWeightTensors.reduce(0) { $0 + $1.count })
+            XCTAssertEqual(constrained, network.layout.tensors.filter(\.maxNormApplies).reduce(0) { $0 + $1.count })
         }
     }
 }

@@ -1,0 +1,247 @@
+import Foundation
+import Shardwise
+
+/// `summary.json`: the configuration, the result and how it was computed.
+public struct RunSummary: Codable, Sendable {
+    public var version: String
+    public var configuration: RunConfiguration
+    public var finalTestErrorPercent: Double
+    public var samplesPerSecond: Double
+    public var wallSeconds: Double
+    public var weightsSha256: String
+    public var workers: Int
+    public var shardSize: Int
+    public var placement: PlacementPlan
+    public var pinned: Bool
+    /// Mean seconds per step per worker: computing shards, waiting at the barrier, reducing.
+    public var stepSeconds: StepSplit
+    public var blas: BLASInfo
+    public var trainSamples: Int
+    public var testSamples: Int
+    public var dataDirectory: String
+    public var epochs: [EpochRecord]
+    /// With --validation: the epoch (1-based) of the lowest validation error, and its errors.
+    public var bestEpoch: Int?
+    public var bestValidationErrorPercent: Double?
+    public var bestTestErrorPercent: Double?
+    public var validationSamples: Int?
+    /// Whether early stopping ended the run before its last epoch.
+    public var stoppedEarly: Bool?
+    /// Under MPI: the number of ranks (workers is per rank) and how their gradients were
+    /// combined ("ordered": bit-identical to one process; "fast": MPI_Allreduce).
+    public var ranks: Int?
+    public var crossRank: String?
+}
+
+/// Where a run reads its data and writes its results, and which workers train it.
+public struct RunOptions: Sendable {
+    public var dataDirectory: String?
+    /// metrics.jsonl, summary.json and the checkpoints go here.
+    public var outDirectory: String?
+    /// Worker count; nil means one per core of this machine.
+    public var workers: Int?
+    public var policy: PlacementPolicy = .compact
+    public var smt = false
+    public var oversubscribe = false
+    /// Use only the first N training / test samples (tests and quick looks).
+    public var trainLimit: Int?
+    public var testLimit: Int?
+    public var checkpointEvery: CheckpointPolicy.Interval?
+    /// Checkpoints kept (the newest).
+    public var keep = 3
+    /// Continue from the newest valid checkpoint in this folder.
+    public var resume: String?
+    /// Stop (as if interrupted) after this many steps of this run: tests of resumption.
+    public var stopAfterSteps: Int?
+    /// Under MPI: combine ranks with a plain MPI_Allreduce (not reproducible across rank counts).
+    public var fastAllreduce = false
+    /// Under MPI: seconds to wait for the other ranks before ending the job.
+    public var mpiTimeout = 120.0
+
+    public init(
+        dataDirectory: String? = nil, outDirectory: String? = nil, workers: Int? = nil, trainLimit: Int? = nil, testLimit: Int? = nil
+    ) {
+        self.workers = workers
+        self.dataDirectory = dataDirectory
+        self.outDirectory = outDirectory
+        self.trainLimit = trainLimit
+        self.testLimit = testLimit
+    }
+}
+
+/// The `train` command: MNIST, a worker pool, a trainer; its events become the console's
+/// lines and the run folder's files (metrics.jsonl, curves.svg, summary.json).
+public enum TrainingRun {
+    public static func run(configuration requested: RunConfiguration, options requestedOptions: RunOptions, console: Console) async throws -> RunSummary {
+        let wallStart = monotonicSeconds()
+        let topology: Topology
+        do { topology = try Topology.thisMachine() } catch { throw RunError(error.description) }
+        // Under an MPI launcher this process is one rank; rank 0 alone prints and writes.
+        let cluster: Cluster?
+        do { cluster = try Cluster.join(topology: topology, timeout: requestedOptions.mpiTimeout) } catch { throw RunError(error.description) }
+        let console = (cluster?.rank ?? 0) == 0 ? console : Console.silent
+        var options = requestedOptions
+        let resumed = try resumedCheckpoint(&options)
+        let configuration = resumed.map { RunConfiguration(network: $0.state.network!, training: $0.state.configuration) } ?? requested
+        do { try configuration.validate() } catch { throw RunError(.configuration(error)) }
+        let blas: BLASInfo
+        do { blas = try BLAS.load() } catch { throw RunError(error.description) }
+        if !blas.fastKernels { console.warn("BLAS runs slow kernels (\(blas.kernels), \(blas.cpu)); expect low throughput") }
+        let mnist = try loadMNIST(options)
+        if let out = options.outDirectory, (cluster?.rank ?? 0) == 0 {
+            do { try AtomicFile.makeDirectory(out) } catch { throw RunError(error.description) }
+        }
+        let pool: WorkerPool
+        do {
+            pool = try WorkerPool.onThisMachine(
+                workers: options.workers, policy: options.policy, smt: options.smt, oversubscribe: options.oversubscribe,
+                topology: topology, share: cluster.map { ($0.localRank, $0.localSize) })
+        } catch { throw RunError("\(error)") }
+        defer { pool.shutdown() }
+        for note in pool.plan.notes { console.warn(note) }
+        if let report = pool.pinningReport { console.warn(report) }
+        let trainer: Trainer
+        do {
+            trainer = try Trainer(
+                network: configuration.network, data: mnist.train, configuration: configuration.training, workers: pool,
+                cluster: cluster, fastAllreduce: options.fastAllreduce)
+            if let resumed { try trainer.restore(from: resumed) }
+        } catch { throw RunError(error) }
+        if let resumed {
+            console.line("resuming from \(resumed.path): epoch \(trainer.state.epoch + 1), step \(trainer.state.stepInEpoch) of \(trainer.stepsPerEpoch)")
+        }
+        console.line(
+            "shardwise \(ShardwiseVersion.current): \(describe(configuration.network)), \(trainer.network.layout.parameterCount) parameters, "
+                + "\(trainer.trainingData.count) training / \(mnist.test.count) test samples from \(mnist.directory); "
+                + (cluster.map { "\($0.size) MPI ranks (\(trainer.fastAllreduce ? "MPI_Allreduce" : "ordered exchange")) x " } ?? "")
+                + "\(pool.workers.count) workers (\(options.policy.rawValue)), shards of \(configuration.shardSize); BLAS \(blas.kernels) kernels")
+        let stepsBefore = trainer.state.globalStep
+        try await follow(trainer, configuration: configuration, test: mnist.test, options: options, console: console)
+        let summary = RunSummary(
+            trainer: trainer, configuration: configuration, steps: trainer.state.globalStep - stepsBefore,
+            wallSeconds: monotonicSeconds() - wallStart, blas: blas, testSamples: mnist.test.count, dataDirectory: mnist.directory)
+        if let out = options.outDirectory, (cluster?.rank ?? 0) == 0 {
+            do { try AtomicFile.write(Array(try JSON.encoder(pretty: true).encode(summary)) + [0x0A], to: "\(out)/summary.json") } catch {
+                throw RunError("\(error)")
+            }
+        }
+        console.line(String(format: "test error %.2f%% | weights sha256 %@", summary.finalTestErrorPercent, summary.weightsSha256))
+        return summary
+    }
+
+    /// Trains to the end, turning each event into console lines and files.
+    static func follow(_ trainer: Trainer, configuration: RunConfiguration, test: Dataset, options: RunOptions, console: Console) async throws {
+        let policy = options.outDirectory.map { CheckpointPolicy(directory: $0, every: options.checkpointEvery, keep: options.keep) }
+        let writes = (trainer.cluster?.rank ?? 0) == 0
+        do {
+            for try await event in trainer.fit(test: test, checkpoints: policy, stopAfterSteps: options.stopAfterSteps) {
+                switch event {
+                case .step(let p):
+                    console.progress(p)
+                case .epoch(let record):
+                    console.epochDone(record, of: configuration.epochs)
+                    if writes, let out = options.outDirectory { try writeMetrics(trainer.state.records, configuration: configuration, to: out) }
+                case .checkpoint:
+                    break
+                case .stoppedEarly(let epoch, let best, let error, let patience):
+                    let kept = options.outDirectory.map { "; its checkpoint is in \($0)/best" } ?? ""
+                    console.line(String(format: "early stopping after epoch %d: no better validation error for %d epochs (best %.2f%% at epoch %d%@)", epoch, patience, error, best, kept))
+                case .stopped(let step, let path):
+                    guard let path, let out = options.outDirectory else {
+                        throw RunError("interrupted at step \(step); no --out folder, so no checkpoint was written", stopped: true, collective: true)
+                    }
+                    throw RunError("interrupted after step \(step); checkpoint \(path) written. Resume with: shardwise train --resume \(out)", stopped: true, collective: true)
+                }
+            }
+        } catch TrainingError.diverged(let step, let reason, let checkpoint) {
+            throw divergence(reason, step: step, lastCheckpoint: checkpoint, configuration: configuration.training)
+        } catch let error as TrainingError {
+            throw RunError(error)
+        }
+    }
+
+    static func divergence(_ what: String, step: Int, lastCheckpoint: String?, configuration: TrainingConfiguration) -> RunError {
+        let kept = lastCheckpoint.map { "; the last good checkpoint \($0) is untouched" } ?? ""
+        return RunError("training diverged at step \(step): \(what); lower --lr (now \(configuration.optimizer.learningRate))\(kept)", collective: true)
+    }
+
+    /// With `--resume`: the newest valid checkpoint of that folder, which also becomes the output folder.
+    static func resumedCheckpoint(_ options: inout RunOptions) throws -> Checkpoint.Contents<TrainingState>? {
+        guard let folder = options.resume else { return nil }
+        if options.outDirectory == nil { options.outDirectory = folder }
+        do { return try loadCheckpoint(try Checkpoint.newest(in: folder)) } catch { throw RunError(error.description) }
+    }
+
+    /// A checkpoint of a described network (every checkpoint the command line writes).
+    public static func loadCheckpoint(_ path: String) throws(CheckpointError) -> Checkpoint.Contents<TrainingState> {
+        try Checkpoint.load(path, as: TrainingState.self) { (state) throws(CheckpointError) in
+            guard let network = state.network else { throw CheckpointError("\(path)/state.json: no network description; the model was built in code") }
+            do { return try Network(network).layout } catch { throw CheckpointError("\(path)/state.json: \(error)") }
+        }
+    }
+
+    static func loadMNIST(_ options: RunOptions) throws -> MNIST {
+        var mnist: MNIST
+        do { mnist = try MNIST.load(directory: options.dataDirectory) } catch { throw RunError(error.description) }
+        if let limit = options.trainLimit { mnist.train = mnist.train.prefix(limit) }
+        if let limit = options.testLimit { mnist.test = mnist.test.prefix(limit) }
+        return mnist
+    }
+
+    /// metrics.jsonl and curves.svg, rewritten after every epoch.
+    static func writeMetrics(_ records: [EpochRecord], configuration: RunConfiguration, to out: String) throws {
+        let lines = try records.map { try JSON.line($0) + "\n" }
+        do {
+            try AtomicFile.write(lines.joined(), to: "\(out)/metrics.jsonl")
+            try AtomicFile.write(
+                Curves.svg(title: "Learning curves: \(describe(configuration.network))", runs: [(label(configuration.network), records)]),
+                to: "\(out)/curves.svg")
+        } catch { throw RunError(error.description) }
+    }
+
+    /// "dropout 0.2/0.5" or "no dropout", for legends.
+    public static func label(_ network: NetworkConfiguration) -> String {
+        network.allRates.allSatisfy { $0 == 0 } ? "no dropout" : "\(kindName(network))\(rates(network))"
+    }
+
+    static func describe(_ network: NetworkConfiguration) -> String {
+        let sizes = ([network.inputSize] + network.hiddenSizes + [network.outputSize]).map(String.init).joined(separator: "-")
+        return "\(sizes) ReLU, \(kindName(network))\(network.dropoutInput) input / \(rates(network).split(separator: "/").dropFirst().joined(separator: ",")) hidden"
+    }
+
+    static func kindName(_ network: NetworkConfiguration) -> String {
+        network.dropoutKind == .bernoulli ? "dropout " : "\(network.dropoutKind.rawValue) dropout "
+    }
+
+    /// "0.2/0.5" (uniform hidden rate) or "0.2/0.5,0.3,0.2" (per layer).
+    static func rates(_ network: NetworkConfiguration) -> String {
+        "\(network.dropoutInput)/" + (network.dropoutHiddenPerLayer.map { $0.map { "\($0)" }.joined(separator: ",") } ?? "\(network.dropoutHidden)")
+    }
+}
+
+extension RunSummary {
+    /// The summary of a finished run of `trainer`; `steps` were taken in this process.
+    init(
+        trainer: Trainer, configuration: RunConfiguration, steps: Int, wallSeconds: Double, blas: BLASInfo,
+        testSamples: Int, dataDirectory: String
+    ) {
+        let state = trainer.state
+        let samplesPerEpoch = trainer.stepsPerEpoch * configuration.batchSize
+        let trainingSeconds = state.records.reduce(0) { $0 + $1.seconds }
+        var split = trainer.timing.meanSplit(steps: steps)
+        split.crossRank = trainer.cluster.map { _ in trainer.communicationSeconds / Double(max(steps, 1)) }
+        let validation = trainer.validationData
+        self.init(
+            version: ShardwiseVersion.current, configuration: configuration,
+            finalTestErrorPercent: state.records.last!.testErrorPercent,
+            samplesPerSecond: Double(samplesPerEpoch * state.records.count) / trainingSeconds,
+            wallSeconds: wallSeconds, weightsSha256: trainer.weightsSHA256,
+            workers: trainer.workerCount, shardSize: configuration.shardSize, placement: trainer.pool.plan,
+            pinned: trainer.pool.allPinned, stepSeconds: split, blas: blas,
+            trainSamples: trainer.trainingData.count, testSamples: testSamples, dataDirectory: dataDirectory,
+            epochs: state.records, bestEpoch: state.bestEpoch, bestValidationErrorPercent: state.bestValidationErrorPercent,
+            bestTestErrorPercent: state.bestEpoch.map { state.records[$0 - 1].testErrorPercent },
+            validationSamples: validation?.count, stoppedEarly: validation.map { _ in state.records.count < configuration.epochs },
+            ranks: trainer.cluster?.size, crossRank: trainer.cluster.map { _ in trainer.fastAllreduce ? "fast" : "ordered" })
+    }
+}

@@ -1,0 +1,167 @@
+import ShardwiseData
+import ShardwiseIO
+import ShardwiseKernels
+
+/// When and where ``Trainer/fit(epochs:test:checkpoints:stopAfterSteps:)`` writes checkpoints.
+public struct CheckpointPolicy: Sendable {
+    /// How often, besides at the end and when stopped.
+    public enum Interval: Sendable, Equatable {
+        case steps(Int)
+        case epochs(Int)
+    }
+
+    public var directory: String
+    public var every: Interval?
+    /// Checkpoints kept (the newest).
+    public var keep: Int
+
+    public init(directory: String, every: Interval? = nil, keep: Int = 3) {
+        self.directory = directory
+        self.every = every
+        self.keep = keep
+    }
+}
+
+extension Trainer {
+    /// Trains until `epochs` epochs are done (default: the configuration's), from where
+    /// ``state`` stands, yielding an event per step, per epoch and per checkpoint.
+    ///
+    /// - Parameters:
+    ///   - test: evaluated after every epoch (the record's `testErrorPercent`; NaN without one).
+    ///   - checkpoints: where checkpoints go; without one, none is written.
+    ///   - stopAfterSteps: stop as if cancelled after this many steps of this call.
+    /// The loop runs on the pool's first worker, so it shares no thread with the caller.
+    public func fit(
+        epochs: Int? = nil, test: Dataset? = nil, checkpoints: CheckpointPolicy? = nil, stopAfterSteps: Int? = nil
+    ) -> TrainingEvents {
+        let until = epochs ?? configuration.epochs
+        return TrainingEvents { channel in
+            Task(executorPreference: self.pool.workers[0]) {
+                do {
+                    try await self.train(until: until, test: test, checkpoints: checkpoints, stopAfterSteps: stopAfterSteps, emit: channel.send)
+                    channel.finish()
+                } catch {
+                    channel.finish(throwing: error)
+                }
+            }
+        }
+    }
+
+    /// The training loop: epochs of steps, each epoch evaluated, checkpoints on the policy's
+    /// schedule, early stopping on the validation split, and a checkpoint when stopped.
+    func train(
+        until epochs: Int, test: Dataset?, checkpoints: CheckpointPolicy?, stopAfterSteps: Int?,
+        emit: (TrainingEvent) -> Void
+    ) async throws(TrainingError) {
+        let steps = stepsPerEpoch
+        var stepsThisRun = 0
+        var lastCheckpoint: String?
+        while state.epoch < epochs {
+            shuffle(epoch: state.epoch)
+            let start = monotonicSeconds() - state.epochSeconds
+            while state.stepInEpoch < steps {
+                let loss = try await step(epoch: state.epoch, stepInEpoch: state.stepInEpoch)
+                try checkFinite(loss, lastCheckpoint: lastCheckpoint)
+                state.epochLossSum += loss
+                state.stepInEpoch += 1
+                state.epochSeconds = monotonicSeconds() - start
+                stepsThisRun += 1
+                emit(.step(progress(epochs: epochs)))
+                // Under MPI the ranks agreed in the step, so all stop here together.
+                if (cluster == nil ? Task.isCancelled : agreedStop) || stepsThisRun == stopAfterSteps {
+                    let path = try checkpoints.map { policy throws(TrainingError) in try writeCheckpoint(policy, kind: .stopped) }
+                    emit(.stopped(globalStep: state.globalStep, checkpoint: path))
+                    return
+                }
+                if case .steps(let n) = checkpoints?.every, state.globalStep % n == 0, state.stepInEpoch < steps {
+                    lastCheckpoint = try writeCheckpoint(checkpoints!, kind: .scheduled)
+                }
+            }
+            let record = try await finishEpoch(test: test)
+            emit(.epoch(record))
+            if record.validationErrorPercent != nil, state.epochsWithoutImprovement == 0, configuration.earlyStoppingPatience != nil,
+               let policy = checkpoints {
+                var best = policy
+                best.directory += "/best"
+                best.keep = 1
+                _ = try writeCheckpoint(best, kind: .best)
+            }
+            if let patience = configuration.earlyStoppingPatience, (state.epochsWithoutImprovement ?? 0) >= patience,
+               state.epoch < epochs {
+                emit(.stoppedEarly(
+                    epoch: state.epoch, bestEpoch: state.bestEpoch ?? 0,
+                    bestValidationErrorPercent: state.bestValidationErrorPercent ?? .nan, patience: patience))
+                break
+            }
+            if case .epochs(let n) = checkpoints?.every, state.epoch % n == 0, state.epoch < epochs {
+                lastCheckpoint = try writeCheckpoint(checkpoints!, kind: .scheduled)
+            }
+        }
+        if let policy = checkpoints { _ = try writeCheckpoint(policy, kind: .scheduled) }
+    }
+
+    func progress(epochs: Int) -> StepProgress {
+        let done = state.stepInEpoch * configuration.batchSize
+        return StepProgress(
+            epoch: state.epoch + 1, epochs: epochs, step: state.stepInEpoch, stepsPerEpoch: stepsPerEpoch,
+            globalStep: state.globalStep, elapsed: state.epochSeconds,
+            samplesPerSecond: Double(done) / state.epochSeconds, meanLoss: state.epochLossSum / Double(done))
+    }
+
+    func checkFinite(_ loss: Double, lastCheckpoint: String?) throws(TrainingError) {
+        if let tensor = nonFiniteGradientTensor {
+            throw .diverged(step: state.globalStep - 1, reason: "the gradient of \(tensor) is NaN or infinite", lastCheckpoint: lastCheckpoint)
+        }
+        guard loss.isFinite else { throw .diverged(step: state.globalStep - 1, reason: "the loss is \(loss)", lastCheckpoint: lastCheckpoint) }
+    }
+
+    /// Evaluates the epoch just trained, records it, and moves the state to the next epoch.
+    func finishEpoch(test: Dataset?) async throws(TrainingError) -> EpochRecord {
+        let samples = stepsPerEpoch * configuration.batchSize
+        var record = EpochRecord(
+            epoch: state.epoch + 1, trainLoss: state.epochLossSum / Double(samples),
+            testErrorPercent: try await test.asyncMap { data throws(TrainingError) in try await evaluate(data) } ?? .nan,
+            samplesPerSecond: Double(samples) / state.epochSeconds, seconds: state.epochSeconds)
+        if let validationData {
+            let error = try await evaluate(validationData)
+            record.validationErrorPercent = error
+            if error < (state.bestValidationErrorPercent ?? .infinity) {
+                state.bestValidationErrorPercent = error
+                state.bestEpoch = record.epoch
+                state.epochsWithoutImprovement = 0
+            } else {
+                state.epochsWithoutImprovement = (state.epochsWithoutImprovement ?? 0) + 1
+            }
+        }
+        state.records.append(record)
+        state.epoch += 1
+        state.stepInEpoch = 0
+        state.epochLossSum = 0
+        state.epochSeconds = 0
+        return record
+    }
+
+    /// Writes a checkpoint of the current state. Under MPI every rank gathers the optimizer
+    /// state (a collective) and rank 0 alone writes; the others return the path rank 0 writes.
+    @discardableResult
+    public func writeCheckpoint(_ policy: CheckpointPolicy, kind: CheckpointKind = .scheduled) throws(TrainingError) -> String {
+        do { try exchange?.gatherOptimizerState(optimizer.velocity.pointer) } catch { throw .cluster(error) }
+        guard (cluster?.rank ?? 0) == 0 else { return "\(policy.directory)/\(Checkpoint.folderName(step: state.globalStep))" }
+        var metadata: [String: String] = [:]
+        if let networkDescription, let json = try? JSON.line(networkDescription) { metadata["network"] = json }
+        metadata["shardwise_version"] = ShardwiseVersion.current
+        do {
+            return try Checkpoint.write(
+                parameters: parameters.pointer, optimizerState: optimizer.velocity.pointer, layout: network.layout,
+                state: state, step: state.globalStep, metadata: metadata, directory: policy.directory, keep: policy.keep)
+        } catch { throw .checkpoint(error) }
+    }
+}
+
+extension Optional {
+    /// `map` with an async throwing transform.
+    func asyncMap<T, E: Error>(_ transform: (Wrapped) async throws(E) -> T) async throws(E) -> T? {
+        guard let self else { return nil }
+        return try await transform(self)
+    }
+}

@@ -1,0 +1,191 @@
+import ShardwiseKernels
+import ShardwiseLayers
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension Trainer {
+    /// Runs one optimisation step on batch `stepInEpoch` of `epoch` (in the order of the
+    /// last ``shuffle(epoch:)``) and returns the batch's loss sum.
+    /// Throws only for a failed cross-rank exchange under MPI.
+    public func step(epoch: Int, stepInEpoch: Int) async throws(TrainingError) -> Double {
+        let progress = Double(epoch) + Double(stepInEpoch) / Double(stepsPerEpoch)
+        let hyper = configuration.optimizer.hyperparameters(progress: progress)
+        shardsDone.value.store(0, ordering: .relaxed)
+        nextChunk.value.store(localChunks.lowerBound, ordering: .relaxed)
+        badChunk.value.store(Int.max, ordering: .relaxed)
+        if let exchange {
+            // Compute, combine across ranks, reduce: the workers run twice, around the exchange.
+            await runWorkers(stepInEpoch: stepInEpoch, hyper: hyper, reduce: false)
+            do {
+                let t0 = monotonicSeconds()
+                try exchange.combine(shardGradients: shardGradients, localShards: localShards)
+                shardsDone.value.store(Int.max / 2, ordering: .relaxed)  // every shard is in place
+                let t1 = monotonicSeconds()
+                await runWorkers(stepInEpoch: nil, hyper: hyper, reduce: true)
+                let t2 = monotonicSeconds()
+                try agree(exchange)
+                communicationSeconds += (t1 - t0) + (monotonicSeconds() - t2)
+            } catch { throw .cluster(error) }
+        } else {
+            await runWorkers(stepInEpoch: stepInEpoch, hyper: hyper, reduce: true)
+        }
+        optimizer.stepsTaken += 1
+        state.globalStep += 1
+        var loss = 0.0
+        for s in 0..<configuration.shardsPerBatch { loss += shardLoss[s] }
+        return loss
+    }
+
+    /// One child task per worker, each pinned to its worker.
+    func runWorkers(stepInEpoch: Int?, hyper: SGDHyperparameters, reduce: Bool) async {
+        await withTaskGroup(of: Void.self) { group in
+            for worker in pool.workers {
+                group.addTask(executorPreference: worker) {
+                    self.work(worker: worker.index, stepInEpoch: stepInEpoch, hyper: hyper, reduce: reduce)
+                }
+            }
+        }
+    }
+
+    /// After the update: every rank gets the new parameters and the shard losses, and the
+    /// ranks agree on whether a gradient was not finite and whether to stop (a rank's task
+    /// was cancelled), so every rank takes the same decision after the step.
+    func agree(_ exchange: RankExchange) throws(ClusterError) {
+        try exchange.gatherParameters(parameters.pointer)
+        // Other ranks' entries are 0, and x + 0 is exact: every rank ends with the same losses.
+        for s in 0..<configuration.shardsPerBatch where !localShards.contains(s) { shardLoss[s] = 0 }
+        try exchange.cluster.allreduceSum(shardLoss, count: configuration.shardsPerBatch, "summing losses")
+        var flags = (badChunk.value.load(ordering: .relaxed), Task.isCancelled ? -1 : 0)
+        try withUnsafeMutableBytes(of: &flags) { (raw) throws(ClusterError) in
+            try exchange.cluster.allreduceMin(raw.baseAddress!.assumingMemoryBound(to: Int.self), count: 2, "agreeing on the step")
+        }
+        badChunk.value.store(flags.0, ordering: .relaxed)
+        agreedStop = flags.1 != 0
+    }
+
+    /// One worker's part of a step: computing its shards (unless `stepInEpoch` is nil),
+    /// then, if `reduce`, the reduction. Runs on that worker's pinned thread.
+    func work(worker w: Int, stepInEpoch: Int?, hyper: SGDHyperparameters, reduce: Bool) {
+        let t0 = monotonicSeconds()
+        let mine = stepInEpoch == nil ? 0..<0 : shards(of: w)
+        for shard in mine { shardLoss[shard] = computeShard(shard, stepInEpoch: stepInEpoch!) }
+        let t1 = monotonicSeconds()
+        guard reduce else {
+            timing.add(worker: w, compute: t1 - t0, waiting: 0, reduction: 0)
+            return
+        }
+        // Releasing: publishes this worker's gradient buffers to the workers that read
+        // them in the reduction. Acquiring loads below pair with it.
+        shardsDone.value.add(mine.count, ordering: .releasing)
+        let total = localShards.count
+        var spins = 0
+        while shardsDone.value.load(ordering: .acquiring) < total {
+            // Spin briefly (shards usually finish together), then yield the core:
+            // with more workers than cores, a spinning worker would starve the others.
+            spins += 1
+            if spins > 1_000 { sched_yield() }
+        }
+        let t2 = monotonicSeconds()
+        // Relaxed: the counter only hands out distinct chunk indices; the data each
+        // chunk reads was published by the barrier above.
+        while true {
+            let chunk = nextChunk.value.add(1, ordering: .relaxed).oldValue
+            if chunk >= localChunks.upperBound { break }
+            let finite = optimizer.update(
+                chunk: chunk, parameters: parameters.pointer, shardGradients: reductionPointers,
+                shardCount: reductionShardCount, hyperparameters: hyper)
+            // Relaxed: read after the task group completes, which orders it.
+            if !finite { badChunk.value.min(chunk, ordering: .relaxed) }
+        }
+        let t3 = monotonicSeconds()
+        timing.add(worker: w, compute: t1 - t0, waiting: t2 - t1, reduction: t3 - t2)
+    }
+
+    /// Forward and backward for one shard into its own gradient buffer; returns its loss sum.
+    func computeShard(_ shard: Int, stepInEpoch: Int) -> Double {
+        let n = configuration.shardSize
+        let ws = workspaces[shard - localShards.lowerBound]
+        let features = trainingData.features
+        let first = stepInEpoch * configuration.batchSize + shard * n
+        for r in 0..<n {
+            let sample = Int(order[first + r])
+            (ws.input + r * features).update(from: trainImages.pointer + sample * features, count: features)
+            ws.labels[r] = trainingData.labels[sample]
+        }
+        let random = RandomContext(seed: configuration.seed, step: UInt32(truncatingIfNeeded: state.globalStep), firstPosition: shard * n)
+        network.forward(parameters: parameters.pointer, workspace: ws, rows: n, random: random)
+        let loss = network.backward(
+            parameters: parameters.pointer, workspace: ws, rows: n, lossDivisor: configuration.batchSize,
+            gradient: shardGradients[shard].pointer)
+        if let fault = injectNaN, fault.step == state.globalStep, fault.shard == shard {
+            shardGradients[shard][network.layout.tensors[2].offset] = .nan
+        }
+        return loss
+    }
+
+    /// The reduction phase alone (sum of the shard gradients already in place, update,
+    /// max-norm), by all workers: for measuring it against the machine's bandwidth.
+    /// Changes the weights like a step would; use on a trainer made for measuring.
+    public func reduceOnly(hyperparameters: SGDHyperparameters) async {
+        shardsDone.value.store(Int.max / 2, ordering: .relaxed)
+        nextChunk.value.store(localChunks.lowerBound, ordering: .relaxed)
+        await runWorkers(stepInEpoch: nil, hyper: hyperparameters, reduce: true)
+    }
+
+    /// Everything of a step after computing the shards (exchange or all-reduce, update,
+    /// allgather, agreement), on whatever the gradient buffers hold: for measuring the
+    /// cross-rank step. Changes the weights like a step would.
+    public func crossRankOnly(hyperparameters: SGDHyperparameters) async throws(ClusterError) {
+        guard let exchange else { return }
+        nextChunk.value.store(localChunks.lowerBound, ordering: .relaxed)
+        try exchange.combine(shardGradients: shardGradients, localShards: localShards)
+        shardsDone.value.store(Int.max / 2, ordering: .relaxed)
+        await runWorkers(stepInEpoch: nil, hyper: hyperparameters, reduce: true)
+        try agree(exchange)
+    }
+
+    /// Bytes the reduction reads and writes once: every shard gradient, and the
+    /// parameters and velocity read and written.
+    public var reductionBytes: Int {
+        (configuration.shardsPerBatch + 4) * network.layout.parameterCount * MemoryLayout<Float>.stride
+    }
+}
+
+/// Seconds per worker spent computing shards, waiting at the barrier and reducing.
+/// Each worker writes only its own cache line; read after steps complete.
+public final class StepTiming: @unchecked Sendable {
+    let slots: UnsafeMutablePointer<Double>
+    public let workers: Int
+    static let stride = 8  // 8 doubles = one 64-byte line per worker
+
+    init(workers: Int) {
+        self.workers = workers
+        slots = .allocate(capacity: workers * Self.stride)
+        slots.initialize(repeating: 0, count: workers * Self.stride)
+    }
+
+    deinit { slots.deallocate() }
+
+    func add(worker: Int, compute: Double, waiting: Double, reduction: Double) {
+        let s = slots + worker * Self.stride
+        s[0] += compute
+        s[1] += waiting
+        s[2] += reduction
+    }
+
+    /// Mean over workers of seconds computing, waiting and reducing since the last reset, divided by `steps`.
+    public func meanSplit(steps: Int) -> StepSplit {
+        var c = 0.0, w = 0.0, r = 0.0
+        for i in 0..<workers {
+            c += slots[i * Self.stride]
+            w += slots[i * Self.stride + 1]
+            r += slots[i * Self.stride + 2]
+        }
+        let n = Double(workers * max(steps, 1))
+        return StepSplit(compute: c / n, waiting: w / n, reduction: r / n)
+    }
+
+    public func reset() { slots.update(repeating: 0, count: workers * Self.stride) }
+}

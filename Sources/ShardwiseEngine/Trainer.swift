@@ -1,0 +1,230 @@
+import ShardwiseData
+import ShardwiseIO
+import ShardwiseKernels
+import ShardwiseLayers
+import Synchronization
+
+/// The data-parallel training engine: a model's parameters and optimizer state, and the
+/// optimisation steps that the pinned workers of a ``WorkerPool`` run on them.
+///
+/// A step cuts the global batch into `shardsPerBatch` shards of `shardSize` samples.
+/// One child task per worker (pinned with `executorPreference`):
+///  1. computes its block of shards, each forward and backward into that shard's own
+///     gradient buffer, with random draws addressed by (seed, step, global-batch
+///     position) — never by worker;
+///  2. waits at a barrier until every shard is done;
+///  3. claims parameter chunks with an atomic counter and, for each, sums the shards'
+///     gradients in shard order and applies the SGD update and max-norm.
+/// Every float sum runs in shard order whatever the worker count, so the weights are
+/// bit-identical for any number of workers. Atomics claim work and publish progress;
+/// they never add floats. Across MPI ranks, see ``RankExchange``.
+///
+/// Train with ``fit(epochs:test:checkpoints:stopAfterSteps:)``, which yields ``TrainingEvent``s;
+/// cancelling the task that iterates it stops training after the step in flight.
+public final class Trainer: @unchecked Sendable {
+    public let configuration: TrainingConfiguration
+    public let network: Network
+    /// The description checkpoints carry, when the model was built from one.
+    public let networkDescription: NetworkConfiguration?
+    /// (parameters) laid out as `network.layout`.
+    public let parameters: FloatBuffer
+    public let optimizer: SGDOptimizer
+    public let pool: WorkerPool
+    /// The MPI job this trainer is one rank of; nil in a single process.
+    public let cluster: Cluster?
+    /// Under MPI: how the ranks combine their gradients (nil in a single process).
+    let exchange: RankExchange?
+    /// The global shards this process computes (all of them without a cluster).
+    public let localShards: Range<Int>
+    /// The parameter chunks this process updates.
+    let localChunks: Range<Int>
+    /// What the reduction phase reads: every shard's gradient, or (fast all-reduce)
+    /// the one buffer holding the sum over all ranks.
+    let reductionPointers: UnsafeMutablePointer<UnsafeMutablePointer<Float>>
+    let reductionShardCount: Int
+    /// One gradient buffer per shard of the global batch, and one workspace per shard this
+    /// process computes, first touched by the worker that computes the shard (so on its NUMA node).
+    let shardGradients: [FloatBuffer]
+    let shardGradientPointers: UnsafeMutablePointer<UnsafeMutablePointer<Float>>
+    let workspaces: [Workspace]
+    /// Loss sum of each shard in the last step, summed in shard order afterwards.
+    let shardLoss: UnsafeMutablePointer<Double>
+    /// The samples trained on (the validation split held out) and the held-out samples.
+    public let trainingData: Dataset
+    public let validationData: Dataset?
+    let trainImages: FloatBuffer
+    /// The current epoch's sample order.
+    public internal(set) var order: [Int32]
+    /// Where training stands; a checkpoint stores it.
+    public internal(set) var state: TrainingState
+    /// Under MPI: whether the ranks agreed, in the last step, to stop after it.
+    public internal(set) var agreedStop = false
+    /// Seconds spent in cross-rank calls, summed over steps.
+    public internal(set) var communicationSeconds = 0.0
+
+    // Step coordination. Each counter sits on its own cache line (see `PaddedCounter`).
+    let shardsDone = PaddedCounter()
+    let nextChunk = PaddedCounter()
+    /// Lowest chunk whose summed gradient was not finite in the last step (Int.max: none).
+    let badChunk = PaddedCounter()
+    /// Tests: write a NaN into this shard's gradient of the second tensor at this global step.
+    var injectNaN: (step: Int, shard: Int)?
+    /// Per-worker seconds spent computing, reducing and waiting, summed over steps.
+    public let timing: StepTiming
+
+    /// A trainer for `model` on `data` (labels `0..<data.classes`, rows of `data.features`).
+    ///
+    /// - Parameters:
+    ///   - configuration: batch, shards, optimizer, seed; a validation split is held out of `data` here.
+    ///   - workers: the pool whose pinned workers run the steps; it must outlive training.
+    ///   - cluster, fastAllreduce: under MPI, this process is one rank of `cluster`.
+    ///   - chunkElements: the reduction's chunk size (see ``SGDOptimizer``); it does not change results.
+    ///   - description: the model's description, stored in checkpoints, when it was built from one.
+    public init(
+        model: Sequential, data: Dataset, configuration: TrainingConfiguration, workers pool: WorkerPool,
+        loss: any Loss = SoftmaxCrossEntropy(), cluster: Cluster? = nil, fastAllreduce: Bool = false,
+        chunkElements: Int = 16_384, description: NetworkConfiguration? = nil
+    ) throws(TrainingError) {
+        do { _ = try BLAS.load() } catch { throw .blas(error) }
+        do { try configuration.validate(trainingSamples: data.count) } catch { throw .configuration(error) }
+        let network: Network
+        do { network = try Network(model, inputWidth: data.features, loss: loss) } catch { throw .model(error) }
+        guard network.widths.last == data.classes else {
+            throw .configuration(ConfigurationError(.data, "\(data.classes) classes, the model gives \(network.widths.last!) outputs"))
+        }
+        let shards = configuration.shardsPerBatch
+        if let cluster, shards < cluster.size {
+            throw .configuration(ConfigurationError(.batchSize, "\(configuration.batchSize) samples make \(shards) shards of \(configuration.shardSize) for \(cluster.size) ranks; every rank needs at least one shard (a smaller {shardSize} or a larger batch)"))
+        }
+        self.configuration = configuration
+        self.network = network
+        networkDescription = description
+        self.pool = pool
+        self.cluster = cluster
+        if let n = configuration.validationSamples, n > 0 {
+            (trainingData, validationData) = data.splitValidation(count: n, seed: configuration.seed)
+        } else {
+            (trainingData, validationData) = (data, nil)
+        }
+        let local = cluster.map { $0.block(of: shards) } ?? 0..<shards
+        localShards = local
+        parameters = FloatBuffer(count: network.layout.count)
+        network.initialize(parameters: parameters, seed: configuration.seed)
+        let optimizer = SGDOptimizer(configuration: configuration.optimizer, layout: network.layout, chunkElements: chunkElements)
+        self.optimizer = optimizer
+        // Each shard's buffers live on the NUMA node of the worker that computes it
+        // (shards are assigned to workers in fixed blocks, see `shards(of:)`). Another
+        // rank's shards get a buffer too, touched only where this rank receives.
+        let owners = (0..<shards).map { s in
+            local.contains(s) ? Self.owner(ofShard: s - local.lowerBound, shards: local.count, workers: pool.workers.count) : nil
+        }
+        let allocators = pool.workers.map { pool.memoryAllocator(for: $0) }
+        let shardGradients = (0..<shards).map { FloatBuffer(count: network.layout.count, allocator: owners[$0].flatMap { allocators[$0] }) }
+        self.shardGradients = shardGradients
+        shardGradientPointers = .allocate(capacity: shards)
+        for s in 0..<shards { shardGradientPointers[s] = shardGradients[s].pointer }
+        // Workspaces only for the shards this process computes (index: shard - localShards.lowerBound).
+        workspaces = local.map {
+            Workspace(network: network, capacity: configuration.shardSize, allocator: owners[$0].flatMap { allocators[$0] })
+        }
+        let exchange = cluster.map {
+            RankExchange(cluster: $0, fast: fastAllreduce, shards: shards, chunks: optimizer.chunks, shardGradients: shardGradients)
+        }
+        self.exchange = exchange
+        localChunks = exchange?.localChunks ?? 0..<optimizer.chunks.count
+        if let exchange, exchange.fast {
+            reductionPointers = .allocate(capacity: 1)
+            reductionPointers[0] = shardGradients[local.lowerBound].pointer
+            reductionShardCount = 1
+        } else {
+            reductionPointers = shardGradientPointers
+            reductionShardCount = shards
+        }
+        shardLoss = .allocate(capacity: shards)
+        shardLoss.initialize(repeating: 0, count: shards)
+        let images = FloatBuffer(count: trainingData.images.count)
+        trainingData.images.withUnsafeBufferPointer { images.pointer.update(from: $0.baseAddress!, count: $0.count) }
+        trainImages = images
+        order = Array(0..<Int32(trainingData.count))
+        state = TrainingState(configuration: configuration, network: description)
+        timing = StepTiming(workers: pool.workers.count)
+    }
+
+    /// A trainer for the network a ``NetworkConfiguration`` describes (the command line's networks).
+    public convenience init(
+        network description: NetworkConfiguration, data: Dataset, configuration: TrainingConfiguration, workers pool: WorkerPool,
+        cluster: Cluster? = nil, fastAllreduce: Bool = false, chunkElements: Int = 16_384
+    ) throws(TrainingError) {
+        do { try description.validate() } catch { throw .configuration(error) }
+        guard data.features == description.inputSize else {
+            throw .configuration(ConfigurationError(.data, "rows of \(data.features) values, the network expects \(description.inputSize)"))
+        }
+        try self.init(
+            model: description.model(), data: data, configuration: configuration, workers: pool, cluster: cluster,
+            fastAllreduce: fastAllreduce, chunkElements: chunkElements, description: description)
+    }
+
+    deinit {
+        if reductionPointers != shardGradientPointers { reductionPointers.deallocate() }
+        shardGradientPointers.deallocate()
+        shardLoss.deallocate()
+    }
+
+    public var workerCount: Int { pool.workers.count }
+    public var stepsPerEpoch: Int { trainingData.count / configuration.batchSize }
+    /// Whether ranks combine gradients with a plain all-reduce (not reproducible across rank counts).
+    public var fastAllreduce: Bool { exchange?.fast ?? false }
+
+    /// Shards of worker `w`: a contiguous block of this process's shards, so the
+    /// shards a worker computes are fixed for a run.
+    func shards(of w: Int) -> Range<Int> {
+        let s = localShards.count, n = workerCount, first = localShards.lowerBound
+        let per = (s + n - 1) / n
+        return first + min(s, w * per)..<first + min(s, (w + 1) * per)
+    }
+
+    static func owner(ofShard shard: Int, shards: Int, workers: Int) -> Int {
+        shard / ((shards + workers - 1) / workers)
+    }
+
+    /// Sets the sample order of `epoch`: a permutation drawn from (seed, shuffle, epoch).
+    public func shuffle(epoch: Int) {
+        RandomAddress(seed: configuration.seed, purpose: .shuffle, step: UInt32(epoch)).shuffle(&order)
+    }
+
+    /// Puts a checkpoint's parameters, optimizer state and training state in place (before any step).
+    public func restore(from checkpoint: Checkpoint.Contents<TrainingState>) throws(TrainingError) {
+        guard checkpoint.state.configuration == configuration else {
+            throw .checkpoint(CheckpointError("\(checkpoint.path): trained with another configuration than this trainer's"))
+        }
+        guard checkpoint.parameters.count == parameters.count, checkpoint.optimizerState.count == parameters.count else {
+            throw .checkpoint(CheckpointError("\(checkpoint.path): \(checkpoint.parameters.count) parameters, the model has \(parameters.count)"))
+        }
+        checkpoint.parameters.withUnsafeBufferPointer { parameters.pointer.update(from: $0.baseAddress!, count: $0.count) }
+        checkpoint.optimizerState.withUnsafeBufferPointer { optimizer.velocity.pointer.update(from: $0.baseAddress!, count: $0.count) }
+        state = checkpoint.state
+        optimizer.stepsTaken = state.globalStep
+    }
+
+    /// The tensor whose gradient was NaN or infinite in the last step, if any.
+    public var nonFiniteGradientTensor: String? {
+        let chunk = badChunk.value.load(ordering: .relaxed)
+        return chunk == Int.max ? nil : optimizer.tensorName(ofChunk: chunk, in: network.layout)
+    }
+
+    /// SHA-256 of all parameters' float32 bytes, little-endian, in layout order (each layer's weight, then bias).
+    public var weightsSHA256: String {
+        var hash = SHA256()
+        for tensor in network.layout.tensors {
+            hash.update(UnsafeRawBufferPointer(start: parameters.pointer + tensor.offset, count: tensor.count * 4))
+        }
+        return SHA256.hex(hash.finalize())
+    }
+}
+
+/// An atomic counter alone on its cache line, so workers spinning on it do not
+/// slow writers of neighbouring data (false sharing).
+final class PaddedCounter: @unchecked Sendable {
+    let value = Atomic<Int>(0)
+    let padding: (Int, Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0, 0)
+}

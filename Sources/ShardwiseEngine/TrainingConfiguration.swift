@@ -1,0 +1,70 @@
+import ShardwiseLayers
+
+/// How a model is trained: together with the model, the seed inside and the data,
+/// everything that determines the trained weights.
+public struct TrainingConfiguration: Sendable, Codable, Equatable {
+    public var optimizer: OptimizerConfiguration
+    public var epochs: Int
+    /// Samples per optimisation step (the global batch). A whole number of shards.
+    public var batchSize: Int
+    /// Samples per shard: the unit of work and of determinism.
+    public var shardSize: Int
+    /// Initialisation, shuffling, the validation split and every random layer derive from it.
+    public var seed: UInt64
+    /// Training samples held out for validation (the same ones for a seed, whatever the worker count).
+    public var validationSamples: Int?
+    /// Stop when the validation error has not improved for this many epochs.
+    public var earlyStoppingPatience: Int?
+
+    public init(
+        optimizer: OptimizerConfiguration, epochs: Int, batchSize: Int, shardSize: Int, seed: UInt64,
+        validationSamples: Int? = nil, earlyStoppingPatience: Int? = nil
+    ) {
+        self.optimizer = optimizer
+        self.epochs = epochs
+        self.batchSize = batchSize
+        self.shardSize = shardSize
+        self.seed = seed
+        self.validationSamples = validationSamples
+        self.earlyStoppingPatience = earlyStoppingPatience
+    }
+
+    public var shardsPerBatch: Int { batchSize / shardSize }
+
+    /// The reference recipe's training (README): momentum SGD 0.9, lr 0.05 cosine to 1%,
+    /// max-norm 3.5, batch 128 in shards of 64, seed 1.
+    public static func reference(epochs: Int = 80) -> TrainingConfiguration {
+        TrainingConfiguration(
+            optimizer: OptimizerConfiguration(
+                learningRate: 0.05, schedule: .cosine(epochs: epochs, floor: 0.01),
+                momentum: MomentumRamp(start: 0.9, end: 0.9, epochs: 0), nesterov: false,
+                weightDecay: 0, maxNorm: 3.5),
+            epochs: epochs, batchSize: 128, shardSize: 64, seed: 1)
+    }
+}
+
+extension TrainingConfiguration {
+    /// Checks every setting, against the training data's size when given; throws the first problem found.
+    public func validate(trainingSamples: Int? = nil) throws(ConfigurationError) {
+        func check(_ condition: Bool, _ field: ConfigurationError.Field, _ problem: @autoclosure () -> String) throws(ConfigurationError) {
+            if !condition { throw ConfigurationError(field, problem()) }
+        }
+        try check(epochs > 0, .epochs, "\(epochs), expected a positive number of epochs")
+        try check(batchSize > 0, .batchSize, "\(batchSize), expected a positive number of samples")
+        try check(shardSize > 0, .shardSize, "\(shardSize), expected a positive number of samples")
+        try check(batchSize % shardSize == 0, .batchSize, "\(batchSize) is not a whole number of shards of \(shardSize) ({shardSize})")
+        try optimizer.validate()
+        if let n = validationSamples {
+            try check(n >= 0, .validationSamples, "\(n), expected a number of samples >= 0")
+        }
+        if let patience = earlyStoppingPatience {
+            try check(patience > 0, .earlyStoppingPatience, "\(patience), expected a positive number of epochs")
+            try check((validationSamples ?? 0) > 0, .earlyStoppingPatience, "needs a validation set ({validationSamples})")
+        }
+        if let trainingSamples {
+            let validation = validationSamples ?? 0
+            try check(validation < trainingSamples, .validationSamples, "\(validation) of \(trainingSamples) training samples leaves none to train on")
+            try check(batchSize <= trainingSamples - validation, .batchSize, "\(batchSize) is larger than the \(trainingSamples - validation) training samples")
+        }
+    }
+}

@@ -1,0 +1,135 @@
+import ShardwiseLayers
+
+/// One finished epoch's metrics (a line of `metrics.jsonl`).
+public struct EpochRecord: Codable, Sendable, Equatable {
+    /// 1-based.
+    public var epoch: Int
+    /// Mean training loss over the epoch's samples.
+    public var trainLoss: Double
+    /// Error on the test set given to `fit`; NaN when none was given.
+    public var testErrorPercent: Double
+    public var samplesPerSecond: Double
+    /// Training seconds (evaluation excluded).
+    public var seconds: Double
+    /// With a validation split: the error on the held-out training samples.
+    public var validationErrorPercent: Double?
+
+    public init(epoch: Int, trainLoss: Double, testErrorPercent: Double, samplesPerSecond: Double, seconds: Double) {
+        self.epoch = epoch
+        self.trainLoss = trainLoss
+        self.testErrorPercent = testErrorPercent
+        self.samplesPerSecond = samplesPerSecond
+        self.seconds = seconds
+    }
+}
+
+/// Where training stands: with the parameters and the optimizer's state, everything
+/// needed to continue bit for bit (the `state.json` of a checkpoint).
+public struct TrainingState: Codable, Sendable {
+    public var version: String
+    public var configuration: TrainingConfiguration
+    /// The model's description when it has one (the command line's networks): a checkpoint
+    /// with one can be evaluated without the code that built the model. Stored inside
+    /// `configuration` in the file, as `network`.
+    public var network: NetworkConfiguration?
+    /// The epoch in progress (0-based) and the next step to run in it.
+    public var epoch: Int
+    public var stepInEpoch: Int
+    /// Optimisation steps taken so far (the random streams' step, the momentum buffer's age).
+    public var globalStep: Int
+    /// Loss summed over the steps of the epoch in progress, and its training seconds so far.
+    public var epochLossSum: Double
+    public var epochSeconds: Double
+    /// Finished epochs' metrics.
+    public var records: [EpochRecord]
+    /// Early stopping: the best validation error so far, its epoch (1-based), and epochs since.
+    public var bestValidationErrorPercent: Double?
+    public var bestEpoch: Int?
+    public var epochsWithoutImprovement: Int?
+
+    public init(configuration: TrainingConfiguration, network: NetworkConfiguration?) {
+        version = ShardwiseVersion.current
+        self.configuration = configuration
+        self.network = network
+        epoch = 0
+        stepInEpoch = 0
+        globalStep = 0
+        epochLossSum = 0
+        epochSeconds = 0
+        records = []
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case version, configuration, epoch, stepInEpoch, globalStep, epochLossSum, epochSeconds, records
+        case bestValidationErrorPercent, bestEpoch, epochsWithoutImprovement
+    }
+
+    enum NetworkKey: String, CodingKey { case network }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        version = try c.decode(String.self, forKey: .version)
+        configuration = try c.decode(TrainingConfiguration.self, forKey: .configuration)
+        network = try c.nestedContainer(keyedBy: NetworkKey.self, forKey: .configuration).decodeIfPresent(NetworkConfiguration.self, forKey: .network)
+        epoch = try c.decode(Int.self, forKey: .epoch)
+        stepInEpoch = try c.decode(Int.self, forKey: .stepInEpoch)
+        globalStep = try c.decode(Int.self, forKey: .globalStep)
+        epochLossSum = try c.decode(Double.self, forKey: .epochLossSum)
+        epochSeconds = try c.decode(Double.self, forKey: .epochSeconds)
+        records = try c.decode([EpochRecord].self, forKey: .records)
+        bestValidationErrorPercent = try c.decodeIfPresent(Double.self, forKey: .bestValidationErrorPercent)
+        bestEpoch = try c.decodeIfPresent(Int.self, forKey: .bestEpoch)
+        epochsWithoutImprovement = try c.decodeIfPresent(Int.self, forKey: .epochsWithoutImprovement)
+    }
+
+    /// The configuration's fields and `network` in one object.
+    struct WithNetwork: Encodable {
+        var configuration: TrainingConfiguration
+        var network: NetworkConfiguration?
+
+        func encode(to encoder: Encoder) throws {
+            try configuration.encode(to: encoder)
+            var c = encoder.container(keyedBy: NetworkKey.self)
+            try c.encodeIfPresent(network, forKey: .network)
+        }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(version, forKey: .version)
+        try c.encode(WithNetwork(configuration: configuration, network: network), forKey: .configuration)
+        try c.encode(epoch, forKey: .epoch)
+        try c.encode(stepInEpoch, forKey: .stepInEpoch)
+        try c.encode(globalStep, forKey: .globalStep)
+        try c.encode(epochLossSum, forKey: .epochLossSum)
+        try c.encode(epochSeconds, forKey: .epochSeconds)
+        try c.encode(records, forKey: .records)
+        try c.encodeIfPresent(bestValidationErrorPercent, forKey: .bestValidationErrorPercent)
+        try c.encodeIfPresent(bestEpoch, forKey: .bestEpoch)
+        try c.encodeIfPresent(epochsWithoutImprovement, forKey: .epochsWithoutImprovement)
+    }
+}
+
+/// Mean seconds per step per worker.
+public struct StepSplit: Codable, Sendable {
+    /// Computing shards (forward and backward).
+    public var compute: Double
+    /// Waiting at the barrier for the other workers' shards.
+    public var waiting: Double
+    /// Summing shard gradients and updating parameters.
+    public var reduction: Double
+    /// Under MPI: seconds per step in cross-rank calls (exchange or all-reduce, allgather, agreement).
+    public var crossRank: Double?
+
+    public init(compute: Double, waiting: Double, reduction: Double, crossRank: Double? = nil) {
+        self.compute = compute
+        self.waiting = waiting
+        self.reduction = reduction
+        self.crossRank = crossRank
+    }
+}
+
+/// The library's version, written into checkpoints and summaries.
+public enum ShardwiseVersion {
+    public static let current = "0.2.0"
+}

@@ -1,0 +1,194 @@
+import Foundation
+import ShardwiseKernels
+import ShardwiseLayers
+
+/// A checkpoint is a folder `checkpoint-<step>` holding `model.safetensors` (the
+/// parameters, named as the model's ``ParameterLayout``, e.g. `layers.0.weight`),
+/// `optimizer.safetensors` (the optimizer's state, one tensor per parameter tensor,
+/// prefixed `momentum_buffer.`), `state.json` (the caller's training state) and
+/// `SHA256SUMS` over the three (checkable with `sha256sum -c`).
+///
+/// It is written into a temporary folder, every file fsynced, then renamed into place
+/// and the parent fsynced: a crash at any point leaves the previous checkpoint as it was.
+/// It takes parameters, optimizer state and training state, never a trainer.
+public enum Checkpoint {
+    public static let prefix = "checkpoint-"
+    static let files = ["model.safetensors", "optimizer.safetensors", "state.json"]
+    static let optimizerPrefix = "momentum_buffer."
+
+    /// What a checkpoint holds.
+    public struct Contents<State: Decodable> {
+        public var path: String
+        public var state: State
+        /// Laid out as the layout given to ``load(_:as:layout:)``.
+        public var parameters: [Float]
+        public var optimizerState: [Float]
+    }
+
+    public static func folderName(step: Int) -> String {
+        let digits = String(step)
+        return prefix + String(repeating: "0", count: max(0, 9 - digits.count)) + digits
+    }
+
+    /// Writes `checkpoint-<step>` into `directory` and keeps the newest `keep` checkpoints.
+    ///
+    /// - Parameters:
+    ///   - parameters, optimizerState: flat vectors laid out as `layout`.
+    ///   - metadata: strings stored in `model.safetensors`' `__metadata__` (a model description, say).
+    @discardableResult
+    public static func write<State: Encodable>(
+        parameters: UnsafePointer<Float>, optimizerState: UnsafePointer<Float>, layout: ParameterLayout,
+        state: State, step: Int, metadata: [String: String] = [:], directory: String, keep: Int
+    ) throws(CheckpointError) -> String {
+        let final = "\(directory)/\(folderName(step: step))"
+        let temporary = "\(directory)/.\(folderName(step: step)).tmp-\(getpid())"
+        do {
+            try AtomicFile.makeDirectory(directory)
+            AtomicFile.removeFolder(temporary)
+            try AtomicFile.makeDirectory(temporary)
+            let model = SafeTensors.encode(tensors(layout, parameters, prefix: ""), metadata: ["format": "pt"].merging(metadata) { a, _ in a })
+            let optimizer = SafeTensors.encode(tensors(layout, optimizerState, prefix: optimizerPrefix), metadata: ["format": "pt"])
+            let stateJSON: [UInt8]
+            do { stateJSON = Array(try JSON.encoder(pretty: true).encode(state)) + [0x0A] } catch {
+                throw CheckpointError("cannot encode the training state: \(error)")
+            }
+            var sums = ""
+            for (name, bytes) in zip(files, [model, optimizer, stateJSON]) {
+                try AtomicFile.writeDurably(bytes, to: "\(temporary)/\(name)")
+                sums += "\(SHA256.hexDigest(bytes))  \(name)\n"
+            }
+            try AtomicFile.writeDurably(Array(sums.utf8), to: "\(temporary)/SHA256SUMS")
+            AtomicFile.syncDirectory(temporary)
+            if access(final, F_OK) == 0 { AtomicFile.removeFolder(final) }
+            guard rename(temporary, final) == 0 else {
+                throw FileWriteError(path: final, reason: "rename: \(String(cString: strerror(errno)))")
+            }
+            AtomicFile.syncDirectory(directory)
+        } catch {
+            AtomicFile.removeFolder(temporary)
+            let previous = (try? newest(in: directory)).map { "; the previous checkpoint \($0) is intact" } ?? ""
+            throw CheckpointError("cannot write checkpoint: \(error)\(previous)")
+        }
+        prune(directory, keep: keep)
+        return final
+    }
+
+    /// Removes all but the newest `keep` checkpoints, and temporary folders left by dead writers.
+    static func prune(_ directory: String, keep: Int) {
+        let names = AtomicFile.list(directory) ?? []
+        let checkpoints = names.filter { $0.hasPrefix(prefix) }.sorted()
+        for name in checkpoints.dropLast(max(keep, 1)) { AtomicFile.removeFolder("\(directory)/\(name)") }
+        for name in names where name.hasPrefix(".\(prefix)") && !name.hasSuffix(".tmp-\(getpid())") {
+            AtomicFile.removeFolder("\(directory)/\(name)")
+        }
+    }
+
+    /// The newest checkpoint in `directory` whose files are all present and match their checksums.
+    public static func newest(in directory: String) throws(CheckpointError) -> String {
+        guard let names = AtomicFile.list(directory) else {
+            throw CheckpointError("\(directory): cannot read the folder (\(String(cString: strerror(errno))))")
+        }
+        let candidates = names.filter { $0.hasPrefix(prefix) }.sorted().reversed()
+        var problems: [String] = []
+        for name in candidates {
+            do {
+                _ = try verifiedFiles("\(directory)/\(name)")
+                return "\(directory)/\(name)"
+            } catch {
+                problems.append(error.description)
+            }
+        }
+        if problems.isEmpty {
+            throw CheckpointError("\(directory): no checkpoint found, expected a folder \(prefix)<step> written by 'shardwise train --checkpoint-every'")
+        }
+        throw CheckpointError("\(directory): no valid checkpoint; \(problems.joined(separator: "; "))")
+    }
+
+    /// Loads and verifies a checkpoint folder: checksums, state, tensor names and shapes.
+    /// `layout` gives the parameter layout the state describes (it may throw for a state it cannot use).
+    public static func load<State: Decodable>(
+        _ path: String, as: State.Type, layout: (State) throws(CheckpointError) -> ParameterLayout
+    ) throws(CheckpointError) -> Contents<State> {
+        let contents = try verifiedFiles(path)
+        let state: State
+        do { state = try JSON.decoder().decode(State.self, from: Data(contents["state.json"]!)) } catch {
+            throw CheckpointError("\(path)/state.json: not a training state (\(error))")
+        }
+        let layout = try layout(state)
+        let model = try SafeTensors.decode(contents["model.safetensors"]!, path: "\(path)/model.safetensors")
+        let optimizer = try SafeTensors.decode(contents["optimizer.safetensors"]!, path: "\(path)/optimizer.safetensors")
+        return Contents(
+            path: path, state: state,
+            parameters: try flatten(model.tensors, layout: layout, prefix: "", path: "\(path)/model.safetensors"),
+            optimizerState: try flatten(optimizer.tensors, layout: layout, prefix: optimizerPrefix, path: "\(path)/optimizer.safetensors"))
+    }
+
+    /// The checkpoint's files, each checked against SHA256SUMS.
+    static func verifiedFiles(_ path: String) throws(CheckpointError) -> [String: [UInt8]] {
+        guard let sums = AtomicFile.read("\(path)/SHA256SUMS") else {
+            throw CheckpointError("\(path): missing SHA256SUMS, expected a checkpoint folder written by shardwise")
+        }
+        let expected = Dictionary(
+            String(decoding: sums, as: UTF8.self).split(separator: "\n").compactMap { line -> (String, String)? in
+                let parts = line.split(separator: " ", omittingEmptySubsequences: true)
+                return parts.count == 2 ? (String(parts[1]), String(parts[0])) : nil
+            }, uniquingKeysWith: { a, _ in a })
+        var contents: [String: [UInt8]] = [:]
+        for name in files {
+            guard let bytes = AtomicFile.read("\(path)/\(name)") else { throw CheckpointError("\(path)/\(name): missing") }
+            guard let sum = expected[name] else { throw CheckpointError("\(path)/SHA256SUMS: no checksum for \(name)") }
+            let found = SHA256.hexDigest(bytes)
+            guard found == sum else {
+                throw CheckpointError("\(path)/\(name): checksum mismatch (corrupted or truncated: \(bytes.count) bytes, SHA-256 \(found.prefix(12))…, expected \(sum.prefix(12))…)")
+            }
+            contents[name] = bytes
+        }
+        return contents
+    }
+
+    static func tensors(_ layout: ParameterLayout, _ values: UnsafePointer<Float>, prefix: String) -> [SafeTensors.Tensor] {
+        layout.tensors.map { t in
+            SafeTensors.Tensor(name: prefix + t.name, shape: t.shape, values: Array(UnsafeBufferPointer(start: values + t.offset, count: t.count)))
+        }
+    }
+
+    /// Places named tensors into the flat layout, checking that names and shapes match the architecture.
+    public static func flatten(_ tensors: [SafeTensors.Tensor], layout: ParameterLayout, prefix: String, path: String) throws(CheckpointError) -> [Float] {
+        let byName = Dictionary(tensors.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        var flat = [Float](repeating: 0, count: layout.count)
+        for t in layout.tensors {
+            guard let found = byName[prefix + t.name] else {
+                throw CheckpointError("\(path): no tensor '\(prefix + t.name)'; the checkpoint is for another architecture")
+            }
+            guard found.shape == t.shape else {
+                throw CheckpointError("\(path): tensor '\(prefix + t.name)' has shape \(found.shape), the network expects \(t.shape) (another architecture)")
+            }
+            for i in 0..<t.count { flat[t.offset + i] = found.values[i] }
+        }
+        if tensors.count != layout.tensors.count {
+            throw CheckpointError("\(path): \(tensors.count) tensors, the network has \(layout.tensors.count) (another architecture)")
+        }
+        return flat
+    }
+}
+
+/// The JSON conventions of every file Shardwise writes: snake_case keys, sorted, slashes unescaped.
+public enum JSON {
+    public static func encoder(pretty: Bool) -> JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.outputFormatting = pretty ? [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }
+
+    public static func decoder() -> JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        return decoder
+    }
+
+    /// One line of JSON (no newline).
+    public static func line<T: Encodable>(_ value: T) throws -> String {
+        String(decoding: try encoder(pretty: false).encode(value), as: UTF8.self)
+    }
+}

@@ -1,0 +1,74 @@
+import ShardwiseKernels
+
+/// `y = x Wᵀ + b`, as PyTorch's `nn.Linear`: W (O, I), b (O), named `weight` and `bias`.
+///
+/// With `dropConnect` p > 0, training uses `W ∘ M / (1-p)` with M a Bernoulli(1-p) mask per
+/// weight (Wan et al. 2013), one mask per step for all of the step's samples, drawn from the
+/// stream (seed, dropConnect, step, this layer's index among the model's Linear layers).
+/// Weights start He-uniform, biases at zero.
+public struct Linear: Layer {
+    public let inputs: Int
+    public let outputs: Int
+    public let dropConnect: Double
+
+    public init(_ inputs: Int, _ outputs: Int, dropConnect: Double = 0) {
+        self.inputs = inputs
+        self.outputs = outputs
+        self.dropConnect = dropConnect
+    }
+
+    public func outputWidth(inputWidth: Int) throws(ModelError) -> Int {
+        guard inputs > 0, outputs > 0 else { throw ModelError("Linear(\(inputs), \(outputs)): sizes must be positive") }
+        guard (0..<1).contains(dropConnect) else { throw ModelError("Linear: dropConnect \(dropConnect), expected a probability in [0, 1)") }
+        guard inputWidth == inputs else {
+            throw ModelError("Linear(\(inputs), \(outputs)) receives rows of \(inputWidth) values, expected \(inputs)")
+        }
+        return outputs
+    }
+
+    public func parameters(inputWidth: Int) -> [ParameterSpec] {
+        [
+            ParameterSpec(name: "weight", shape: [outputs, inputs], initializer: .heUniform(fanIn: inputs), role: .weight),
+            ParameterSpec(name: "bias", shape: [outputs], initializer: .zeros, role: .bias),
+        ]
+    }
+
+    /// DropConnect keeps the step's mask and the masked weights: 2 (O, I) matrices.
+    public func scratchCount(inputWidth: Int, rows: Int) -> Int {
+        dropConnect > 0 ? 2 * inputs * outputs : 0
+    }
+
+    public func forward(_ pass: ForwardPass) {
+        var weights = pass.parameters[0]
+        if dropConnect > 0, let random = pass.random {
+            let mask = pass.scratch, masked = pass.scratch + inputs * outputs
+            DropoutKernel.fillMask(
+                rows: outputs, columns: inputs, address: random.address(.dropConnect),
+                firstPosition: 0, dropProbability: dropConnect, mask: mask)
+            Elementwise.multiply(count: outputs * inputs, a: weights, b: mask, out: masked)
+            weights = UnsafePointer(masked)
+        }
+        // y (N, O) = x (N, I) · Wᵀ, W: (O, I)
+        BLAS.gemm(
+            transposeA: false, transposeB: true, m: pass.rows, n: outputs, k: inputs,
+            a: pass.input, lda: inputs, b: weights, ldb: inputs, beta: 0, c: pass.output, ldc: outputs)
+        Elementwise.addBias(rows: pass.rows, columns: outputs, y: pass.output, bias: pass.parameters[1])
+    }
+
+    public func backward(_ pass: BackwardPass) {
+        let n = pass.rows, dy = pass.outputGradient, dW = pass.parameterGradients[0]
+        // dW (O, I) = dYᵀ (O, N) · X (N, I)
+        BLAS.gemm(
+            transposeA: true, transposeB: false, m: outputs, n: inputs, k: n,
+            a: dy, lda: outputs, b: pass.input, ldb: inputs, beta: 0, c: dW, ldc: inputs)
+        // DropConnect: the forward used W ∘ M, so dW = (dYᵀ X) ∘ M.
+        if dropConnect > 0 { Elementwise.multiply(count: outputs * inputs, a: dW, b: pass.scratch, out: dW) }
+        Elementwise.columnSums(rows: n, columns: outputs, dy: dy, sums: pass.parameterGradients[1])
+        guard let dx = pass.inputGradient else { return }
+        // dX (N, I) = dY (N, O) · W (O, I), with the weights the forward used
+        let weights = dropConnect > 0 ? UnsafePointer(pass.scratch + inputs * outputs) : pass.parameters[0]
+        BLAS.gemm(
+            transposeA: false, transposeB: false, m: n, n: inputs, k: outputs,
+            a: dy, lda: outputs, b: weights, ldb: inputs, beta: 0, c: dx, ldc: inputs)
+    }
+}

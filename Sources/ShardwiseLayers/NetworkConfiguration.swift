@@ -1,0 +1,94 @@
+import ShardwiseKernels
+
+/// Which noise dropout applies.
+public enum DropoutKind: String, Sendable, Codable, CaseIterable {
+    /// Zero a unit with probability p, scale survivors by 1/(1-p) (Srivastava et al. 2014).
+    case bernoulli
+    /// Multiply each unit by 1 + sqrt(p/(1-p)) z, z ~ N(0, 1): the same mean and variance
+    /// as Bernoulli dropout at rate p (Srivastava et al. 2014, section 10).
+    case gaussian
+    /// Zero each *weight* of a Linear layer with probability p, scale by 1/(1-p)
+    /// (DropConnect, Wan et al. 2013); one mask per step, shared by the step's samples.
+    case dropconnect
+}
+
+/// A multi-layer perceptron with ReLU and dropout described by its sizes and rates: the
+/// networks the command line trains, and the description checkpoints carry so that
+/// `shardwise eval` can rebuild them. ``model()`` gives the equivalent ``Sequential``.
+public struct NetworkConfiguration: Sendable, Codable, Equatable {
+    public var inputSize: Int
+    public var hiddenSizes: [Int]
+    public var outputSize: Int
+    /// Probability of zeroing an input unit.
+    public var dropoutInput: Double
+    /// Probability of zeroing a hidden unit (every hidden layer, unless `dropoutHiddenPerLayer` is set).
+    public var dropoutHidden: Double
+    /// One rate per hidden layer (`--dropout-hidden 0.5,0.3,0.2`); nil: `dropoutHidden` everywhere.
+    public var dropoutHiddenPerLayer: [Double]?
+    public var dropoutKind: DropoutKind
+
+    public init(
+        inputSize: Int = 784, hiddenSizes: [Int], outputSize: Int = 10, dropoutInput: Double, dropoutHidden: Double,
+        dropoutHiddenPerLayer: [Double]? = nil, dropoutKind: DropoutKind = .bernoulli
+    ) {
+        self.inputSize = inputSize
+        self.hiddenSizes = hiddenSizes
+        self.outputSize = outputSize
+        self.dropoutInput = dropoutInput
+        self.dropoutHidden = dropoutHidden
+        self.dropoutHiddenPerLayer = dropoutHiddenPerLayer
+        self.dropoutKind = dropoutKind
+    }
+
+    /// The dropout rate after hidden layer `layer`.
+    public func hiddenRate(_ layer: Int) -> Double {
+        dropoutHiddenPerLayer?[layer] ?? dropoutHidden
+    }
+
+    /// Every rate: the input's, then each hidden layer's.
+    public var allRates: [Double] { [dropoutInput] + hiddenSizes.indices.map(hiddenRate) }
+
+    enum CodingKeys: String, CodingKey {
+        case inputSize, hiddenSizes, outputSize, dropoutInput, dropoutHidden, dropoutHiddenPerLayer, dropoutKind
+    }
+
+    /// Files written before per-layer rates and kinds existed decode as uniform Bernoulli dropout.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        inputSize = try c.decode(Int.self, forKey: .inputSize)
+        hiddenSizes = try c.decode([Int].self, forKey: .hiddenSizes)
+        outputSize = try c.decode(Int.self, forKey: .outputSize)
+        dropoutInput = try c.decode(Double.self, forKey: .dropoutInput)
+        dropoutHidden = try c.decode(Double.self, forKey: .dropoutHidden)
+        dropoutHiddenPerLayer = try c.decodeIfPresent([Double].self, forKey: .dropoutHiddenPerLayer)
+        dropoutKind = try c.decodeIfPresent(DropoutKind.self, forKey: .dropoutKind) ?? .bernoulli
+    }
+
+    /// The model: [dropout] (Linear, ReLU, [dropout]) per hidden layer, Linear.
+    /// A rate of 0 adds no dropout layer; DropConnect moves each rate onto the weights
+    /// of the Linear layer its units feed.
+    public func model() -> Sequential {
+        let rates = allRates  // rates[k]: the rate on linear layer k's input units
+        let connect = dropoutKind == .dropconnect
+        func dropout(_ p: Double) -> [any Layer] {
+            guard p > 0, !connect else { return [] }
+            return [dropoutKind == .gaussian ? GaussianDropout(p) : Dropout(p)]
+        }
+        var layers = dropout(dropoutInput)
+        var width = inputSize
+        for (k, hidden) in hiddenSizes.enumerated() {
+            layers += [Linear(width, hidden, dropConnect: connect ? rates[k] : 0), ReLU()] + dropout(hiddenRate(k))
+            width = hidden
+        }
+        layers.append(Linear(width, outputSize, dropConnect: connect ? rates[hiddenSizes.count] : 0))
+        return Sequential(layers)
+    }
+}
+
+extension Network {
+    /// The network a ``NetworkConfiguration`` describes, with softmax cross-entropy.
+    /// Throws when a size is not positive or a rate not in [0, 1).
+    public init(_ configuration: NetworkConfiguration) throws(ModelError) {
+        try self.init(configuration.model(), inputWidth: configuration.inputSize)
+    }
+}

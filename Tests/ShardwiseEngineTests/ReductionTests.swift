@@ -1,0 +1,70 @@
+@testable import ShardwiseEngine
+import ShardwiseApp
+import ShardwiseKernels
+import ShardwiseLayers
+import ShardwiseTopology
+import XCTest
+
+/// The parallel reduction equals a plain sequential sum-and-update, bit for bit,
+/// over seeds, chunk sizes and worker counts. Also run under ThreadSanitizer (make test).
+final class ReductionTests: XCTestCase {
+    func testParallelReductionEqualsSequentialSum() async throws {
+        for workers in [1, 2, 3, 5] {
+            let pool = try WorkerPool.onThisMachine(workers: workers, oversubscribe: true)
+            for chunkElements in [16, 100, 1_000, 16_384] {
+                for seed in UInt64(0)..<4 {
+                    let shards = Int(seed) + 1
+                    let configuration = RunConfiguration(
+                        network: NetworkConfiguration(inputSize: 20, hiddenSizes: [33, 17], outputSize: 10, dropoutInput: 0, dropoutHidden: 0.5), training: TrainingConfiguration(
+                        optimizer: OptimizerConfiguration(learningRate: 0.1, momentum: MomentumRamp(start: 0.9, end: 0.9, epochs: 0), weightDecay: 1e-4),
+                        epochs: 1, batchSize: 4 * shards, shardSize: 4, seed: seed))
+                    let trainer = try Trainer(
+                        network: configuration.network, data: syntheticDataset(count: 64, seed: seed), configuration: configuration.training,
+                        workers: pool, chunkElements: chunkElements)
+                    let count = trainer.network.layout.count
+                    let stream = RandomAddress(seed: seed, purpose: .synthetic)
+                    for (s, buffer) in trainer.shardGradients.enumerated() {
+                        for i in 0..<count { buffer[i] = stream.uniform(s * count + i) - 0.5 }
+                    }
+                    let expected = FloatBuffer(count: count), velocity = FloatBuffer(count: count)
+                    expected.copy(from: trainer.parameters)
+                    let hyper = SGDHyperparameters(learningRate: 0.1, momentum: 0.9, weightDecay: 1e-4)
+                    for step in 0..<2 {
+                        for tensor in trainer.network.layout.tensors {
+                            SGDKernel.updateReference(
+                                range: tensor.offset..<tensor.offset + tensor.count, weights: expected.pointer,
+                                gradients: trainer.shardGradientPointers, shardCount: shards,
+                                velocity: velocity.pointer, hyper: hyper, firstStep: step == 0)
+                        }
+                        await trainer.reduceOnly(hyperparameters: hyper)
+                        trainer.optimizer.stepsTaken += 1
+                    }
+                    XCTAssertEqual(trainer.parameters.array, expected.array, "workers \(workers) chunk \(chunkElements) seed \(seed)")
+                    XCTAssertEqual(trainer.optimizer.velocity.array, velocity.array)
+                }
+            }
+            pool.shutdown()
+        }
+    }
+}
+
+final class ShardMemoryTests: XCTestCase {
+    /// Each shard's gradient and workspace memory sits on the NUMA node of the worker that computes it.
+    func testShardBuffersLiveOnTheirWorkersNode() throws {
+        let pool = try WorkerPool.onThisMachine(workers: 2, oversubscribe: true)
+        defer { pool.shutdown() }
+        var configuration = RunConfiguration.reference()
+        configuration.network.hiddenSizes = [32]
+        configuration.batchSize = 8 * 5
+        configuration.shardSize = 8
+        let trainer = try Trainer(network: configuration.network, data: syntheticDataset(count: 64, features: 784, seed: 1), configuration: configuration.training, workers: pool)
+        let topology = try ShardwiseTopology.Topology.thisMachine()
+        for shard in 0..<configuration.shardsPerBatch {
+            let owner = Trainer.owner(ofShard: shard, shards: configuration.shardsPerBatch, workers: 2)
+            XCTAssert(trainer.shards(of: owner).contains(shard), "shard \(shard) owner \(owner)")
+            guard let node = pool.workers[owner].placement.memoryNode else { continue }
+            let buffer = trainer.shardGradients[shard]
+            XCTAssertEqual(topology.memoryLocation(of: buffer.pointer, bytes: buffer.count * 4), [node], "shard \(shard)")
+        }
+    }
+}

@@ -1,0 +1,22 @@
+import ShardwiseEngine
+import ShardwiseIO
+import ShardwiseApp
+import XCTest
+
+/// NIST FIPS 180-4 examples.
+final class SHA256Tests: XCTestCase {
+    func digest(_ text: String) -> String {
+        var hash = SHA256()
+        hash.update(Array(text.utf8))
+        return SHA256.hex(hash.finalize())
+    }
+
+    func testKnownDigests() {
+        XCTAssertEqual(digest(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        XCTAssertEqual(digest("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        XCTAssertEqual(
+            digest("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
+        XCTAssertEqual(digest(String(repeating: "a", count: 1_000_000)), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
+    }
+}

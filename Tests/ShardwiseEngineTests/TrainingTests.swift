@@ -1,0 +1,180 @@
+import ShardwiseData
+import ShardwiseKernels
+import ShardwiseLayers
+import ShardwiseEngine
+import ShardwiseApp
+import XCTest
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+func sharedMNISTFolder() throws -> String {
+    let candidates = ["../shared/datasets/mnist", "../../shared/datasets/mnist"]
+    guard let folder = candidates.first(where: { access("\($0)/train-labels-idx1-ubyte.gz", R_OK) == 0 }) else {
+        throw XCTSkip("../shared/datasets/mnist is absent; MNIST training tests skipped")
+    }
+    return folder
+}
+
+/// A small problem with a learnable rule, for tests that must not need MNIST:
+/// class c lights features c and c + 10 (0.6) under uniform noise (0...0.5) everywhere.
+func syntheticDataset(count: Int, features: Int = 20, seed: UInt64) -> Dataset {
+    let stream = RandomAddress(seed: seed, purpose: .synthetic)
+    var images = [Float](repeating: 0, count: count * features)
+    var labels = [Int32](repeating: 0, count: count)
+    for n in 0..<count {
+        let label = stream.integer(n, below: 10)
+        labels[n] = Int32(label)
+        for f in 0..<features {
+            images[n * features + f] = 0.5 * stream.uniform(count + n * features + f) + (f % 10 == label ? 0.6 : 0)
+        }
+    }
+    return Dataset(features: features, classes: 10, images: images, labels: labels)
+}
+
+final class TrainingTests: XCTestCase {
+    func smallConfiguration(seed: UInt64 = 1, shardSize: Int = 8) -> RunConfiguration {
+        RunConfiguration(
+            network: NetworkConfiguration(inputSize: 20, hiddenSizes: [32, 32], outputSize: 10, dropoutInput: 0.1, dropoutHidden: 0.3), training: TrainingConfiguration(
+            optimizer: OptimizerConfiguration(
+                learningRate: 0.05, schedule: .cosine(epochs: 3, floor: 0.1),
+                momentum: MomentumRamp(start: 0.5, end: 0.9, epochs: 1), maxNorm: 3),
+            epochs: 3, batchSize: 32, shardSize: shardSize, seed: seed))
+    }
+
+    /// Trains and returns the trainer; its pool stops when the trainer is released.
+    func train(_ configuration: RunConfiguration, data: Dataset, workers: Int = 1) async throws -> Trainer {
+        let pool = try WorkerPool.onThisMachine(workers: workers, oversubscribe: true)
+        let trainer = try Trainer(network: configuration.network, data: data, configuration: configuration.training, workers: pool)
+        for epoch in 0..<configuration.epochs {
+            trainer.shuffle(epoch: epoch)
+            for s in 0..<trainer.stepsPerEpoch { _ = try await trainer.step(epoch: epoch, stepInEpoch: s) }
+        }
+        return trainer
+    }
+
+    /// The same configuration and seed give the same weights; another seed does not.
+    func testSameSeedSameWeights() async throws {
+        let data = syntheticDataset(count: 512, seed: 3)
+        let a = try await train(smallConfiguration(), data: data).weightsSHA256
+        let b = try await train(smallConfiguration(), data: data).weightsSHA256
+        let c = try await train(smallConfiguration(seed: 2), data: data).weightsSHA256
+        XCTAssertEqual(a, b)
+        XCTAssertNotEqual(a, c)
+    }
+
+    /// The contract: a few hundred steps with dropout give the same weights for 1, 2, 3, 4 and 8
+    /// workers (more workers than cores, oversubscribed), with either placement, and on a rerun.
+    func testWeightsIndependentOfWorkerCount() async throws {
+        let data = syntheticDataset(count: 4096, seed: 5)
+        var configuration = smallConfiguration(shardSize: 8)
+        configuration.batchSize = 64  // 8 shards: 8 workers get one each, 3 workers get 3/3/2
+        configuration.epochs = 4      // 4 x 64 = 256 steps
+        configuration.optimizer.schedule = .cosine(epochs: 4, floor: 0.1)
+        let reference = try await train(configuration, data: data, workers: 1).weightsSHA256
+        for workers in [2, 3, 4, 8] {
+            let hash = try await train(configuration, data: data, workers: workers).weightsSHA256
+            XCTAssertEqual(hash, reference, "\(workers) workers")
+        }
+        let rerun = try await train(configuration, data: data, workers: 2).weightsSHA256
+        XCTAssertEqual(rerun, reference, "rerun")
+        var reseeded = configuration
+        reseeded.seed = 77
+        let other = try await train(reseeded, data: data, workers: 2).weightsSHA256
+        XCTAssertNotEqual(other, reference)
+    }
+
+    /// The same contract for Gaussian dropout and DropConnect, with per-layer rates.
+    func testVariantsIndependentOfWorkerCount() async throws {
+        let data = syntheticDataset(count: 1024, seed: 6)
+        for kind in [DropoutKind.gaussian, .dropconnect] {
+            var configuration = smallConfiguration(shardSize: 8)
+            configuration.batchSize = 64
+            configuration.network.dropoutHiddenPerLayer = [0.5, 0.2]
+            configuration.network.dropoutKind = kind
+            let one = try await train(configuration, data: data, workers: 1).weightsSHA256
+            let three = try await train(configuration, data: data, workers: 3).weightsSHA256
+            XCTAssertEqual(one, three, "\(kind)")
+            var bernoulli = configuration
+            bernoulli.network.dropoutKind = .bernoulli
+            let plain = try await train(bernoulli, data: data, workers: 1).weightsSHA256
+            XCTAssertNotEqual(one, plain, "\(kind) should differ from Bernoulli dropout")
+        }
+    }
+
+    func testShuffleIsAPermutationThatDependsOnEpochAndSeed() throws {
+        let data = syntheticDataset(count: 100, seed: 3)
+        let pool = try WorkerPool.onThisMachine(workers: 1)
+        defer { pool.shutdown() }
+        let trainer = try Trainer(network: smallConfiguration().network, data: data, configuration: smallConfiguration().training, workers: pool)
+        trainer.shuffle(epoch: 0)
+        let first = trainer.order
+        XCTAssertEqual(Set(first), Set(0..<100))
+        trainer.shuffle(epoch: 1)
+        XCTAssertNotEqual(trainer.order, first)
+        trainer.shuffle(epoch: 0)
+        XCTAssertEqual(trainer.order, first)
+    }
+
+    func testLearnsSyntheticRule() async throws {
+        let data = syntheticDataset(count: 2048, seed: 3)
+        var configuration = smallConfiguration()
+        configuration.epochs = 10
+        configuration.optimizer.schedule = .cosine(epochs: 10, floor: 0.05)
+        let trainer = try await train(configuration, data: data, workers: 2)
+        let error = try await trainer.evaluate(syntheticDataset(count: 1000, seed: 99))
+        XCTAssertLessThan(error, 5, "a separable 10-class rule should be learnt (chance is 90% error)")
+    }
+
+    /// End to end on MNIST: 3x256 ReLU with dropout 0.2, max-norm and momentum SGD, trained
+    /// on 10,000 samples for 4 epochs, must beat 92% accuracy (8% error) on the first 2,000
+    /// test images. (Measured: 6.60%. An independent numpy version of the same recipe gets the
+    /// same figures within noise; a linear model gets ~10% here.)
+    func testMNISTSubsetAccuracy() async throws {
+        let folder = try sharedMNISTFolder()
+        var configuration = RunConfiguration.reference(epochs: 4)
+        configuration.network.hiddenSizes = [256, 256, 256]
+        configuration.network.dropoutHidden = 0.2
+        configuration.optimizer.learningRate = 0.1
+        configuration.batchSize = 64
+        configuration.shardSize = 32
+        let lines = Lines()
+        let summary = try await TrainingRun.run(
+            configuration: configuration,
+            options: RunOptions(dataDirectory: folder, trainLimit: 10_000, testLimit: 2_000),
+            console: lines.console)
+        XCTAssertLessThan(summary.finalTestErrorPercent, 8.0)
+        XCTAssertEqual(summary.epochs.count, 4)
+        XCTAssert(lines.all.last!.hasPrefix(String(format: "test error %.2f%% | weights sha256 ", summary.finalTestErrorPercent)))
+        XCTAssertEqual(summary.weightsSha256.count, 64)
+    }
+
+    func testValidationNamesTheSetting() {
+        func problem(_ change: (inout RunConfiguration) -> Void) -> String {
+            var configuration = smallConfiguration()
+            change(&configuration)
+            do {
+                try configuration.validate()
+                return "valid"
+            } catch {
+                return error.description
+            }
+        }
+        XCTAssertEqual(problem { _ in }, "valid")
+        XCTAssertEqual(problem { $0.network.dropoutInput = 1 }, "dropoutInput: 1.0, expected a probability in [0, 1)")
+        XCTAssertEqual(problem { $0.network.dropoutHidden = -0.1 }, "dropoutHidden: -0.1, expected a probability in [0, 1)")
+        XCTAssertEqual(problem { $0.batchSize = 0 }, "batchSize: 0, expected a positive number of samples")
+        XCTAssertEqual(problem { $0.batchSize = 30 }, "batchSize: 30 is not a whole number of shards of 8 (shardSize)")
+        XCTAssertEqual(problem { $0.network.hiddenSizes = [] }, "hiddenSizes: no hidden layers given, expected sizes like 1024,1024,1024")
+        XCTAssertEqual(problem { $0.network.hiddenSizes = [4, 0] }, "hiddenSizes: layer size 0 in 4,0, expected positive sizes")
+        XCTAssertEqual(problem { $0.optimizer.learningRate = 0 }, "learningRate: 0.0, expected a positive learning rate")
+        XCTAssertEqual(problem { $0.optimizer.maxNorm = -1 }, "maxNorm: -1.0, expected a positive norm bound")
+    }
+}
+
+/// A console that keeps its lines, for tests.
+final class Lines: @unchecked Sendable {
+    private(set) var all: [String] = []
+    var console: Console { Console(write: { text in self.all += text.split(separator: "\n").map(String.init) }) }
+}
