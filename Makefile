@@ -13,7 +13,7 @@ RUN_DIR      ?= runs/reference
 MPIRUN_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
 TRAIN_FLAGS  ?=
 
-.PHONY: all deps build train train-no-dropout reproduce-dropout test bench bench-mpi clean
+.PHONY: all deps build train train-no-dropout reproduce-dropout test example docs bench bench-mpi clean
 
 all: build
 
@@ -62,6 +62,21 @@ test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan --filter '$(TSAN_TESTS)'
+	$(MAKE) example
+
+# Examples/TrainMNIST: a package that depends on the Shardwise product by path, with a layer of
+# its own. Its tests (gradient check, worker-count contract), then one short epoch on MNIST.
+EXAMPLE := Examples/TrainMNIST
+MNIST   ?= $(firstword $(wildcard data/mnist ../shared/datasets/mnist))
+example: deps
+	$(SWIFT) build --package-path $(EXAMPLE) --build-tests
+	$(SWIFT) test --package-path $(EXAMPLE) --skip-build
+	@if [ -n "$(MNIST)" ]; then $(EXAMPLE)/.build/debug/TrainMNIST $(MNIST) 1 6000; \
+	 else echo "MNIST not found (data/mnist or ../shared/datasets/mnist): the example's training run is skipped"; fi
+
+# The library's documentation (DocC), into .build/plugins/Swift-DocC/outputs/Shardwise.doccarchive.
+docs:
+	$(SWIFT) package generate-documentation --target Shardwise
 
 # Kernel and training-step throughput against the machine's GEMM rate (ordo-one/benchmark).
 bench: deps
@@ -72,4 +87,4 @@ bench-mpi: build
 	mpirun $(MPIRUN_FLAGS) -np 2 .build/release/shardwise bench
 
 clean:
-	rm -rf .build Benchmarks/.build
+	rm -rf .build .build-tsan Benchmarks/.build $(EXAMPLE)/.build

@@ -110,6 +110,6 @@ final class CLITests: XCTestCase {
     func testVersion() throws {
         let result = try shardwise(["--version"])
         XCTAssertEqual(result.status, 0)
-        XCTAssertEqual(result.output.trimmingCharacters(in: .whitespacesAndNewlines), "0.1.0")
+        XCTAssertEqual(result.output.trimmingCharacters(in: .whitespacesAndNewlines), ShardwiseVersion.current)
     }
 }

@@ -1,0 +1,56 @@
+import Shardwise
+
+/// `y = x` for x > 0, `y = slope · x` otherwise, elementwise (PyTorch's `nn.LeakyReLU`).
+public struct LeakyReLU: Layer {
+    public var slope: Float
+
+    public init(slope: Float = 0.01) { self.slope = slope }
+
+    public func outputWidth(inputWidth: Int) throws(ModelError) -> Int { inputWidth }
+
+    public func forward(_ pass: ForwardPass) {
+        for i in 0..<pass.rows * pass.inputWidth {
+            let x = pass.input[i]
+            pass.output[i] = x > 0 ? x : slope * x
+        }
+    }
+
+    public func backward(_ pass: BackwardPass) {
+        guard let dx = pass.inputGradient else { return }
+        for i in 0..<pass.rows * pass.inputWidth {
+            dx[i] = pass.input[i] > 0 ? pass.outputGradient[i] : slope * pass.outputGradient[i]
+        }
+    }
+}
+
+/// Adds uniform noise in [-amplitude, amplitude) to every unit in training; the identity in
+/// evaluation. A stochastic layer of the user's own: it draws from the stream the engine
+/// gives it, addressed by each row's position in the global batch, so the noise, and the
+/// trained weights, are the same for any number of workers.
+public struct UniformNoise: Layer {
+    public var amplitude: Float
+
+    public init(amplitude: Float) { self.amplitude = amplitude }
+
+    public func outputWidth(inputWidth: Int) throws(ModelError) -> Int { inputWidth }
+
+    public func forward(_ pass: ForwardPass) {
+        let width = pass.inputWidth
+        guard let random = pass.random else {
+            pass.output.update(from: pass.input, count: pass.rows * width)
+            return
+        }
+        let stream = random.address(.user(1))
+        for r in 0..<pass.rows {
+            let sample = random.firstPosition + r
+            for u in 0..<width {
+                pass.output[r * width + u] = pass.input[r * width + u] + amplitude * (2 * stream.uniform(sample * width + u) - 1)
+            }
+        }
+    }
+
+    /// The noise is added, so dx = dy.
+    public func backward(_ pass: BackwardPass) {
+        pass.inputGradient?.update(from: pass.outputGradient, count: pass.rows * pass.inputWidth)
+    }
+}

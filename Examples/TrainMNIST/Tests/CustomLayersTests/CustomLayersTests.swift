@@ -1,0 +1,102 @@
+import CustomLayers
+import Foundation
+import Shardwise
+import XCTest
+
+/// The example's own layers meet the checks the built-in layers meet: finite-difference
+/// gradients against an independent Double forward pass, and the worker-count contract.
+final class CustomLayersTests: XCTestCase {
+    let rows = 4, inputs = 6, hidden = 5, classes = 3
+
+    /// Softmax cross-entropy of Linear -> LeakyReLU -> Linear in Double, divided by `divisor`.
+    func oracleLoss(_ theta: [Double], _ layout: ParameterLayout, input: [Double], labels: [Int32], slope: Double, divisor: Int) -> Double {
+        func linear(_ k: Int, _ x: [Double], _ i: Int, _ o: Int) -> [Double] {
+            let w = layout.tensor(named: "layers.\(k).weight")!, b = layout.tensor(named: "layers.\(k).bias")!
+            return (0..<rows * o).map { e in
+                let n = e / o, u = e % o
+                return (0..<i).reduce(theta[b.offset + u]) { $0 + x[n * i + $1] * theta[w.offset + u * i + $1] }
+            }
+        }
+        let h = linear(0, input, inputs, hidden).map { $0 > 0 ? $0 : slope * $0 }
+        let z = linear(1, h, hidden, classes)
+        var loss = 0.0
+        for n in 0..<rows {
+            let row = z[n * classes..<(n + 1) * classes]
+            let m = row.max()!
+            loss += m + log(row.reduce(0) { $0 + exp($1 - m) }) - z[n * classes + Int(labels[n])]
+        }
+        return loss / Double(divisor)
+    }
+
+    func testLeakyReLUGradientsMatchFiniteDifferences() throws {
+        _ = try BLAS.load()
+        let slope = 0.1
+        let network = try Network(Sequential { Linear(inputs, hidden); LeakyReLU(slope: Float(slope)); Linear(hidden, classes) }, inputWidth: inputs)
+        for seed in UInt64(1)...3 {
+            let parameters = FloatBuffer(count: network.layout.count)
+            network.initialize(parameters: parameters, seed: seed)
+            let ws = Workspace(network: network, capacity: rows)
+            let stream = RandomAddress(seed: seed, purpose: .synthetic)
+            for i in 0..<rows * inputs { ws.input[i] = 2 * stream.uniform(i) - 1 }
+            let labels = (0..<rows).map { Int32($0 % classes) }
+            for n in 0..<rows { ws.labels[n] = labels[n] }
+            let divisor = 2 * rows
+            network.forward(parameters: parameters.pointer, workspace: ws, rows: rows, random: nil)
+            let gradient = FloatBuffer(count: network.layout.count)
+            let lossSum = network.backward(parameters: parameters.pointer, workspace: ws, rows: rows, lossDivisor: divisor, gradient: gradient.pointer)
+            var theta = (0..<network.layout.count).map { Double(parameters[$0]) }
+            let input = (0..<rows * inputs).map { Double(ws.input[$0]) }
+            let loss = { (t: [Double]) in self.oracleLoss(t, network.layout, input: input, labels: labels, slope: slope, divisor: divisor) }
+            XCTAssertEqual(lossSum / Double(divisor), loss(theta), accuracy: 1e-5)
+            let h = 1e-6
+            for tensor in network.layout.tensors {
+                for e in 0..<tensor.count {
+                    let i = tensor.offset + e, saved = theta[i]
+                    theta[i] = saved + h
+                    let plus = loss(theta)
+                    theta[i] = saved - h
+                    let minus = loss(theta)
+                    theta[i] = saved
+                    let numeric = (plus - minus) / (2 * h)
+                    XCTAssertEqual(Double(gradient[i]), numeric, accuracy: 1e-4 + 1e-3 * abs(numeric), "seed \(seed) \(tensor.name)[\(e)]")
+                }
+            }
+        }
+    }
+
+    /// Trained weights are the same for 1, 2, 3 and 4 workers, with the example's layers and dropout.
+    func testWeightsIndependentOfWorkerCount() async throws {
+        let count = 1024, features = 20
+        let stream = RandomAddress(seed: 3, purpose: .synthetic)
+        var images = [Float](repeating: 0, count: count * features)
+        var labels = [Int32](repeating: 0, count: count)
+        for n in 0..<count {
+            let label = stream.integer(n, below: 10)
+            labels[n] = Int32(label)
+            for f in 0..<features { images[n * features + f] = 0.5 * stream.uniform(count + n * features + f) + (f % 10 == label ? 0.6 : 0) }
+        }
+        let data = Dataset(features: features, classes: 10, images: images, labels: labels)
+        let configuration = TrainingConfiguration(
+            optimizer: OptimizerConfiguration(learningRate: 0.05, momentum: MomentumRamp(start: 0.9, end: 0.9, epochs: 0), maxNorm: 3),
+            epochs: 2, batchSize: 64, shardSize: 8, seed: 5)
+        var hashes: [String] = []
+        var errors: [Double] = []
+        for workers in 1...4 {
+            let pool = try WorkerPool.onThisMachine(workers: workers, oversubscribe: true)
+            let model = Sequential {
+                UniformNoise(amplitude: 0.1)
+                Linear(features, 32); LeakyReLU(slope: 0.05); Dropout(0.3)
+                Linear(32, 10)
+            }
+            let trainer = try Trainer(model: model, data: data, configuration: configuration, workers: pool)
+            var epochs = 0
+            for try await event in trainer.fit(test: data) { if case .epoch = event { epochs += 1 } }
+            XCTAssertEqual(epochs, 2)
+            hashes.append(trainer.weightsSHA256)
+            errors.append(trainer.state.records.last!.testErrorPercent)
+            pool.shutdown()
+        }
+        XCTAssertEqual(Set(hashes).count, 1, "\(hashes)")
+        XCTAssertLessThan(errors[0], 20, "the synthetic rule is learnt")
+    }
+}
