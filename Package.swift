@@ -25,6 +25,8 @@ let package = Package(
     products: [
         .library(name: "Shardwise", targets: ["Shardwise"]),
         .executable(name: "shardwise", targets: ["ShardwiseCLI"]),
+        // The application layer (measurements, reports), for the Benchmarks package: not the library's API.
+        .library(name: "_ShardwiseApp", targets: ["ShardwiseApp"]),
     ],
     dependencies: [
         // The command line's flags, help and errors (the CLI target only).

@@ -15,10 +15,8 @@ let package = Package(
             name: "Kernels",
             dependencies: [
                 .product(name: "Benchmark", package: "benchmark"),
-                .product(name: "ShardwiseRuntime", package: "Shardwise"),
-                .product(name: "ShardwiseKernels", package: "Shardwise"),
-                .product(name: "ShardwiseLayers", package: "Shardwise"),
-                .product(name: "ShardwiseData", package: "Shardwise"),
+                .product(name: "Shardwise", package: "Shardwise"),
+                .product(name: "_ShardwiseApp", package: "Shardwise"),
             ],
             path: "Benchmarks/Kernels",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]),

@@ -1,4 +1,5 @@
 import Foundation
+import Shardwise
 import XCTest
 
 #if canImport(Glibc)

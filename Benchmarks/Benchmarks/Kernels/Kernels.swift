@@ -1,7 +1,6 @@
 import Benchmark
-import ShardwiseKernels
-import ShardwiseLayers
-import ShardwiseRuntime
+import Shardwise
+import ShardwiseApp
 
 // Shardwise's benchmarks. Every figure is judged against the machine's own limit,
 // measured inside the same benchmark (the same process, the same run):
@@ -18,8 +17,8 @@ func metric(_ name: String) -> BenchmarkMetric {
 let benchmarks: @Sendable () -> Void = {
     Benchmark.defaultConfiguration = .init(
         metrics: [.wallClock], warmupIterations: 1, maxDuration: .seconds(20), maxIterations: 3)
-    let reference = TrainingConfiguration.reference()
-    let network = Network(reference.network)
+    let reference = RunConfiguration.reference()
+    let network = try! Network(reference.network)
 
     Benchmark("single-thread sgemm at the training shapes (batch 128)", configuration: .init(metrics: [metric("MFLOP/s")])) { benchmark in
         let rate = try KernelProbe.TrainingGEMMs(network: network, rows: 128).gflops(seconds: 1)
