@@ -41,9 +41,10 @@ public final class Console: @unchecked Sendable {
 
     public func epochDone(_ record: EpochRecord, of epochs: Int) {
         let validation = record.validationErrorPercent.map { String(format: ", validation error %.2f%%", $0) } ?? ""
+        let test = record.testErrorPercent.map { String(format: ", test error %.2f%%", $0) } ?? ""
         let text = String(
-            format: "epoch %d/%d: train loss %.4f%@, test error %.2f%%, %.0f samples/s, %.1f s",
-            record.epoch, epochs, record.trainLoss, validation, record.testErrorPercent, record.samplesPerSecond, record.seconds)
+            format: "epoch %d/%d: train loss %.4f%@%@, %.0f samples/s, %.1f s",
+            record.epoch, epochs, record.trainLoss, validation, test, record.samplesPerSecond, record.seconds)
         write((isTerminal ? "\r\u{1B}[K" : "") + text + "\n")
     }
 }

@@ -233,14 +233,14 @@ extension RunSummary {
         let validation = trainer.validationData
         self.init(
             version: ShardwiseVersion.current, configuration: configuration,
-            finalTestErrorPercent: state.records.last!.testErrorPercent,
+            finalTestErrorPercent: state.records.last!.testErrorPercent ?? .nan,
             samplesPerSecond: Double(samplesPerEpoch * state.records.count) / trainingSeconds,
             wallSeconds: wallSeconds, weightsSha256: trainer.weightsSHA256,
             workers: trainer.workerCount, shardSize: configuration.shardSize, placement: trainer.pool.plan,
             pinned: trainer.pool.allPinned, stepSeconds: split, blas: blas,
             trainSamples: trainer.trainingData.count, testSamples: testSamples, dataDirectory: dataDirectory,
             epochs: state.records, bestEpoch: state.bestEpoch, bestValidationErrorPercent: state.bestValidationErrorPercent,
-            bestTestErrorPercent: state.bestEpoch.map { state.records[$0 - 1].testErrorPercent },
+            bestTestErrorPercent: state.bestEpoch.flatMap { state.records[$0 - 1].testErrorPercent },
             validationSamples: validation?.count, stoppedEarly: validation.map { _ in state.records.count < configuration.epochs },
             ranks: trainer.cluster?.size, crossRank: trainer.cluster.map { _ in trainer.fastAllreduce ? "fast" : "ordered" })
     }

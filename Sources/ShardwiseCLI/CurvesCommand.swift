@@ -57,7 +57,7 @@ struct CurvesCommand: ParsableCommand {
             series.append((name, records))
             guard let last = records.last else { throw RunError("\(folder)/metrics.jsonl: no epochs") }
             let paper = paperError.isEmpty ? "" : String(format: " %.2f%% |", paperError[rows.count])
-            rows.append(String(format: "| %@ | %@ | %d | %.2f%% |%@ %@ |", folder, name, last.epoch, last.testErrorPercent, paper, wall))
+            rows.append(String(format: "| %@ | %@ | %d | %.2f%% |%@ %@ |", folder, name, last.epoch, last.testErrorPercent ?? .nan, paper, wall))
         }
         if let table {
             let header = "| run | network | epochs | test error |" + (paperError.isEmpty ? "" : " paper |") + " wall time |\n"

@@ -27,7 +27,7 @@ extension Trainer {
     /// ``state`` stands, yielding an event per step, per epoch and per checkpoint.
     ///
     /// - Parameters:
-    ///   - test: evaluated after every epoch (the record's `testErrorPercent`; NaN without one).
+    ///   - test: evaluated after every epoch (the record's `testErrorPercent`; nil without one).
     ///   - checkpoints: where checkpoints go; without one, none is written.
     ///   - stopAfterSteps: stop as if cancelled after this many steps of this call.
     /// The loop runs on the pool's first worker, so it shares no thread with the caller.
@@ -118,9 +118,10 @@ extension Trainer {
     /// Evaluates the epoch just trained, records it, and moves the state to the next epoch.
     func finishEpoch(test: Dataset?) async throws(TrainingError) -> EpochRecord {
         let samples = stepsPerEpoch * configuration.batchSize
+        var testError: Double?
+        if let test { testError = try await evaluate(test) }
         var record = EpochRecord(
-            epoch: state.epoch + 1, trainLoss: state.epochLossSum / Double(samples),
-            testErrorPercent: try await test.asyncMap { data throws(TrainingError) in try await evaluate(data) } ?? .nan,
+            epoch: state.epoch + 1, trainLoss: state.epochLossSum / Double(samples), testErrorPercent: testError,
             samplesPerSecond: Double(samples) / state.epochSeconds, seconds: state.epochSeconds)
         if let validationData {
             let error = try await evaluate(validationData)
@@ -155,13 +156,5 @@ extension Trainer {
                 parameters: parameters.pointer, optimizerState: optimizer.velocity.pointer, layout: network.layout,
                 state: state, step: state.globalStep, metadata: metadata, directory: policy.directory, keep: policy.keep)
         } catch { throw .checkpoint(error) }
-    }
-}
-
-extension Optional {
-    /// `map` with an async throwing transform.
-    func asyncMap<T, E: Error>(_ transform: (Wrapped) async throws(E) -> T) async throws(E) -> T? {
-        guard let self else { return nil }
-        return try await transform(self)
     }
 }

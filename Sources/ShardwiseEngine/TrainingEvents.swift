@@ -119,15 +119,20 @@ final class EventChannel: Sendable {
         wake.map { $0.0.resume(returning: $0.1) }
     }
 
+    /// Ends the sequence after the queued events (step events may be waiting in the queue
+    /// while the consumer waits): then nil, or the error, thrown once.
     func finish(throwing error: (any Error)? = nil) {
-        let waiter = state.withLock { s -> CheckedContinuation<TrainingEvent?, any Error>? in
+        let wake = state.withLock { s -> (CheckedContinuation<TrainingEvent?, any Error>, TrainingEvent?)? in
             s.finished = true
             s.failure = error
-            defer { s.waiter = nil }
-            return s.waiter
+            guard let w = s.waiter else { return nil }
+            s.waiter = nil
+            if !s.buffer.isEmpty { return (w, s.buffer.removeFirst()) }
+            s.failure = nil
+            return (w, nil)
         }
-        if let error { waiter?.resume(throwing: error) } else { waiter?.resume(returning: nil) }
-        if waiter != nil, error != nil { state.withLock { $0.failure = nil } }
+        guard let (waiter, event) = wake else { return }
+        if let event { waiter.resume(returning: event) } else if let error { waiter.resume(throwing: error) } else { waiter.resume(returning: nil) }
     }
 
     func receive() async throws -> TrainingEvent? {

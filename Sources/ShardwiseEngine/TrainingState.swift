@@ -6,15 +6,15 @@ public struct EpochRecord: Codable, Sendable, Equatable {
     public var epoch: Int
     /// Mean training loss over the epoch's samples.
     public var trainLoss: Double
-    /// Error on the test set given to `fit`; NaN when none was given.
-    public var testErrorPercent: Double
+    /// Error on the test set given to `fit`; nil when none was given.
+    public var testErrorPercent: Double?
     public var samplesPerSecond: Double
     /// Training seconds (evaluation excluded).
     public var seconds: Double
     /// With a validation split: the error on the held-out training samples.
     public var validationErrorPercent: Double?
 
-    public init(epoch: Int, trainLoss: Double, testErrorPercent: Double, samplesPerSecond: Double, seconds: Double) {
+    public init(epoch: Int, trainLoss: Double, testErrorPercent: Double?, samplesPerSecond: Double, seconds: Double) {
         self.epoch = epoch
         self.trainLoss = trainLoss
         self.testErrorPercent = testErrorPercent

@@ -1,3 +1,4 @@
+import Foundation
 import ShardwiseData
 import ShardwiseKernels
 import ShardwiseLayers
@@ -101,6 +102,59 @@ final class TrainingTests: XCTestCase {
             let plain = try await train(bernoulli, data: data, workers: 1).weightsSHA256
             XCTAssertNotEqual(one, plain, "\(kind) should differ from Bernoulli dropout")
         }
+    }
+
+    /// `fit` delivers every step and epoch event, in order, even though step events are
+    /// handed to the consumer in batches; the last ones arrive before the sequence ends.
+    func testFitDeliversEveryEventInOrder() async throws {
+        let data = syntheticDataset(count: 512, seed: 4)
+        let pool = try WorkerPool.onThisMachine(workers: 2, oversubscribe: true)
+        defer { pool.shutdown() }
+        let configuration = smallConfiguration()
+        let trainer = try Trainer(network: configuration.network, data: data, configuration: configuration.training, workers: pool)
+        var steps = 0
+        var epochs: [Int] = []
+        for try await event in trainer.fit(test: data) {
+            switch event {
+            case .step(let progress):
+                steps += 1
+                XCTAssertEqual(progress.globalStep, steps)
+            case .epoch(let record):
+                epochs.append(record.epoch)
+                XCTAssertEqual(steps, record.epoch * trainer.stepsPerEpoch)
+            default:
+                XCTFail("unexpected \(event)")
+            }
+        }
+        XCTAssertEqual(steps, configuration.epochs * trainer.stepsPerEpoch)
+        XCTAssertEqual(epochs, Array(1...configuration.epochs))
+    }
+
+    /// Cancelling the task that reads the events stops training after a step, writes a
+    /// checkpoint of exactly that step, and still delivers `.stopped` before the sequence ends.
+    func testCancellationStopsAfterAStepWithACheckpoint() async throws {
+        let folder = NSTemporaryDirectory() + "shardwise-cancel-\(getpid())-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let data = syntheticDataset(count: 512, seed: 4)
+        let pool = try WorkerPool.onThisMachine(workers: 2, oversubscribe: true)
+        defer { pool.shutdown() }
+        let configuration = smallConfiguration()
+        let trainer = try Trainer(network: configuration.network, data: data, configuration: configuration.training, workers: pool)
+        let reader = Task { () throws -> [TrainingEvent] in
+            var events: [TrainingEvent] = []
+            for try await event in trainer.fit(checkpoints: CheckpointPolicy(directory: folder)) {
+                events.append(event)
+                if case .step(let progress) = event, progress.globalStep >= 5 { withUnsafeCurrentTask { $0?.cancel() } }
+            }
+            return events
+        }
+        let events = try await reader.value
+        guard case .stopped(let step, let path)? = events.last else { return XCTFail("the last event is \(String(describing: events.last))") }
+        XCTAssertGreaterThanOrEqual(step, 5)
+        XCTAssertLessThan(step, configuration.epochs * trainer.stepsPerEpoch)
+        XCTAssertEqual(trainer.state.globalStep, step)
+        let checkpoint = try TrainingRun.loadCheckpoint(try XCTUnwrap(path))
+        XCTAssertEqual(checkpoint.state.globalStep, step)
     }
 
     func testShuffleIsAPermutationThatDependsOnEpochAndSeed() throws {

@@ -24,8 +24,8 @@ let configuration = TrainingConfiguration(
 let workers = try WorkerPool.onThisMachine()
 let trainer = try Trainer(model: model, data: mnist.train, configuration: configuration, workers: workers)
 for try await event in trainer.fit(test: mnist.test) {
-    if case .epoch(let record) = event {
-        print("epoch \(record.epoch): train loss \(record.trainLoss), test error \(record.testErrorPercent)%")
+    if case .epoch(let record) = event, let error = record.testErrorPercent {
+        print("epoch \(record.epoch): train loss \(record.trainLoss), test error \(error)%")
     }
 }
 print("weights sha256 \(trainer.weightsSHA256)")

@@ -93,7 +93,7 @@ final class CustomLayersTests: XCTestCase {
             for try await event in trainer.fit(test: data) { if case .epoch = event { epochs += 1 } }
             XCTAssertEqual(epochs, 2)
             hashes.append(trainer.weightsSHA256)
-            errors.append(trainer.state.records.last!.testErrorPercent)
+            errors.append(try XCTUnwrap(trainer.state.records.last!.testErrorPercent))
             pool.shutdown()
         }
         XCTAssertEqual(Set(hashes).count, 1, "\(hashes)")
