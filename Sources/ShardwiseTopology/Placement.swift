@@ -19,14 +19,11 @@ public struct WorkerPlacement: Sendable, Equatable, Codable {
     public var package: LogicalIndex?
 }
 
-/// A placement plan: one entry per worker, and the order in which workers combine results.
+/// A placement plan: one entry per worker.
 public struct PlacementPlan: Sendable, Equatable, Codable {
     public var policy: PlacementPolicy
     public var smt: Bool
     public var workers: [WorkerPlacement]
-    /// Worker indices in combining order: neighbours share an L3 domain, then a
-    /// NUMA node, then a package, so a pairwise tree over this order combines close partners first.
-    public var combineOrder: [Int]
     /// What the plan had to decide that the user should know (SMT siblings used, oversubscription).
     public var notes: [String]
 }
@@ -78,16 +75,7 @@ extension Topology {
                 worker: index, pu: pu.os, puLogical: pu.logical, core: pu.core, l3: pu.l3, numa: pu.numa,
                 memoryNode: pu.numa.flatMap { nodeByLogical[$0] }, package: pu.package)
         }
-        // Sorting by the domains from largest to smallest, then core and PU, puts each
-        // domain's workers in one contiguous run.
-        let levels = domainLevels(usable)
-        let pusByOS = Dictionary(uniqueKeysWithValues: usable.map { ($0.os, $0) })
-        func key(_ w: Int) -> [Int] {
-            let pu = pusByOS[workers[w].pu]!
-            return levels.map { $0(pu) } + [pu.core.rawValue, pu.logical.rawValue, w]
-        }
-        let combineOrder = workers.indices.sorted { key($0).lexicographicallyPrecedes(key($1)) }
-        return PlacementPlan(policy: policy, smt: smt, workers: workers, combineOrder: combineOrder, notes: notes)
+        return PlacementPlan(policy: policy, smt: smt, workers: workers, notes: notes)
     }
 
     /// The PUs of block `index` of `count` contiguous blocks of the allowed cores, in

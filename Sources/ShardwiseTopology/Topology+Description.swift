@@ -41,7 +41,6 @@ extension PlacementPlan {
                     .enumerated().map { i, s in s.padding(toLength: [8, 8, 6, 6, 6, 9, 8][i], withPad: " ", startingAt: 0) }
                     .joined())
         }
-        lines.append("combine order: " + combineOrder.map(String.init).joined(separator: " "))
         for note in notes { lines.append("note: \(note)") }
         return lines.joined(separator: "\n")
     }

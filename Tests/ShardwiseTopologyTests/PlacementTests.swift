@@ -67,7 +67,6 @@ final class PlacementTests: XCTestCase {
                     XCTAssert(pus.allSatisfy(allowed.contains), "\(input): a disallowed or offline PU used")
                     let usedCores = plan.workers.map(\.core)
                     XCTAssertEqual(Set(usedCores).count, min(count, cores), "\(input) \(policy) \(count): SMT sibling before a free core")
-                    XCTAssertEqual(plan.combineOrder.sorted(), Array(0..<count))
                     XCTAssertEqual(plan.notes.isEmpty, count <= cores, "\(input) \(policy) \(count): \(plan.notes)")
                 }
             }
@@ -135,27 +134,6 @@ final class PlacementTests: XCTestCase {
                 let used = Dictionary(grouping: plan.workers, by: \.l3).mapValues(\.count)
                 let partial = used.filter { $0.value < coresPerL3[$0.key]! }
                 XCTAssertLessThanOrEqual(partial.count, 1, "\(input) \(count): more than one L3 domain partly filled")
-            }
-        }
-    }
-
-    /// In the combine order, each L3 domain's, NUMA node's and package's workers are contiguous,
-    /// so a pairwise tree over it combines partners in the same domain first.
-    func testCombineOrderGroupsNeighbours() throws {
-        for (input, topology) in try allTopologies() {
-            for policy in PlacementPolicy.allCases {
-                let plan = try topology.plan(workers: min(16, topology.allowedPUs.count), policy: policy)
-                let ordered = plan.combineOrder.map { plan.workers[$0] }
-                for key in [\WorkerPlacement.l3, \WorkerPlacement.numa, \WorkerPlacement.package] {
-                    let runs = ordered.map { $0[keyPath: key] }
-                    var seen: Set<LogicalIndex?> = []
-                    var previous: LogicalIndex?? = nil
-                    for value in runs where previous == nil || previous! != value {
-                        XCTAssertFalse(seen.contains(value), "\(input) \(policy): domain \(String(describing: value)) split in the combine order")
-                        seen.insert(value)
-                        previous = value
-                    }
-                }
             }
         }
     }
