@@ -3,13 +3,19 @@ import ShardwiseKernels
 
 /// A labelled image set held in memory: images as floats in [0, 1], row-major (count, features).
 public struct Dataset: Sendable {
+    /// Values per sample (row width).
     public var features: Int
+    /// Labels are in `0..<classes`.
     public var classes: Int
+    /// (count, features), row-major.
     public var images: [Float]
+    /// One class index per sample.
     public var labels: [Int32]
 
+    /// The number of samples.
     public var count: Int { labels.count }
 
+    /// A data set of `labels.count` rows of `features` values each.
     public init(features: Int, classes: Int, images: [Float], labels: [Int32]) {
         precondition(images.count == features * labels.count, "images and labels disagree")
         self.features = features

@@ -4,7 +4,9 @@ import CShardwiseZlib
 /// `0x0000 08 <dimensions>`, one big-endian UInt32 per dimension, then the data.
 /// Raw and gzip-compressed files are both read (zlib reads raw files unchanged).
 public struct IDXFile: Sendable {
+    /// The sizes from the header, outermost first.
     public var dimensions: [Int]
+    /// The data, row-major.
     public var bytes: [UInt8]
 
     /// Largest file accepted: guards against a corrupted header asking for terabytes.

@@ -6,11 +6,14 @@ import Darwin
 
 /// The MNIST digits, from the four original IDX files.
 public struct MNIST: Sendable {
+    /// The 60,000 training images (or fewer, when cut).
     public var train: Dataset
+    /// The 10,000 test images.
     public var test: Dataset
     /// The folder the files were read from.
     public var directory: String
 
+    /// The four files, without the `.gz` suffix.
     public static let fileNames = [
         "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",

@@ -13,12 +13,16 @@ import Synchronization
 /// (nothing can be recovered: the other ranks' state is unknown), so a rank that died
 /// or hangs never leaves the others waiting forever.
 public final class Cluster: @unchecked Sendable {
+    /// This process's rank, 0..<size.
     public let rank: Int
+    /// The number of ranks in the job.
     public let size: Int
     /// This rank's place among the ranks on its host that share its allowed cores:
     /// the placement layer gives each of them its own block of those cores.
     public let localRank: Int
+    /// The number of ranks on this host that share its allowed cores.
     public let localSize: Int
+    /// The host name, as MPI reports it.
     public let host: String
     /// Seconds to wait for the other ranks in any one call.
     public let timeout: Double
@@ -108,7 +112,7 @@ public final class Cluster: @unchecked Sendable {
         try check(sw_mpi_allgatherv_floats(buffer, counts, displacements, timeout, error, 512), doing)
     }
 
-    public func allreduceSum(_ values: UnsafeMutablePointer<Float>, count: Int) throws(ClusterError) {
+    package func allreduceSum(_ values: UnsafeMutablePointer<Float>, count: Int) throws(ClusterError) {
         try check(sw_mpi_allreduce_floats(values, Int32(count), Int32(SW_MPI_SUM), timeout, error, 512), "summing gradients (MPI_Allreduce)")
     }
 
@@ -137,7 +141,7 @@ public final class Cluster: @unchecked Sendable {
         Cluster.block(r ?? rank, of: count, parts: size)
     }
 
-    public static func block(_ part: Int, of count: Int, parts: Int) -> Range<Int> {
+    package static func block(_ part: Int, of count: Int, parts: Int) -> Range<Int> {
         let base = count / parts, extra = count % parts
         let start = part * base + min(part, extra)
         return start..<start + base + (part < extra ? 1 : 0)

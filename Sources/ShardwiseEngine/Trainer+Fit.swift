@@ -6,15 +6,20 @@ import ShardwiseKernels
 public struct CheckpointPolicy: Sendable {
     /// How often, besides at the end and when stopped.
     public enum Interval: Sendable, Equatable {
+        /// Every N optimisation steps.
         case steps(Int)
+        /// After every N epochs.
         case epochs(Int)
     }
 
+    /// The folder for the `checkpoint-<step>` folders (and `best/` with early stopping).
     public var directory: String
+    /// How often besides the end and a stop; nil: only then.
     public var every: Interval?
     /// Checkpoints kept (the newest).
     public var keep: Int
 
+    /// Checkpoints into `directory`, every `every`, keeping the newest `keep`.
     public init(directory: String, every: Interval? = nil, keep: Int = 3) {
         self.directory = directory
         self.every = every
@@ -27,6 +32,7 @@ extension Trainer {
     /// ``state`` stands, yielding an event per step, per epoch and per checkpoint.
     ///
     /// - Parameters:
+    ///   - epochs: the epoch count to reach (default: the configuration's `epochs`).
     ///   - test: evaluated after every epoch (the record's `testErrorPercent`; nil without one).
     ///   - checkpoints: where checkpoints go; without one, none is written.
     ///   - stopAfterSteps: stop as if cancelled after this many steps of this call.

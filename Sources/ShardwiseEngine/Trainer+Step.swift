@@ -128,7 +128,7 @@ extension Trainer {
     /// The reduction phase alone (sum of the shard gradients already in place, update,
     /// max-norm), by all workers: for measuring it against the machine's bandwidth.
     /// Changes the weights like a step would; use on a trainer made for measuring.
-    public func reduceOnly(hyperparameters: SGDHyperparameters) async {
+    package func reduceOnly(hyperparameters: SGDHyperparameters) async {
         shardsDone.value.store(Int.max / 2, ordering: .relaxed)
         nextChunk.value.store(localChunks.lowerBound, ordering: .relaxed)
         await runWorkers(stepInEpoch: nil, hyper: hyperparameters, reduce: true)
@@ -137,7 +137,7 @@ extension Trainer {
     /// Everything of a step after computing the shards (exchange or all-reduce, update,
     /// allgather, agreement), on whatever the gradient buffers hold: for measuring the
     /// cross-rank step. Changes the weights like a step would.
-    public func crossRankOnly(hyperparameters: SGDHyperparameters) async throws(ClusterError) {
+    package func crossRankOnly(hyperparameters: SGDHyperparameters) async throws(ClusterError) {
         guard let exchange else { return }
         nextChunk.value.store(localChunks.lowerBound, ordering: .relaxed)
         try exchange.combine(shardGradients: shardGradients, localShards: localShards)
@@ -148,7 +148,7 @@ extension Trainer {
 
     /// Bytes the reduction reads and writes once: every shard gradient, and the
     /// parameters and velocity read and written.
-    public var reductionBytes: Int {
+    package var reductionBytes: Int {
         (configuration.shardsPerBatch + 4) * network.layout.parameterCount * MemoryLayout<Float>.stride
     }
 }
@@ -157,6 +157,7 @@ extension Trainer {
 /// Each worker writes only its own cache line; read after steps complete.
 public final class StepTiming: @unchecked Sendable {
     let slots: UnsafeMutablePointer<Double>
+    /// The number of workers timed.
     public let workers: Int
     static let stride = 8  // 8 doubles = one 64-byte line per worker
 
@@ -187,5 +188,6 @@ public final class StepTiming: @unchecked Sendable {
         return StepSplit(compute: c / n, waiting: w / n, reduction: r / n)
     }
 
+    /// Starts the sums again from zero.
     public func reset() { slots.update(repeating: 0, count: workers * Self.stride) }
 }

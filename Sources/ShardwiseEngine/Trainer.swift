@@ -17,25 +17,30 @@ import Synchronization
 ///     gradients in shard order and applies the SGD update and max-norm.
 /// Every float sum runs in shard order whatever the worker count, so the weights are
 /// bit-identical for any number of workers. Atomics claim work and publish progress;
-/// they never add floats. Across MPI ranks, see ``RankExchange``.
+/// they never add floats. Across MPI ranks, each rank computes a block of the shards and the
+/// ranks exchange shard gradients without adding them, so the sums stay the single-process sums.
 ///
 /// Train with ``fit(epochs:test:checkpoints:stopAfterSteps:)``, which yields ``TrainingEvent``s;
 /// cancelling the task that iterates it stops training after the step in flight.
 public final class Trainer: @unchecked Sendable {
+    /// How the model is trained.
     public let configuration: TrainingConfiguration
+    /// The model compiled for the data's row width.
     public let network: Network
     /// The description checkpoints carry, when the model was built from one.
     public let networkDescription: NetworkConfiguration?
     /// (parameters) laid out as `network.layout`.
     public let parameters: FloatBuffer
+    /// The optimizer and its state (the momentum buffer).
     public let optimizer: SGDOptimizer
+    /// The pinned workers that run the steps.
     public let pool: WorkerPool
     /// The MPI job this trainer is one rank of; nil in a single process.
     public let cluster: Cluster?
     /// Under MPI: how the ranks combine their gradients (nil in a single process).
     let exchange: RankExchange?
     /// The global shards this process computes (all of them without a cluster).
-    public let localShards: Range<Int>
+    package let localShards: Range<Int>
     /// The parameter chunks this process updates.
     let localChunks: Range<Int>
     /// What the reduction phase reads: every shard's gradient, or (fast all-reduce)
@@ -51,10 +56,11 @@ public final class Trainer: @unchecked Sendable {
     let shardLoss: UnsafeMutablePointer<Double>
     /// The samples trained on (the validation split held out) and the held-out samples.
     public let trainingData: Dataset
+    /// The held-out validation samples, with a validation split.
     public let validationData: Dataset?
     let trainImages: FloatBuffer
     /// The current epoch's sample order.
-    public internal(set) var order: [Int32]
+    package internal(set) var order: [Int32]
     /// Where training stands; a checkpoint stores it.
     public internal(set) var state: TrainingState
     /// Under MPI: whether the ranks agreed, in the last step, to stop after it.
@@ -75,11 +81,17 @@ public final class Trainer: @unchecked Sendable {
     /// A trainer for `model` on `data` (labels `0..<data.classes`, rows of `data.features`).
     ///
     /// - Parameters:
+    ///   - model: the layers; compiled here for rows of `data.features` values.
+    ///   - data: the training samples; the model's output width must be `data.classes`.
     ///   - configuration: batch, shards, optimizer, seed; a validation split is held out of `data` here.
-    ///   - workers: the pool whose pinned workers run the steps; it must outlive training.
-    ///   - cluster, fastAllreduce: under MPI, this process is one rank of `cluster`.
-    ///   - chunkElements: the reduction's chunk size (see ``SGDOptimizer``); it does not change results.
+    ///   - pool: the pool whose pinned workers run the steps; it must outlive training.
+    ///   - loss: what training minimises (softmax cross-entropy by default).
+    ///   - cluster: under MPI, the job this process is one rank of.
+    ///   - fastAllreduce: under MPI, combine ranks with a plain all-reduce (not reproducible across rank counts).
+    ///   - chunkElements: the reduction's chunk size (see `SGDOptimizer`); it does not change results.
     ///   - description: the model's description, stored in checkpoints, when it was built from one.
+    // Longer than 60 lines: every buffer is a `let` allocated once, here, in dependency order
+    // (network, optimizer chunks, shard owners, buffers, exchange plan), so none is optional.
     public init(
         model: Sequential, data: Dataset, configuration: TrainingConfiguration, workers pool: WorkerPool,
         loss: any Loss = SoftmaxCrossEntropy(), cluster: Cluster? = nil, fastAllreduce: Bool = false,
@@ -150,7 +162,8 @@ public final class Trainer: @unchecked Sendable {
         timing = StepTiming(workers: pool.workers.count)
     }
 
-    /// A trainer for the network a ``NetworkConfiguration`` describes (the command line's networks).
+    /// A trainer for the network a `NetworkConfiguration` describes (the command line's networks);
+    /// the other parameters are the main initializer's.
     public convenience init(
         network description: NetworkConfiguration, data: Dataset, configuration: TrainingConfiguration, workers pool: WorkerPool,
         cluster: Cluster? = nil, fastAllreduce: Bool = false, chunkElements: Int = 16_384
@@ -170,7 +183,9 @@ public final class Trainer: @unchecked Sendable {
         shardLoss.deallocate()
     }
 
+    /// The pool's number of workers.
     public var workerCount: Int { pool.workers.count }
+    /// Optimisation steps per epoch (the last partial batch is dropped).
     public var stepsPerEpoch: Int { trainingData.count / configuration.batchSize }
     /// Whether ranks combine gradients with a plain all-reduce (not reproducible across rank counts).
     public var fastAllreduce: Bool { exchange?.fast ?? false }

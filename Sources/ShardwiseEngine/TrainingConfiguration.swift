@@ -3,7 +3,9 @@ import ShardwiseLayers
 /// How a model is trained: together with the model, the seed inside and the data,
 /// everything that determines the trained weights.
 public struct TrainingConfiguration: Sendable, Codable, Equatable {
+    /// Momentum SGD settings and max-norm.
     public var optimizer: OptimizerConfiguration
+    /// Passes over the training samples.
     public var epochs: Int
     /// Samples per optimisation step (the global batch). A whole number of shards.
     public var batchSize: Int
@@ -16,6 +18,7 @@ public struct TrainingConfiguration: Sendable, Codable, Equatable {
     /// Stop when the validation error has not improved for this many epochs.
     public var earlyStoppingPatience: Int?
 
+    /// Training settings; `validate(trainingSamples:)` checks them.
     public init(
         optimizer: OptimizerConfiguration, epochs: Int, batchSize: Int, shardSize: Int, seed: UInt64,
         validationSamples: Int? = nil, earlyStoppingPatience: Int? = nil
@@ -29,6 +32,7 @@ public struct TrainingConfiguration: Sendable, Codable, Equatable {
         self.earlyStoppingPatience = earlyStoppingPatience
     }
 
+    /// Shards per step: `batchSize / shardSize`.
     public var shardsPerBatch: Int { batchSize / shardSize }
 
     /// The reference recipe's training (README): momentum SGD 0.9, lr 0.05 cosine to 1%,

@@ -30,12 +30,17 @@ public enum CheckpointKind: Sendable, Equatable {
 public struct StepProgress: Sendable {
     /// 1-based epoch and step within it.
     public var epoch: Int
+    /// The epoch count training runs to.
     public var epochs: Int
+    /// The steps done in this epoch (1-based).
     public var step: Int
+    /// Steps per epoch.
     public var stepsPerEpoch: Int
+    /// Steps done since training began, across epochs and resumptions.
     public var globalStep: Int
     /// Training seconds of this epoch so far.
     public var elapsed: Double
+    /// This epoch's training samples per second so far.
     public var samplesPerSecond: Double
     /// Mean loss per sample over the epoch's steps so far.
     public var meanLoss: Double
@@ -54,6 +59,7 @@ public struct TrainingEvents: AsyncSequence, Sendable {
 
     public func makeAsyncIterator() -> Iterator { Iterator(run: Run(start: start)) }
 
+    /// Trains while iterated; see `TrainingEvents`.
     public struct Iterator: AsyncIteratorProtocol {
         let run: Run
 

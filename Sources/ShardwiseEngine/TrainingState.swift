@@ -8,12 +8,14 @@ public struct EpochRecord: Codable, Sendable, Equatable {
     public var trainLoss: Double
     /// Error on the test set given to `fit`; nil when none was given.
     public var testErrorPercent: Double?
+    /// Training samples per second (evaluation excluded).
     public var samplesPerSecond: Double
     /// Training seconds (evaluation excluded).
     public var seconds: Double
     /// With a validation split: the error on the held-out training samples.
     public var validationErrorPercent: Double?
 
+    /// An epoch's metrics.
     public init(epoch: Int, trainLoss: Double, testErrorPercent: Double?, samplesPerSecond: Double, seconds: Double) {
         self.epoch = epoch
         self.trainLoss = trainLoss
@@ -26,7 +28,9 @@ public struct EpochRecord: Codable, Sendable, Equatable {
 /// Where training stands: with the parameters and the optimizer's state, everything
 /// needed to continue bit for bit (the `state.json` of a checkpoint).
 public struct TrainingState: Codable, Sendable {
+    /// The Shardwise version that wrote the state.
     public var version: String
+    /// How the model is trained; a resumed trainer must have the same.
     public var configuration: TrainingConfiguration
     /// The model's description when it has one (the command line's networks): a checkpoint
     /// with one can be evaluated without the code that built the model. Stored inside
@@ -34,19 +38,24 @@ public struct TrainingState: Codable, Sendable {
     public var network: NetworkConfiguration?
     /// The epoch in progress (0-based) and the next step to run in it.
     public var epoch: Int
+    /// The next step to run in the epoch in progress.
     public var stepInEpoch: Int
     /// Optimisation steps taken so far (the random streams' step, the momentum buffer's age).
     public var globalStep: Int
     /// Loss summed over the steps of the epoch in progress, and its training seconds so far.
     public var epochLossSum: Double
+    /// The epoch in progress's training seconds so far.
     public var epochSeconds: Double
     /// Finished epochs' metrics.
     public var records: [EpochRecord]
     /// Early stopping: the best validation error so far, its epoch (1-based), and epochs since.
     public var bestValidationErrorPercent: Double?
+    /// The 1-based epoch of the best validation error so far.
     public var bestEpoch: Int?
+    /// Epochs since the best validation error.
     public var epochsWithoutImprovement: Int?
 
+    /// The state before the first step.
     public init(configuration: TrainingConfiguration, network: NetworkConfiguration?) {
         version = ShardwiseVersion.current
         self.configuration = configuration
@@ -121,6 +130,7 @@ public struct StepSplit: Codable, Sendable {
     /// Under MPI: seconds per step in cross-rank calls (exchange or all-reduce, allgather, agreement).
     public var crossRank: Double?
 
+    /// A split of mean seconds per step.
     public init(compute: Double, waiting: Double, reduction: Double, crossRank: Double? = nil) {
         self.compute = compute
         self.waiting = waiting
@@ -131,5 +141,6 @@ public struct StepSplit: Codable, Sendable {
 
 /// The library's version, written into checkpoints and summaries.
 public enum ShardwiseVersion {
+    /// This library's version.
     public static let current = "0.2.0"
 }

@@ -13,7 +13,9 @@ import Glibc
 /// next dispatch usually follows within microseconds), then sleeps on a
 /// semaphore; producers wake it only when it announced it sleeps.
 public final class PinnedWorker: TaskExecutor, @unchecked Sendable {
+    /// The worker's index in its pool, 0..<count.
     public let index: Int
+    /// The processing unit and memory node the worker is bound to.
     public let placement: WorkerPlacement
     let ring = JobRing(capacity: 1024)
     let sleeping = Atomic<Bool>(false)
@@ -41,6 +43,7 @@ public final class PinnedWorker: TaskExecutor, @unchecked Sendable {
 
     deinit { sem_destroy(&semaphore) }
 
+    /// Queues a job on the worker's thread (`TaskExecutor`); the pool must not be shut down.
     public func enqueue(_ job: consuming ExecutorJob) {
         // A job sent to a stopped worker would never run and its awaiter would hang forever.
         precondition(running.load(ordering: .relaxed), "task sent to worker \(index) after its pool was shut down")
@@ -108,7 +111,9 @@ public final class PinnedWorker: TaskExecutor, @unchecked Sendable {
 /// with `addTask(executorPreference: pool.workers[i])`; call `shutdown()` (or let
 /// it deinit) to stop and join every thread.
 public final class WorkerPool: @unchecked Sendable {
+    /// Where each worker runs.
     public let plan: PlacementPlan
+    /// The workers, one per planned placement; `workers[0]` runs the training loop.
     public let workers: [PinnedWorker]
     let topology: Topology?
     var threads: [pthread_t] = []

@@ -6,7 +6,9 @@ import Darwin
 
 /// A file that could not be written, with the reason.
 public struct FileWriteError: Error, CustomStringConvertible {
+    /// The file that could not be written.
     public var path: String
+    /// Why, from the system.
     public var reason: String
     public var description: String { "\(path): cannot write (\(reason))" }
 }
@@ -15,6 +17,7 @@ public struct FileWriteError: Error, CustomStringConvertible {
 /// half of one: write a temporary file in the same folder, fsync it, rename it
 /// over the target, fsync the folder.
 public enum AtomicFile {
+    /// Writes `path` atomically: a temporary file, fsync, rename, fsync of the folder.
     public static func write(_ bytes: [UInt8], to path: String) throws(FileWriteError) {
         let temporary = "\(path).tmp-\(getpid())"
         try writeDurably(bytes, to: temporary)
@@ -26,6 +29,7 @@ public enum AtomicFile {
         syncDirectory(containing: path)
     }
 
+    /// Writes `path` atomically: a temporary file, fsync, rename, fsync of the folder.
     public static func write(_ text: String, to path: String) throws(FileWriteError) {
         try write(Array(text.utf8), to: path)
     }
@@ -64,6 +68,7 @@ public enum AtomicFile {
         syncDirectory(folder.isEmpty ? "/" : folder)
     }
 
+    /// Flushes a folder's entries (after a rename into it) to disk.
     public static func syncDirectory(_ folder: String) {
         let fd = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if fd >= 0 {

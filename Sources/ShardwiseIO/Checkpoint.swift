@@ -3,7 +3,7 @@ import ShardwiseKernels
 import ShardwiseLayers
 
 /// A checkpoint is a folder `checkpoint-<step>` holding `model.safetensors` (the
-/// parameters, named as the model's ``ParameterLayout``, e.g. `layers.0.weight`),
+/// parameters, named as the model's `ParameterLayout`, e.g. `layers.0.weight`),
 /// `optimizer.safetensors` (the optimizer's state, one tensor per parameter tensor,
 /// prefixed `momentum_buffer.`), `state.json` (the caller's training state) and
 /// `SHA256SUMS` over the three (checkable with `sha256sum -c`).
@@ -12,19 +12,24 @@ import ShardwiseLayers
 /// and the parent fsynced: a crash at any point leaves the previous checkpoint as it was.
 /// It takes parameters, optimizer state and training state, never a trainer.
 public enum Checkpoint {
+    /// The prefix of checkpoint folder names.
     public static let prefix = "checkpoint-"
     static let files = ["model.safetensors", "optimizer.safetensors", "state.json"]
     static let optimizerPrefix = "momentum_buffer."
 
     /// What a checkpoint holds.
     public struct Contents<State: Decodable> {
+        /// The checkpoint folder.
         public var path: String
+        /// The decoded `state.json`.
         public var state: State
         /// Laid out as the layout given to ``load(_:as:layout:)``.
         public var parameters: [Float]
+        /// The optimizer's flat state, laid out as the parameters.
         public var optimizerState: [Float]
     }
 
+    /// `checkpoint-<step>`, zero-padded to 9 digits so names sort by step.
     public static func folderName(step: Int) -> String {
         let digits = String(step)
         return prefix + String(repeating: "0", count: max(0, 9 - digits.count)) + digits
@@ -33,8 +38,14 @@ public enum Checkpoint {
     /// Writes `checkpoint-<step>` into `directory` and keeps the newest `keep` checkpoints.
     ///
     /// - Parameters:
-    ///   - parameters, optimizerState: flat vectors laid out as `layout`.
+    ///   - parameters: the flat parameter vector, laid out as `layout`.
+    ///   - optimizerState: the optimizer's flat state (momentum buffers), laid out as `layout`.
+    ///   - layout: names, shapes and offsets of the tensors.
+    ///   - state: the training state, written as `state.json`.
+    ///   - step: the global step, which names the folder.
     ///   - metadata: strings stored in `model.safetensors`' `__metadata__` (a model description, say).
+    ///   - directory: where the checkpoint folders are.
+    ///   - keep: checkpoints kept, the newest.
     @discardableResult
     public static func write<State: Encodable>(
         parameters: UnsafePointer<Float>, optimizerState: UnsafePointer<Float>, layout: ParameterLayout,
@@ -174,6 +185,7 @@ public enum Checkpoint {
 
 /// The JSON conventions of every file Shardwise writes: snake_case keys, sorted, slashes unescaped.
 public enum JSON {
+    /// An encoder with these conventions; `pretty` adds indentation.
     public static func encoder(pretty: Bool) -> JSONEncoder {
         let encoder = JSONEncoder()
         encoder.keyEncodingStrategy = .convertToSnakeCase
@@ -181,6 +193,7 @@ public enum JSON {
         return encoder
     }
 
+    /// A decoder for files written with these conventions.
     public static func decoder() -> JSONDecoder {
         let decoder = JSONDecoder()
         decoder.keyDecodingStrategy = .convertFromSnakeCase

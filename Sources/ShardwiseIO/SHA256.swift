@@ -18,8 +18,10 @@ public struct SHA256 {
         0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
     ]
 
+    /// An empty hash.
     public init() {}
 
+    /// Hashes more bytes.
     public mutating func update<Bytes: Sequence>(_ bytes: Bytes) where Bytes.Element == UInt8 {
         let array = Array(bytes)
         array.withUnsafeBytes { update($0) }
@@ -46,6 +48,7 @@ public struct SHA256 {
         if index < raw.count { pending += raw[index..<raw.count] }
     }
 
+    /// The 32-byte digest of the bytes so far.
     public mutating func finalize() -> [UInt8] {
         let bitLength = length &* 8
         var tail: [UInt8] = [0x80]
@@ -64,6 +67,7 @@ public struct SHA256 {
         return hex(hash.finalize())
     }
 
+    /// A digest in lowercase hex.
     public static func hex(_ digest: [UInt8]) -> String {
         digest.map { byte in
             let s = String(byte, radix: 16)

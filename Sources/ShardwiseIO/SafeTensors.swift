@@ -3,6 +3,7 @@ import Foundation
 /// A checkpoint file that cannot be used: what was found and what was expected.
 public struct CheckpointError: Error, CustomStringConvertible {
     public var description: String
+    /// An error with the one-line description `description`.
     public init(_ description: String) { self.description = description }
 }
 
@@ -10,10 +11,15 @@ public struct CheckpointError: Error, CustomStringConvertible {
 /// a JSON header mapping each tensor name to `dtype`, `shape` and `data_offsets`
 /// (plus an optional `__metadata__` of string values), then the raw little-endian data.
 public enum SafeTensors {
+    /// A named float32 tensor.
     public struct Tensor {
+        /// Its key in the header.
         public var name: String
+        /// Its dimensions, outermost first.
         public var shape: [Int]
+        /// Its values, row-major.
         public var values: [Float]
+        /// A tensor of `shape` holding `values` (their product in count).
         public init(name: String, shape: [Int], values: [Float]) {
             self.name = name
             self.shape = shape

@@ -22,6 +22,7 @@ public struct BLASInfo: Sendable, Codable, Equatable {
     public var fastKernels: Bool
 }
 
+/// No usable BLAS library: what was tried.
 public struct BLASError: Error, CustomStringConvertible {
     public var description: String
 }

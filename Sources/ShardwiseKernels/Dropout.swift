@@ -20,7 +20,11 @@ public enum DropoutKernel {
     /// Writes the mask multipliers (0 or 1/(1-p)) for N rows of C units.
     ///
     /// - Parameters:
+    ///   - rows: N.
+    ///   - columns: C.
+    ///   - address: the stream; row n draws at position `firstPosition + n`, unit c from its word c.
     ///   - firstPosition: global position of row 0; row n has position `firstPosition + n`.
+    ///   - p: the probability of zeroing a unit, in [0, 1).
     ///   - mask: (N, C).
     public static func fillMask(
         rows: Int, columns: Int, address: RandomAddress, firstPosition: Int,

@@ -25,6 +25,7 @@ func store16(_ v: Vector16, _ p: UnsafeMutablePointer<Float>) {
     UnsafeMutableRawPointer(p).storeBytes(of: v, as: Vector16.self)
 }
 
+/// Vectorised elementwise kernels over row-major float buffers; each has a plain-loop reference the tests compare against, bit for bit.
 public enum Elementwise {
     // MARK: Bias
 
@@ -42,7 +43,7 @@ public enum Elementwise {
         }
     }
 
-    public static func addBiasReference(rows: Int, columns: Int, y: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>) {
+    package static func addBiasReference(rows: Int, columns: Int, y: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>) {
         for n in 0..<rows { for c in 0..<columns { y[n * columns + c] += bias[c] } }
     }
 
@@ -61,7 +62,7 @@ public enum Elementwise {
         }
     }
 
-    public static func columnSumsReference(rows: Int, columns: Int, dy: UnsafePointer<Float>, sums: UnsafeMutablePointer<Float>) {
+    package static func columnSumsReference(rows: Int, columns: Int, dy: UnsafePointer<Float>, sums: UnsafeMutablePointer<Float>) {
         for c in 0..<columns {
             var s: Float = 0
             for n in 0..<rows { s += dy[n * columns + c] }
@@ -83,7 +84,7 @@ public enum Elementwise {
         while i < count { y[i] = x[i] < 0 ? 0 : x[i]; i += 1 }
     }
 
-    public static func reluReference(count: Int, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
+    package static func reluReference(count: Int, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
         for i in 0..<count { y[i] = x[i] < 0 ? 0 : x[i] }
     }
 
@@ -99,7 +100,7 @@ public enum Elementwise {
         while i < count { dx[i] = y[i] > 0 ? dy[i] : 0; i += 1 }
     }
 
-    public static func reluBackwardReference(count: Int, y: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>) {
+    package static func reluBackwardReference(count: Int, y: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>) {
         for i in 0..<count { dx[i] = y[i] > 0 ? dy[i] : 0 }
     }
 
@@ -113,7 +114,7 @@ public enum Elementwise {
         while i < count { y[i] += x[i]; i += 1 }
     }
 
-    public static func addReference(count: Int, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
+    package static func addReference(count: Int, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
         for i in 0..<count { y[i] += x[i] }
     }
 
@@ -127,7 +128,7 @@ public enum Elementwise {
         while i < count { out[i] = a[i] * b[i]; i += 1 }
     }
 
-    public static func multiplyReference(count: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>) {
+    package static func multiplyReference(count: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>) {
         for i in 0..<count { out[i] = a[i] * b[i] }
     }
 
@@ -187,7 +188,7 @@ public enum Elementwise {
         }
     }
 
-    public static func clampRowNormsReference(rows: Int, columns: Int, w: UnsafeMutablePointer<Float>, maxNorm: Float) {
+    package static func clampRowNormsReference(rows: Int, columns: Int, w: UnsafeMutablePointer<Float>, maxNorm: Float) {
         for o in 0..<rows {
             var squares: Double = 0
             for i in 0..<columns { squares += Double(w[o * columns + i]) * Double(w[o * columns + i]) }

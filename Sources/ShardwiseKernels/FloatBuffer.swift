@@ -15,12 +15,16 @@ public final class FloatBuffer: @unchecked Sendable {
     /// and tensors owned by different workers never share a line.
     public static let alignment = 64
 
+    /// The first float (64-byte aligned).
     public let pointer: UnsafeMutablePointer<Float>
+    /// The number of floats.
     public let count: Int
     let allocator: MemoryAllocator?
 
-    /// - Parameter allocator: where the memory comes from (a NUMA node, say); nil
-    ///   means `posix_memalign`. Its memory must be at least 64-byte aligned.
+    /// - Parameters:
+    ///   - count: floats, zero-filled.
+    ///   - allocator: where the memory comes from (a NUMA node, say); nil
+    ///     means `posix_memalign`. Its memory must be at least 64-byte aligned.
     public init(count: Int, allocator: MemoryAllocator? = nil) {
         precondition(count >= 0, "FloatBuffer count must be non-negative, got \(count)")
         let bytes = max(count, 1) * MemoryLayout<Float>.stride
@@ -47,24 +51,29 @@ public final class FloatBuffer: @unchecked Sendable {
         }
     }
 
+    /// The float at `index` (checked in debug builds only).
     public subscript(index: Int) -> Float {
         get { pointer[index] }
         set { pointer[index] = newValue }
     }
 
+    /// The floats as a buffer pointer.
     public var buffer: UnsafeMutableBufferPointer<Float> {
         UnsafeMutableBufferPointer(start: pointer, count: count)
     }
 
+    /// Sets every float to `value`.
     public func fill(_ value: Float) {
         buffer.update(repeating: value)
     }
 
+    /// Copies another buffer's floats (the same count).
     public func copy(from other: FloatBuffer) {
         precondition(other.count == count, "copy: \(other.count) elements into \(count)")
         pointer.update(from: other.pointer, count: count)
     }
 
+    /// A copy of the floats.
     public var array: [Float] { Array(buffer) }
 }
 
@@ -78,9 +87,12 @@ public func roundUpToCacheLine(_ count: Int) -> Int {
 /// Where a buffer's memory comes from: the runtime passes one that binds pages to
 /// the NUMA node of the worker that will use them (hwloc membind).
 public struct MemoryAllocator: Sendable {
+    /// Returns `bytes` of memory aligned to 64 bytes, or nil.
     public let allocate: @Sendable (Int) -> UnsafeMutableRawPointer?
+    /// Releases memory from `allocate`, with its byte count.
     public let deallocate: @Sendable (UnsafeMutableRawPointer, Int) -> Void
 
+    /// An allocator from its two functions.
     public init(
         allocate: @escaping @Sendable (Int) -> UnsafeMutableRawPointer?,
         deallocate: @escaping @Sendable (UnsafeMutableRawPointer, Int) -> Void

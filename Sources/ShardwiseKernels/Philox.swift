@@ -5,9 +5,13 @@
 /// no state to advance, so any worker can compute any draw. Shardwise puts the
 /// seed in the key and *what is randomized* in the counter (see `RandomAddress`).
 public enum Philox {
+    /// Philox4x32's round multipliers and key increments (Salmon et al. 2011).
     public static let multiplier0: UInt32 = 0xD251_1F53
+    /// Philox4x32's round multipliers and key increments (Salmon et al. 2011).
     public static let multiplier1: UInt32 = 0xCD9E_8D57
+    /// Philox4x32's round multipliers and key increments (Salmon et al. 2011).
     public static let weyl0: UInt32 = 0x9E37_79B9
+    /// Philox4x32's round multipliers and key increments (Salmon et al. 2011).
     public static let weyl1: UInt32 = 0xBB67_AE85
 
     /// Ten rounds on one counter. Scalar reference and the generator for
@@ -80,12 +84,19 @@ public struct RandomPurpose: RawRepresentable, Sendable, Hashable {
         self.rawValue = rawValue
     }
 
+    /// Parameter initialisation.
     public static let initialization = RandomPurpose(rawValue: 1)
+    /// Each epoch's sample order.
     public static let shuffle = RandomPurpose(rawValue: 2)
+    /// Dropout masks (Bernoulli and Gaussian).
     public static let dropout = RandomPurpose(rawValue: 3)
+    /// The samples held out for validation.
     public static let validationSplit = RandomPurpose(rawValue: 4)
+    /// Synthetic data for tests and benchmarks.
     public static let synthetic = RandomPurpose(rawValue: 5)
+    /// DropConnect weight masks.
     public static let dropConnect = RandomPurpose(rawValue: 6)
+    /// A sweep's trial seeds.
     public static let sweep = RandomPurpose(rawValue: 7)
 
     /// A purpose reserved for layers and code outside Shardwise: `n` in 0...127.
@@ -101,11 +112,16 @@ public struct RandomPurpose: RawRepresentable, Sendable, Hashable {
 /// `index` runs over the elements drawn (units, weights), `position` is a sample's
 /// position in the global batch or in the epoch, `step` the epoch or global step.
 public struct RandomAddress: Sendable, Hashable {
+    /// The Philox key: the seed.
     public var key: SIMD2<UInt32>
+    /// Counter word 1: a sample's position.
     public var position: UInt32
+    /// Counter word 2: the step or epoch.
     public var step: UInt32
+    /// Counter word 3: purpose << 24 | layer.
     public var tag: UInt32
 
+    /// The stream for `purpose` at `step`, `position` and `layer` (below 2^24), keyed by `seed`.
     public init(seed: UInt64, purpose: RandomPurpose, step: UInt32 = 0, position: UInt32 = 0, layer: UInt32 = 0) {
         precondition(layer < 1 << 24, "layer index \(layer) does not fit the counter")
         key = SIMD2(UInt32(truncatingIfNeeded: seed), UInt32(truncatingIfNeeded: seed >> 32))

@@ -5,11 +5,16 @@
 /// is `g + μ * buf` (Nesterov) or `buf`; then `w -= lr * direction`.
 /// (Dampening is 0, as in PyTorch's default.)
 public struct SGDHyperparameters: Sendable, Equatable {
+    /// The learning rate of this step.
     public var learningRate: Float
+    /// The momentum of this step (0: plain SGD).
     public var momentum: Float
+    /// L2 decay added to the gradient.
     public var weightDecay: Float
+    /// Nesterov momentum.
     public var nesterov: Bool
 
+    /// One step's hyperparameters.
     public init(learningRate: Float, momentum: Float = 0, weightDecay: Float = 0, nesterov: Bool = false) {
         self.learningRate = learningRate
         self.momentum = momentum
@@ -18,15 +23,20 @@ public struct SGDHyperparameters: Sendable, Equatable {
     }
 }
 
-public enum SGDKernel {
+package enum SGDKernel {
     /// Sums the shards' gradients in shard order, `((g₀ + g₁) + g₂) + …`, and applies
     /// the update to the elements `range` of w in one pass: the gradient sum never goes
     /// back to memory. `velocity` is unused when momentum is 0. Returns false when
     /// any summed gradient element is NaN or infinite (the update is applied regardless).
     ///
     /// - Parameters:
-    ///   - w, velocity: the whole flat vectors; only `range` is touched.
+    ///   - range: the elements updated.
+    ///   - w: the whole flat parameter vector; only `range` is touched.
     ///   - gradients: `shardCount` pointers, each to a shard's whole gradient vector.
+    ///   - shardCount: the shards, summed in index order.
+    ///   - velocity: the whole momentum buffer; only `range` is touched.
+    ///   - h: learning rate, momentum, weight decay, Nesterov.
+    ///   - firstStep: sets the buffer to the first gradient, as PyTorch does.
     @discardableResult
     public static func update(
         range: Range<Int>, weights w: UnsafeMutablePointer<Float>,

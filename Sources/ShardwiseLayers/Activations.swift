@@ -2,6 +2,7 @@ import ShardwiseKernels
 
 /// `y = max(x, 0)`, elementwise; any width.
 public struct ReLU: Layer {
+    /// Creates the layer.
     public init() {}
 
     public func outputWidth(inputWidth: Int) throws(ModelError) -> Int { inputWidth }

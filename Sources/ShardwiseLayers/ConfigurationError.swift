@@ -5,8 +5,11 @@ import Foundation
 public struct ConfigurationError: Error, CustomStringConvertible, Equatable {
     /// A configuration field, named as in Swift.
     public enum Field: String, Sendable, CaseIterable {
+        /// Fields of `NetworkConfiguration` and `TrainingConfiguration` (`epochs`, `batchSize`, `shardSize`, `seed`).
         case hiddenSizes, dropoutInput, dropoutHidden, epochs, batchSize, shardSize, seed
+        /// Fields of `OptimizerConfiguration` and its momentum ramp.
         case learningRate, momentumStart, momentum, momentumRamp, nesterov, weightDecay, maxNorm
+        /// The learning-rate schedule's step, factor and floor; the validation split and early stopping.
         case scheduleStep, scheduleGamma, scheduleFloor, validationSamples, earlyStoppingPatience
         /// The training data (its shape against the model's).
         case data
@@ -14,10 +17,12 @@ public struct ConfigurationError: Error, CustomStringConvertible, Equatable {
         case ranks
     }
 
+    /// The field that holds the bad value.
     public var field: Field
     /// What was found and what was expected; may name another field as `{fieldName}`.
     public var problem: String
 
+    /// A problem with `field`; `problem` says what was found and what was expected.
     public init(_ field: Field, _ problem: String) {
         self.field = field
         self.problem = problem

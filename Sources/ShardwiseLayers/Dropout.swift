@@ -7,8 +7,10 @@ import ShardwiseKernels
 /// word u of the stream (seed, dropout, t, position s, this layer's index among the model's
 /// Dropout layers): the mask does not depend on the shard size or the worker count.
 public struct Dropout: Layer {
+    /// The probability of zeroing a unit, in [0, 1).
     public let probability: Double
 
+    /// Dropout that zeroes each unit with probability `probability`.
     public init(_ probability: Double) {
         self.probability = probability
     }
@@ -37,8 +39,10 @@ public struct Dropout: Layer {
 /// the identity in evaluation. Its draws are addressed as `Dropout`'s, among the
 /// model's GaussianDropout layers.
 public struct GaussianDropout: Layer {
+    /// The Bernoulli rate whose mean and variance the noise matches, in [0, 1).
     public let probability: Double
 
+    /// Gaussian dropout with the variance of `Dropout(probability)`.
     public init(_ probability: Double) {
         self.probability = probability
     }

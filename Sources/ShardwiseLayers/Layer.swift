@@ -52,8 +52,10 @@ extension Layer {
 public struct ModelError: Error, CustomStringConvertible, Equatable {
     /// Position of the layer in the model, from 0; nil for the model as a whole.
     public var layer: Int?
+    /// What was found and what was expected.
     public var problem: String
 
+    /// A problem with the layer at position `layer` (nil: the whole model).
     public init(layer: Int? = nil, _ problem: String) {
         self.layer = layer
         self.problem = problem
@@ -79,9 +81,12 @@ public struct ParameterSpec: Sendable {
     public var name: String
     /// One or two dimensions: (rows, columns) or (count). A weight is stored (O, I), as PyTorch's.
     public var shape: [Int]
+    /// How the tensor's values start.
     public var initializer: ParameterInitializer
+    /// How the optimizer treats the tensor (max-norm applies to hidden layers' `.weight` rows).
     public var role: Role
 
+    /// A tensor named `name` of `shape` (one or two positive sizes).
     public init(name: String, shape: [Int], initializer: ParameterInitializer, role: Role = .other) {
         self.name = name
         self.shape = shape
@@ -94,7 +99,9 @@ public struct ParameterSpec: Sendable {
 /// stream (seed, initialization, layer k, position t) for tensor t of the k-th
 /// parameterised layer: the same values for a seed on any machine and worker count.
 public enum ParameterInitializer: Sendable {
+    /// Every value 0.
     case zeros
+    /// Every value the given constant.
     case constant(Float)
     /// Uniform in [-bound, bound).
     case uniform(bound: Float)
@@ -118,6 +125,7 @@ public enum ParameterInitializer: Sendable {
 
 /// Where a layer's draws come from in one shard's training pass.
 public struct LayerRandomness: Sendable {
+    /// The run's seed (the Philox key).
     public var seed: UInt64
     /// The global optimisation step.
     public var step: UInt32
@@ -148,18 +156,23 @@ public struct ParameterGradients {
     let base: UnsafeMutablePointer<Float>
     let offsets: UnsafeBufferPointer<Int>
 
+    /// The gradient of tensor `i` (declaration order), laid out as its shape, row-major.
     public subscript(i: Int) -> UnsafeMutablePointer<Float> { base + offsets[i] }
 }
 
 /// What ``Layer/forward(_:)`` reads and writes for one shard.
 public struct ForwardPass {
+    /// N: the shard's rows in this pass (at most the shard size).
     public let rows: Int
+    /// I: values per input row.
     public let inputWidth: Int
+    /// O: values per output row, as `outputWidth(inputWidth:)` gave.
     public let outputWidth: Int
     /// (N, I).
     public let input: UnsafePointer<Float>
     /// (N, O): write every element.
     public let output: UnsafeMutablePointer<Float>
+    /// The layer's parameter tensors, read-only: shared by every shard of the step.
     public let parameters: ParameterValues
     /// ``Layer/scratchCount(inputWidth:rows:)`` floats, this shard's own.
     public let scratch: UnsafeMutablePointer<Float>
@@ -169,17 +182,23 @@ public struct ForwardPass {
 
 /// What ``Layer/backward(_:)`` reads and writes for one shard, after its forward pass.
 public struct BackwardPass {
+    /// N, as in the forward pass.
     public let rows: Int
+    /// I, as in the forward pass.
     public let inputWidth: Int
+    /// O, as in the forward pass.
     public let outputWidth: Int
     /// The forward pass's input (N, I) and output (N, O).
     public let input: UnsafePointer<Float>
+    /// The forward pass's output (N, O).
     public let output: UnsafePointer<Float>
     /// dL/d(output), (N, O). The layer may overwrite it.
     public let outputGradient: UnsafeMutablePointer<Float>
     /// dL/d(input), (N, I), to be overwritten; nil when no earlier layer needs it.
     public let inputGradient: UnsafeMutablePointer<Float>?
+    /// The layer's parameter tensors, as the forward pass read them.
     public let parameters: ParameterValues
+    /// This shard's gradient of each parameter tensor: overwrite every element.
     public let parameterGradients: ParameterGradients
     /// The same scratch memory the forward pass had.
     public let scratch: UnsafeMutablePointer<Float>

@@ -7,10 +7,14 @@ import ShardwiseKernels
 /// stream (seed, dropConnect, step, this layer's index among the model's Linear layers).
 /// Weights start He-uniform, biases at zero.
 public struct Linear: Layer {
+    /// I: the width of the rows it takes.
     public let inputs: Int
+    /// O: the width of the rows it gives.
     public let outputs: Int
+    /// The probability of zeroing each weight in training (0: plain `Linear`).
     public let dropConnect: Double
 
+    /// A layer from `inputs` to `outputs` units, with DropConnect rate `dropConnect`.
     public init(_ inputs: Int, _ outputs: Int, dropConnect: Double = 0) {
         self.inputs = inputs
         self.outputs = outputs

@@ -8,6 +8,10 @@ public protocol Loss: Sendable {
     /// - Parameters:
     ///   - outputs: (N, width), the model's last layer's output.
     ///   - labels: (N), class indices in `0..<width`.
+    ///   - rows: N, the shard's rows.
+    ///   - width: the model's output width.
+    ///   - gradientScale: the factor on the gradient (1 / global batch size: the shards' gradients then add up to the batch mean's).
+    ///   - gradient: (N, width), overwritten.
     func evaluate(
         outputs: UnsafePointer<Float>, labels: UnsafePointer<Int32>, rows: Int, width: Int,
         gradientScale: Float, gradient: UnsafeMutablePointer<Float>
@@ -17,6 +21,7 @@ public protocol Loss: Sendable {
 /// Softmax cross-entropy on logits, as PyTorch's `nn.CrossEntropyLoss` (summed here;
 /// the engine scales by 1 / global batch, which makes it the batch mean).
 public struct SoftmaxCrossEntropy: Loss {
+    /// Creates the loss.
     public init() {}
 
     public func evaluate(

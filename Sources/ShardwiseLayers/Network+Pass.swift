@@ -3,12 +3,14 @@ import ShardwiseKernels
 
 /// Where a shard's random draws come from in one training step.
 public struct RandomContext: Sendable {
+    /// The run's seed (the Philox key).
     public var seed: UInt64
     /// The global optimisation step (counts across epochs).
     public var step: UInt32
     /// Global-batch position of the shard's first row.
     public var firstPosition: Int
 
+    /// The draws of the shard whose first row sits at `firstPosition` of the global batch, at `step`.
     public init(seed: UInt64, step: UInt32, firstPosition: Int) {
         self.seed = seed
         self.step = step
@@ -21,6 +23,8 @@ extension Network {
     ///
     /// - Parameters:
     ///   - parameters: the flat parameter vector, laid out as `layout`.
+    ///   - ws: the shard's workspace; its `input` holds the rows.
+    ///   - n: rows, at most the workspace's capacity.
     ///   - random: where stochastic layers draw from when training; nil means evaluation.
     public func forward(parameters: UnsafePointer<Float>, workspace ws: Workspace, rows n: Int, random: RandomContext?) {
         precondition(n > 0 && n <= ws.capacity, "forward: \(n) rows in a workspace of \(ws.capacity)")

@@ -7,10 +7,13 @@ import ShardwiseKernels
 /// and ``backward(parameters:workspace:rows:lossDivisor:gradient:)`` at once, each with its
 /// own ``Workspace`` and gradient buffer, reading the same parameters.
 public struct Network: Sendable {
+    /// The layers, as given.
     public let model: Sequential
+    /// What `backward` differentiates.
     public let loss: any Loss
     /// widths[k] is the width of layer k's input; widths.last is the model's output width.
     public let widths: [Int]
+    /// Where each parameter tensor sits in the flat parameter vector.
     public let layout: ParameterLayout
     /// Per layer: the offsets of its tensors in the flat vector, in declaration order.
     let parameterOffsets: [[Int]]
@@ -64,6 +67,7 @@ public struct Network: Sendable {
         self.needsInputGradient = needs
     }
 
+    /// The model's layers.
     public var layers: [any Layer] { model.layers }
 
     /// Multiply-adds per sample in the ``Linear`` layers' forward pass; forward plus

@@ -16,8 +16,11 @@ public enum DropoutKind: String, Sendable, Codable, CaseIterable {
 /// networks the command line trains, and the description checkpoints carry so that
 /// `shardwise eval` can rebuild them. ``model()`` gives the equivalent ``Sequential``.
 public struct NetworkConfiguration: Sendable, Codable, Equatable {
+    /// Values per input row (784 for MNIST).
     public var inputSize: Int
+    /// The width of each hidden layer, input side first.
     public var hiddenSizes: [Int]
+    /// Classes: the width of the output layer.
     public var outputSize: Int
     /// Probability of zeroing an input unit.
     public var dropoutInput: Double
@@ -25,8 +28,10 @@ public struct NetworkConfiguration: Sendable, Codable, Equatable {
     public var dropoutHidden: Double
     /// One rate per hidden layer (`--dropout-hidden 0.5,0.3,0.2`); nil: `dropoutHidden` everywhere.
     public var dropoutHiddenPerLayer: [Double]?
+    /// Which noise the rates drive.
     public var dropoutKind: DropoutKind
 
+    /// A perceptron with these widths and dropout rates (probabilities of zeroing); MNIST-shaped by default.
     public init(
         inputSize: Int = 784, hiddenSizes: [Int], outputSize: Int = 10, dropoutInput: Double, dropoutHidden: Double,
         dropoutHiddenPerLayer: [Double]? = nil, dropoutKind: DropoutKind = .bernoulli

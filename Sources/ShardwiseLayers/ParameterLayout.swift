@@ -5,24 +5,30 @@ import ShardwiseKernels
 /// Every tensor starts on a cache line, so chunks of the vector that the
 /// reduction hands to different workers never share a line inside a tensor's start.
 public struct ParameterLayout: Sendable, Equatable {
+    /// One tensor of the layout.
     public struct Tensor: Sendable, Equatable {
         /// The full name, e.g. `layers.0.weight`.
         public var name: String
         /// One or two dimensions, as declared (``ParameterSpec/shape``).
         public var shape: [Int]
+        /// Its first element in the flat vector (a multiple of 16 floats).
         public var offset: Int
         /// Whether max-norm constrains its rows (a hidden layer's weights).
         public var maxNormApplies: Bool
         /// Rows: the first dimension; columns: the second, or 1.
         public var rows: Int { shape[0] }
+        /// The second dimension, or 1 for a vector.
         public var columns: Int { shape.count > 1 ? shape[1] : 1 }
+        /// Its number of values.
         public var count: Int { rows * columns }
     }
 
+    /// The tensors, in model order (each layer's in declaration order).
     public private(set) var tensors: [Tensor] = []
     /// Total floats, padding included.
     public private(set) var count = 0
 
+    /// An empty layout.
     public init() {}
 
     /// Appends a tensor and returns its offset.

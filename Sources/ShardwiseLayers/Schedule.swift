@@ -12,6 +12,7 @@ public enum LearningRateSchedule: Sendable, Equatable, Codable {
     /// Half a cosine from the base rate down to `floor` x base over `epochs` (CosineAnnealingLR).
     case cosine(epochs: Int, floor: Double)
 
+    /// The learning rate at `progress` epochs (fractional), from the base rate `base`.
     public func learningRate(base: Double, progress epochs: Double) -> Double {
         switch self {
         case .constant:
@@ -26,6 +27,7 @@ public enum LearningRateSchedule: Sendable, Equatable, Codable {
         }
     }
 
+    /// The name the command line uses for the schedule.
     public var name: String {
         switch self {
         case .constant: "constant"
@@ -39,16 +41,21 @@ public enum LearningRateSchedule: Sendable, Equatable, Codable {
 /// A linear ramp of the momentum coefficient from `start` to `end` over `epochs`,
 /// as Srivastava et al. (2014) ramp 0.5 -> 0.99. `epochs == 0` means `end` throughout.
 public struct MomentumRamp: Sendable, Equatable, Codable {
+    /// The momentum at progress 0.
     public var start: Double
+    /// The momentum from `epochs` on.
     public var end: Double
+    /// The length of the ramp in epochs (0: `end` throughout).
     public var epochs: Double
 
+    /// A ramp from `start` to `end` over `epochs` epochs.
     public init(start: Double, end: Double, epochs: Double) {
         self.start = start
         self.end = end
         self.epochs = epochs
     }
 
+    /// The momentum at `progress` epochs (fractional).
     public func momentum(progress: Double) -> Double {
         guard epochs > 0 else { return end }
         let t = min(progress / epochs, 1)

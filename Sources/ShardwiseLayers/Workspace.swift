@@ -7,7 +7,9 @@ import ShardwiseKernels
 /// scratch memory lives from its forward to its backward; two buffers carry
 /// gradients backwards.
 public final class Workspace: @unchecked Sendable {
+    /// The most rows one pass takes.
     public let capacity: Int
+    /// activations[k]: the input of layer k, (capacity, its width); the last is the model's output.
     public let activations: [FloatBuffer]
     /// Per layer: its scratch memory (masks, say), nil when it asked for none.
     public let scratch: [FloatBuffer?]
@@ -18,7 +20,10 @@ public final class Workspace: @unchecked Sendable {
     /// Handed to layers that asked for no scratch memory.
     private let empty = FloatBuffer(count: 16)
 
-    /// - Parameter allocator: where the buffers' memory comes from (the computing worker's NUMA node).
+    /// - Parameters:
+    ///   - network: the compiled model whose activations, scratch and gradients it holds.
+    ///   - capacity: the most rows one pass takes (the shard size).
+    ///   - allocator: where the buffers' memory comes from (the computing worker's NUMA node).
     public init(network: Network, capacity: Int, allocator: MemoryAllocator? = nil) {
         precondition(capacity > 0, "workspace capacity must be positive")
         self.capacity = capacity

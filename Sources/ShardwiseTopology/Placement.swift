@@ -8,26 +8,37 @@ public enum PlacementPolicy: String, Sendable, Codable, CaseIterable {
 
 /// Where one worker runs and where its memory comes from.
 public struct WorkerPlacement: Sendable, Equatable, Codable {
+    /// The worker's index.
     public var worker: Int
+    /// The PU it is bound to (the OS's number).
     public var pu: OSIndex
+    /// The same PU, hwloc's logical index.
     public var puLogical: LogicalIndex
+    /// Its core.
     public var core: LogicalIndex
+    /// Its L3 domain, if the machine reports one.
     public var l3: LogicalIndex?
+    /// Its NUMA node, if any.
     public var numa: LogicalIndex?
     /// The NUMA node (OS index) the worker's memory is bound to.
     public var memoryNode: OSIndex?
+    /// Its package (socket), if any.
     public var package: LogicalIndex?
 }
 
 /// A placement plan: one entry per worker.
 public struct PlacementPlan: Sendable, Equatable, Codable {
+    /// How workers were spread.
     public var policy: PlacementPolicy
+    /// Whether SMT siblings may be used before every core has a worker.
     public var smt: Bool
+    /// One placement per worker, in worker order.
     public var workers: [WorkerPlacement]
     /// What the plan had to decide that the user should know (SMT siblings used, oversubscription).
     public var notes: [String]
 }
 
+/// A placement that cannot be made (more workers than usable PUs, say), with what to do.
 public struct PlacementError: Error, CustomStringConvertible, Equatable {
     public var description: String
 }

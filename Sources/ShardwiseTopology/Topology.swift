@@ -3,6 +3,7 @@ import CShardwiseHwloc
 /// An index as the operating system numbers objects (`P#3`): can be sparse or interleaved.
 public struct OSIndex: Hashable, Comparable, Sendable, Codable, CustomStringConvertible {
     public var rawValue: Int
+    /// The index the OS uses.
     public init(_ rawValue: Int) { self.rawValue = rawValue }
     public static func < (a: OSIndex, b: OSIndex) -> Bool { a.rawValue < b.rawValue }
     public var description: String { "P#\(rawValue)" }
@@ -16,6 +17,7 @@ public struct OSIndex: Hashable, Comparable, Sendable, Codable, CustomStringConv
 /// An index in hwloc's logical order (`L#3`): dense, following the machine's tree.
 public struct LogicalIndex: Hashable, Comparable, Sendable, Codable, CustomStringConvertible {
     public var rawValue: Int
+    /// hwloc's logical index.
     public init(_ rawValue: Int) { self.rawValue = rawValue }
     public static func < (a: LogicalIndex, b: LogicalIndex) -> Bool { a.rawValue < b.rawValue }
     public var description: String { "L#\(rawValue)" }
@@ -28,26 +30,38 @@ public struct LogicalIndex: Hashable, Comparable, Sendable, Codable, CustomStrin
 
 /// A hardware thread and where it sits in the machine.
 public struct ProcessingUnit: Sendable, Equatable {
+    /// The OS's number for the PU.
     public var os: OSIndex
+    /// hwloc's logical index.
     public var logical: LogicalIndex
+    /// Its core.
     public var core: LogicalIndex
+    /// Its L3 domain, if any.
     public var l3: LogicalIndex?
+    /// Its NUMA node, if any.
     public var numa: LogicalIndex?
+    /// Its package, if any.
     public var package: LogicalIndex?
     /// False when a cgroup cpuset (or similar) forbids this PU.
     public var allowed: Bool
 }
 
+/// A memory node.
 public struct NUMANode: Sendable, Equatable {
+    /// The OS's number for the node (what memory binding takes).
     public var os: OSIndex
+    /// hwloc's logical index.
     public var logical: LogicalIndex
+    /// The package it belongs to, if any.
     public var package: LogicalIndex?
+    /// Its local memory.
     public var memoryBytes: UInt64
 }
 
 /// hwloc failed, or was given something it cannot read.
 public struct TopologyError: Error, CustomStringConvertible, Equatable {
     public var description: String
+    /// An error with the one-line description `description`.
     public init(_ description: String) { self.description = description }
 }
 
@@ -56,9 +70,13 @@ public struct TopologyError: Error, CustomStringConvertible, Equatable {
 /// Offline PUs are not in the topology at all (hwloc leaves them out);
 /// disallowed PUs are present with `allowed == false` and never placed on.
 public final class Topology: @unchecked Sendable {
+    /// Where a topology came from.
     public enum Source: Sendable, Equatable, CustomStringConvertible {
+        /// The running machine, read by hwloc.
         case thisMachine
+        /// An hwloc XML export (`lstopo --of xml`).
         case xml(path: String)
+        /// An hwloc synthetic description, e.g. "pack:2 numa:2 core:8 pu:2".
         case synthetic(String)
         public var description: String {
             switch self {
@@ -69,18 +87,25 @@ public final class Topology: @unchecked Sendable {
         }
     }
 
+    /// Where this topology came from.
     public let source: Source
+    /// Every PU, in logical order.
     public let pus: [ProcessingUnit]
+    /// Every NUMA node.
     public let numaNodes: [NUMANode]
     /// NUMA latency matrix by logical index, when hwloc has one.
     public let numaDistances: [[UInt64]]?
+    /// Packages (sockets).
     public let packageCount: Int
+    /// L3 cache domains.
     public let l3Count: Int
+    /// Cores.
     public let coreCount: Int
     /// Whether threads can be bound on it (it is the running machine).
     public let isThisSystem: Bool
     let handle: OpaquePointer
 
+    /// Reads a topology from `source`; throws when hwloc cannot.
     public init(_ source: Source) throws(TopologyError) {
         var message = [CChar](repeating: 0, count: 512)
         let handle: OpaquePointer?
@@ -146,6 +171,7 @@ public final class Topology: @unchecked Sendable {
         return found < 0 ? [] : nodes.prefix(Int(found)).map { OSIndex(Int($0)) }
     }
 
+    /// Releases memory from `allocate(bytes:onNode:)`.
     public func free(_ pointer: UnsafeMutableRawPointer, bytes: Int) {
         sw_topology_free(handle, pointer, bytes)
     }
@@ -156,5 +182,6 @@ public final class Topology: @unchecked Sendable {
     /// The kernel's id of the calling thread (as in /proc/self/task).
     public static func currentThreadID() -> Int32 { sw_thread_id() }
 
+    /// The PUs this process may run on (its cpuset, online ones only).
     public var allowedPUs: [ProcessingUnit] { pus.filter(\.allowed) }
 }
