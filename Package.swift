@@ -45,7 +45,7 @@ let package = Package(
         .target(name: "ShardwiseTopology", dependencies: ["CShardwiseHwloc"]),
         .target(name: "ShardwiseData", dependencies: ["ShardwiseKernels", "CShardwiseZlib"]),
         .target(name: "ShardwiseLayers", dependencies: ["ShardwiseKernels", "ShardwiseData"]),
-        .target(name: "ShardwiseIO", dependencies: ["ShardwiseKernels", "ShardwiseLayers"]),
+        .target(name: "ShardwiseIO", dependencies: ["ShardwiseKernels", "ShardwiseData", "ShardwiseLayers"]),
         .target(
             name: "ShardwiseEngine",
             dependencies: ["ShardwiseKernels", "ShardwiseLayers", "ShardwiseData", "ShardwiseTopology", "ShardwiseIO", "CShardwiseMPI"]),

@@ -22,10 +22,12 @@ public enum Evaluation {
         let model: (network: NetworkConfiguration, parameters: [Float])
         do { model = try loadModel(checkpoint) } catch { throw RunError(error.description) }
         var test: Dataset
-        do { test = try MNIST.load(directory: dataDirectory).test } catch { throw RunError(error.description) }
+        do { test = try MNIST.load(directory: dataDirectory, features: model.network.inputSize).test } catch {
+            throw RunError("\(error.description) (the model in \(checkpoint) takes \(model.network.inputSize) inputs)")
+        }
         if let testLimit { test = test.prefix(testLimit) }
-        guard test.features == model.network.inputSize else {
-            throw RunError("\(checkpoint): the model takes \(model.network.inputSize) inputs, the test images have \(test.features) pixels")
+        guard test.classes == model.network.outputSize else {
+            throw RunError("\(checkpoint): the model gives \(model.network.outputSize) outputs, the test set has \(test.classes) classes")
         }
         let network: Network
         do { network = try Network(model.network) } catch { throw RunError("\(checkpoint): \(error)") }
@@ -98,13 +100,15 @@ public enum Evaluation {
             let loaded = try TrainingRun.loadCheckpoint(folder)
             return (loaded.state.network!, loaded.parameters)
         }
-        guard let bytes = AtomicFile.read(path) else { throw CheckpointError("\(path): cannot read") }
+        let bytes: [UInt8]
+        do { bytes = try RegularFile.read(path, limit: MemoryBudget.current().bytes / 2, what: "memory") } catch {
+            throw CheckpointError(error.description)
+        }
         let file = try SafeTensors.decode(bytes, path: path)
         guard let text = file.metadata["network"],
               let network = try? JSON.decoder().decode(NetworkConfiguration.self, from: Data(text.utf8))
         else { throw CheckpointError("\(path): no Shardwise network description in its __metadata__") }
-        let layout: ParameterLayout
-        do { layout = try Network(network).layout } catch { throw CheckpointError("\(path): \(error)") }
+        let layout = try TrainingRun.layout(of: network, in: "\(path) (__metadata__)")
         return (network, try Checkpoint.flatten(file.tensors, layout: layout, prefix: "", path: path))
     }
 }

@@ -34,6 +34,38 @@ public struct RunConfiguration: Sendable, Codable, Equatable {
         try training.validate()
     }
 
+    /// Every setting that shapes the trained weights, by field, as text: what resumed runs,
+    /// sweep trials and MPI ranks compare (the first difference names its field).
+    public var settings: [(field: ConfigurationError.Field, value: String)] {
+        let o = training.optimizer
+        var schedule: (kind: String, step: String, gamma: String, floor: String) = ("constant", "-", "-", "-")
+        switch o.schedule {
+        case .constant: break
+        case .step(let every, let gamma): schedule = ("step", "\(every)", "\(gamma)", "-")
+        case .exponential(let gamma): schedule = ("exponential", "-", "\(gamma)", "-")
+        case .cosine(_, let floor): schedule = ("cosine", "-", "-", "\(floor)")
+        }
+        return [
+            (.hiddenSizes, ([network.inputSize] + network.hiddenSizes + [network.outputSize]).map(String.init).joined(separator: ",")),
+            (.dropoutInput, "\(network.dropoutInput)"),
+            (.dropoutHidden, network.dropoutHiddenPerLayer.map { $0.map { "\($0)" }.joined(separator: ",") } ?? "\(network.dropoutHidden)"),
+            (.dropoutKind, network.dropoutKind.rawValue),
+            (.epochs, "\(training.epochs)"), (.batchSize, "\(training.batchSize)"), (.shardSize, "\(training.shardSize)"),
+            (.seed, "\(training.seed)"), (.learningRate, "\(o.learningRate)"), (.schedule, schedule.kind),
+            (.scheduleStep, schedule.step), (.scheduleGamma, schedule.gamma), (.scheduleFloor, schedule.floor),
+            (.momentumStart, "\(o.momentum.start)"), (.momentum, "\(o.momentum.end)"), (.momentumRamp, "\(o.momentum.epochs)"),
+            (.nesterov, "\(o.nesterov)"), (.weightDecay, "\(o.weightDecay)"), (.maxNorm, o.maxNorm.map { "\($0)" } ?? "none"),
+            (.validationSamples, training.validationSamples.map(String.init) ?? "none"),
+            (.earlyStoppingPatience, training.earlyStoppingPatience.map(String.init) ?? "none"),
+        ]
+    }
+
+    /// The first setting in which `other` differs from this configuration: its field, this
+    /// value and the other's; nil when they train the same weights.
+    public func firstDifference(from other: RunConfiguration) -> (field: ConfigurationError.Field, mine: String, other: String)? {
+        zip(settings, other.settings).first { $0.value != $1.value }.map { ($0.0.field, $0.0.value, $0.1.value) }
+    }
+
     enum Key: String, CodingKey { case network }
 
     public init(from decoder: Decoder) throws {
@@ -60,6 +92,8 @@ public struct RunError: Error, CustomStringConvertible {
     public var collective: Bool
     /// The engine's error, when it came from one (the program names configuration fields by its flags).
     public var underlying: TrainingError?
+    /// Under MPI, for a collective error: every rank reports it (each rank's view matters), not rank 0 alone.
+    public var everyRank = false
 
     public init(_ description: String, exitStatus: Int32 = 1, stopped: Bool = false, collective: Bool = false) {
         self.description = description

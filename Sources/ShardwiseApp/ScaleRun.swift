@@ -85,13 +85,13 @@ public enum ScaleRun {
         line("shardwise scale on this machine (\(description)), BLAS \(blas.kernels), policy \(settings.policy.rawValue)")
         line("network \(TrainingRun.describe(configuration.network)), shards of \(configuration.shardSize), \(dataName)")
         if !settings.command.isEmpty { line("command: \(settings.command)") }
-        let single = WorkerPool(plan: try machine.plan(workers: 1, policy: .compact), topology: machine)
+        let single = try WorkerPool(plan: try machine.plan(workers: 1, policy: .compact), topology: machine)
         let gemmOne = try await MachineLimits.concurrentGEMM(pool: single, network: network, rows: 128, seconds: 0.5)
         single.shutdown()
         var points: [ScalePoint] = []
         var baseline: [String: Double] = [:]
         for workers in settings.workerCounts {
-            let pool = WorkerPool(plan: try machine.plan(workers: workers, policy: settings.policy, oversubscribe: true), topology: machine)
+            let pool = try WorkerPool(plan: try machine.plan(workers: workers, policy: settings.policy, oversubscribe: true), topology: machine)
             defer { pool.shutdown() }
             let gemm = workers == 1 ? gemmOne : try await MachineLimits.concurrentGEMM(pool: pool, network: network, rows: 128, seconds: 0.5)
             for mode in settings.modes {
@@ -152,13 +152,13 @@ public enum ScaleRun {
         data: Dataset, machine: Topology
     ) async throws {
         // Inputs measured here: one shard's compute time on one worker, and the reduction's bandwidth on this machine's NUMA node.
-        let one = WorkerPool(plan: try machine.plan(workers: 1, policy: .compact), topology: machine)
+        let one = try WorkerPool(plan: try machine.plan(workers: 1, policy: .compact), topology: machine)
         defer { one.shutdown() }
         let c = configuration
         let settings = Settings(workerCounts: [1])
         let (_, split) = try await measure(pool: one, configuration: c, data: data, settings: settings)
         let shardSeconds = split.compute / Double(c.shardsPerBatch)
-        let all = WorkerPool(plan: try machine.plan(workers: Set(machine.allowedPUs.map(\.core)).count, policy: .compact), topology: machine)
+        let all = try WorkerPool(plan: try machine.plan(workers: Set(machine.allowedPUs.map(\.core)).count, policy: .compact), topology: machine)
         defer { all.shutdown() }
         let nodeBandwidth = try await MachineLimits.reductionBandwidth(pool: all, configuration: c) * 1e9  // bytes/s per NUMA node
         let crossBandwidth = nodeBandwidth / 2

@@ -72,6 +72,10 @@ public enum SweepRun {
         options: RunOptions, command: String, console: Console
     ) async throws -> SweepReport {
         guard let out = options.outDirectory else { throw RunError("sweep: needs --out DIR for its trials and results") }
+        // The sweep holds its folder for its whole life; each trial holds its own below it.
+        let folder: RunFolder
+        do { folder = try RunFolder(out, owner: options.owner) } catch { throw RunError(error.description) }
+        defer { withExtendedLifetime(folder) {} }
         var trials: [SweepTrial] = []
         let decoder = JSONDecoder()
         decoder.keyDecodingStrategy = .convertFromSnakeCase
@@ -87,8 +91,13 @@ public enum SweepRun {
                     configuration.seed = trialSeed(sweepSeed: sweepSeed, trial: index)
                     let folder = "\(out)/trial-\(String(format: "%03d", index))"
                     let summary: RunSummary
-                    if let data = FileManager.default.contents(atPath: "\(folder)/summary.json"),
-                       let done = try? decoder.decode(RunSummary.self, from: data), done.configuration == configuration {
+                    let earlier = try earlierTrial(in: folder, decoder: decoder)
+                    if let trained = earlier.configuration, let difference = configuration.firstDifference(from: trained), !options.overwrite {
+                        throw RunError(.configuration(ConfigurationError(
+                            difference.field,
+                            "\(difference.mine) in this sweep, but \(folder) was trained with \(difference.other); rerun a sweep with its own flags, use another --out, or pass --overwrite to retrain its trials")))
+                    }
+                    if let done = earlier.summary, done.configuration == configuration {
                         summary = done
                         console.line("trial \(index): input \(input), hidden \(hidden), seed \(s): done earlier")
                     } else {
@@ -96,7 +105,7 @@ public enum SweepRun {
                         trialOptions.outDirectory = folder
                         trialOptions.checkpointEvery = .epochs(1)
                         trialOptions.keep = 1
-                        if (try? Checkpoint.newest(in: folder)) != nil { trialOptions.resume = folder }
+                        if earlier.checkpoint, earlier.configuration == configuration { trialOptions.resume = folder }
                         console.line("trial \(index): input \(input), hidden \(hidden), seed \(s)\(trialOptions.resume == nil ? "" : " (resuming)")")
                         summary = try await TrainingRun.run(configuration: configuration, options: trialOptions, console: console)
                     }
@@ -111,6 +120,21 @@ public enum SweepRun {
             }
         }
         return SweepReport(command: command, sweepSeed: sweepSeed, base: base, trials: trials, rows: rows(trials))
+    }
+
+    /// What a trial folder holds from an earlier run of the sweep: its summary, whether it has a
+    /// checkpoint, and the configuration it was trained with (from either).
+    static func earlierTrial(in folder: String, decoder: JSONDecoder) throws -> (summary: RunSummary?, checkpoint: Bool, configuration: RunConfiguration?) {
+        let summary: RunSummary?
+        do {
+            summary = try RegularFile.readIfPresent("\(folder)/summary.json", limit: 64 << 20, what: "a summary").flatMap {
+                try? decoder.decode(RunSummary.self, from: Data($0))
+            }
+        } catch { throw RunError(error.description) }
+        guard (try? Checkpoint.newest(in: folder)) != nil else { return (summary, false, summary?.configuration) }
+        let state: TrainingState
+        do { state = try TrainingRun.loadCheckpoint(try Checkpoint.newest(in: folder)).state } catch { throw RunError(error.description) }
+        return (summary, true, state.network.map { RunConfiguration(network: $0, training: state.configuration) })
     }
 
     /// Groups trials by rates, in sweep order, with the spread over seeds.

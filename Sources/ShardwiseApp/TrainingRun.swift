@@ -57,6 +57,10 @@ public struct RunOptions: Sendable {
     public var fastAllreduce = false
     /// Under MPI: seconds to wait for the other ranks before ending the job.
     public var mpiTimeout = 120.0
+    /// Replace a previous run's results in `outDirectory` instead of refusing to start.
+    public var overwrite = false
+    /// Recorded in the output folder's lock file (the command line that holds it).
+    public var owner = "shardwise"
 
     public init(
         dataDirectory: String? = nil, outDirectory: String? = nil, workers: Int? = nil, trainLimit: Int? = nil, testLimit: Int? = nil
@@ -87,10 +91,11 @@ public enum TrainingRun {
         let blas: BLASInfo
         do { blas = try BLAS.load() } catch { throw RunError(error.description) }
         if !blas.fastKernels { console.warn("BLAS runs slow kernels (\(blas.kernels), \(blas.cpu)); expect low throughput") }
-        let mnist = try loadMNIST(options)
-        if let out = options.outDirectory, (cluster?.rank ?? 0) == 0 {
-            do { try AtomicFile.makeDirectory(out) } catch { throw RunError(error.description) }
-        }
+        // Rank 0 alone writes: it alone holds the output folder, for the whole run.
+        let folder = (cluster?.rank ?? 0) == 0 ? try claimFolder(options) : nil
+        defer { withExtendedLifetime(folder) {} }
+        let mnist = try loadMNIST(options, features: configuration.network.inputSize)
+        if let cluster { try agree(cluster, configuration: configuration, data: mnist, options: options, resumedStep: resumed?.state.globalStep) }
         let pool: WorkerPool
         do {
             pool = try WorkerPool.onThisMachine(
@@ -107,7 +112,7 @@ public enum TrainingRun {
                 cluster: cluster, fastAllreduce: options.fastAllreduce)
             if let resumed { try trainer.restore(from: resumed) }
         } catch { throw RunError(error) }
-        if let resumed {
+        if let resumed, !trainer.isFinished {
             console.line("resuming from \(resumed.path): epoch \(trainer.state.epoch + 1), step \(trainer.state.stepInEpoch) of \(trainer.stepsPerEpoch)")
         }
         console.line(
@@ -115,6 +120,13 @@ public enum TrainingRun {
                 + "\(trainer.trainingData.count) training / \(mnist.test.count) test samples from \(mnist.directory); "
                 + (cluster.map { "\($0.size) MPI ranks (\(trainer.fastAllreduce ? "MPI_Allreduce" : "ordered exchange")) x " } ?? "")
                 + "\(pool.workers.count) workers (\(options.policy.rawValue)), shards of \(configuration.shardSize); BLAS \(blas.kernels) kernels")
+        if trainer.isFinished, let resumed {
+            console.line("\(resumed.path): this run finished (\(trainer.state.records.count) epochs); nothing is trained or rewritten")
+            if let out = options.outDirectory, let data = try? RegularFile.read("\(out)/summary.json", limit: 64 << 20),
+               let summary = try? JSON.decoder().decode(RunSummary.self, from: Data(data)) {
+                return summary
+            }
+        }
         let stepsBefore = trainer.state.globalStep
         try await follow(trainer, configuration: configuration, test: mnist.test, options: options, console: console)
         let summary = RunSummary(
@@ -173,16 +185,67 @@ public enum TrainingRun {
     }
 
     /// A checkpoint of a described network (every checkpoint the command line writes).
+    /// Its description and training settings pass the same validation as the command line's,
+    /// and its format version must be one this build reads.
     public static func loadCheckpoint(_ path: String) throws(CheckpointError) -> Checkpoint.Contents<TrainingState> {
         try Checkpoint.load(path, as: TrainingState.self) { (state) throws(CheckpointError) in
+            guard ShardwiseVersion.canRead(state.version) else {
+                throw CheckpointError("\(path)/state.json: written by shardwise \(state.version), expected a version up to \(ShardwiseVersion.current) (a newer format)")
+            }
             guard let network = state.network else { throw CheckpointError("\(path)/state.json: no network description; the model was built in code") }
-            do { return try Network(network).layout } catch { throw CheckpointError("\(path)/state.json: \(error)") }
+            do { try state.configuration.validate() } catch { throw CheckpointError("\(path)/state.json: \(error)") }
+            return try layout(of: network, in: "\(path)/state.json")
         }
     }
 
-    static func loadMNIST(_ options: RunOptions) throws -> MNIST {
+    /// The parameter layout of a stored network description, after the checks the command line makes.
+    static func layout(of network: NetworkConfiguration, in file: String) throws(CheckpointError) -> ParameterLayout {
+        do { try network.validate() } catch { throw CheckpointError("\(file): network \(error)") }
+        guard network.inputSize > 0, network.outputSize > 1 else {
+            throw CheckpointError("\(file): network of \(network.inputSize) inputs and \(network.outputSize) outputs, expected at least 1 input and 2 classes")
+        }
+        do { return try Network(network).layout } catch { throw CheckpointError("\(file): \(error)") }
+    }
+
+    /// Under MPI: every rank must train the same configuration on the same data. A rank
+    /// started with other flags or files would train other weights, or hang the job at its
+    /// first exchange; instead every rank ends at once, naming the field and each rank's value.
+    static func agree(_ cluster: Cluster, configuration: RunConfiguration, data: MNIST, options: RunOptions, resumedStep: Int?) throws {
+        let settings = configuration.settings + [
+            (.data, "training set of \(data.train.fingerprint)"), (.data, "test set of \(data.test.fingerprint)"),
+            (.fastAllreduce, "\(options.fastAllreduce)"), (.resume, resumedStep.map { "step \($0)" } ?? "none"),
+        ]
+        let found: (index: Int, values: [String])?
+        do { found = try cluster.disagreement(on: settings.map(\.value)) } catch { throw RunError(error.description) }
+        guard let found else { return }
+        let ranks = found.values.enumerated().map { "rank \($0.offset): \($0.element)" }.joined(separator: "; ")
+        var error = RunError(.configuration(ConfigurationError(
+            settings[found.index].field, "the MPI ranks disagree (\(ranks)); start every rank with the same flags and data")))
+        error.collective = true
+        error.everyRank = true
+        error.exitStatus = 2
+        throw error
+    }
+
+    /// Takes the output folder's lock; a folder holding another run's results is refused
+    /// (README, "What Shardwise refuses, and why") unless this run resumes it or overwrites.
+    static func claimFolder(_ options: RunOptions) throws -> RunFolder? {
+        guard let out = options.outDirectory else { return nil }
+        let folder: RunFolder
+        do { folder = try RunFolder(out, owner: options.owner) } catch { throw RunError(error.description) }
+        if options.resume != out, !folder.contents.isEmpty {
+            guard options.overwrite else {
+                let shown = folder.contents.prefix(3).joined(separator: ", ") + (folder.contents.count > 3 ? ", …" : "")
+                throw RunError("--out \(out): already holds \(shown); a run never replaces another's results: continue it with --resume \(out), choose another --out, or pass --overwrite")
+            }
+            folder.removeRunOutputs()
+        }
+        return folder
+    }
+
+    static func loadMNIST(_ options: RunOptions, features: Int) throws -> MNIST {
         var mnist: MNIST
-        do { mnist = try MNIST.load(directory: options.dataDirectory) } catch { throw RunError(error.description) }
+        do { mnist = try MNIST.load(directory: options.dataDirectory, features: features) } catch { throw RunError(error.description) }
         if let limit = options.trainLimit { mnist.train = mnist.train.prefix(limit) }
         if let limit = options.testLimit { mnist.test = mnist.test.prefix(limit) }
         return mnist

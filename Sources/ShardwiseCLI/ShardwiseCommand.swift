@@ -33,7 +33,7 @@ enum Main {
                 ShardwiseCommand.exit(withError: error)  // --help, --version
             }
             let message = ShardwiseCommand.message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid arguments"
-            fail("error: \(message)\n(see 'shardwise help' for usage)", status: 2)
+            fail("error: \(message) (see 'shardwise help' for usage)", status: 2)
         }
         // Under mpirun every rank runs the command: only train and bench know how to share the work.
         if Cluster.launched, !(command is TrainCommand || command is BenchCommand || command is DoctorCommand || command is TopologyCommand) {
@@ -53,7 +53,8 @@ enum Main {
             // Under MPI: an error every rank reached together ends the job normally, told
             // once; an error of this rank alone ends every rank (they would wait for it).
             if error.collective || error.stopped {
-                if cluster.rank == 0 { writeAll(STDERR_FILENO, text + "\n") }
+                if error.everyRank { writeAll(STDERR_FILENO, "rank \(cluster.rank) of \(cluster.size): " + text + "\n") }
+                else if cluster.rank == 0 { writeAll(STDERR_FILENO, text + "\n") }
                 try? Cluster.finish()
                 exit(status)
             }
@@ -65,7 +66,7 @@ enum Main {
             Cluster.abortJob(status: 3)
             exit(3)
         } catch let error as ValidationError {
-            fail("error: \(error)\n(see 'shardwise help' for usage)", status: 2)
+            fail("error: \(error) (see 'shardwise help' for usage)", status: 2)
         } catch {
             fail("error: \(error)", status: 1)
         }
@@ -119,6 +120,11 @@ func flag(_ field: ConfigurationError.Field) -> String {
     case .earlyStoppingPatience: "--early-stopping"
     case .data: "--data"
     case .ranks: "mpirun -np"
+    case .memory: "memory"
+    case .schedule: "--schedule"
+    case .dropoutKind: "--dropout-kind"
+    case .fastAllreduce: "--fast-allreduce"
+    case .resume: "--resume"
     }
 }
 

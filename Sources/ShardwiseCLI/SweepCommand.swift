@@ -36,6 +36,9 @@ struct SweepCommand: AsyncParsableCommand {
     @Option(help: "Folder for the trials, sweep.csv, sweep.json and sweep.svg.")
     var out: String
 
+    @Flag(help: "Retrain trials whose folders hold results of other settings instead of refusing to start.")
+    var overwrite = false
+
     func rates(_ text: String, flag: String) throws -> [Double] {
         let values = text.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
         guard !values.isEmpty, values.allSatisfy({ $0 != nil && $0! >= 0 && $0! < 1 }) else {
@@ -57,9 +60,12 @@ struct SweepCommand: AsyncParsableCommand {
             hiddenSizes: try parseLayerSizes(layers), dropoutInput: 0, dropoutHidden: 0, dropoutKind: dropoutKind))
         base.validationSamples = validationSamples
         let command = "shardwise " + CommandLine.arguments.dropFirst().joined(separator: " ")
+        var options = machine.runOptions(outDirectory: out)
+        options.overwrite = overwrite
+        options.owner = command
         let report = try await SweepRun.run(
             base: base, inputRates: try rates(dropoutInput, flag: "--dropout-input"), hiddenRates: try rates(dropoutHidden, flag: "--dropout-hidden"),
-            seeds: seeds, sweepSeed: sweepSeed, options: machine.runOptions(outDirectory: out), command: command, console: .standard)
+            seeds: seeds, sweepSeed: sweepSeed, options: options, command: command, console: .standard)
         for line in SweepRun.table(report) { print(line) }
         do {
             try AtomicFile.write(SweepRun.csv(report), to: "\(out)/sweep.csv")

@@ -23,8 +23,11 @@ struct TrainCommand: AsyncParsableCommand {
     @Option(help: "Checkpoints to keep (the newest).")
     var keep = 3
 
-    @Option(help: "Continue from the newest valid checkpoint in this folder (its configuration is used; --workers may change).")
+    @Option(help: "Continue from the newest valid checkpoint in this folder (its configuration is kept: a flag that contradicts it is refused; --workers may change).")
     var resume: String?
+
+    @Flag(help: "Replace a previous run's results in --out (its checkpoints, metrics and summary) instead of refusing to start.")
+    var overwrite = false
 
     @Flag(help: "Also train the same network and seed without dropout (into OUT/no-dropout) and draw both in OUT/curves.svg.")
     var compareNoDropout = false
@@ -55,7 +58,16 @@ struct TrainCommand: AsyncParsableCommand {
         options.checkpointEvery = checkpointEvery.flatMap(checkpointInterval)
         options.keep = keep
         options.resume = resume
+        options.overwrite = overwrite
+        options.owner = "shardwise " + CommandLine.arguments.dropFirst().joined(separator: " ")
         let configuration = try makeConfiguration()
+        if let resume {
+            let checkpoint: Checkpoint.Contents<TrainingState>
+            do { checkpoint = try TrainingRun.loadCheckpoint(try Checkpoint.newest(in: resume)) } catch { throw RunError(error.description) }
+            try checkResumeFlags(
+                requested: configuration, stored: RunConfiguration(network: checkpoint.state.network!, training: checkpoint.state.configuration),
+                checkpoint: checkpoint.path, given: givenFlags())
+        }
         let summary = try await TrainingRun.run(configuration: configuration, options: options, console: .standard)
         guard compareNoDropout, let out = options.outDirectory ?? resume else { return }
         var plain = summary.configuration
@@ -64,7 +76,7 @@ struct TrainCommand: AsyncParsableCommand {
         plain.network.dropoutHiddenPerLayer = nil
         var plainOptions = options
         plainOptions.outDirectory = "\(out)/no-dropout"
-        plainOptions.resume = nil
+        plainOptions.resume = (try? Checkpoint.newest(in: "\(out)/no-dropout")) != nil ? "\(out)/no-dropout" : nil
         let writes = (Cluster.current?.rank ?? 0) == 0  // under MPI, rank 0 alone prints and writes
         if writes { Console.standard.line("the same network and seed without dropout, into \(out)/no-dropout:") }
         let baseline = try await TrainingRun.run(configuration: plain, options: plainOptions, console: .standard)

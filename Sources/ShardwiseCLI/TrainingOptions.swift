@@ -121,8 +121,8 @@ struct MachineOptions: ParsableArguments {
         if let testSamples, testSamples <= 0 {
             throw ValidationError("--test-samples: \(testSamples), expected a positive count")
         }
-        if !(mpiTimeout > 0) {
-            throw ValidationError("--mpi-timeout: \(mpiTimeout), expected a positive number of seconds")
+        if !(mpiTimeout > 0 && mpiTimeout <= 86_400) {
+            throw ValidationError("--mpi-timeout: \(mpiTimeout), expected a positive number of seconds up to 86400 (a job whose ranks stop answering must end)")
         }
     }
 

@@ -48,18 +48,23 @@ public struct Dataset: Sendable {
     }
 
     /// Reads an IDX image file (count, rows, columns) and an IDX label file (count),
-    /// checking that the counts agree and every label is below `classes`.
-    public init(imagesPath: String, labelsPath: String, classes: Int) throws(DataError) {
-        let images = try IDXFile(path: imagesPath, expectedDimensions: 3)
-        let labels = try IDXFile(path: labelsPath, expectedDimensions: 1)
-        let count = images.dimensions[0]
-        guard labels.dimensions[0] == count else {
-            throw DataError(
-                path: labelsPath,
-                problem: "has \(labels.dimensions[0]) labels, but \(imagesPath) has \(count) images; expected the same count")
+    /// checking that the counts agree and every label is below `classes`; with `features`,
+    /// that each image has that many pixels, before its pixels are read.
+    public init(imagesPath: String, labelsPath: String, classes: Int, features expected: Int? = nil) throws(DataError) {
+        let images = try IDXFile(path: imagesPath, expectedDimensions: 3) { (d) throws(DataError) in
+            guard d[0] > 0, d[1] > 0, d[2] > 0 else {
+                throw DataError(path: imagesPath, problem: "empty image set (dimensions \(d)), expected at least one image")
+            }
+            if let expected, d[1] * d[2] != expected {
+                throw DataError(path: imagesPath, problem: "images of \(d[1])x\(d[2]) = \(d[1] * d[2]) pixels, expected \(expected)")
+            }
         }
-        guard count > 0, images.dimensions[1] > 0, images.dimensions[2] > 0 else {
-            throw DataError(path: imagesPath, problem: "empty image set (dimensions \(images.dimensions)), expected at least one image")
+        let count = images.dimensions[0]
+        let labels = try IDXFile(path: labelsPath, expectedDimensions: 1) { (d) throws(DataError) in
+            guard d[0] == count else {
+                throw DataError(
+                    path: labelsPath, problem: "has \(d[0]) labels, but \(imagesPath) has \(count) images; expected the same count")
+            }
         }
         if let index = labels.bytes.firstIndex(where: { Int($0) >= classes }) {
             throw DataError(
@@ -75,6 +80,39 @@ public struct Dataset: Sendable {
             initialized = images.bytes.count
         }
         self.labels = labels.bytes.map { Int32($0) }
+    }
+
+    /// What identifies these samples: their shape and a CRC-32 of their values and labels.
+    /// A checkpoint stores it, so that a run is never resumed on other data.
+    public var fingerprint: DataFingerprint {
+        var crc = images.withUnsafeBytes { UInt32(crc32_z(0, $0.baseAddress?.assumingMemoryBound(to: UInt8.self), $0.count)) }
+        crc = labels.withUnsafeBytes { UInt32(crc32_z(UInt(crc), $0.baseAddress?.assumingMemoryBound(to: UInt8.self), $0.count)) }
+        return DataFingerprint(samples: count, features: features, classes: classes, crc32: crc)
+    }
+}
+
+/// The identity of a data set: samples, shape and a CRC-32 of its float values and labels.
+public struct DataFingerprint: Codable, Sendable, Equatable, CustomStringConvertible {
+    /// Rows.
+    public var samples: Int
+    /// Values per row.
+    public var features: Int
+    /// Label classes.
+    public var classes: Int
+    /// CRC-32 of the values (as little-endian floats) then the labels (as Int32).
+    public var crc32: UInt32
+
+    /// A fingerprint of these figures.
+    public init(samples: Int, features: Int, classes: Int, crc32: UInt32) {
+        self.samples = samples
+        self.features = features
+        self.classes = classes
+        self.crc32 = crc32
+    }
+
+    /// "60000 samples of 784 values, 10 classes, CRC-32 1a2b3c4d".
+    public var description: String {
+        "\(samples) samples of \(features) values, \(classes) classes, CRC-32 \(String(crc32, radix: 16))"
     }
 }
 

@@ -23,8 +23,9 @@ public struct MNIST: Sendable {
     public static let defaultDirectories = ["data/mnist", "../shared/datasets/mnist"]
 
     /// Loads MNIST from `directory`, or from the first default folder that has the files.
-    /// Each file may be raw or gzip-compressed (`name` or `name.gz`).
-    public static func load(directory: String?) throws(DataError) -> MNIST {
+    /// Each file may be raw or gzip-compressed (`name` or `name.gz`). With `features`, images
+    /// of another size are refused from their header, before their pixels are read.
+    public static func load(directory: String?, features: Int? = nil) throws(DataError) -> MNIST {
         let folder: String
         if let directory {
             folder = directory
@@ -44,8 +45,8 @@ public struct MNIST: Sendable {
             }
             paths.append(path)
         }
-        let train = try Dataset(imagesPath: paths[0], labelsPath: paths[1], classes: 10)
-        let test = try Dataset(imagesPath: paths[2], labelsPath: paths[3], classes: 10)
+        let train = try Dataset(imagesPath: paths[0], labelsPath: paths[1], classes: 10, features: features)
+        let test = try Dataset(imagesPath: paths[2], labelsPath: paths[3], classes: 10, features: features ?? train.features)
         guard train.features == test.features else {
             throw DataError(path: paths[2], problem: "images have \(test.features) pixels, training images have \(train.features)")
         }

@@ -124,6 +124,50 @@ public final class Cluster: @unchecked Sendable {
         try check(sw_mpi_allreduce_longs(values, Int32(count), Int32(SW_MPI_MIN), timeout, error, 512), doing)
     }
 
+    func allreduceLongs(_ values: UnsafeMutablePointer<Int>, count: Int, op: Int32, _ doing: String) throws(ClusterError) {
+        try check(sw_mpi_allreduce_longs(values, Int32(count), op, timeout, error, 512), doing)
+    }
+
+    /// Checks that every rank holds the same `values` (a job's settings, say, in a fixed order
+    /// that every rank shares). Returns nil when they agree; otherwise the first index at which
+    /// some rank differs from rank 0, with each rank's value there (the first 64 bytes).
+    /// One all-reduce of a hash when they agree; a second exchange of every value when not.
+    public func disagreement(on values: [String]) throws(ClusterError) -> (index: Int, values: [String])? {
+        let hashes = values.map { Self.hash($0) }
+        var range = [Self.hash(hashes.map(String.init).joined(separator: ",")), 0]
+        range[1] = -range[0]
+        try range.withUnsafeMutableBufferPointer { (b) throws(ClusterError) in
+            try allreduceLongs(b.baseAddress!, count: 2, op: Int32(SW_MPI_MIN), "comparing the ranks' settings")
+        }
+        guard range[0] != -range[1] else { return nil }  // min(h) == max(h): every rank agrees
+        // Each rank fills its own row (per value: its hash, then 64 bytes as 8 words); the sum is the table.
+        let words = 9, row = values.count * words
+        var table = [Int](repeating: 0, count: size * row)
+        for (i, value) in values.enumerated() {
+            table[rank * row + i * words] = hashes[i]
+            for (b, byte) in value.utf8.prefix(64).enumerated() {
+                table[rank * row + i * words + 1 + b / 8] |= Int(byte) << (8 * (b % 8))
+            }
+        }
+        try table.withUnsafeMutableBufferPointer { (b) throws(ClusterError) in
+            try allreduceLongs(b.baseAddress!, count: b.count, op: Int32(SW_MPI_SUM), "exchanging the ranks' settings")
+        }
+        for i in values.indices where (1..<size).contains(where: { table[$0 * row + i * words] != table[i * words] }) {
+            return (i, (0..<size).map { r in
+                let bytes = (0..<64).map { b in UInt8(truncatingIfNeeded: table[r * row + i * words + 1 + b / 8] >> (8 * (b % 8))) }
+                return String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
+            })
+        }
+        return nil
+    }
+
+    /// FNV-1a of the text, as a non-negative Int (so that min and -max can share one reduction).
+    static func hash(_ text: String) -> Int {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in text.utf8 { h = (h ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return Int(h >> 2)
+    }
+
     /// The sum over ranks of one integer (exact, so independent of the order MPI adds in).
     public func sum(_ value: Int, _ doing: String) throws(ClusterError) -> Int {
         var v = value

@@ -1,3 +1,4 @@
+import ShardwiseLayers
 import ShardwiseData
 import ShardwiseIO
 import ShardwiseKernels
@@ -59,6 +60,15 @@ extension Trainer {
         until epochs: Int, test: Dataset?, checkpoints: CheckpointPolicy?, stopAfterSteps: Int?,
         emit: (TrainingEvent) -> Void
     ) async throws(TrainingError) {
+        if let test {
+            let fingerprint = test.fingerprint
+            if let stored = state.testData, stored != fingerprint {
+                throw .configuration(ConfigurationError(.data, "test set \(fingerprint), but the earlier epochs were tested on \(stored)"))
+            }
+            state.testData = fingerprint
+        }
+        // A finished run stays finished: nothing is trained, and its checkpoints are left as they are.
+        guard !isFinished || epochs > configuration.epochs else { return }
         let steps = stepsPerEpoch
         var stepsThisRun = 0
         var lastCheckpoint: String?
@@ -66,7 +76,12 @@ extension Trainer {
             shuffle(epoch: state.epoch)
             let start = monotonicSeconds() - state.epochSeconds
             while state.stepInEpoch < steps {
-                let loss = try await step(epoch: state.epoch, stepInEpoch: state.stepInEpoch)
+                let loss: Double
+                do { loss = try await step(epoch: state.epoch, stepInEpoch: state.stepInEpoch) } catch .cancelled {
+                    let path = try checkpoints.map { policy throws(TrainingError) in try writeCheckpoint(policy, kind: .stopped) }
+                    emit(.stopped(globalStep: state.globalStep, checkpoint: path))
+                    return
+                }
                 try checkFinite(loss, lastCheckpoint: lastCheckpoint)
                 state.epochLossSum += loss
                 state.stepInEpoch += 1

@@ -29,7 +29,10 @@ extension Trainer {
                 communicationSeconds += (t1 - t0) + (monotonicSeconds() - t2)
             } catch { throw .cluster(error) }
         } else {
+            abandoned.value.store(0, ordering: .relaxed)
             await runWorkers(stepInEpoch: stepInEpoch, hyper: hyper, reduce: true)
+            // Cancelled before every shard ran: nothing was updated, the step never happened.
+            if abandoned.value.load(ordering: .relaxed) != 0 { throw .cancelled(completedSteps: state.globalStep) }
         }
         optimizer.stepsTaken += 1
         state.globalStep += 1
@@ -70,7 +73,15 @@ extension Trainer {
     func work(worker w: Int, stepInEpoch: Int?, hyper: SGDHyperparameters, reduce: Bool) {
         let t0 = monotonicSeconds()
         let mine = stepInEpoch == nil ? 0..<0 : shards(of: w)
-        for shard in mine { shardLoss[shard] = computeShard(shard, stepInEpoch: stepInEpoch!) }
+        for shard in mine {
+            // Single process: a cancelled step is abandoned between shards (a bounded wait for
+            // Ctrl-C). Under MPI the ranks decide together after the step (see `agree`).
+            if exchange == nil && Task.isCancelled {
+                abandoned.value.store(1, ordering: .relaxed)
+                break
+            }
+            shardLoss[shard] = computeShard(shard, stepInEpoch: stepInEpoch!)
+        }
         let t1 = monotonicSeconds()
         guard reduce else {
             timing.add(worker: w, compute: t1 - t0, waiting: 0, reduction: 0)
@@ -88,6 +99,8 @@ extension Trainer {
             if spins > 1_000 { sched_yield() }
         }
         let t2 = monotonicSeconds()
+        // Set only before a worker's releasing add above, so every worker reads the same value here.
+        if abandoned.value.load(ordering: .relaxed) != 0 { return }
         // Relaxed: the counter only hands out distinct chunk indices; the data each
         // chunk reads was published by the barrier above.
         while true {

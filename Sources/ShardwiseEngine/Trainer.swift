@@ -71,6 +71,8 @@ public final class Trainer: @unchecked Sendable {
     // Step coordination. Each counter sits on its own cache line (see `PaddedCounter`).
     let shardsDone = PaddedCounter()
     let nextChunk = PaddedCounter()
+    /// Non-zero when a worker skipped a shard of the step in flight because the task was cancelled.
+    let abandoned = PaddedCounter()
     /// Lowest chunk whose summed gradient was not finite in the last step (Int.max: none).
     let badChunk = PaddedCounter()
     /// Tests: write a NaN into this shard's gradient of the second tensor at this global step.
@@ -108,6 +110,7 @@ public final class Trainer: @unchecked Sendable {
         if let cluster, shards < cluster.size {
             throw .configuration(ConfigurationError(.batchSize, "\(configuration.batchSize) samples make \(shards) shards of \(configuration.shardSize) for \(cluster.size) ranks; every rank needs at least one shard (a smaller {shardSize} or a larger batch)"))
         }
+        try Self.checkMemory(network: network, configuration: configuration, data: data, localShards: cluster?.block(of: shards).count ?? shards)
         self.configuration = configuration
         self.network = network
         networkDescription = description
@@ -159,6 +162,7 @@ public final class Trainer: @unchecked Sendable {
         trainImages = images
         order = Array(0..<Int32(trainingData.count))
         state = TrainingState(configuration: configuration, network: description)
+        state.trainingData = data.fingerprint
         timing = StepTiming(workers: pool.workers.count)
     }
 
@@ -181,6 +185,24 @@ public final class Trainer: @unchecked Sendable {
         if reductionPointers != shardGradientPointers { reductionPointers.deallocate() }
         shardGradientPointers.deallocate()
         shardLoss.deallocate()
+    }
+
+    /// Refuses a configuration whose buffers would not fit in this process's ``MemoryBudget``,
+    /// naming the figure and the settings that drive it.
+    static func checkMemory(network: Network, configuration: TrainingConfiguration, data: Dataset, localShards: Int) throws(TrainingError) {
+        let shards = configuration.shardsPerBatch
+        let budget = MemoryBudget.current()
+        let estimate = MemoryEstimate(
+            network: network, shards: shards, localShards: localShards, shardSize: configuration.shardSize,
+            samples: data.count, features: data.features)
+        guard let estimate, let total = estimate.total, total <= budget.bytes else {
+            let parts = estimate.map {
+                "\(MemoryBudget.format($0.shardGradients)) for \(shards) shard gradient buffers ({batchSize} \(configuration.batchSize) / {shardSize} \(configuration.shardSize)) of \(network.layout.parameterCount) parameters ({hiddenSizes}), "
+                    + "\(MemoryBudget.format($0.workspaces)) for \(localShards) workspaces of \(configuration.shardSize) rows, \(MemoryBudget.format($0.parameters + $0.data)) for parameters and data"
+            } ?? "more than can be addressed"
+            let needed = estimate?.total.map(MemoryBudget.format) ?? "more than can be addressed"
+            throw .configuration(ConfigurationError(.memory, "training needs about \(needed) (\(parts)), more than the \(budget) available"))
+        }
     }
 
     /// The pool's number of workers.
@@ -212,13 +234,24 @@ public final class Trainer: @unchecked Sendable {
         guard checkpoint.state.configuration == configuration else {
             throw .checkpoint(CheckpointError("\(checkpoint.path): trained with another configuration than this trainer's"))
         }
+        if let stored = checkpoint.state.trainingData, stored != state.trainingData {
+            throw .checkpoint(CheckpointError("\(checkpoint.path): trained on other data (\(stored)); the data given now is \(state.trainingData.map(\.description) ?? "unknown")"))
+        }
         guard checkpoint.parameters.count == parameters.count, checkpoint.optimizerState.count == parameters.count else {
             throw .checkpoint(CheckpointError("\(checkpoint.path): \(checkpoint.parameters.count) parameters, the model has \(parameters.count)"))
         }
         checkpoint.parameters.withUnsafeBufferPointer { parameters.pointer.update(from: $0.baseAddress!, count: $0.count) }
         checkpoint.optimizerState.withUnsafeBufferPointer { optimizer.velocity.pointer.update(from: $0.baseAddress!, count: $0.count) }
+        let fingerprint = state.trainingData
         state = checkpoint.state
+        state.trainingData = fingerprint
         optimizer.stepsTaken = state.globalStep
+    }
+
+    /// Whether training is over: every epoch trained, or early stopping's patience ran out.
+    public var isFinished: Bool {
+        state.epoch >= configuration.epochs
+            || configuration.earlyStoppingPatience.map { (state.epochsWithoutImprovement ?? 0) >= $0 } == true
     }
 
     /// The tensor whose gradient was NaN or infinite in the last step, if any.

@@ -54,7 +54,7 @@ extension TrainingConfiguration {
             if !condition { throw ConfigurationError(field, problem()) }
         }
         try check(epochs > 0, .epochs, "\(epochs), expected a positive number of epochs")
-        try check(batchSize > 0, .batchSize, "\(batchSize), expected a positive number of samples")
+        try check(batchSize > 0 && batchSize <= Int(Int32.max), .batchSize, "\(batchSize), expected a positive number of samples below 2^31 (random streams address samples with 32 bits)")
         try check(shardSize > 0, .shardSize, "\(shardSize), expected a positive number of samples")
         try check(batchSize % shardSize == 0, .batchSize, "\(batchSize) is not a whole number of shards of \(shardSize) ({shardSize})")
         try optimizer.validate()

@@ -16,6 +16,10 @@ public enum TrainingError: Error, CustomStringConvertible {
     case checkpoint(CheckpointError)
     /// A loss or gradient stopped being finite at `step`; `lastCheckpoint`, if any, is untouched.
     case diverged(step: Int, reason: String, lastCheckpoint: String?)
+    /// The task was cancelled during a step, which was abandoned before its update: the
+    /// parameters are those after `completedSteps` steps (``Trainer/fit(epochs:test:checkpoints:stopAfterSteps:)``
+    /// turns this into its `.stopped` event).
+    case cancelled(completedSteps: Int)
 
     public var description: String {
         switch self {
@@ -24,6 +28,7 @@ public enum TrainingError: Error, CustomStringConvertible {
         case .blas(let error): error.description
         case .cluster(let error): error.description
         case .checkpoint(let error): error.description
+        case .cancelled(let steps): "cancelled during a step; the parameters are those after step \(steps)"
         case .diverged(let step, let reason, let checkpoint):
             "training diverged at step \(step): \(reason)" + (checkpoint.map { "; the last good checkpoint \($0) is untouched" } ?? "")
         }

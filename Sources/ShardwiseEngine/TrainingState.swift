@@ -1,3 +1,4 @@
+import ShardwiseData
 import ShardwiseLayers
 
 /// One finished epoch's metrics (a line of `metrics.jsonl`).
@@ -54,6 +55,10 @@ public struct TrainingState: Codable, Sendable {
     public var bestEpoch: Int?
     /// Epochs since the best validation error.
     public var epochsWithoutImprovement: Int?
+    /// The training samples (before the validation split): a resumed run must have the same.
+    public var trainingData: DataFingerprint?
+    /// The test set given to `fit`: its records are comparable only on the same one.
+    public var testData: DataFingerprint?
 
     /// The state before the first step.
     public init(configuration: TrainingConfiguration, network: NetworkConfiguration?) {
@@ -70,7 +75,7 @@ public struct TrainingState: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case version, configuration, epoch, stepInEpoch, globalStep, epochLossSum, epochSeconds, records
-        case bestValidationErrorPercent, bestEpoch, epochsWithoutImprovement
+        case bestValidationErrorPercent, bestEpoch, epochsWithoutImprovement, trainingData, testData
     }
 
     enum NetworkKey: String, CodingKey { case network }
@@ -89,6 +94,8 @@ public struct TrainingState: Codable, Sendable {
         bestValidationErrorPercent = try c.decodeIfPresent(Double.self, forKey: .bestValidationErrorPercent)
         bestEpoch = try c.decodeIfPresent(Int.self, forKey: .bestEpoch)
         epochsWithoutImprovement = try c.decodeIfPresent(Int.self, forKey: .epochsWithoutImprovement)
+        trainingData = try c.decodeIfPresent(DataFingerprint.self, forKey: .trainingData)
+        testData = try c.decodeIfPresent(DataFingerprint.self, forKey: .testData)
     }
 
     /// The configuration's fields and `network` in one object.
@@ -116,6 +123,8 @@ public struct TrainingState: Codable, Sendable {
         try c.encodeIfPresent(bestValidationErrorPercent, forKey: .bestValidationErrorPercent)
         try c.encodeIfPresent(bestEpoch, forKey: .bestEpoch)
         try c.encodeIfPresent(epochsWithoutImprovement, forKey: .epochsWithoutImprovement)
+        try c.encodeIfPresent(trainingData, forKey: .trainingData)
+        try c.encodeIfPresent(testData, forKey: .testData)
     }
 }
 
@@ -143,4 +152,15 @@ public struct StepSplit: Codable, Sendable {
 public enum ShardwiseVersion {
     /// This library's version.
     public static let current = "0.2.0"
+
+    /// Whether this build reads files written by `version` ("major.minor.patch"): any up to its own
+    /// major and minor version (the formats only grow by optional fields within them).
+    public static func canRead(_ version: String) -> Bool {
+        func parts(_ v: String) -> [Int]? {
+            let p = v.split(separator: ".").map { Int($0) }
+            return p.count == 3 && p.allSatisfy { ($0 ?? -1) >= 0 } ? p.map { $0! } : nil
+        }
+        guard let found = parts(version), let own = parts(current) else { return false }
+        return found.prefix(2).lexicographicallyPrecedes(own.prefix(2)) || found.prefix(2) == own.prefix(2)
+    }
 }

@@ -120,7 +120,8 @@ public final class WorkerPool: @unchecked Sendable {
     private var isShutDown = false
 
     /// Starts one thread per worker in `plan`; binds each to its PU when `topology` is this machine.
-    public init(plan: PlacementPlan, topology: Topology?) {
+    /// Throws (after stopping the threads already started) when the system refuses a thread.
+    public init(plan: PlacementPlan, topology: Topology?) throws(PlacementError) {
         self.plan = plan
         self.topology = topology
         workers = plan.workers.map { PinnedWorker(index: $0.worker, placement: $0) }
@@ -132,7 +133,11 @@ public final class WorkerPool: @unchecked Sendable {
                 context.worker.run(topology: context.topology)
                 return nil
             }, context)
-            precondition(status == 0, "pthread_create failed: \(status)")
+            guard status == 0 else {
+                Unmanaged<ThreadContext>.fromOpaque(context).release()
+                shutdown()
+                throw PlacementError(description: "cannot start worker thread \(threads.count + 1) of \(workers.count) (pthread_create: \(String(cString: strerror(status)))); use fewer --workers")
+            }
             threads.append(thread)
         }
         for worker in workers {
@@ -201,7 +206,7 @@ extension WorkerPool {
         let topology = try topology ?? Topology.thisMachine()
         let usable = try share.map { try topology.share($0.index, of: $0.count, oversubscribe: oversubscribe) } ?? topology.allowedPUs
         let count = workers ?? Set(usable.map(\.core)).count
-        return WorkerPool(
+        return try WorkerPool(
             plan: try topology.plan(workers: count, policy: policy, smt: smt, oversubscribe: oversubscribe, share: share),
             topology: topology)
     }

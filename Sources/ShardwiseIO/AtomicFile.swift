@@ -112,17 +112,27 @@ public enum AtomicFile {
         return names
     }
 
-    /// The whole content of a file, or nil when it cannot be read.
-    public static func read(_ path: String) -> [UInt8]? {
-        guard let file = fopen(path, "rb") else { return nil }
-        defer { fclose(file) }
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        while true {
-            let n = fread(&buffer, 1, buffer.count, file)
-            if n > 0 { bytes += buffer[0..<n] }
-            if n < buffer.count { break }
+    /// Moves the folder `replacement` to `path`. When `path` exists, the two are swapped in one
+    /// step (Linux's `renameat2` with `RENAME_EXCHANGE`) and the old one removed after, so a
+    /// crash at any moment leaves one complete folder at `path`.
+    public static func replaceFolder(_ path: String, with replacement: String) throws(FileWriteError) {
+        if access(path, F_OK) == 0, let exchange = renameExchange {
+            guard exchange(AT_FDCWD, replacement, AT_FDCWD, path, 2 /* RENAME_EXCHANGE */) == 0 else {
+                throw FileWriteError(path: path, reason: "renameat2: \(String(cString: strerror(errno)))")
+            }
+            syncDirectory(containing: path)
+            removeFolder(replacement)  // now the old folder
+            return
         }
-        return ferror(file) == 0 ? bytes : nil
+        if access(path, F_OK) == 0 { removeFolder(path) }  // no atomic exchange on this system
+        guard rename(replacement, path) == 0 else {
+            throw FileWriteError(path: path, reason: "rename: \(String(cString: strerror(errno)))")
+        }
+        syncDirectory(containing: path)
     }
+
+    typealias RenameAt2 = @convention(c) (Int32, UnsafePointer<CChar>, Int32, UnsafePointer<CChar>, UInt32) -> Int32
+    /// glibc's `renameat2` (2.28 and later), looked up at run time: Swift's Glibc module does not declare it.
+    static let renameExchange = unsafeBitCast(
+        dlsym(UnsafeMutableRawPointer(bitPattern: 0), "renameat2"), to: RenameAt2?.self)
 }

@@ -1,4 +1,5 @@
 import Foundation
+import ShardwiseData
 import ShardwiseKernels
 import ShardwiseLayers
 
@@ -70,24 +71,21 @@ public enum Checkpoint {
             }
             try AtomicFile.writeDurably(Array(sums.utf8), to: "\(temporary)/SHA256SUMS")
             AtomicFile.syncDirectory(temporary)
-            if access(final, F_OK) == 0 { AtomicFile.removeFolder(final) }
-            guard rename(temporary, final) == 0 else {
-                throw FileWriteError(path: final, reason: "rename: \(String(cString: strerror(errno)))")
-            }
-            AtomicFile.syncDirectory(directory)
+            try AtomicFile.replaceFolder(final, with: temporary)
         } catch {
             AtomicFile.removeFolder(temporary)
             let previous = (try? newest(in: directory)).map { "; the previous checkpoint \($0) is intact" } ?? ""
             throw CheckpointError("cannot write checkpoint: \(error)\(previous)")
         }
-        prune(directory, keep: keep)
+        prune(directory, keep: keep, upTo: step)
         return final
     }
 
-    /// Removes all but the newest `keep` checkpoints, and temporary folders left by dead writers.
-    static func prune(_ directory: String, keep: Int) {
+    /// Removes all but the newest `keep` checkpoints up to `step` (a later one is another
+    /// run's, never this writer's to delete), and temporary folders left by dead writers.
+    static func prune(_ directory: String, keep: Int, upTo step: Int) {
         let names = AtomicFile.list(directory) ?? []
-        let checkpoints = names.filter { $0.hasPrefix(prefix) }.sorted()
+        let checkpoints = names.filter { $0.hasPrefix(prefix) && $0 <= folderName(step: step) }.sorted()
         for name in checkpoints.dropLast(max(keep, 1)) { AtomicFile.removeFolder("\(directory)/\(name)") }
         for name in names where name.hasPrefix(".\(prefix)") && !name.hasSuffix(".tmp-\(getpid())") {
             AtomicFile.removeFolder("\(directory)/\(name)")
@@ -103,7 +101,7 @@ public enum Checkpoint {
         var problems: [String] = []
         for name in candidates {
             do {
-                _ = try verifiedFiles("\(directory)/\(name)")
+                try verify("\(directory)/\(name)")
                 return "\(directory)/\(name)"
             } catch {
                 problems.append(error.description)
@@ -117,44 +115,92 @@ public enum Checkpoint {
 
     /// Loads and verifies a checkpoint folder: checksums, state, tensor names and shapes.
     /// `layout` gives the parameter layout the state describes (it may throw for a state it cannot use).
+    /// Every file must be a regular file, and no read is larger than its format allows: the
+    /// state first (at most 64 MiB), then tensors of at most the size its layout implies.
     public static func load<State: Decodable>(
         _ path: String, as: State.Type, layout: (State) throws(CheckpointError) -> ParameterLayout
     ) throws(CheckpointError) -> Contents<State> {
-        let contents = try verifiedFiles(path)
+        let sums = try expectedSums(path)
+        let stateBytes = try verifiedRead(path, "state.json", limit: stateLimit, sums: sums)
         let state: State
-        do { state = try JSON.decoder().decode(State.self, from: Data(contents["state.json"]!)) } catch {
+        do { state = try JSON.decoder().decode(State.self, from: Data(stateBytes)) } catch {
             throw CheckpointError("\(path)/state.json: not a training state (\(error))")
         }
         let layout = try layout(state)
-        let model = try SafeTensors.decode(contents["model.safetensors"]!, path: "\(path)/model.safetensors")
-        let optimizer = try SafeTensors.decode(contents["optimizer.safetensors"]!, path: "\(path)/optimizer.safetensors")
+        // The header: a JSON entry of at most ~200 bytes per tensor, plus the metadata.
+        guard let limit = CheckedSize.sum([8, 1 << 20, 256 * layout.tensors.count, 4 * layout.parameterCount]) else {
+            throw CheckpointError("\(path)/state.json: its network has more parameters than can be addressed")
+        }
+        let model = try SafeTensors.decode(
+            try verifiedRead(path, "model.safetensors", limit: limit, sums: sums), path: "\(path)/model.safetensors")
+        let optimizer = try SafeTensors.decode(
+            try verifiedRead(path, "optimizer.safetensors", limit: limit, sums: sums), path: "\(path)/optimizer.safetensors")
         return Contents(
             path: path, state: state,
             parameters: try flatten(model.tensors, layout: layout, prefix: "", path: "\(path)/model.safetensors"),
             optimizerState: try flatten(optimizer.tensors, layout: layout, prefix: optimizerPrefix, path: "\(path)/optimizer.safetensors"))
     }
 
-    /// The checkpoint's files, each checked against SHA256SUMS.
-    static func verifiedFiles(_ path: String) throws(CheckpointError) -> [String: [UInt8]] {
-        guard let sums = AtomicFile.read("\(path)/SHA256SUMS") else {
+    /// Largest `state.json` read (a state grows by one metrics record per epoch, ~200 bytes).
+    static let stateLimit = 64 << 20
+
+    /// SHA256SUMS of a checkpoint folder: file name to hex digest.
+    static func expectedSums(_ path: String) throws(CheckpointError) -> [String: String] {
+        let sums: [UInt8]?
+        do { sums = try RegularFile.readIfPresent("\(path)/SHA256SUMS", limit: 4096, what: "a checkpoint's SHA256SUMS") } catch {
+            throw CheckpointError(error.description)
+        }
+        guard let sums else {
             throw CheckpointError("\(path): missing SHA256SUMS, expected a checkpoint folder written by shardwise")
         }
-        let expected = Dictionary(
+        return Dictionary(
             String(decoding: sums, as: UTF8.self).split(separator: "\n").compactMap { line -> (String, String)? in
                 let parts = line.split(separator: " ", omittingEmptySubsequences: true)
                 return parts.count == 2 ? (String(parts[1]), String(parts[0])) : nil
             }, uniquingKeysWith: { a, _ in a })
-        var contents: [String: [UInt8]] = [:]
-        for name in files {
-            guard let bytes = AtomicFile.read("\(path)/\(name)") else { throw CheckpointError("\(path)/\(name): missing") }
-            guard let sum = expected[name] else { throw CheckpointError("\(path)/SHA256SUMS: no checksum for \(name)") }
-            let found = SHA256.hexDigest(bytes)
-            guard found == sum else {
-                throw CheckpointError("\(path)/\(name): checksum mismatch (corrupted or truncated: \(bytes.count) bytes, SHA-256 \(found.prefix(12))…, expected \(sum.prefix(12))…)")
-            }
-            contents[name] = bytes
+    }
+
+    /// One of the checkpoint's files, read whole (at most `limit` bytes) and checked against its sum.
+    static func verifiedRead(_ path: String, _ name: String, limit: Int, sums: [String: String]) throws(CheckpointError) -> [UInt8] {
+        guard let sum = sums[name] else { throw CheckpointError("\(path)/SHA256SUMS: no checksum for \(name)") }
+        let bytes: [UInt8]?
+        do { bytes = try RegularFile.readIfPresent("\(path)/\(name)", limit: limit, what: "this checkpoint's \(name)") } catch {
+            throw CheckpointError(error.description)
         }
-        return contents
+        guard let bytes else { throw CheckpointError("\(path)/\(name): missing") }
+        try compare(SHA256.hexDigest(bytes), sum, "\(path)/\(name)", size: bytes.count)
+        return bytes
+    }
+
+    /// Checks every file of a checkpoint against SHA256SUMS, reading each in pieces (nothing
+    /// is held in memory): how ``newest(in:)`` tells a complete checkpoint from a damaged one.
+    static func verify(_ path: String) throws(CheckpointError) {
+        let sums = try expectedSums(path)
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        for name in files {
+            guard let sum = sums[name] else { throw CheckpointError("\(path)/SHA256SUMS: no checksum for \(name)") }
+            guard access("\(path)/\(name)", F_OK) == 0 else { throw CheckpointError("\(path)/\(name): missing") }
+            let fd: Int32
+            do { fd = try RegularFile.open("\(path)/\(name)").descriptor } catch { throw CheckpointError(error.description) }
+            defer { close(fd) }
+            var hash = SHA256()
+            var size = 0
+            while true {
+                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                guard n >= 0 else { throw CheckpointError("\(path)/\(name): read failed (\(String(cString: strerror(errno))))") }
+                if n == 0 { break }
+                buffer.withUnsafeBytes { hash.update(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+                size += n
+            }
+            try compare(SHA256.hex(hash.finalize()), sum, "\(path)/\(name)", size: size)
+        }
+    }
+
+    static func compare(_ found: String, _ expected: String, _ file: String, size: Int) throws(CheckpointError) {
+        guard found == expected else {
+            throw CheckpointError("\(file): checksum mismatch (corrupted or truncated: \(size) bytes, SHA-256 \(found.prefix(12))…, expected \(expected.prefix(12))…)")
+        }
     }
 
     static func tensors(_ layout: ParameterLayout, _ values: UnsafePointer<Float>, prefix: String) -> [SafeTensors.Tensor] {

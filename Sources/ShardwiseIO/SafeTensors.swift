@@ -1,4 +1,5 @@
 import Foundation
+import ShardwiseData
 
 /// A checkpoint file that cannot be used: what was found and what was expected.
 public struct CheckpointError: Error, CustomStringConvertible {
@@ -51,7 +52,10 @@ public enum SafeTensors {
         return out
     }
 
-    /// Decodes a file written by `encode` (or any float32 safetensors file), checking every offset.
+    /// Decodes a file written by `encode` (or any float32 safetensors file), checking every
+    /// size and offset before it allocates: shapes of non-negative sizes whose product does
+    /// not overflow, offsets inside the data, tensors that do not overlap. What it allocates
+    /// is at most about the file's size.
     public static func decode(_ bytes: [UInt8], path: String) throws(CheckpointError) -> (tensors: [Tensor], metadata: [String: String]) {
         func fail(_ problem: String) -> CheckpointError { CheckpointError("\(path): \(problem)") }
         guard bytes.count >= 8 else { throw fail("truncated: \(bytes.count) bytes, expected at least the 8-byte header length") }
@@ -60,30 +64,55 @@ public enum SafeTensors {
             throw fail("truncated or not safetensors: header of \(headerLength) bytes in a file of \(bytes.count)")
         }
         let dataStart = 8 + Int(headerLength)
+        let dataLength = bytes.count - dataStart
         guard let object = try? JSONSerialization.jsonObject(with: Data(bytes[8..<dataStart])) as? [String: Any] else {
             throw fail("the header is not a JSON object")
         }
-        let metadata = (object["__metadata__"] as? [String: String]) ?? [:]
-        var tensors: [(Int, Tensor)] = []
+        var metadata: [String: String] = [:]
+        if let meta = object["__metadata__"] {
+            guard let strings = meta as? [String: String] else { throw fail("__metadata__ is not an object of strings") }
+            metadata = strings
+        }
+        var spans: [(begin: Int, end: Int, name: String, shape: [Int])] = []
         for (name, value) in object where name != "__metadata__" {
             guard let info = value as? [String: Any], let dtype = info["dtype"] as? String,
-                  let shape = info["shape"] as? [Int], let offsets = info["data_offsets"] as? [Int], offsets.count == 2
-            else { throw fail("tensor '\(name)' has no dtype, shape and data_offsets") }
+                  let shape = integers(info["shape"]), let offsets = integers(info["data_offsets"]), offsets.count == 2
+            else { throw fail("tensor '\(name)' has no dtype, integer shape and two integer data_offsets") }
             guard dtype == "F32" else { throw fail("tensor '\(name)' is \(dtype), expected F32") }
-            let count = shape.reduce(1, *)
-            guard offsets[1] - offsets[0] == 4 * count, offsets[0] >= 0 else {
-                throw fail("tensor '\(name)' has offsets \(offsets) for shape \(shape), expected \(4 * count) bytes")
+            guard let count = CheckedSize.product(shape), let size = CheckedSize.product([count, 4]) else {
+                throw fail("tensor '\(name)' has shape \(shape), expected non-negative sizes whose product fits in memory")
             }
-            guard dataStart + offsets[1] <= bytes.count else {
-                throw fail("truncated: tensor '\(name)' ends at byte \(dataStart + offsets[1]), the file has \(bytes.count)")
+            guard offsets[0] >= 0, offsets[1] >= offsets[0], offsets[1] <= dataLength else {
+                throw fail("tensor '\(name)' has data_offsets \(offsets), expected 0 <= begin <= end <= \(dataLength) (the data's length)")
             }
-            var values = [Float](repeating: 0, count: count)
-            values.withUnsafeMutableBytes { raw in
-                raw.copyBytes(from: bytes[(dataStart + offsets[0])..<(dataStart + offsets[1])])
+            guard offsets[1] - offsets[0] == size else {
+                throw fail("tensor '\(name)' has data_offsets \(offsets) for shape \(shape), expected \(size) bytes")
             }
-            tensors.append((offsets[0], Tensor(name: name, shape: shape, values: values)))
+            spans.append((offsets[0], offsets[1], name, shape))
         }
-        return (tensors.sorted { $0.0 < $1.0 }.map(\.1), metadata)
+        spans.sort { ($0.begin, $0.end) < ($1.begin, $1.end) }
+        for (a, b) in zip(spans, spans.dropFirst()) where b.begin < a.end {
+            throw fail("tensors '\(a.name)' and '\(b.name)' overlap (bytes \(a.begin)..<\(a.end) and \(b.begin)..<\(b.end))")
+        }
+        let tensors = spans.map { span in
+            var values = [Float](repeating: 0, count: (span.end - span.begin) / 4)
+            values.withUnsafeMutableBytes { raw in raw.copyBytes(from: bytes[(dataStart + span.begin)..<(dataStart + span.end)]) }
+            return Tensor(name: span.name, shape: span.shape, values: values)
+        }
+        return (tensors, metadata)
+    }
+
+    /// A JSON array of whole numbers within `Int`'s range, or nil.
+    static func integers(_ value: Any?) -> [Int]? {
+        guard let items = value as? [Any] else { return nil }
+        var out: [Int] = []
+        for item in items {
+            guard let number = item as? NSNumber, number.doubleValue.rounded() == number.doubleValue,
+                  abs(number.doubleValue) < 9.2e18
+            else { return nil }
+            out.append(number.intValue)
+        }
+        return out
     }
 
     static func jsonString(_ text: String) -> String {

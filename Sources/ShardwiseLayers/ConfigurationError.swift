@@ -15,6 +15,11 @@ public struct ConfigurationError: Error, CustomStringConvertible, Equatable {
         case data
         /// The ranks of an MPI job.
         case ranks
+        /// The memory a configuration needs, against what the process may use.
+        case memory
+        /// The learning-rate schedule's kind, the dropout noise, how MPI ranks combine
+        /// gradients, and the checkpoint a run resumes from (settings ranks must agree on).
+        case schedule, dropoutKind, fastAllreduce, resume
     }
 
     /// The field that holds the bad value.
@@ -46,13 +51,15 @@ extension NetworkConfiguration {
         func check(_ condition: Bool, _ field: ConfigurationError.Field, _ problem: @autoclosure () -> String) throws(ConfigurationError) {
             if !condition { throw ConfigurationError(field, problem()) }
         }
+        try check((1...Network.maximumWidth).contains(inputSize), .data, "inputs of \(inputSize) values, expected 1 to \(Network.maximumWidth)")
+        try check((2...Network.maximumWidth).contains(outputSize), .data, "\(outputSize) classes, expected 2 to \(Network.maximumWidth)")
         try check(!hiddenSizes.isEmpty, .hiddenSizes, "no hidden layers given, expected sizes like 1024,1024,1024")
         for size in hiddenSizes {
-            try check(size > 0, .hiddenSizes, "layer size \(size) in \(hiddenSizes.map(String.init).joined(separator: ",")), expected positive sizes")
+            try check(size > 0 && size <= Network.maximumWidth, .hiddenSizes, "layer size \(size) in \(hiddenSizes.map(String.init).joined(separator: ",")), expected sizes from 1 to \(Network.maximumWidth)")
         }
-        try check(dropoutInput >= 0 && dropoutInput < 1, .dropoutInput, "\(dropoutInput), expected a probability in [0, 1)")
+        try check(isProbability(dropoutInput), .dropoutInput, "\(dropoutInput), expected a probability in [0, 1) (below 1 as a Float)")
         for rate in [dropoutHidden] + (dropoutHiddenPerLayer ?? []) {
-            try check(rate >= 0 && rate < 1, .dropoutHidden, "\(rate), expected a probability in [0, 1)")
+            try check(isProbability(rate), .dropoutHidden, "\(rate), expected a probability in [0, 1) (below 1 as a Float)")
         }
         if let perLayer = dropoutHiddenPerLayer {
             try check(perLayer.count == hiddenSizes.count, .dropoutHidden, "\(perLayer.count) rates for \(hiddenSizes.count) hidden layers")
@@ -66,25 +73,33 @@ extension OptimizerConfiguration {
         func check(_ condition: Bool, _ field: ConfigurationError.Field, _ problem: @autoclosure () -> String) throws(ConfigurationError) {
             if !condition { throw ConfigurationError(field, problem()) }
         }
-        try check(learningRate > 0 && learningRate.isFinite, .learningRate, "\(learningRate), expected a positive learning rate")
-        try check((0..<1).contains(momentum.start), .momentumStart, "\(momentum.start), expected a value in [0, 1)")
-        try check((0..<1).contains(momentum.end), .momentum, "\(momentum.end), expected a value in [0, 1)")
-        try check(momentum.epochs >= 0, .momentumRamp, "\(momentum.epochs), expected epochs >= 0")
+        // Checked as the kernels see them: in Float, where 1e-46 is 0 and 1e39 is infinite.
+        try check(isPositiveFloat(learningRate), .learningRate, "\(learningRate), expected a positive learning rate that is finite and not 0 as a Float")
+        try check(isProbability(momentum.start), .momentumStart, "\(momentum.start), expected a value in [0, 1) (below 1 as a Float)")
+        try check(isProbability(momentum.end), .momentum, "\(momentum.end), expected a value in [0, 1) (below 1 as a Float)")
+        try check(momentum.epochs >= 0 && momentum.epochs.isFinite, .momentumRamp, "\(momentum.epochs), expected a finite number of epochs >= 0")
         try check(!nesterov || momentum.end > 0, .nesterov, "needs momentum > 0 (as in PyTorch)")
-        try check(weightDecay >= 0, .weightDecay, "\(weightDecay), expected a value >= 0")
+        try check(weightDecay >= 0 && Float(weightDecay).isFinite, .weightDecay, "\(weightDecay), expected a value >= 0, finite as a Float")
         if let c = maxNorm {
-            try check(c > 0 && c.isFinite, .maxNorm, "\(c), expected a positive norm bound")
+            // The kernel compares squared norms: the bound's square must be a normal Float too.
+            try check(isPositiveFloat(c) && Float(c * c).isNormal && Float(c * c).isFinite, .maxNorm, "\(c), expected a positive norm bound between 1e-19 and 1e19")
         }
         switch schedule {
         case .constant: break
         case .step(let every, let gamma):
             try check(every > 0, .scheduleStep, "\(every), expected a positive number of epochs")
-            try check(gamma > 0, .scheduleGamma, "\(gamma), expected a positive factor")
+            try check(isPositiveFloat(gamma), .scheduleGamma, "\(gamma), expected a positive, finite factor")
         case .exponential(let gamma):
-            try check(gamma > 0, .scheduleGamma, "\(gamma), expected a positive factor")
+            try check(isPositiveFloat(gamma), .scheduleGamma, "\(gamma), expected a positive, finite factor")
         case .cosine(let total, let floor):
             try check(total > 0, .epochs, "\(total), expected a positive number of epochs")
-            try check(floor >= 0 && floor <= 1, .scheduleFloor, "\(floor), expected a fraction in [0, 1]")
+            try check(floor >= 0 && floor <= 1 && !floor.isNaN, .scheduleFloor, "\(floor), expected a fraction in [0, 1]")
         }
     }
 }
+
+/// A rate in [0, 1) that stays below 1 in Float (0.999999999 rounds to 1 and would divide by zero).
+func isProbability(_ p: Double) -> Bool { p >= 0 && p < 1 && Float(p) < 1 }
+
+/// A positive value that is neither 0 nor infinite as a Float.
+func isPositiveFloat(_ x: Double) -> Bool { x > 0 && Float(x).isNormal && Float(x).isFinite }

@@ -1,3 +1,4 @@
+import ShardwiseData
 import ShardwiseKernels
 
 /// A ``Sequential`` model compiled for an input width: its widths, its parameter
@@ -32,11 +33,16 @@ public struct Network: Sendable {
         for (k, layer) in model.layers.enumerated() {
             let width: Int
             do { width = try layer.outputWidth(inputWidth: widths[k]) } catch { throw ModelError(layer: k, "\(type(of: layer)): \(error.problem)") }
-            guard width > 0 else { throw ModelError(layer: k, "\(type(of: layer)) gives rows of \(width) values, expected at least 1") }
+            guard width > 0, width <= Self.maximumWidth else {
+                throw ModelError(layer: k, "\(type(of: layer)) gives rows of \(width) values, expected 1...\(Self.maximumWidth)")
+            }
             widths.append(width)
             let declared = layer.parameters(inputWidth: widths[k])
             for spec in declared where !(1...2).contains(spec.shape.count) || spec.shape.contains(where: { $0 <= 0 }) {
                 throw ModelError(layer: k, "\(type(of: layer)): parameter '\(spec.name)' has shape \(spec.shape), expected one or two positive sizes")
+            }
+            for spec in declared where (CheckedSize.product(spec.shape) ?? .max) > Self.maximumWidth {
+                throw ModelError(layer: k, "\(type(of: layer)): parameter '\(spec.name)' of shape \(spec.shape) has more than \(Self.maximumWidth) values (2^31 - 1, the most one BLAS call and one random stream address)")
             }
             specs.append(declared)
         }
@@ -66,6 +72,10 @@ public struct Network: Sendable {
         self.typeIndex = typeIndex
         self.needsInputGradient = needs
     }
+
+    /// The widest row and the largest tensor a network may have: 2^31 - 1, BLAS's `int`
+    /// dimensions (and sizes whose products stay far from `Int`'s overflow).
+    public static let maximumWidth = Int(Int32.max)
 
     /// The model's layers.
     public var layers: [any Layer] { model.layers }

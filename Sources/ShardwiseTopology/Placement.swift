@@ -41,9 +41,15 @@ public struct PlacementPlan: Sendable, Equatable, Codable {
 /// A placement that cannot be made (more workers than usable PUs, say), with what to do.
 public struct PlacementError: Error, CustomStringConvertible, Equatable {
     public var description: String
+    /// An error with this one-line description.
+    public init(description: String) { self.description = description }
 }
 
 extension Topology {
+    /// Oversubscription's bound: more threads than this per processing unit only thrash
+    /// (and 40,000 of them exhaust the process's thread and stack limits).
+    public static let maximumWorkersPerPU = 16
+
     /// Plans `workerCount` workers under `policy`: one per physical core first, SMT
     /// siblings only when `smt` is set or there are more workers than cores; never a
     /// disallowed PU; more workers than PUs only with `oversubscribe`.
@@ -61,6 +67,9 @@ extension Topology {
         }
         guard workerCount <= usable.count || oversubscribe else {
             throw PlacementError(description: "--workers: \(workerCount) workers but \(source) has \(usable.count) usable processing units (\(coresOf(usable).count) cores); use at most \(usable.count), or pass --oversubscribe")
+        }
+        guard workerCount <= Self.maximumWorkersPerPU * usable.count else {
+            throw PlacementError(description: "--workers: \(workerCount) workers on \(usable.count) usable processing units; --oversubscribe allows at most \(Self.maximumWorkersPerPU) per unit (\(Self.maximumWorkersPerPU * usable.count))")
         }
         // Cores in policy order; each core's PUs in logical order.
         let cores = orderedCores(usable, policy: policy)

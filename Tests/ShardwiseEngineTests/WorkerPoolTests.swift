@@ -18,7 +18,7 @@ final class WorkerPoolTests: XCTestCase {
         let topology = try Topology.thisMachine()
         let cores = Set(topology.allowedPUs.map(\.core)).count
         let plan = try topology.plan(workers: cores, policy: .compact)
-        let pool = WorkerPool(plan: plan, topology: topology)
+        let pool = try WorkerPool(plan: plan, topology: topology)
         let tids = pool.workers.map(\.threadID)
         XCTAssertEqual(Set(tids).count, cores)
         XCTAssert(tids.allSatisfy(alive))
@@ -49,7 +49,7 @@ final class WorkerPoolTests: XCTestCase {
     /// A topology read from a file cannot pin; the pool still runs the work, unpinned, and says so.
     func testUnpinnedPoolStillRuns() async throws {
         let synthetic = try Topology(.synthetic("pack:1 l3:1 core:3 pu:1"))
-        let pool = WorkerPool(plan: try synthetic.plan(workers: 3, policy: .spread), topology: synthetic)
+        let pool = try WorkerPool(plan: try synthetic.plan(workers: 3, policy: .spread), topology: synthetic)
         XCTAssertFalse(pool.allPinned)
         XCTAssert(pool.pinningReport!.contains("3 of 3 workers run unpinned"), pool.pinningReport!)
         let sum = await withTaskGroup(of: Int.self) { group in
@@ -65,7 +65,7 @@ final class WorkerPoolTests: XCTestCase {
         let topology = try Topology(.synthetic("pack:1 core:4 pu:1"))
         var all: [Int32] = []
         for _ in 0..<20 {
-            let pool = WorkerPool(plan: try topology.plan(workers: 4, policy: .compact), topology: nil)
+            let pool = try WorkerPool(plan: try topology.plan(workers: 4, policy: .compact), topology: nil)
             all += pool.workers.map(\.threadID)
             pool.shutdown()
         }
