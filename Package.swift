@@ -65,6 +65,8 @@ let package = Package(
         .testTarget(name: "ShardwiseTopologyTests", dependencies: ["ShardwiseTopology"]),
         .testTarget(name: "ShardwiseEngineTests", dependencies: ["Shardwise", "ShardwiseApp"]),
         .testTarget(name: "ShardwiseCLITests", dependencies: ["ShardwiseCLI", "ShardwiseApp"]),
+        // The real binary against hostile files, flags and folders, under memory and time limits.
+        .testTarget(name: "ShardwiseHostileInputTests", dependencies: ["ShardwiseCLI", "Shardwise"]),
     ],
     swiftLanguageModes: [.v6]
 )

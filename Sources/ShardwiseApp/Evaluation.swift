@@ -96,7 +96,9 @@ public enum Evaluation {
             throw CheckpointError("\(path): no such checkpoint (expected a checkpoint folder, a folder of them, or a model.safetensors)")
         }
         if isFolder.boolValue {
-            let folder = access("\(path)/SHA256SUMS", F_OK) == 0 ? path : try Checkpoint.newest(in: path)
+            // A checkpoint folder (any of its files present), or a run's folder of them.
+            let isCheckpoint = ["SHA256SUMS", "state.json", "model.safetensors"].contains { access("\(path)/\($0)", F_OK) == 0 }
+            let folder = isCheckpoint ? path : try Checkpoint.newest(in: path)
             let loaded = try TrainingRun.loadCheckpoint(folder)
             return (loaded.state.network!, loaded.parameters)
         }

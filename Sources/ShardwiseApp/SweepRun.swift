@@ -75,6 +75,7 @@ public enum SweepRun {
         // The sweep holds its folder for its whole life; each trial holds its own below it.
         let folder: RunFolder
         do { folder = try RunFolder(out, owner: options.owner) } catch { throw RunError(error.description) }
+        folder.recordOwner()
         defer { withExtendedLifetime(folder) {} }
         var trials: [SweepTrial] = []
         let decoder = JSONDecoder()

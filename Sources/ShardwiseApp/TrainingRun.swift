@@ -231,15 +231,20 @@ public enum TrainingRun {
     /// (README, "What Shardwise refuses, and why") unless this run resumes it or overwrites.
     static func claimFolder(_ options: RunOptions) throws -> RunFolder? {
         guard let out = options.outDirectory else { return nil }
+        let fresh = options.resume != out
+        func refuse(_ contents: [String]) -> RunError {
+            let shown = contents.prefix(3).joined(separator: ", ") + (contents.count > 3 ? ", …" : "")
+            return RunError("--out \(out): already holds \(shown); a run never replaces another's results: continue it with --resume \(out), choose another --out, or pass --overwrite")
+        }
+        // Checked before the lock too, so that a refused run writes nothing (not even a lock file).
+        if fresh, !options.overwrite, case let contents = RunFolder.contents(of: out), !contents.isEmpty { throw refuse(contents) }
         let folder: RunFolder
         do { folder = try RunFolder(out, owner: options.owner) } catch { throw RunError(error.description) }
-        if options.resume != out, !folder.contents.isEmpty {
-            guard options.overwrite else {
-                let shown = folder.contents.prefix(3).joined(separator: ", ") + (folder.contents.count > 3 ? ", …" : "")
-                throw RunError("--out \(out): already holds \(shown); a run never replaces another's results: continue it with --resume \(out), choose another --out, or pass --overwrite")
-            }
+        if fresh, !folder.contents.isEmpty {
+            guard options.overwrite else { throw refuse(folder.contents) }
             folder.removeRunOutputs()
         }
+        folder.recordOwner()
         return folder
     }
 

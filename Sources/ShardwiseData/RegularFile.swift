@@ -29,24 +29,27 @@ public enum RegularFile {
     }
 
     /// The whole of a regular file of at most `limit` bytes (`what` names it in errors).
+    /// Read to its end, not to its reported size (files under /proc report 0).
     public static func read(_ path: String, limit: Int, what: String = "the file") throws(DataError) -> [UInt8] {
         let (fd, size) = try open(path)
         defer { close(fd) }
-        guard size <= limit else {
-            throw DataError(path: path, problem: "\(size) bytes, more than the \(limit) that \(what) can take")
+        func tooLarge(_ n: Int) -> DataError {
+            DataError(path: path, problem: "\(n) bytes or more, more than the \(limit) that \(what) can take")
         }
-        var bytes = [UInt8](repeating: 0, count: size)
-        var filled = 0
-        while filled < size {
-            let n = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + filled, size - filled) }
+        guard size <= limit else { throw tooLarge(size) }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(size)
+        var piece = [UInt8](repeating: 0, count: min(max(size, 4096), 1 << 22) + 1)
+        while true {
+            let n = piece.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
             if n < 0 && errno == EINTR { continue }
-            guard n > 0 else {
-                let reason = n < 0 ? String(cString: strerror(errno)) : "the file shrank while being read"
-                throw DataError(path: path, problem: "read failed after \(filled) of \(size) bytes (\(reason))")
+            guard n >= 0 else {
+                throw DataError(path: path, problem: "read failed after \(bytes.count) bytes (\(String(cString: strerror(errno))))")
             }
-            filled += n
+            if n == 0 { return bytes }
+            guard bytes.count + n <= limit else { throw tooLarge(bytes.count + n) }
+            bytes += piece[0..<n]
         }
-        return bytes
     }
 
     /// The whole of a regular file, or nil when it is missing (other problems throw).

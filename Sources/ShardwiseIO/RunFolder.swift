@@ -36,19 +36,30 @@ public final class RunFolder: @unchecked Sendable {
                     ? "\(path): in use by another run (\(who.isEmpty ? "a process that holds \(lock)" : who)); wait for it to end, or choose another --out"
                     : "\(lock): cannot lock (\(reason))")
         }
-        let record = Array("pid \(getpid()) on \(hostName()): \(owner)\n".utf8)
-        _ = ftruncate(fd, 0)
-        _ = record.withUnsafeBytes { pwrite(fd, $0.baseAddress!, $0.count, 0) }
         self.path = path
         descriptor = fd
+        self.owner = owner
+    }
+
+    private let owner: String
+
+    /// Records this process as the holder in the lock file (after the caller has decided to
+    /// use the folder: a refused run leaves the folder as it found it, lock file included).
+    public func recordOwner() {
+        let record = Array("pid \(getpid()) on \(hostName()): \(owner)\n".utf8)
+        _ = ftruncate(descriptor, 0)
+        _ = record.withUnsafeBytes { pwrite(descriptor, $0.baseAddress!, $0.count, 0) }
+    }
+
+    /// The entries of `path` other than a lock file, or [] when it does not exist.
+    public static func contents(of path: String) -> [String] {
+        (AtomicFile.list(path) ?? []).filter { $0 != lockName }.sorted()
     }
 
     deinit { close(descriptor) }  // releases the lock
 
     /// The folder's entries, the lock file excepted.
-    public var contents: [String] {
-        (AtomicFile.list(path) ?? []).filter { $0 != Self.lockName }.sorted()
-    }
+    public var contents: [String] { Self.contents(of: path) }
 
     /// Removes what a Shardwise run writes into a folder (checkpoints, `best/`, metrics,
     /// summary, curves, a `no-dropout/` comparison run, trial folders) and nothing else.

@@ -82,8 +82,11 @@ public enum SafeTensors {
             guard let count = CheckedSize.product(shape), let size = CheckedSize.product([count, 4]) else {
                 throw fail("tensor '\(name)' has shape \(shape), expected non-negative sizes whose product fits in memory")
             }
-            guard offsets[0] >= 0, offsets[1] >= offsets[0], offsets[1] <= dataLength else {
-                throw fail("tensor '\(name)' has data_offsets \(offsets), expected 0 <= begin <= end <= \(dataLength) (the data's length)")
+            guard offsets[0] >= 0, offsets[1] >= offsets[0] else {
+                throw fail("tensor '\(name)' has data_offsets \(offsets), expected 0 <= begin <= end")
+            }
+            guard offsets[1] <= dataLength else {
+                throw fail("truncated: tensor '\(name)' ends at byte \(offsets[1]) of the data, which has \(dataLength)")
             }
             guard offsets[1] - offsets[0] == size else {
                 throw fail("tensor '\(name)' has data_offsets \(offsets) for shape \(shape), expected \(size) bytes")

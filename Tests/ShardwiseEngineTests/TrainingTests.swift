@@ -216,14 +216,20 @@ final class TrainingTests: XCTestCase {
             }
         }
         XCTAssertEqual(problem { _ in }, "valid")
-        XCTAssertEqual(problem { $0.network.dropoutInput = 1 }, "dropoutInput: 1.0, expected a probability in [0, 1)")
-        XCTAssertEqual(problem { $0.network.dropoutHidden = -0.1 }, "dropoutHidden: -0.1, expected a probability in [0, 1)")
-        XCTAssertEqual(problem { $0.batchSize = 0 }, "batchSize: 0, expected a positive number of samples")
+        XCTAssertEqual(problem { $0.network.dropoutInput = 1 }, "dropoutInput: 1.0, expected a probability in [0, 1) (below 1 as a Float)")
+        XCTAssertEqual(problem { $0.network.dropoutHidden = -0.1 }, "dropoutHidden: -0.1, expected a probability in [0, 1) (below 1 as a Float)")
+        // Below 1 as a Double, 1 as a Float: the dropout scale 1/(1-p) would be infinite.
+        XCTAssertEqual(problem { $0.network.dropoutHidden = 0.99999999999 }, "dropoutHidden: 0.99999999999, expected a probability in [0, 1) (below 1 as a Float)")
+        XCTAssertEqual(problem { $0.batchSize = 0 }, "batchSize: 0, expected a positive number of samples below 2^31 (random streams address samples with 32 bits)")
         XCTAssertEqual(problem { $0.batchSize = 30 }, "batchSize: 30 is not a whole number of shards of 8 (shardSize)")
         XCTAssertEqual(problem { $0.network.hiddenSizes = [] }, "hiddenSizes: no hidden layers given, expected sizes like 1024,1024,1024")
-        XCTAssertEqual(problem { $0.network.hiddenSizes = [4, 0] }, "hiddenSizes: layer size 0 in 4,0, expected positive sizes")
-        XCTAssertEqual(problem { $0.optimizer.learningRate = 0 }, "learningRate: 0.0, expected a positive learning rate")
-        XCTAssertEqual(problem { $0.optimizer.maxNorm = -1 }, "maxNorm: -1.0, expected a positive norm bound")
+        XCTAssertEqual(problem { $0.network.hiddenSizes = [4, 0] }, "hiddenSizes: layer size 0 in 4,0, expected sizes from 1 to 2147483647")
+        XCTAssertEqual(problem { $0.network.hiddenSizes = [4_000_000_000] }, "hiddenSizes: layer size 4000000000 in 4000000000, expected sizes from 1 to 2147483647")
+        XCTAssertEqual(problem { $0.optimizer.learningRate = 0 }, "learningRate: 0.0, expected a positive learning rate that is finite and not 0 as a Float")
+        XCTAssertEqual(problem { $0.optimizer.learningRate = 1e39 }, "learningRate: 1e+39, expected a positive learning rate that is finite and not 0 as a Float")
+        XCTAssertEqual(problem { $0.optimizer.maxNorm = -1 }, "maxNorm: -1.0, expected a positive norm bound between 1e-19 and 1e19")
+        XCTAssertEqual(problem { $0.optimizer.maxNorm = 1e-46 }, "maxNorm: 1e-46, expected a positive norm bound between 1e-19 and 1e19")
+        XCTAssertEqual(problem { $0.optimizer.weightDecay = .infinity }, "weightDecay: inf, expected a value >= 0, finite as a Float")
     }
 }
 

@@ -1,0 +1,381 @@
+import Foundation
+import Shardwise
+import XCTest
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Hostile and broken inputs, each run through the real binary in a child process under a
+/// 2 GB address-space limit and a time limit. Every case must end with a non-zero status
+/// below 128 (no trap, no kill), a first line on standard error that starts with "error:"
+/// and names the file or flag, no backtrace, nothing written outside its own folder, and the
+/// previous run's checkpoint still loadable.
+final class HostileInputTests: XCTestCase {
+    /// One hostile input: what it prepares in its folder, the arguments, and what the error must say.
+    struct Case {
+        var name: String
+        var arguments: [String]
+        var mentions: [String]
+        var prepare: (_ folder: String) throws -> Void = { _ in }
+    }
+
+    nonisolated(unsafe) static var root = ""
+
+    /// The sandbox: synthetic MNIST in `data/`, a finished run in `good/` (its checkpoint is the
+    /// "previous result" every case must leave intact).
+    override class func setUp() {
+        super.setUp()
+        root = NSTemporaryDirectory() + "shardwise-hostile-\(getpid())"
+        try? FileManager.default.removeItem(atPath: root)
+        do {
+            try writeSyntheticMNIST(to: "\(root)/data")
+            let trained = try runLimited(
+                ["train", "--data", "data", "--epochs", "1", "--layers", "32", "--batch-size", "128", "--out", "good"], in: root)
+            precondition(trained.status == 0, "the sandbox's run failed: \(trained.error)")
+        } catch {
+            preconditionFailure("cannot build the sandbox: \(error)")
+        }
+    }
+
+    override class func tearDown() {
+        try? FileManager.default.removeItem(atPath: root)
+        super.tearDown()
+    }
+
+    var checkpoint: String { (try? Checkpoint.newest(in: "\(Self.root)/good")) ?? "\(Self.root)/good/missing" }
+
+    // MARK: Helpers that build a case's files.
+
+    /// A copy of the sandbox's data in `folder/data`, with `file` replaced by `bytes`.
+    static func data(_ folder: String, replacing file: String, with bytes: [UInt8]) throws {
+        try linkData(folder)
+        let path = "\(folder)/data/\(file)"
+        try FileManager.default.removeItem(atPath: path)
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+    }
+
+    /// `folder/data` holding links to the sandbox's four files.
+    static func linkData(_ folder: String) throws {
+        try FileManager.default.createDirectory(atPath: "\(folder)/data", withIntermediateDirectories: true)
+        for name in try FileManager.default.contentsOfDirectory(atPath: "\(root)/data") {
+            try FileManager.default.createSymbolicLink(atPath: "\(folder)/data/\(name)", withDestinationPath: "\(root)/data/\(name)")
+        }
+    }
+
+    static func trainImages() -> [UInt8] {
+        Array(FileManager.default.contents(atPath: "\(root)/data/train-images-idx3-ubyte")!)
+    }
+
+    /// `bytes` with the big-endian UInt32 at `offset` set to `value`.
+    static func setting(_ bytes: [UInt8], at offset: Int, to value: UInt32) -> [UInt8] {
+        var out = bytes
+        for i in 0..<4 { out[offset + i] = UInt8(truncatingIfNeeded: value >> (24 - 8 * UInt32(i))) }
+        return out
+    }
+
+    /// A copy of the good run's newest checkpoint in `folder/ckpt`.
+    static func copyCheckpoint(_ folder: String) throws -> String {
+        let source = try Checkpoint.newest(in: "\(root)/good")
+        try FileManager.default.copyItem(atPath: source, toPath: "\(folder)/ckpt")
+        return "\(folder)/ckpt"
+    }
+
+    static func gzip(_ bytes: [UInt8], to path: String) throws {
+        let raw = path + ".raw"
+        try Data(bytes).write(to: URL(fileURLWithPath: raw))
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", "gzip -c -1 '\(raw)' > '\(path)' && rm '\(raw)'"]
+        try process.run()
+        process.waitUntilExit()
+    }
+
+    static func fifo(_ path: String) { mkfifo(path, 0o644) }
+
+    /// The model.safetensors of the good checkpoint, with its header (JSON) edited.
+    static func editedModel(_ edit: (inout [String: Any]) -> Void) throws -> [UInt8] {
+        let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: "\(try Checkpoint.newest(in: "\(root)/good"))/model.safetensors")))
+        let length = Int((0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[$1]) << (8 * UInt64($1)) })
+        var header = try JSONSerialization.jsonObject(with: Data(bytes[8..<8 + length])) as! [String: Any]
+        edit(&header)
+        let text = String(decoding: try JSONSerialization.data(withJSONObject: header), as: UTF8.self)
+        return safetensors(header: text, data: Array(bytes[(8 + length)...]))
+    }
+
+    static func metadataNetwork(_ edit: @escaping (inout [String: Any]) -> Void) throws -> [UInt8] {
+        try editedModel { header in
+            var meta = header["__metadata__"] as? [String: String] ?? [:]
+            var network: [String: Any] = [
+                "input_size": 784, "hidden_sizes": [32], "output_size": 10, "dropout_input": 0.2, "dropout_hidden": 0.5,
+            ]
+            edit(&network)
+            meta["network"] = String(decoding: try! JSONSerialization.data(withJSONObject: network), as: UTF8.self)
+            header["__metadata__"] = meta
+        }
+    }
+
+    // MARK: The cases.
+
+    static let images = "train-images-idx3-ubyte"
+    static let labels = "train-labels-idx1-ubyte"
+    static let train = ["train", "--data", "data", "--epochs", "1", "--layers", "32", "--batch-size", "128"]
+    static let shared = ["train", "--data", "../data", "--epochs", "1", "--layers", "32", "--batch-size", "128"]
+
+    /// IDX files mutated at every header boundary and size field.
+    static var idxCases: [Case] {
+        var cases: [Case] = []
+        for cut in [0, 2, 4, 8, 12, 16, 16 + 784 * 3 + 5] {
+            cases.append(Case(name: "images truncated at byte \(cut)", arguments: train, mentions: [images, "truncated"]) {
+                try data($0, replacing: images, with: Array(trainImages().prefix(cut)))
+            })
+        }
+        for (field, offset) in [("count", 4), ("rows", 8), ("columns", 12)] {
+            for value: UInt32 in [0, 0xffff_ffff, 0x8000_0000, 0x7fff_ffff] {
+                cases.append(Case(name: "images \(field) = \(value)", arguments: train, mentions: [images]) {
+                    try data($0, replacing: images, with: setting(trainImages(), at: offset, to: value))
+                })
+            }
+        }
+        cases += [
+            Case(name: "16-byte images file claiming 65536 x 256 x 256", arguments: train, mentions: [images]) {
+                try data($0, replacing: images, with: idxHeader(dimensions: [65_536, 256, 256]))
+            },
+            Case(name: "16-byte images file claiming 5,000,000 images of 28x28 (3.9 GB)", arguments: train, mentions: [images, "truncated"]) {
+                try data($0, replacing: images, with: idxHeader(dimensions: [5_000_000, 28, 28]))
+            },
+            Case(name: "gzip stream claiming 3.9 GB that ends after 10 MB", arguments: train, mentions: [images, "truncated"]) {
+                try linkData($0)
+                try FileManager.default.removeItem(atPath: "\($0)/data/\(images)")
+                try gzip(idxHeader(dimensions: [5_000_000, 28, 28]) + [UInt8](repeating: 0, count: 10_000_000), to: "\($0)/data/\(images).gz")
+            },
+            Case(name: "corrupted gzip stream", arguments: train, mentions: [images, "corrupted"]) {
+                try linkData($0)
+                try FileManager.default.removeItem(atPath: "\($0)/data/\(images)")
+                try gzip(trainImages(), to: "\($0)/data/\(images).gz")
+                var bytes = Array(try Data(contentsOf: URL(fileURLWithPath: "\($0)/data/\(images).gz")))
+                for i in stride(from: 200, to: bytes.count - 20, by: 97) { bytes[i] ^= 0x5a }
+                try Data(bytes).write(to: URL(fileURLWithPath: "\($0)/data/\(images).gz"))
+            },
+            Case(name: "wrong magic number", arguments: train, mentions: [images, "magic"]) {
+                try data($0, replacing: images, with: setting(trainImages(), at: 0, to: 0x0000_0801))
+            },
+            Case(name: "trailing bytes after the data", arguments: train, mentions: [images, "more data"]) {
+                try data($0, replacing: images, with: trainImages() + [1, 2, 3])
+            },
+            Case(name: "labels disagree with the images' count", arguments: train, mentions: [labels, "labels"]) {
+                try data($0, replacing: labels, with: idxHeader(dimensions: [511]) + [UInt8](repeating: 1, count: 511))
+            },
+            Case(name: "label out of range", arguments: train, mentions: [labels, "out of range"]) {
+                try data($0, replacing: labels, with: idxHeader(dimensions: [512]) + [UInt8](repeating: 200, count: 512))
+            },
+            Case(name: "images are a FIFO", arguments: train, mentions: [images, "regular file"]) {
+                try linkData($0)
+                try FileManager.default.removeItem(atPath: "\($0)/data/\(images)")
+                fifo("\($0)/data/\(images)")
+            },
+            Case(name: "images are /dev/zero", arguments: train, mentions: [images, "regular file"]) {
+                try linkData($0)
+                try FileManager.default.removeItem(atPath: "\($0)/data/\(images)")
+                try FileManager.default.createSymbolicLink(atPath: "\($0)/data/\(images)", withDestinationPath: "/dev/zero")
+            },
+            Case(name: "images are a folder", arguments: train, mentions: [images, "regular file"]) {
+                try linkData($0)
+                try FileManager.default.removeItem(atPath: "\($0)/data/\(images)")
+                try FileManager.default.createDirectory(atPath: "\($0)/data/\(images)", withIntermediateDirectories: false)
+            },
+        ]
+        return cases
+    }
+
+    /// Safetensors files given to `eval`: sizes and offsets set to 0, -1, 2^31, 2^62, 2^63, lies about lengths.
+    static var safetensorsCases: [Case] {
+        func model(_ name: String, mentions: [String] = ["model.safetensors"], _ bytes: @escaping () throws -> [UInt8]) -> Case {
+            Case(name: name, arguments: ["eval", "--checkpoint", "model.safetensors", "--data", "../data"], mentions: mentions) {
+                try Data(try bytes()).write(to: URL(fileURLWithPath: "\($0)/model.safetensors"))
+            }
+        }
+        let weight = "layers.0.weight"
+        var cases = [
+            model("empty safetensors file") { [] },
+            model("4-byte safetensors file") { [1, 2, 3, 4] },
+            model("header length 2^63") { safetensors(header: "{}", declaredLength: 1 << 63) },
+            model("header length past the end") { safetensors(header: "{}", declaredLength: 4096) },
+            model("header not JSON") { safetensors(header: "not json at all") },
+            model("header a JSON array") { safetensors(header: "[1,2,3]") },
+            model("metadata not strings") { safetensors(header: "{\"__metadata__\":{\"network\":5}}") },
+            model("no network description") { safetensors(header: "{}") },
+        ]
+        for (label, shape, offsets) in [
+            ("shape [-1], offsets [0,-4]", "[-1]", "[0,-4]"), ("shape [2^62]", "[4611686018427387904]", "[0,16]"),
+            ("shape [2^31,2^31,4] (overflow)", "[2147483648,2147483648,4]", "[0,16]"), ("shape [0] offsets [0,2^63-1]", "[0]", "[0,9223372036854775807]"),
+            ("offsets past the data", "[4]", "[0,16000]"), ("fractional shape", "[1.5]", "[0,6]"), ("shape a string", "\"big\"", "[0,4]"),
+        ] {
+            cases.append(model(label) {
+                safetensors(header: "{\"\(weight)\":{\"dtype\":\"F32\",\"shape\":\(shape),\"data_offsets\":\(offsets)}}", data: [UInt8](repeating: 0, count: 16))
+            })
+        }
+        cases += [
+            model("F16 tensor") { safetensors(header: "{\"\(weight)\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[0,4]}}", data: [0, 0, 0, 0]) },
+            model("overlapping tensors") {
+                safetensors(header: "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", data: [UInt8](repeating: 0, count: 12))
+            },
+            model("network with 5 outputs for 10 classes", mentions: ["model.safetensors", "5"]) { try metadataNetwork { $0["output_size"] = 5 } },
+            model("network with a negative layer size", mentions: ["model.safetensors", "-5"]) { try metadataNetwork { $0["hidden_sizes"] = [-5] } },
+            model("network with 4e9 inputs", mentions: ["model.safetensors", "4000000000"]) { try metadataNetwork { $0["input_size"] = 4_000_000_000 } },
+            model("network with dropout 1.5", mentions: ["model.safetensors", "1.5"]) { try metadataNetwork { $0["dropout_hidden"] = 1.5 } },
+            model("tensors of another architecture", mentions: ["model.safetensors", "architecture"]) { try metadataNetwork { $0["hidden_sizes"] = [16] } },
+            Case(name: "checkpoint is /dev/zero", arguments: ["eval", "--checkpoint", "/dev/zero", "--data", "../data"], mentions: ["/dev/zero", "regular file"]),
+            Case(name: "checkpoint is a FIFO", arguments: ["eval", "--checkpoint", "pipe", "--data", "../data"], mentions: ["pipe", "regular file"]) { fifo("\($0)/pipe") },
+        ]
+        return cases
+    }
+
+    /// Checkpoint folders whose state.json (resealed, so its checksum matches) is hostile.
+    static var stateCases: [Case] {
+        func state(_ name: String, mentions: [String], _ edit: @escaping (inout [String: Any]) -> Void) -> Case {
+            Case(name: name, arguments: ["eval", "--checkpoint", "ckpt", "--data", "../data"], mentions: ["state.json"] + mentions) {
+                try editState(try copyCheckpoint($0), edit)
+            }
+        }
+        func network(_ edit: @escaping (inout [String: Any]) -> Void) -> (inout [String: Any]) -> Void {
+            { object in
+                var configuration = object["configuration"] as! [String: Any]
+                var network = configuration["network"] as! [String: Any]
+                edit(&network)
+                configuration["network"] = network
+                object["configuration"] = configuration
+            }
+        }
+        return [
+            state("a newer format version", mentions: ["9.0.0"]) { $0["version"] = "9.0.0" },
+            state("an unparsable version", mentions: ["banana"]) { $0["version"] = "banana" },
+            Case(name: "network with 5 outputs", arguments: ["eval", "--checkpoint", "ckpt", "--data", "../data"], mentions: ["ckpt", "[5, 32]"]) {
+                try editState(try copyCheckpoint($0), network { $0["output_size"] = 5 })
+            },
+            state("network with a 0-wide layer", mentions: ["0"], network { $0["hidden_sizes"] = [0] }),
+            state("network with a 4e9-wide layer", mentions: ["4000000000"], network { $0["hidden_sizes"] = [4_000_000_000, 4_000_000_000] }),
+            state("network with 2^62 inputs", mentions: ["inputs"], network { $0["input_size"] = 1 << 62 }),
+            state("batch size 0", mentions: ["batchSize"]) { var c = $0["configuration"] as! [String: Any]; c["batch_size"] = 0; $0["configuration"] = c },
+            state("learning rate 1e39", mentions: ["learningRate"]) {
+                var c = $0["configuration"] as! [String: Any]
+                var o = c["optimizer"] as! [String: Any]
+                o["learning_rate"] = 1e39
+                c["optimizer"] = o
+                $0["configuration"] = c
+            },
+            state("no configuration", mentions: ["not a training state"]) { $0["configuration"] = nil },
+            Case(name: "state.json not JSON", arguments: ["eval", "--checkpoint", "ckpt", "--data", "../data"], mentions: ["state.json"]) {
+                let folder = try copyCheckpoint($0)
+                try Data("{{{".utf8).write(to: URL(fileURLWithPath: "\(folder)/state.json"))
+                try resealCheckpoint(folder)
+            },
+            Case(name: "state.json truncated (checksum)", arguments: ["eval", "--checkpoint", "ckpt", "--data", "../data"], mentions: ["state.json", "checksum"]) {
+                let folder = try copyCheckpoint($0)
+                let bytes = try Data(contentsOf: URL(fileURLWithPath: "\(folder)/state.json"))
+                try bytes.prefix(bytes.count / 2).write(to: URL(fileURLWithPath: "\(folder)/state.json"))
+            },
+            Case(name: "SHA256SUMS missing", arguments: ["eval", "--checkpoint", "ckpt", "--data", "../data"], mentions: ["SHA256SUMS"]) {
+                try FileManager.default.removeItem(atPath: "\(try copyCheckpoint($0))/SHA256SUMS")
+            },
+            Case(name: "SHA256SUMS of 10 MB", arguments: ["eval", "--checkpoint", "ckpt", "--data", "../data"], mentions: ["SHA256SUMS"]) {
+                try Data(count: 10_000_000).write(to: URL(fileURLWithPath: "\(try copyCheckpoint($0))/SHA256SUMS"))
+            },
+            Case(name: "model.safetensors is a FIFO", arguments: ["eval", "--checkpoint", "ckpt", "--data", "../data"], mentions: ["model.safetensors", "regular file"]) {
+                let folder = try copyCheckpoint($0)
+                try FileManager.default.removeItem(atPath: "\(folder)/model.safetensors")
+                fifo("\(folder)/model.safetensors")
+            },
+        ]
+    }
+
+    /// Flags whose values pass as Double but break as Float, sizes that overflow, memory no machine has.
+    static var flagCases: [Case] {
+        [
+            Case(name: "layers of 4e9", arguments: shared + ["--layers", "4000000000,4000000000"], mentions: ["--layers"]),
+            Case(name: "layers needing 6.8 GB", arguments: shared + ["--layers", "20000,20000"], mentions: ["memory", "--layers"]),
+            Case(name: "a shard per sample of a huge batch", arguments: shared + ["--layers", "4096,4096", "--batch-size", "512", "--shard-size", "1"], mentions: ["memory", "--batch-size"]),
+            Case(name: "40,000 workers", arguments: shared + ["--workers", "40000", "--oversubscribe"], mentions: ["--workers"]),
+            Case(name: "max-norm 1e-46 (0 as a Float)", arguments: shared + ["--max-norm", "1e-46"], mentions: ["--max-norm"]),
+            Case(name: "learning rate 1e39 (infinite as a Float)", arguments: shared + ["--lr", "1e39"], mentions: ["--lr"]),
+            Case(name: "weight decay inf", arguments: shared + ["--weight-decay", "inf"], mentions: ["--weight-decay"]),
+            Case(name: "learning rate nan", arguments: shared + ["--lr", "nan"], mentions: ["--lr"]),
+            Case(name: "dropout 0.99999999999 (1 as a Float)", arguments: shared + ["--dropout-hidden", "0.99999999999"], mentions: ["--dropout-hidden"]),
+            Case(name: "momentum 1", arguments: shared + ["--momentum", "1"], mentions: ["--momentum"]),
+            Case(name: "mpi-timeout inf", arguments: shared + ["--mpi-timeout", "inf"], mentions: ["--mpi-timeout"]),
+            Case(name: "validation set as large as the data", arguments: shared + ["--validation", "512"], mentions: ["--validation"]),
+            Case(name: "batch of 2^31 samples", arguments: shared + ["--batch-size", "2147483648", "--shard-size", "1"], mentions: ["--batch-size"]),
+            Case(name: "checkpoint every 0 steps", arguments: shared + ["--checkpoint-every", "0"], mentions: ["--checkpoint-every"]),
+        ]
+    }
+
+    /// Output folders that hold another run, resumes that contradict their checkpoint.
+    static var folderCases: [Case] {
+        [
+            Case(name: "--out holds another run", arguments: shared + ["--out", "../good"], mentions: ["--out", "--overwrite"]),
+            Case(name: "--out is a file", arguments: shared + ["--out", "file"], mentions: ["file"]) {
+                try Data("x".utf8).write(to: URL(fileURLWithPath: "\($0)/file"))
+            },
+            Case(name: "--out held by another process", arguments: shared + ["--out", "busy"], mentions: ["busy", "in use"]) {
+                try FileManager.default.createDirectory(atPath: "\($0)/busy", withIntermediateDirectories: false)
+                let holder = Process()
+                holder.executableURL = URL(fileURLWithPath: "/usr/bin/flock")
+                holder.arguments = ["\($0)/busy/.shardwise.lock", "sleep", "20"]
+                try holder.run()
+                usleep(300_000)  // let flock take the lock
+            },
+            Case(name: "resume with another learning rate", arguments: ["train", "--resume", "ckpt-run", "--data", "../data", "--lr", "0.5"], mentions: ["--lr", "0.5"]) {
+                try FileManager.default.createDirectory(atPath: "\($0)/ckpt-run", withIntermediateDirectories: false)
+                try FileManager.default.copyItem(atPath: try Checkpoint.newest(in: "\(root)/good"), toPath: "\($0)/ckpt-run/checkpoint-000000001")
+            },
+            Case(name: "resume with other layers", arguments: ["train", "--resume", "../good", "--data", "../data", "--layers", "64"], mentions: ["--layers"]),
+            Case(name: "resume on other data", arguments: ["train", "--resume", "ckpt-run", "--data", "../data", "--train-samples", "256"], mentions: ["other data"]) {
+                try FileManager.default.createDirectory(atPath: "\($0)/ckpt-run", withIntermediateDirectories: false)
+                try FileManager.default.copyItem(atPath: try Checkpoint.newest(in: "\(root)/good"), toPath: "\($0)/ckpt-run/checkpoint-000000001")
+            },
+            Case(name: "resume a folder without checkpoints", arguments: ["train", "--resume", "empty", "--data", "../data"], mentions: ["empty", "no checkpoint"]) {
+                try FileManager.default.createDirectory(atPath: "\($0)/empty", withIntermediateDirectories: false)
+            },
+            Case(name: "resume a damaged checkpoint", arguments: ["train", "--resume", "damaged", "--data", "../data"], mentions: ["damaged", "checksum"]) {
+                try FileManager.default.createDirectory(atPath: "\($0)/damaged", withIntermediateDirectories: false)
+                try FileManager.default.copyItem(atPath: try Checkpoint.newest(in: "\(root)/good"), toPath: "\($0)/damaged/checkpoint-000000001")
+                try Data("{}".utf8).write(to: URL(fileURLWithPath: "\($0)/damaged/checkpoint-000000001/state.json"))
+            },
+        ]
+    }
+
+    func run(_ cases: [Case], file: StaticString = #filePath, line: UInt = #line) throws {
+        let before = snapshot(Self.root)
+        for (index, c) in cases.enumerated() {
+            let folder = "\(Self.root)/case-\(c.name.filter { $0.isLetter || $0.isNumber })-\(index)"
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            try c.prepare(folder)
+            let outcome = try runLimited(c.arguments, in: folder, seconds: 60)
+            let what = "\(c.name) (\(c.arguments.joined(separator: " ")))"
+            XCTAssert((1..<128).contains(outcome.status), "\(what): exit status \(outcome.status), expected 1 to 127; \(outcome.error.suffix(600))", file: file, line: line)
+            XCTAssert(outcome.firstLine.hasPrefix("error: "), "\(what): first line '\(outcome.firstLine)'", file: file, line: line)
+            for text in c.mentions {
+                XCTAssert(outcome.firstLine.contains(text), "\(what): '\(outcome.firstLine)' does not mention '\(text)'", file: file, line: line)
+            }
+            for trap in ["Fatal error", "Backtrace", "Stack dump", "Illegal instruction", "Segmentation"] {
+                XCTAssertFalse(outcome.error.contains(trap), "\(what): \(outcome.error.suffix(600))", file: file, line: line)
+            }
+        }
+        XCTAssertEqual(snapshot(Self.root), before, "a case wrote outside its own folder", file: file, line: line)
+        // The previous run's checkpoint is still whole and loads.
+        let evaluated = try runLimited(["eval", "--checkpoint", "good", "--data", "data"], in: Self.root)
+        XCTAssertEqual(evaluated.status, 0, evaluated.error, file: file, line: line)
+    }
+
+    func testIDXFiles() throws { try run(Self.idxCases) }
+    func testSafetensorsFiles() throws { try run(Self.safetensorsCases) }
+    func testCheckpointStates() throws { try run(Self.stateCases) }
+    func testFlags() throws { try run(Self.flagCases) }
+    func testOutputFoldersAndResume() throws { try run(Self.folderCases) }
+
+    /// The table is large enough to mean something: at least 40 cases across the kinds.
+    func testTableSize() {
+        let total = [Self.idxCases, Self.safetensorsCases, Self.stateCases, Self.flagCases, Self.folderCases].map(\.count).reduce(0, +)
+        XCTAssertGreaterThanOrEqual(total, 40)
+    }
+}
