@@ -26,7 +26,7 @@ public struct IDXFile: Sendable {
     /// Largest data accepted: 4 GiB (MNIST's training images are 47 MB).
     public static let maximumBytes = 1 << 32
     /// Bytes read (and added to the buffer) at a time.
-    static let piece = 1 << 22
+    static let piece = 1 << 20
 
     /// Reads and checks an IDX file of unsigned bytes with `expectedDimensions` dimensions.
     /// `check` sees the dimensions before the data is read; it throws to refuse them.
@@ -40,23 +40,24 @@ public struct IDXFile: Sendable {
         }
         defer { gzclose(file) }
 
+        // Pieces are read into this scratch buffer and appended: the data grows only as bytes arrive.
+        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.piece, alignment: 16)
+        defer { scratch.deallocate() }
+
         /// Appends `count` bytes to `buffer`, failing at the first missing one.
         func read(_ count: Int, into buffer: inout [UInt8], what: String) throws(DataError) {
             var missing = count
             while missing > 0 {
-                let want = min(missing, Self.piece)
-                let start = buffer.count
-                buffer.append(contentsOf: repeatElement(0, count: want))
-                let got = buffer.withUnsafeMutableBytes { gzread(file, $0.baseAddress! + start, UInt32(want)) }
+                let got = gzread(file, scratch.baseAddress!, UInt32(min(missing, Self.piece)))
                 if got < 0 {
                     var code: Int32 = 0
                     let message = String(cString: gzerror(file, &code))
                     throw DataError(path: path, problem: "corrupted or truncated compressed data while reading \(what) (\(message))")
                 }
-                buffer.removeLast(want - Int(got))
                 if got == 0 {
                     throw DataError(path: path, problem: "truncated: \(what) needs \(count) bytes, found \(count - missing)")
                 }
+                buffer.append(contentsOf: UnsafeRawBufferPointer(rebasing: scratch[0..<Int(got)]))
                 missing -= Int(got)
             }
         }

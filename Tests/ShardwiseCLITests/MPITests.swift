@@ -141,6 +141,40 @@ final class MPITests: XCTestCase {
         XCTAssertLessThan(seconds, 30, "the job took \(seconds) s to end")
     }
 
+    /// Ranks started with different flags or data (MPMD: `-np 1 A : -np 1 B`) end within
+    /// 10 s, every rank naming the differing flag and each rank's value, instead of training
+    /// different weights, hanging until the timeout or aborting with MPI_ERR_TRUNCATE.
+    func testRanksThatDisagreeEndTogetherNamingTheSetting() throws {
+        let base = ["train", "--layers", "128,128", "--train-samples", "1024", "--test-samples", "200", "--epochs", "2",
+                    "--batch-size", "128", "--shard-size", "32"]
+        for (flag, first, second, named) in [
+            ("--lr", "0.05", "0.1", "--lr"), ("--seed", "1", "2", "--seed"), ("--layers", "128,128", "128", "--layers"),
+            ("--epochs", "2", "3", "--epochs"), ("--train-samples", "1024", "512", "--data"),
+        ] {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: mpirun)
+            process.arguments = (geteuid() == 0 ? ["--allow-run-as-root"] : []) + ["--oversubscribe",
+                "-np", "1", executable] + base + [flag, first, "--out", "\(folder)/disagree-\(flag.dropFirst(2))",
+                ":", "-np", "1", executable] + base + [flag, second, "--out", "\(folder)/disagree-\(flag.dropFirst(2))"]
+            process.environment = ProcessInfo.processInfo.environment.merging(["OMPI_MCA_btl_vader_single_copy_mechanism": "none"]) { $1 }
+            let err = Pipe()
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = err
+            let start = Date()
+            try process.run()
+            let message = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            let seconds = Date().timeIntervalSince(start)
+            XCTAssertNotEqual(process.terminationStatus, 0, "\(flag): \(message)")
+            XCTAssertLessThan(seconds, 10, "\(flag): the job took \(seconds) s to end")
+            for rank in 0..<2 {
+                let line = message.split(separator: "\n").first { $0.hasPrefix("rank \(rank) of 2: error: \(named): the MPI ranks disagree") }
+                XCTAssertNotNil(line, "\(flag): rank \(rank) did not name \(named): \(message)")
+            }
+            if named != "--data" { XCTAssert(message.contains("rank 0: \(first); rank 1: \(second)") || flag == "--layers", "\(flag): \(message)") }
+        }
+    }
+
     func childRanks(of parent: Int32) throws -> [(pid: Int32, rank: Int)] {
         var found: [(Int32, Int)] = []
         for name in try FileManager.default.contentsOfDirectory(atPath: "/proc") {

@@ -28,7 +28,7 @@ final class IDXTests: XCTestCase {
 
     func write(_ name: String, _ bytes: [UInt8]) -> String {
         let path = "\(folder)/\(name)"
-        FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
         return path
     }
 
