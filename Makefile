@@ -13,7 +13,7 @@ RUN_DIR      ?= runs/reference
 MPIRUN_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
 TRAIN_FLAGS  ?=
 
-.PHONY: all deps build train train-no-dropout reproduce-dropout test example docs bench bench-mpi clean
+.PHONY: all deps build train train-no-dropout reproduce-dropout test fuzz example docs bench bench-mpi clean
 
 all: build
 
@@ -63,6 +63,12 @@ test: deps
 	$(SWIFT) test --skip-build
 	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan --filter '$(TSAN_TESTS)'
 	$(MAKE) example
+
+# The IDX and safetensors readers against many random mutations of valid files (make test runs 3,000).
+FUZZ_ITERATIONS ?= 200000
+fuzz: deps
+	$(SWIFT) build --build-tests
+	SHARDWISE_FUZZ_ITERATIONS=$(FUZZ_ITERATIONS) $(SWIFT) test --skip-build --filter ReaderFuzzTests
 
 # Examples/TrainMNIST: a package that depends on the Shardwise product by path, with a layer of
 # its own. Its tests (gradient check, worker-count contract), then one short epoch on MNIST.

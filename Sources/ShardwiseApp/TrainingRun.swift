@@ -237,6 +237,7 @@ public enum TrainingRun {
             return RunError("--out \(out): already holds \(shown); a run never replaces another's results: continue it with --resume \(out), choose another --out, or pass --overwrite")
         }
         // Checked before the lock too, so that a refused run writes nothing (not even a lock file).
+        do { try RunFolder.checkNotInUse(out) } catch { throw RunError(error.description) }
         if fresh, !options.overwrite, case let contents = RunFolder.contents(of: out), !contents.isEmpty { throw refuse(contents) }
         let folder: RunFolder
         do { folder = try RunFolder(out, owner: options.owner) } catch { throw RunError(error.description) }

@@ -24,17 +24,9 @@ public final class RunFolder: @unchecked Sendable {
         let lock = "\(path)/\(Self.lockName)"
         let fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o644)
         guard fd >= 0 else { throw FolderError("\(lock): cannot open (\(String(cString: strerror(errno))))") }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            let busy = errno == EWOULDBLOCK
-            let reason = String(cString: strerror(errno))
-            var holder = [UInt8](repeating: 0, count: 512)
-            let n = holder.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, $0.count, 0) }
+        if let error = Self.lock(fd, path) {
             close(fd)
-            let who = String(decoding: holder.prefix(max(n, 0)), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            throw FolderError(
-                busy
-                    ? "\(path): in use by another run (\(who.isEmpty ? "a process that holds \(lock)" : who)); wait for it to end, or choose another --out"
-                    : "\(lock): cannot lock (\(reason))")
+            throw error
         }
         self.path = path
         descriptor = fd
@@ -57,6 +49,24 @@ public final class RunFolder: @unchecked Sendable {
     }
 
     deinit { close(descriptor) }  // releases the lock
+
+    /// Takes the lock on `fd`, or says who holds it.
+    static func lock(_ fd: Int32, _ path: String) -> FolderError? {
+        guard flock(fd, LOCK_EX | LOCK_NB) != 0 else { return nil }
+        guard errno == EWOULDBLOCK else { return FolderError("\(path)/\(lockName): cannot lock (\(String(cString: strerror(errno))))") }
+        var holder = [UInt8](repeating: 0, count: 512)
+        let n = holder.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, $0.count, 0) }
+        let who = String(decoding: holder.prefix(max(n, 0)), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        return FolderError("\(path): in use by another run (\(who.isEmpty ? "a process that holds \(path)/\(lockName)" : who)); wait for it to end, or choose another --out")
+    }
+
+    /// Throws when another process holds `path`'s lock; writes nothing (no lock file is created).
+    public static func checkNotInUse(_ path: String) throws(FolderError) {
+        let fd = open("\(path)/\(lockName)", O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else { return }
+        defer { close(fd) }  // also releases the lock taken to test it
+        if let error = lock(fd, path) { throw error }
+    }
 
     /// The folder's entries, the lock file excepted.
     public var contents: [String] { Self.contents(of: path) }

@@ -197,4 +197,27 @@ final class ValidationTests: XCTestCase {
         let best = try TrainingRun.loadCheckpoint(try Checkpoint.newest(in: "\(out)/best"))
         XCTAssertEqual(best.state.epoch, 1, "the best checkpoint is the one after epoch 1")
     }
+
+    /// Pruning keeps the newest checkpoints up to the one just written: a later checkpoint in
+    /// the folder (another run's) is never counted nor deleted, and the new one always stays.
+    func testPruningNeverDeletesALaterCheckpoint() throws {
+        let folder = NSTemporaryDirectory() + "shardwise-prune-\(getpid())-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let network = try Network(NetworkConfiguration(inputSize: 4, hiddenSizes: [3], outputSize: 2, dropoutInput: 0, dropoutHidden: 0))
+        let values = [Float](repeating: 0.5, count: network.layout.count)
+        func write(_ step: Int) throws -> String {
+            try values.withUnsafeBufferPointer { p in
+                try Checkpoint.write(
+                    parameters: p.baseAddress!, optimizerState: p.baseAddress!, layout: network.layout, state: ["step": step],
+                    step: step, directory: folder, keep: 2)
+            }
+        }
+        _ = try write(900)  // a later run's
+        for step in [10, 20, 30] { _ = try write(step) }
+        let names = try FileManager.default.contentsOfDirectory(atPath: folder).sorted()
+        XCTAssertEqual(names, [Checkpoint.folderName(step: 20), Checkpoint.folderName(step: 30), Checkpoint.folderName(step: 900)])
+        // Rewriting an existing step swaps the folders in one rename: the step's checkpoint is never missing.
+        _ = try write(30)
+        XCTAssertNoThrow(try Checkpoint.load("\(folder)/\(Checkpoint.folderName(step: 30))", as: [String: Int].self) { _ in network.layout })
+    }
 }

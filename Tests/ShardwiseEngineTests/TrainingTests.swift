@@ -157,6 +157,34 @@ final class TrainingTests: XCTestCase {
         XCTAssertEqual(checkpoint.state.globalStep, step)
     }
 
+    /// A step whose task is cancelled is abandoned between shards (Ctrl-C waits at most a
+    /// shard, not a whole step): it throws `.cancelled`, changes no parameter and no counter,
+    /// and the next step trains exactly as if it had never started.
+    func testCancelledStepIsAbandonedWithoutATrace() async throws {
+        let data = syntheticDataset(count: 512, seed: 4)
+        let pool = try WorkerPool.onThisMachine(workers: 2, oversubscribe: true)
+        defer { pool.shutdown() }
+        let configuration = smallConfiguration()
+        let trainer = try Trainer(network: configuration.network, data: data, configuration: configuration.training, workers: pool)
+        let fresh = try Trainer(network: configuration.network, data: data, configuration: configuration.training, workers: pool)
+        let initial = trainer.weightsSHA256
+        trainer.shuffle(epoch: 0)
+        fresh.shuffle(epoch: 0)
+        let cancelled = Task { () async -> TrainingError? in
+            withUnsafeCurrentTask { $0?.cancel() }
+            do throws(TrainingError) { _ = try await trainer.step(epoch: 0, stepInEpoch: 0) } catch { return error }
+            return nil
+        }
+        guard case .cancelled(let completed)? = await cancelled.value else { return XCTFail("the cancelled step was not abandoned") }
+        XCTAssertEqual(completed, 0)
+        XCTAssertEqual(trainer.state.globalStep, 0)
+        XCTAssertEqual(trainer.weightsSHA256, initial)
+        let loss = try await trainer.step(epoch: 0, stepInEpoch: 0)
+        let freshLoss = try await fresh.step(epoch: 0, stepInEpoch: 0)
+        XCTAssertEqual(loss, freshLoss)
+        XCTAssertEqual(trainer.weightsSHA256, fresh.weightsSHA256)
+    }
+
     func testShuffleIsAPermutationThatDependsOnEpochAndSeed() throws {
         let data = syntheticDataset(count: 100, seed: 3)
         let pool = try WorkerPool.onThisMachine(workers: 1)
