@@ -37,9 +37,13 @@ struct CurvesCommand: ParsableCommand {
         var rows: [String] = []
         var title = "Learning curves"
         for folder in runs {
-            guard let metrics = FileManager.default.contents(atPath: "\(folder)/metrics.jsonl") else {
-                throw RunError("\(folder)/metrics.jsonl: missing; expected the --out folder of a shardwise train run")
-            }
+            let metrics: [UInt8]
+            do {
+                guard let found = try RegularFile.readIfPresent("\(folder)/metrics.jsonl", limit: 256 << 20, what: "a metrics file") else {
+                    throw RunError("\(folder)/metrics.jsonl: missing; expected the --out folder of a shardwise train run")
+                }
+                metrics = found
+            } catch let error as DataError { throw RunError(error.description) }
             let records: [EpochRecord]
             do {
                 records = try String(decoding: metrics, as: UTF8.self).split(separator: "\n").map {
@@ -48,8 +52,8 @@ struct CurvesCommand: ParsableCommand {
             } catch { throw RunError("\(folder)/metrics.jsonl: not Shardwise metrics (\(error))") }
             var name = folder
             var wall = "-"
-            if let data = FileManager.default.contents(atPath: "\(folder)/summary.json"),
-               let summary = try? decoder.decode(RunSummaryHeader.self, from: data) {
+            if let data = try? RegularFile.read("\(folder)/summary.json", limit: 64 << 20, what: "a summary"),
+               let summary = try? decoder.decode(RunSummaryHeader.self, from: Data(data)) {
                 name = TrainingRun.label(summary.configuration.network)
                 title = "Learning curves: \(summary.configuration.network.hiddenSizes.map(String.init).joined(separator: "-")) ReLU network on MNIST"
                 wall = summary.wallSeconds.map { String(format: "%.0f min", $0 / 60) } ?? "-"

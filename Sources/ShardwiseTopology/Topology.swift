@@ -1,5 +1,11 @@
 import CShardwiseHwloc
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// An index as the operating system numbers objects (`P#3`): can be sparse or interleaved.
 public struct OSIndex: Hashable, Comparable, Sendable, Codable, CustomStringConvertible {
     public var rawValue: Int
@@ -111,7 +117,13 @@ public final class Topology: @unchecked Sendable {
         let handle: OpaquePointer?
         switch source {
         case .thisMachine: handle = sw_topology_load(Int32(SW_TOPOLOGY_THIS_SYSTEM), nil, &message, message.count)
-        case .xml(let path): handle = sw_topology_load(Int32(SW_TOPOLOGY_XML), path, &message, message.count)
+        case .xml(let path):
+            // Only a regular file: hwloc would block on a FIFO and read a device without end.
+            var info = stat()
+            guard stat(path, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
+                throw TopologyError("\(path): not a readable regular file, expected an hwloc XML export (lstopo --of xml)")
+            }
+            handle = sw_topology_load(Int32(SW_TOPOLOGY_XML), path, &message, message.count)
         case .synthetic(let text): handle = sw_topology_load(Int32(SW_TOPOLOGY_SYNTHETIC), text, &message, message.count)
         }
         guard let handle else {

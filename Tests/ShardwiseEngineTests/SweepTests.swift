@@ -14,11 +14,13 @@ final class SweepTests: XCTestCase {
         return configuration
     }
 
-    func sweep(_ out: String, stopAfterSteps: Int? = nil) async throws -> SweepReport {
+    func sweep(_ out: String, stopAfterSteps: Int? = nil, learningRate: Double? = nil) async throws -> SweepReport {
         var options = RunOptions(dataDirectory: try sharedMNISTFolder(), outDirectory: out, workers: 2, trainLimit: 2048, testLimit: 300)
         options.stopAfterSteps = stopAfterSteps
+        var base = base()
+        if let learningRate { base.training.optimizer.learningRate = learningRate }
         return try await SweepRun.run(
-            base: base(), inputRates: [0.2], hiddenRates: [0, 0.5], seeds: 1, sweepSeed: 3, options: options,
+            base: base, inputRates: [0.2], hiddenRates: [0, 0.5], seeds: 1, sweepSeed: 3, options: options,
             command: "test", console: Console { _ in })
     }
 
@@ -36,6 +38,15 @@ final class SweepTests: XCTestCase {
             XCTFail("the first trial should have been interrupted")
         } catch let error as RunError {
             XCTAssert(error.description.contains("interrupted after step 5"), error.description)
+        }
+        // A rerun with other settings does not resume trials trained under the old ones: it names the setting.
+        do {
+            _ = try await sweep(split, learningRate: 0.01)
+            XCTFail("a sweep with another learning rate resumed the old trials")
+        } catch let error as RunError {
+            guard case .configuration(let problem)? = error.underlying else { return XCTFail(error.description) }
+            XCTAssertEqual(problem.field, .learningRate, error.description)
+            XCTAssert(problem.problem.contains("0.01 in this sweep") && problem.problem.contains("0.05"), problem.problem)
         }
         let resumed = try await sweep(split)
         XCTAssertEqual(resumed.trials.map(\.weightsSha256), whole.trials.map(\.weightsSha256))
