@@ -86,10 +86,19 @@ struct ScaleCommand: AsyncParsableCommand {
         settings.stepsPerWindow = steps
         settings.modes = mode == "both" ? ["strong", "weak"] : [mode]
         settings.command = "shardwise " + CommandLine.arguments.dropFirst().joined(separator: " ")
-        let maxBatch = batchSize * (settings.workerCounts.max() ?? 1)
+        let mostWorkers = settings.workerCounts.max() ?? 1
+        guard mostWorkers <= Topology.maximumWorkersPerPU * machine.allowedPUs.count else {
+            throw ValidationError("--workers: \(mostWorkers) workers on \(machine.allowedPUs.count) processing units; at most \(Topology.maximumWorkersPerPU) per unit")
+        }
+        let maxBatch = batchSize * mostWorkers
         let dataset: Dataset
         let dataName: String
         if syntheticData {
+            // Four batches of the largest weak-scaling step, as floats: refused before allocating when they cannot fit.
+            let budget = MemoryBudget.current()
+            guard let bytes = CheckedSize.product([maxBatch, 4, 784, 4]), bytes <= budget.bytes else {
+                throw ValidationError("--batch-size: \(batchSize) x \(mostWorkers) workers x 4 batches of random data need more than the \(budget) available")
+            }
             dataset = MachineLimits.randomData(count: maxBatch * 4, features: 784)
             dataName = "random data of MNIST's shape"
         } else {

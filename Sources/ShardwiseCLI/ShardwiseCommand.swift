@@ -68,6 +68,8 @@ enum Main {
         } catch let error as ValidationError {
             fail("error: \(error) (see 'shardwise help' for usage)", status: 2)
         } catch {
+            // `--help` and `help <command>` parse to argument-parser's help command, whose run throws the help request.
+            if ShardwiseCommand.exitCode(for: error) == .success { ShardwiseCommand.exit(withError: error) }
             fail("error: \(error)", status: 1)
         }
     }

@@ -58,6 +58,11 @@ public struct Dataset: Sendable {
             if let expected, d[1] * d[2] != expected {
                 throw DataError(path: imagesPath, problem: "images of \(d[1])x\(d[2]) = \(d[1] * d[2]) pixels, expected \(expected)")
             }
+            // The bytes, then 4 bytes a pixel as floats: refused before reading when they cannot fit.
+            let budget = MemoryBudget.current()
+            if let bytes = CheckedSize.product(d + [5]), bytes > budget.bytes {
+                throw DataError(path: imagesPath, problem: "\(d[0]) images of \(d[1])x\(d[2]) need \(MemoryBudget.format(bytes)) as bytes and floats, more than the \(budget) available")
+            }
         }
         let count = images.dimensions[0]
         let labels = try IDXFile(path: labelsPath, expectedDimensions: 1) { (d) throws(DataError) in

@@ -39,6 +39,16 @@ final class CLITests: XCTestCase {
         XCTAssertFalse(result.error.contains("Fatal error") || result.error.contains("backtrace"), file: file, line: line)
     }
 
+    /// Help, in every form, goes to standard output with status 0.
+    func testHelp() throws {
+        for arguments in [["--help"], ["train", "--help"], ["help", "train"], ["topology", "-h"], ["help"]] {
+            let result = try shardwise(arguments)
+            XCTAssertEqual(result.status, 0, "\(arguments): \(result.error)")
+            XCTAssert(result.output.contains("USAGE: shardwise"), "\(arguments): \(result.output.prefix(200))")
+        }
+        XCTAssert(try shardwise(["train", "--help"]).output.contains("--overwrite"))
+    }
+
     func testBadFlagValues() throws {
         try assertUsageError(["train", "--dropout-input", "1.5"], mentions: "--dropout-input: 1.5, expected a probability in [0, 1)")
         try assertUsageError(["train", "--dropout-hidden", "-0.1"], mentions: "--dropout-hidden")
@@ -64,7 +74,7 @@ final class CLITests: XCTestCase {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: folder) }
         for name in ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"] {
-            FileManager.default.createFile(atPath: "\(folder)/\(name)", contents: Data([0x12, 0x34, 0x56, 0x78]))
+            _ = FileManager.default.createFile(atPath: "\(folder)/\(name)", contents: Data([0x12, 0x34, 0x56, 0x78]))
         }
         let corrupt = try shardwise(["train", "--data", folder, "--epochs", "1"])
         XCTAssertEqual(corrupt.status, 1)

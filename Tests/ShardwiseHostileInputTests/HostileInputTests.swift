@@ -141,13 +141,20 @@ final class HostileInputTests: XCTestCase {
             Case(name: "16-byte images file claiming 65536 x 256 x 256", arguments: train, mentions: [images]) {
                 try data($0, replacing: images, with: idxHeader(dimensions: [65_536, 256, 256]))
             },
-            Case(name: "16-byte images file claiming 5,000,000 images of 28x28 (3.9 GB)", arguments: train, mentions: [images, "truncated"]) {
+            Case(name: "16-byte images file claiming 5,000,000 images of 28x28 (3.9 GB)", arguments: train, mentions: [images, "available"]) {
                 try data($0, replacing: images, with: idxHeader(dimensions: [5_000_000, 28, 28]))
             },
-            Case(name: "gzip stream claiming 3.9 GB that ends after 10 MB", arguments: train, mentions: [images, "truncated"]) {
+            // Within the memory bound: read in pieces, so it fails at the first missing byte having allocated ~1 MB.
+            Case(name: "16-byte images file claiming 300,000 images of 28x28 (235 MB)", arguments: train, mentions: [images, "truncated"]) {
+                try data($0, replacing: images, with: idxHeader(dimensions: [300_000, 28, 28]))
+            },
+            Case(name: "4 GB of images (bytes and floats) under a 2 GB limit", arguments: train, mentions: [images, "available"]) {
+                try data($0, replacing: images, with: idxHeader(dimensions: [5_000_000, 28, 28]) + trainImages().dropFirst(16))
+            },
+            Case(name: "gzip stream claiming 235 MB that ends after 10 MB", arguments: train, mentions: [images, "truncated"]) {
                 try linkData($0)
                 try FileManager.default.removeItem(atPath: "\($0)/data/\(images)")
-                try gzip(idxHeader(dimensions: [5_000_000, 28, 28]) + [UInt8](repeating: 0, count: 10_000_000), to: "\($0)/data/\(images).gz")
+                try gzip(idxHeader(dimensions: [300_000, 28, 28]) + [UInt8](repeating: 0, count: 10_000_000), to: "\($0)/data/\(images).gz")
             },
             Case(name: "corrupted gzip stream", arguments: train, mentions: [images, "corrupted"]) {
                 try linkData($0)
@@ -306,6 +313,8 @@ final class HostileInputTests: XCTestCase {
             Case(name: "validation set as large as the data", arguments: shared + ["--validation", "512"], mentions: ["--validation"]),
             Case(name: "batch of 2^31 samples", arguments: shared + ["--batch-size", "2147483648", "--shard-size", "1"], mentions: ["--batch-size"]),
             Case(name: "checkpoint every 0 steps", arguments: shared + ["--checkpoint-every", "0"], mentions: ["--checkpoint-every"]),
+            Case(name: "scaling to 40,000 workers", arguments: ["scale", "--workers", "1,40000", "--synthetic-data"], mentions: ["--workers"]),
+            Case(name: "scaling with random data of 1.2 TB", arguments: ["scale", "--batch-size", "100000000", "--synthetic-data", "--workers", "1"], mentions: ["--batch-size"]),
         ]
     }
 

@@ -3,8 +3,6 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import ShardwiseData
-import ShardwiseLayers
 
 /// How much memory this process may still take, and what sets that bound: the machine's
 /// memory, a cgroup's `memory.max`, or the address-space and data limits (`ulimit -v`,
@@ -31,7 +29,7 @@ public struct MemoryBudget: Sendable, CustomStringConvertible {
         let pages = sysconf(Int32(_SC_PHYS_PAGES)), pageSize = sysconf(Int32(_SC_PAGESIZE))
         if pages > 0, pageSize > 0 { candidates.append(MemoryBudget(bytes: pages * pageSize, source: "the machine's memory")) }
         if let text = try? RegularFile.read("/sys/fs/cgroup/memory.max", limit: 64),
-           let limit = Int(String(decoding: text, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) {
+           let word = String(decoding: text, as: UTF8.self).split(whereSeparator: \.isWhitespace).first, let limit = Int(word) {
             candidates.append(MemoryBudget(bytes: limit, source: "the cgroup's memory.max"))
         }
         let mapped = mappedBytes()
@@ -57,40 +55,5 @@ public struct MemoryBudget: Sendable, CustomStringConvertible {
         if gb >= 100 { return "\(Int(gb.rounded())) GB" }
         if gb >= 1 { return "\((gb * 10).rounded() / 10) GB" }
         return "\(Int((Double(bytes) / 1e6).rounded())) MB"
-    }
-}
-
-/// What a trainer will allocate, by part, computed with overflow checks before it allocates.
-public struct MemoryEstimate: Sendable {
-    /// Parameters and the optimizer's state (two copies of the flat vector).
-    public var parameters: Int
-    /// One gradient buffer per shard of the batch.
-    public var shardGradients: Int
-    /// One workspace (activations, scratch, gradients) per local shard.
-    public var workspaces: Int
-    /// The training rows copied into the trainer (and a validation split).
-    public var data: Int
-    /// The sum, or nil when it overflows.
-    public var total: Int? { CheckedSize.sum([parameters, shardGradients, workspaces, data]) }
-
-    /// The estimate for `network` trained in `shards` shards of `shardSize` rows, `localShards` of
-    /// them computed here, on `samples` rows of `features` values; nil when a product overflows.
-    public init?(network: Network, shards: Int, localShards: Int, shardSize: Int, samples: Int, features: Int) {
-        let p = network.layout.count
-        let widths = CheckedSize.sum(network.widths + [2 * (network.widths.max() ?? 0)])
-        var scratch = 0
-        for (k, layer) in network.layers.enumerated() {
-            guard let s = CheckedSize.sum([scratch, layer.scratchCount(inputWidth: network.widths[k], rows: shardSize)]) else { return nil }
-            scratch = s
-        }
-        guard let widths, let perShardFloats = CheckedSize.sum([CheckedSize.product([shardSize, widths]) ?? -1, scratch]),
-              let parameters = CheckedSize.product([2, 4, p]), let gradients = CheckedSize.product([shards, 4, p]),
-              let workspaces = CheckedSize.product([localShards, 4, perShardFloats]),
-              let data = CheckedSize.product([2, 4, samples, features])
-        else { return nil }
-        self.parameters = parameters
-        self.shardGradients = gradients
-        self.workspaces = workspaces
-        self.data = data
     }
 }
