@@ -201,9 +201,6 @@ public enum TrainingRun {
     /// The parameter layout of a stored network description, after the checks the command line makes.
     static func layout(of network: NetworkConfiguration, in file: String) throws(CheckpointError) -> ParameterLayout {
         do { try network.validate() } catch { throw CheckpointError("\(file): network \(error)") }
-        guard network.inputSize > 0, network.outputSize > 1 else {
-            throw CheckpointError("\(file): network of \(network.inputSize) inputs and \(network.outputSize) outputs, expected at least 1 input and 2 classes")
-        }
         do { return try Network(network).layout } catch { throw CheckpointError("\(file): \(error)") }
     }
 
