@@ -30,6 +30,7 @@ final class HostileInputTests: XCTestCase {
         try? FileManager.default.removeItem(atPath: root)
         do {
             try writeSyntheticMNIST(to: "\(root)/data")
+            try writeSyntheticMNIST(to: "\(root)/full", train: 60_000)  // MNIST's size, for batches of 60,000
             let trained = try runLimited(
                 ["train", "--data", "data", "--epochs", "1", "--layers", "32", "--batch-size", "128", "--out", "good"], in: root)
             precondition(trained.status == 0, "the sandbox's run failed: \(trained.error)")
@@ -301,6 +302,8 @@ final class HostileInputTests: XCTestCase {
         [
             Case(name: "layers of 4e9", arguments: shared + ["--layers", "4000000000,4000000000"], mentions: ["--layers"]),
             Case(name: "layers needing 6.8 GB", arguments: shared + ["--layers", "20000,20000"], mentions: ["memory", "--layers"]),
+            Case(name: "batch 60000 in shards of 1 (~700 GB)", arguments: ["train", "--data", "../full", "--epochs", "1", "--batch-size", "60000", "--shard-size", "1"],
+                 mentions: ["memory", "GB", "--batch-size 60000 / --shard-size 1"]),
             Case(name: "a shard per sample of a huge batch", arguments: shared + ["--layers", "4096,4096", "--batch-size", "512", "--shard-size", "1"], mentions: ["memory", "--batch-size"]),
             Case(name: "40,000 workers", arguments: shared + ["--workers", "40000", "--oversubscribe"], mentions: ["--workers"]),
             Case(name: "max-norm 1e-46 (0 as a Float)", arguments: shared + ["--max-norm", "1e-46"], mentions: ["--max-norm"]),
