@@ -388,6 +388,7 @@ final class HostileInputTests: XCTestCase {
     /// The table is large enough to mean something: at least 40 cases across the kinds.
     func testTableSize() {
         let total = [Self.idxCases, Self.safetensorsCases, Self.stateCases, Self.flagCases, Self.folderCases].map(\.count).reduce(0, +)
+        print("hostile-input cases: \(total)")
         XCTAssertGreaterThanOrEqual(total, 40)
     }
 }
