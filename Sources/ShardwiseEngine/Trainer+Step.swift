@@ -8,7 +8,9 @@ import Glibc
 extension Trainer {
     /// Runs one optimisation step on batch `stepInEpoch` of `epoch` (in the order of the
     /// last ``shuffle(epoch:)``) and returns the batch's loss sum.
-    /// Throws only for a failed cross-rank exchange under MPI.
+    /// Throws for a failed cross-rank exchange under MPI, and `.cancelled` when the calling
+    /// task is cancelled before every shard ran (single process): the step is then abandoned
+    /// before its update, leaving parameters, optimizer and counters as they were.
     public func step(epoch: Int, stepInEpoch: Int) async throws(TrainingError) -> Double {
         let progress = Double(epoch) + Double(stepInEpoch) / Double(stepsPerEpoch)
         let hyper = configuration.optimizer.hyperparameters(progress: progress)
