@@ -24,7 +24,10 @@ struct EvalCommand: ParsableCommand {
     var testSamples: Int?
 
     func validate() throws {
-        if let mcDropout, mcDropout <= 0 { throw ValidationError("--mc-dropout: \(mcDropout), expected a positive number of passes") }
+        // Each pass draws its masks from the stream of "step" t, addressed with 32 bits; 10,000 passes is far past convergence.
+        if let mcDropout, !(1...10_000).contains(mcDropout) {
+            throw ValidationError("--mc-dropout: \(mcDropout), expected 1 to 10000 passes")
+        }
         if let testSamples, testSamples <= 0 { throw ValidationError("--test-samples: \(testSamples), expected a positive count") }
     }
 

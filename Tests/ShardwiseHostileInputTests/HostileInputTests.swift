@@ -316,6 +316,7 @@ final class HostileInputTests: XCTestCase {
             Case(name: "validation set as large as the data", arguments: shared + ["--validation", "512"], mentions: ["--validation"]),
             Case(name: "batch of 2^31 samples", arguments: shared + ["--batch-size", "2147483648", "--shard-size", "1"], mentions: ["--batch-size"]),
             Case(name: "checkpoint every 0 steps", arguments: shared + ["--checkpoint-every", "0"], mentions: ["--checkpoint-every"]),
+            Case(name: "10^11 Monte Carlo passes", arguments: ["eval", "--checkpoint", "../good", "--data", "../data", "--mc-dropout", "100000000000"], mentions: ["--mc-dropout"]),
             Case(name: "scaling to 40,000 workers", arguments: ["scale", "--workers", "1,40000", "--synthetic-data"], mentions: ["--workers"]),
             Case(name: "scaling with random data of 1.2 TB", arguments: ["scale", "--batch-size", "100000000", "--synthetic-data", "--workers", "1"], mentions: ["--batch-size"]),
         ]
