@@ -194,6 +194,7 @@ public enum TrainingRun {
             }
             guard let network = state.network else { throw CheckpointError("\(path)/state.json: no network description; the model was built in code") }
             do { try state.configuration.validate() } catch { throw CheckpointError("\(path)/state.json: \(error)") }
+            do { try state.validate() } catch { throw CheckpointError("\(path)/state.json: \(error)") }
             return try layout(of: network, in: "\(path)/state.json")
         }
     }

@@ -237,6 +237,14 @@ public final class Trainer: @unchecked Sendable {
         if let stored = checkpoint.state.trainingData, stored != state.trainingData {
             throw .checkpoint(CheckpointError("\(checkpoint.path): trained on other data (\(stored)); the data given now is \(state.trainingData.map(\.description) ?? "unknown")"))
         }
+        do { try checkpoint.state.validate() } catch { throw .checkpoint(CheckpointError("\(checkpoint.path)/state.json: \(error)")) }
+        // The counters must say the same thing for this data: global step = finished epochs' steps + steps into this one.
+        let finishedSteps = checkpoint.state.epoch.multipliedReportingOverflow(by: stepsPerEpoch)
+        guard checkpoint.state.stepInEpoch <= stepsPerEpoch, !finishedSteps.overflow,
+              checkpoint.state.globalStep == finishedSteps.partialValue + checkpoint.state.stepInEpoch
+        else {
+            throw .checkpoint(CheckpointError("\(checkpoint.path)/state.json: global step \(checkpoint.state.globalStep) at epoch \(checkpoint.state.epoch + 1), step \(checkpoint.state.stepInEpoch), expected \(stepsPerEpoch) steps an epoch"))
+        }
         guard checkpoint.parameters.count == parameters.count, checkpoint.optimizerState.count == parameters.count else {
             throw .checkpoint(CheckpointError("\(checkpoint.path): \(checkpoint.parameters.count) parameters, the model has \(parameters.count)"))
         }

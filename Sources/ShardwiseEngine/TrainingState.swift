@@ -1,4 +1,5 @@
 import ShardwiseData
+import ShardwiseIO
 import ShardwiseLayers
 
 /// One finished epoch's metrics (a line of `metrics.jsonl`).
@@ -96,6 +97,23 @@ public struct TrainingState: Codable, Sendable {
         epochsWithoutImprovement = try c.decodeIfPresent(Int.self, forKey: .epochsWithoutImprovement)
         trainingData = try c.decodeIfPresent(DataFingerprint.self, forKey: .trainingData)
         testData = try c.decodeIfPresent(DataFingerprint.self, forKey: .testData)
+    }
+
+    /// Checks that the state can be where training stands: counters in range and consistent
+    /// with each other and with the configuration, one record per finished epoch, finite sums.
+    /// A state read from a file must pass before a trainer uses it (a hand-edited or damaged
+    /// `state.json` whose checksum was made to match is refused, never trusted).
+    public func validate() throws(CheckpointError) {
+        func check(_ condition: Bool, _ problem: @autoclosure () -> String) throws(CheckpointError) {
+            if !condition { throw CheckpointError(problem()) }
+        }
+        try check((0...configuration.epochs).contains(epoch), "epoch \(epoch), expected 0 to \(configuration.epochs) (the configuration's epochs)")
+        try check(stepInEpoch >= 0 && globalStep >= 0, "step \(stepInEpoch) of the epoch and global step \(globalStep), expected counts >= 0")
+        try check(records.count == epoch, "\(records.count) epoch records for \(epoch) finished epochs")
+        try check(records.enumerated().allSatisfy { $0.element.epoch == $0.offset + 1 }, "epoch records out of order, expected epochs 1 to \(records.count)")
+        try check(epochLossSum.isFinite && epochSeconds.isFinite && epochSeconds >= 0, "epoch loss sum \(epochLossSum) and seconds \(epochSeconds), expected finite values")
+        if let best = bestEpoch { try check((1...max(records.count, 1)).contains(best) && !records.isEmpty, "best epoch \(best) of \(records.count) finished epochs") }
+        try check((epochsWithoutImprovement ?? 0) >= 0, "\(epochsWithoutImprovement ?? 0) epochs without improvement, expected >= 0")
     }
 
     /// The configuration's fields and `network` in one object.

@@ -273,6 +273,11 @@ final class HostileInputTests: XCTestCase {
                 $0["configuration"] = c
             },
             state("no configuration", mentions: ["not a training state"]) { $0["configuration"] = nil },
+            state("epoch -5", mentions: ["epoch -5"]) { $0["epoch"] = -5 },
+            state("epoch 2^62", mentions: ["epoch"]) { $0["epoch"] = 1 << 62 },
+            state("step -1 in the epoch", mentions: ["step -1"]) { $0["step_in_epoch"] = -1 },
+            state("epoch records missing", mentions: ["records"]) { $0["records"] = [Any]() },
+            state("negative epoch seconds", mentions: ["seconds -1"]) { $0["epoch_seconds"] = -1 },
             Case(name: "state.json not JSON", arguments: ["eval", "--checkpoint", "ckpt", "--data", "../data"], mentions: ["state.json"]) {
                 let folder = try copyCheckpoint($0)
                 try Data("{{{".utf8).write(to: URL(fileURLWithPath: "\(folder)/state.json"))
@@ -340,6 +345,11 @@ final class HostileInputTests: XCTestCase {
             Case(name: "resume with another learning rate", arguments: ["train", "--resume", "ckpt-run", "--data", "../data", "--lr", "0.5"], mentions: ["--lr", "0.5"]) {
                 try FileManager.default.createDirectory(atPath: "\($0)/ckpt-run", withIntermediateDirectories: false)
                 try FileManager.default.copyItem(atPath: try Checkpoint.newest(in: "\(root)/good"), toPath: "\($0)/ckpt-run/checkpoint-000000001")
+            },
+            Case(name: "resume a state whose global step disagrees with its epoch", arguments: ["train", "--resume", "ckpt-run", "--data", "../data"], mentions: ["global step 5"]) {
+                try FileManager.default.createDirectory(atPath: "\($0)/ckpt-run", withIntermediateDirectories: false)
+                try FileManager.default.copyItem(atPath: try Checkpoint.newest(in: "\(root)/good"), toPath: "\($0)/ckpt-run/checkpoint-000000001")
+                try editState("\($0)/ckpt-run/checkpoint-000000001") { $0["global_step"] = 5 }
             },
             Case(name: "resume with other layers", arguments: ["train", "--resume", "../good", "--data", "../data", "--layers", "64"], mentions: ["--layers"]),
             Case(name: "resume on other data", arguments: ["train", "--resume", "ckpt-run", "--data", "../data", "--train-samples", "256"], mentions: ["other data"]) {
