@@ -94,8 +94,17 @@ public enum TrainingRun {
         // Rank 0 alone writes: it alone holds the output folder, for the whole run.
         let folder = (cluster?.rank ?? 0) == 0 ? try claimFolder(options) : nil
         defer { withExtendedLifetime(folder) {} }
+        // Under MPI the ranks compare their settings before reading the data (a mismatch ends
+        // the job in moments), then the data they read.
+        if let cluster {
+            try agree(cluster, on: configuration.settings + [
+                (.fastAllreduce, "\(options.fastAllreduce)"), (.resume, resumed.map { "step \($0.state.globalStep)" } ?? "none"),
+            ])
+        }
         let mnist = try loadMNIST(options, features: configuration.network.inputSize)
-        if let cluster { try agree(cluster, configuration: configuration, data: mnist, options: options, resumedStep: resumed?.state.globalStep) }
+        if let cluster {
+            try agree(cluster, on: [(.data, "training set of \(mnist.train.fingerprint)"), (.data, "test set of \(mnist.test.fingerprint)")])
+        }
         let pool: WorkerPool
         do {
             pool = try WorkerPool.onThisMachine(
@@ -208,11 +217,7 @@ public enum TrainingRun {
     /// Under MPI: every rank must train the same configuration on the same data. A rank
     /// started with other flags or files would train other weights, or hang the job at its
     /// first exchange; instead every rank ends at once, naming the field and each rank's value.
-    static func agree(_ cluster: Cluster, configuration: RunConfiguration, data: MNIST, options: RunOptions, resumedStep: Int?) throws {
-        let settings = configuration.settings + [
-            (.data, "training set of \(data.train.fingerprint)"), (.data, "test set of \(data.test.fingerprint)"),
-            (.fastAllreduce, "\(options.fastAllreduce)"), (.resume, resumedStep.map { "step \($0)" } ?? "none"),
-        ]
+    static func agree(_ cluster: Cluster, on settings: [(field: ConfigurationError.Field, value: String)]) throws {
         let found: (index: Int, values: [String])?
         do { found = try cluster.disagreement(on: settings.map(\.value)) } catch { throw RunError(error.description) }
         guard let found else { return }
