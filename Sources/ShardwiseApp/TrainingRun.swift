@@ -61,6 +61,9 @@ public struct RunOptions: Sendable {
     public var overwrite = false
     /// Recorded in the output folder's lock file (the command line that holds it).
     public var owner = "shardwise"
+    /// Settings given explicitly for this run (typed flags): with `resume`, each must agree
+    /// with the checkpoint's configuration, which the run otherwise keeps.
+    public var typedFields: Set<ConfigurationError.Field> = []
 
     public init(
         dataDirectory: String? = nil, outDirectory: String? = nil, workers: Int? = nil, trainLimit: Int? = nil, testLimit: Int? = nil
@@ -87,6 +90,7 @@ public enum TrainingRun {
         var options = requestedOptions
         let resumed = try resumedCheckpoint(&options)
         let configuration = resumed.map { RunConfiguration(network: $0.state.network!, training: $0.state.configuration) } ?? requested
+        if let resumed { try checkTypedSettings(requested, against: configuration, checkpoint: resumed.path, typed: options.typedFields) }
         do { try configuration.validate() } catch { throw RunError(.configuration(error)) }
         let blas: BLASInfo
         do { blas = try BLAS.load() } catch { throw RunError(error.description) }
@@ -184,6 +188,20 @@ public enum TrainingRun {
     static func divergence(_ what: String, step: Int, lastCheckpoint: String?, configuration: TrainingConfiguration) -> RunError {
         let kept = lastCheckpoint.map { "; the last good checkpoint \($0) is untouched" } ?? ""
         return RunError("training diverged at step \(step): \(what); lower --lr (now \(configuration.optimizer.learningRate))\(kept)", collective: true)
+    }
+
+    /// A resumed run continues as it was configured: a setting typed now that contradicts the
+    /// checkpoint's is refused with both values (exit status 2), never silently ignored.
+    static func checkTypedSettings(
+        _ requested: RunConfiguration, against stored: RunConfiguration, checkpoint: String, typed: Set<ConfigurationError.Field>
+    ) throws {
+        for (mine, theirs) in zip(requested.settings, stored.settings) where mine.value != theirs.value && typed.contains(mine.field) {
+            var error = RunError(.configuration(ConfigurationError(
+                mine.field,
+                "\(mine.value) contradicts the checkpoint \(checkpoint), trained with \(theirs.value); a resumed run keeps its configuration: drop the flag, or start a new run in another --out")))
+            error.exitStatus = 2
+            throw error
+        }
     }
 
     /// With `--resume`: the newest valid checkpoint of that folder, which also becomes the output folder.

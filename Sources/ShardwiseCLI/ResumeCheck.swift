@@ -1,4 +1,3 @@
-import ArgumentParser
 import Shardwise
 import ShardwiseApp
 
@@ -21,12 +20,8 @@ func flags(setting field: ConfigurationError.Field) -> [String] {
     }
 }
 
-/// A resumed run continues as it was configured: a flag given now that contradicts the
-/// checkpoint's configuration is refused with both values, never silently ignored.
-func checkResumeFlags(requested: RunConfiguration, stored: RunConfiguration, checkpoint: String, given: Set<String>) throws {
-    for (mine, theirs) in zip(requested.settings, stored.settings) where mine.value != theirs.value {
-        guard let typed = flags(setting: mine.field).first(where: given.contains) else { continue }
-        throw ValidationError(
-            "\(typed): \(mine.value) contradicts the checkpoint \(checkpoint), trained with \(theirs.value); a resumed run keeps its configuration: drop the flag, or start a new run in another --out")
-    }
+/// The fields whose flags were typed (not left at their defaults): on `--resume` each must
+/// agree with the checkpoint's configuration (`RunOptions.typedFields`).
+func typedFields(_ given: Set<String> = givenFlags()) -> Set<ConfigurationError.Field> {
+    Set(ConfigurationError.Field.allCases.filter { field in flags(setting: field).contains(where: given.contains) })
 }

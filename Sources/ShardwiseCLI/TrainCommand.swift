@@ -60,14 +60,8 @@ struct TrainCommand: AsyncParsableCommand {
         options.resume = resume
         options.overwrite = overwrite
         options.owner = "shardwise " + CommandLine.arguments.dropFirst().joined(separator: " ")
+        options.typedFields = typedFields()
         let configuration = try makeConfiguration()
-        if let resume {
-            let checkpoint: Checkpoint.Contents<TrainingState>
-            do { checkpoint = try TrainingRun.loadCheckpoint(try Checkpoint.newest(in: resume)) } catch { throw RunError(error.description) }
-            try checkResumeFlags(
-                requested: configuration, stored: RunConfiguration(network: checkpoint.state.network!, training: checkpoint.state.configuration),
-                checkpoint: checkpoint.path, given: givenFlags())
-        }
         let summary = try await TrainingRun.run(configuration: configuration, options: options, console: .standard)
         guard compareNoDropout, let out = options.outDirectory ?? resume else { return }
         var plain = summary.configuration
