@@ -1,96 +1,19 @@
 import Foundation
 import Shardwise
 
-/// `shardwise eval`: test error and confusion matrix of a saved model, and
-/// Monte Carlo dropout (Gal and Ghahramani 2016): dropout kept on, T stochastic
-/// passes averaged into a predictive distribution.
-public struct EvaluationReport: Sendable {
-    public var errorPercent: Double
-    /// confusion[true class][predicted class]
-    public var confusion: [[Int]]
-    public var samples: Int
-    /// With --mc-dropout: the error of the averaged prediction, the mean entropy (nats) of the averaged
-    /// distribution, and that mean over the images it gets right and over those it gets wrong.
-    public var monteCarlo: (passes: Int, errorPercent: Double, meanEntropy: Double, entropyCorrect: Double, entropyWrong: Double)?
-}
+/// A trained model read back for evaluation or prediction: its network, parameters, task
+/// and the preprocessing its inputs had in training.
+public struct SavedModel: Sendable {
+    public var network: NetworkConfiguration
+    public var parameters: [Float]
+    public var task: TrainingTask
+    public var preprocessing: Preprocessing
+    /// Where it was read from.
+    public var path: String
 
-public enum Evaluation {
-    public static func run(
-        checkpoint: String, dataDirectory: String?, testLimit: Int? = nil, mcDropoutPasses: Int? = nil, seed: UInt64 = 1
-    ) throws -> EvaluationReport {
-        do { _ = try BLAS.load() } catch { throw RunError(error.description) }
-        let model: (network: NetworkConfiguration, parameters: [Float])
-        do { model = try loadModel(checkpoint) } catch { throw RunError(error.description) }
-        var test: Dataset
-        do { test = try MNIST.load(directory: dataDirectory, features: model.network.inputSize).test } catch {
-            throw RunError("\(error.description) (the model in \(checkpoint) takes \(model.network.inputSize) inputs)")
-        }
-        if let testLimit { test = test.prefix(testLimit) }
-        guard test.classes == model.network.outputSize else {
-            throw RunError("\(checkpoint): the model gives \(model.network.outputSize) outputs, the test set has \(test.classes) classes")
-        }
-        let network: Network
-        do { network = try Network(model.network) } catch { throw RunError("\(checkpoint): \(error)") }
-        let parameters = FloatBuffer(count: network.layout.count)
-        model.parameters.withUnsafeBufferPointer { parameters.pointer.update(from: $0.baseAddress!, count: $0.count) }
-        let classes = model.network.outputSize
-        let ws = Workspace(network: network, capacity: 256)
-        var confusion = [[Int]](repeating: [Int](repeating: 0, count: classes), count: classes)
-        network.forEachBatch(of: test, rows: 0..<test.count, parameters: parameters.pointer, workspace: ws) { start, n in
-            for r in 0..<n {
-                confusion[Int(test.labels[start + r])][argmax(ws.output + r * classes, count: classes)] += 1
-            }
-        }
-        let errors = test.count - (0..<classes).reduce(0) { $0 + confusion[$1][$1] }
-        let monteCarlo = mcDropoutPasses.map {
-            monteCarloDropout(network, parameters: parameters, workspace: ws, test: test, passes: $0, seed: seed)
-        }
-        return EvaluationReport(
-            errorPercent: 100 * Double(errors) / Double(test.count), confusion: confusion, samples: test.count,
-            monteCarlo: monteCarlo)
-    }
-
-    /// T passes with dropout on, averaged: the error of the mean prediction and its entropy.
-    static func monteCarloDropout(
-        _ network: Network, parameters: FloatBuffer, workspace ws: Workspace, test: Dataset, passes: Int, seed: UInt64
-    ) -> (passes: Int, errorPercent: Double, meanEntropy: Double, entropyCorrect: Double, entropyWrong: Double) {
-        let classes = network.widths.last!
-        var meanProbabilities = [Double](repeating: 0, count: test.count * classes)
-        for t in 0..<passes {
-            // Pass t draws its masks from the dropout streams of "step" t: reproducible for a seed.
-            let random = { RandomContext(seed: seed, step: UInt32(t), firstPosition: $0) }
-            network.forEachBatch(of: test, rows: 0..<test.count, parameters: parameters.pointer, workspace: ws, random: random) { start, n in
-                for r in 0..<n {
-                    let z = ws.output + r * classes
-                    let m = (0..<classes).map { Double(z[$0]) }.max()!
-                    let e = (0..<classes).map { exp(Double(z[$0]) - m) }
-                    let sum = e.reduce(0, +)
-                    for c in 0..<classes { meanProbabilities[(start + r) * classes + c] += e[c] / sum / Double(passes) }
-                }
-            }
-        }
-        var mcErrors = 0
-        var entropyRight = 0.0, entropyWrong = 0.0
-        for i in 0..<test.count {
-            let p = meanProbabilities[i * classes..<(i + 1) * classes]
-            let predicted = p.indices.max { p[$0] < p[$1] }! - i * classes
-            let h = -p.reduce(0) { $0 + ($1 > 0 ? $1 * log($1) : 0) }
-            if predicted != Int(test.labels[i]) {
-                mcErrors += 1
-                entropyWrong += h
-            } else {
-                entropyRight += h
-            }
-        }
-        let right = test.count - mcErrors
-        return (
-            passes, 100 * Double(mcErrors) / Double(test.count), (entropyRight + entropyWrong) / Double(test.count),
-            right > 0 ? entropyRight / Double(right) : 0, mcErrors > 0 ? entropyWrong / Double(mcErrors) : 0)
-    }
-
-    /// A model for evaluation: from a checkpoint folder (or a folder of them), or a bare
-    /// `model.safetensors` whose metadata holds the network description.
-    public static func loadModel(_ path: String) throws(CheckpointError) -> (network: NetworkConfiguration, parameters: [Float]) {
+    /// A model from a checkpoint folder (or a folder of them), or a bare `model.safetensors`
+    /// whose metadata holds the network description.
+    public static func load(_ path: String) throws(CheckpointError) -> SavedModel {
         var isFolder: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) else {
             throw CheckpointError("\(path): no such checkpoint (expected a checkpoint folder, a folder of them, or a model.safetensors)")
@@ -100,7 +23,9 @@ public enum Evaluation {
             let isCheckpoint = ["SHA256SUMS", "state.json", "model.safetensors"].contains { access("\(path)/\($0)", F_OK) == 0 }
             let folder = isCheckpoint ? path : try Checkpoint.newest(in: path)
             let loaded = try TrainingRun.loadCheckpoint(folder)
-            return (loaded.state.network!, loaded.parameters)
+            return SavedModel(
+                network: loaded.state.network!, parameters: loaded.parameters, task: loaded.state.task ?? .classification,
+                preprocessing: loaded.state.preprocessing ?? .none, path: folder)
         }
         let bytes: [UInt8]
         do { bytes = try RegularFile.read(path, limit: MemoryBudget.current().bytes / 2, what: "memory") } catch {
@@ -111,6 +36,162 @@ public enum Evaluation {
               let network = try? JSON.decoder().decode(NetworkConfiguration.self, from: Data(text.utf8))
         else { throw CheckpointError("\(path): no Shardwise network description in its __metadata__") }
         let layout = try TrainingRun.layout(of: network, in: "\(path) (__metadata__)")
-        return (network, try Checkpoint.flatten(file.tensors, layout: layout, prefix: "", path: path))
+        var preprocessing = Preprocessing.none
+        if let json = file.metadata["preprocessing"] {
+            guard let decoded = try? JSON.decoder().decode(Preprocessing.self, from: Data(json.utf8)) else {
+                throw CheckpointError("\(path): __metadata__ preprocessing is not a Shardwise preprocessing")
+            }
+            preprocessing = decoded
+        }
+        let task = file.metadata["task"].flatMap(TrainingTask.init(rawValue:)) ?? .classification
+        return SavedModel(
+            network: network, parameters: try Checkpoint.flatten(file.tensors, layout: layout, prefix: "", path: path),
+            task: task, preprocessing: preprocessing, path: path)
+    }
+
+    /// Checks that `data` fits this model: features, and classes or targets.
+    func check(_ data: Dataset) throws {
+        guard data.features == network.inputSize else {
+            throw RunError("\(data.source): \(data.features) features per sample, the model in \(path) takes \(network.inputSize)")
+        }
+        if let shift = preprocessing.shift, shift.count != data.features {
+            throw RunError("\(path): preprocessing of \(shift.count) features, the data has \(data.features)")
+        }
+        guard data.targets != nil else { return }
+        if task == .classification, data.classes > network.outputSize {
+            throw RunError("\(path): the model gives \(network.outputSize) outputs, the data (\(data.source)) has \(data.classes) classes")
+        }
+        if task == .regression, data.targetWidth != network.outputSize {
+            throw RunError("\(path): the model gives \(network.outputSize) outputs, the data (\(data.source)) has \(data.targetWidth) targets per sample")
+        }
+    }
+
+    /// Runs the model over `data` (dropout off; with `passes`, dropout on for each of that many
+    /// passes, pass t drawing from the streams of step t), calling `body(first row, rows,
+    /// outputs)` for every batch of every pass.
+    func forEachOutput(
+        _ data: Dataset, passes: Int?, seed: UInt64, _ body: (_ pass: Int, _ start: Int, _ rows: Int, _ outputs: UnsafePointer<Float>) -> Void
+    ) throws {
+        let compiled: Network
+        do { compiled = try Network(network.model(), inputWidth: network.inputSize, loss: task == .classification ? SoftmaxCrossEntropy() : MeanSquaredError()) } catch {
+            throw RunError("\(path): \(error)")
+        }
+        let weights = FloatBuffer(count: compiled.layout.count)
+        parameters.withUnsafeBufferPointer { weights.pointer.update(from: $0.baseAddress!, count: $0.count) }
+        let ws = Workspace(network: compiled, capacity: 256)
+        for t in 0..<(passes ?? 1) {
+            let random: (Int) -> RandomContext? = passes == nil ? { _ in nil } : { RandomContext(seed: seed, step: UInt32(t), firstPosition: $0) }
+            compiled.forEachBatch(of: data, rows: 0..<data.count, parameters: weights.pointer, workspace: ws, random: random) { start, n in
+                body(t, start, n, ws.output)
+            }
+        }
+    }
+}
+
+/// `shardwise eval`: test error and confusion matrix (classification) or RMSE and MAE
+/// (regression) of a saved model, and Monte Carlo dropout (Gal and Ghahramani 2016):
+/// dropout kept on, T stochastic passes averaged into a predictive distribution.
+public struct EvaluationReport: Sendable {
+    public var task: TrainingTask
+    /// Classification: percent of samples misclassified; regression: nil.
+    public var errorPercent: Double?
+    /// Regression: RMSE and MAE.
+    public var rmse: Double?
+    public var mae: Double?
+    /// confusion[true class][predicted class] (classification).
+    public var confusion: [[Int]]
+    public var samples: Int
+    /// With --mc-dropout: the error of the averaged prediction (classification: percent;
+    /// regression: RMSE of the predictive mean), the mean entropy (nats) of the averaged
+    /// distribution (regression: the mean predictive variance), and that mean over the samples
+    /// it gets right and over those it gets wrong (classification).
+    public var monteCarlo: (passes: Int, errorPercent: Double, meanEntropy: Double, entropyCorrect: Double, entropyWrong: Double)?
+}
+
+public enum Evaluation {
+    public static func run(
+        checkpoint: String, data options: DataOptions = DataOptions(), testLimit: Int? = nil, mcDropoutPasses: Int? = nil, seed: UInt64 = 1
+    ) async throws -> EvaluationReport {
+        do { _ = try BLAS.load() } catch { throw RunError(error.description) }
+        let model: SavedModel
+        do { model = try SavedModel.load(checkpoint) } catch { throw RunError(error.description) }
+        var test: Dataset
+        if options.isMNIST {
+            do { test = try MNIST.load(directory: options.path, features: model.network.inputSize).test } catch {
+                throw RunError("\(error.description) (the model in \(checkpoint) takes \(model.network.inputSize) inputs)")
+            }
+        } else {
+            var request = options
+            request.request.task = model.task
+            test = try await DataSource.file(options.path!, request, pool: nil, console: .silent)
+        }
+        if let testLimit { test = test.prefix(testLimit) }
+        test.preprocessing = model.preprocessing
+        try model.check(test)
+        return model.task == .classification
+            ? try classify(model, test, mcDropoutPasses: mcDropoutPasses, seed: seed)
+            : try regress(model, test, mcDropoutPasses: mcDropoutPasses, seed: seed)
+    }
+
+    static func classify(_ model: SavedModel, _ test: Dataset, mcDropoutPasses: Int?, seed: UInt64) throws -> EvaluationReport {
+        let classes = model.network.outputSize
+        var confusion = [[Int]](repeating: [Int](repeating: 0, count: classes), count: classes)
+        try model.forEachOutput(test, passes: nil, seed: seed) { _, start, n, out in
+            for r in 0..<n { confusion[Int(test.label(start + r))][argmax(out + r * classes, count: classes)] += 1 }
+        }
+        let errors = test.count - (0..<classes).reduce(0) { $0 + confusion[$1][$1] }
+        var report = EvaluationReport(
+            task: .classification, errorPercent: 100 * Double(errors) / Double(test.count), confusion: confusion, samples: test.count)
+        if let passes = mcDropoutPasses {
+            let p = try Prediction.meanProbabilities(model, test, passes: passes, seed: seed)
+            var mcErrors = 0
+            var entropyRight = 0.0, entropyWrong = 0.0
+            for i in 0..<test.count {
+                let row = p[i * classes..<(i + 1) * classes]
+                let predicted = row.indices.max { row[$0] < row[$1] }! - i * classes
+                let h = -row.reduce(0) { $0 + ($1 > 0 ? $1 * log($1) : 0) }
+                if predicted != Int(test.label(i)) {
+                    mcErrors += 1
+                    entropyWrong += h
+                } else {
+                    entropyRight += h
+                }
+            }
+            let right = test.count - mcErrors
+            report.monteCarlo = (
+                passes, 100 * Double(mcErrors) / Double(test.count), (entropyRight + entropyWrong) / Double(test.count),
+                right > 0 ? entropyRight / Double(right) : 0, mcErrors > 0 ? entropyWrong / Double(mcErrors) : 0)
+        }
+        return report
+    }
+
+    static func regress(_ model: SavedModel, _ test: Dataset, mcDropoutPasses: Int?, seed: UInt64) throws -> EvaluationReport {
+        let width = model.network.outputSize
+        let target = UnsafeMutablePointer<Float>.allocate(capacity: width)
+        defer { target.deallocate() }
+        func errors(_ predictions: [Double]) -> (rmse: Double, mae: Double) {
+            var squared = 0.0, absolute = 0.0
+            for i in 0..<test.count {
+                test.copyTargets(i, into: target)
+                for j in 0..<width {
+                    let d = predictions[i * width + j] - Double(target[j])
+                    squared += d * d
+                    absolute += abs(d)
+                }
+            }
+            let n = Double(test.count * width)
+            return ((squared / n).squareRoot(), absolute / n)
+        }
+        var outputs = [Double](repeating: 0, count: test.count * width)
+        try model.forEachOutput(test, passes: nil, seed: seed) { _, start, n, out in
+            for k in 0..<n * width { outputs[start * width + k] = Double(out[k]) }
+        }
+        let plain = errors(outputs)
+        var report = EvaluationReport(task: .regression, rmse: plain.rmse, mae: plain.mae, confusion: [], samples: test.count)
+        if let passes = mcDropoutPasses {
+            let (mean, variance) = try Prediction.meanAndVariance(model, test, passes: passes, seed: seed)
+            report.monteCarlo = (passes, errors(mean).rmse, variance.reduce(0, +) / Double(variance.count), 0, 0)
+        }
+        return report
     }
 }

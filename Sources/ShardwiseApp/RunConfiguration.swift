@@ -29,9 +29,9 @@ public struct RunConfiguration: Sendable, Codable, Equatable {
     }
 
     /// Checks the network and the training settings; throws the first problem found.
-    public func validate() throws(ConfigurationError) {
+    public func validate(validationGiven: Bool = false) throws(ConfigurationError) {
         try network.validate()
-        try training.validate()
+        try training.validate(validationGiven: validationGiven)
     }
 
     /// Every setting that shapes the trained weights, by field, as text: what resumed runs,

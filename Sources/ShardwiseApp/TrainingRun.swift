@@ -5,7 +5,16 @@ import Shardwise
 public struct RunSummary: Codable, Sendable {
     public var version: String
     public var configuration: RunConfiguration
-    public var finalTestErrorPercent: Double
+    /// Classification: the last epoch's test error (nil without a test set, or for a regression).
+    public var finalTestErrorPercent: Double?
+    /// "classification" or "regression", and the metric the run reports: "error_percent" or "rmse".
+    public var task: String?
+    public var metric: String?
+    /// Regression: the last epoch's test RMSE and MAE.
+    public var finalTestRMSE: Double?
+    public var finalTestMAE: Double?
+    /// How stored values became inputs (`none`, `scale:255`, `standard`, `minmax`).
+    public var preprocessing: String?
     public var samplesPerSecond: Double
     public var wallSeconds: Double
     public var weightsSha256: String
@@ -35,7 +44,13 @@ public struct RunSummary: Codable, Sendable {
 
 /// Where a run reads its data and writes its results, and which workers train it.
 public struct RunOptions: Sendable {
-    public var dataDirectory: String?
+    /// The data files and how to read, split and preprocess them.
+    public var data = DataOptions()
+    /// `--data`: an MNIST folder or a data file.
+    public var dataDirectory: String? {
+        get { data.path }
+        set { data.path = newValue }
+    }
     /// metrics.jsonl, summary.json and the checkpoints go here.
     public var outDirectory: String?
     /// Worker count; nil means one per core of this machine.
@@ -69,7 +84,7 @@ public struct RunOptions: Sendable {
         dataDirectory: String? = nil, outDirectory: String? = nil, workers: Int? = nil, trainLimit: Int? = nil, testLimit: Int? = nil
     ) {
         self.workers = workers
-        self.dataDirectory = dataDirectory
+        data.path = dataDirectory
         self.outDirectory = outDirectory
         self.trainLimit = trainLimit
         self.testLimit = testLimit
@@ -89,9 +104,9 @@ public enum TrainingRun {
         let console = (cluster?.rank ?? 0) == 0 ? console : Console.silent
         var options = requestedOptions
         let resumed = try resumedCheckpoint(&options)
-        let configuration = resumed.map { RunConfiguration(network: $0.state.network!, training: $0.state.configuration) } ?? requested
+        var configuration = resumed.map { RunConfiguration(network: $0.state.network!, training: $0.state.configuration) } ?? requested
         if let resumed { try checkTypedSettings(requested, against: configuration, checkpoint: resumed.path, typed: options.typedFields) }
-        do { try configuration.validate() } catch { throw RunError(.configuration(error)) }
+        do { try configuration.validate(validationGiven: options.data.validationPath != nil) } catch { throw RunError(.configuration(error)) }
         let blas: BLASInfo
         do { blas = try BLAS.load() } catch { throw RunError(error.description) }
         if !blas.fastKernels { console.warn("BLAS runs slow kernels (\(blas.kernels), \(blas.cpu)); expect low throughput") }
@@ -105,10 +120,6 @@ public enum TrainingRun {
                 (.fastAllreduce, "\(options.fastAllreduce)"), (.resume, resumed.map { "step \($0.state.globalStep)" } ?? "none"),
             ])
         }
-        let mnist = try loadMNIST(options, features: configuration.network.inputSize)
-        if let cluster {
-            try agree(cluster, on: [(.data, "training set of \(mnist.train.fingerprint)"), (.data, "test set of \(mnist.test.fingerprint)")])
-        }
         let pool: WorkerPool
         do {
             pool = try WorkerPool.onThisMachine(
@@ -118,11 +129,22 @@ public enum TrainingRun {
         defer { pool.shutdown() }
         for note in pool.plan.notes { console.warn(note) }
         if let report = pool.pinningReport { console.warn(report) }
+        let data = try await DataSource.load(
+            options.data, trainLimit: options.trainLimit, testLimit: options.testLimit, seed: configuration.seed,
+            validationSamples: configuration.validationSamples, pool: pool, console: console)
+        if let cluster {
+            try agree(cluster, on: [(.data, "training set of \(data.train.fingerprint)"), (.data, "test set of \(data.test.map(\.fingerprint.description) ?? "none")")])
+        }
+        // The network's input and output widths come from the data (a resumed run's from its checkpoint, checked against the data).
+        if resumed == nil {
+            configuration.network.inputSize = data.train.features
+            configuration.network.outputSize = data.train.outputWidth
+        }
         let trainer: Trainer
         do {
             trainer = try Trainer(
-                network: configuration.network, data: mnist.train, configuration: configuration.training, workers: pool,
-                cluster: cluster, fastAllreduce: options.fastAllreduce)
+                network: configuration.network, data: data.train, configuration: configuration.training, workers: pool,
+                validation: data.validation, cluster: cluster, fastAllreduce: options.fastAllreduce)
             if let resumed { try trainer.restore(from: resumed) }
         } catch { throw RunError(error) }
         if let resumed, !trainer.isFinished {
@@ -130,7 +152,7 @@ public enum TrainingRun {
         }
         console.line(
             "shardwise \(ShardwiseVersion.current): \(describe(configuration.network)), \(trainer.network.layout.parameterCount) parameters, "
-                + "\(trainer.trainingData.count) training / \(mnist.test.count) test samples from \(mnist.directory); "
+                + "\(trainer.trainingData.count) training / \(data.test?.count ?? 0) test samples from \(data.origin) (\(DataSource.describe(data.train)); inputs \(data.train.preprocessing)); "
                 + (cluster.map { "\($0.size) MPI ranks (\(trainer.fastAllreduce ? "MPI_Allreduce" : "ordered exchange")) x " } ?? "")
                 + "\(pool.workers.count) workers (\(options.policy.rawValue)), shards of \(configuration.shardSize); BLAS \(blas.kernels) kernels")
         if trainer.isFinished, let resumed {
@@ -141,21 +163,21 @@ public enum TrainingRun {
             }
         }
         let stepsBefore = trainer.state.globalStep
-        try await follow(trainer, configuration: configuration, test: mnist.test, options: options, console: console)
+        try await follow(trainer, configuration: configuration, test: data.test, options: options, console: console)
         let summary = RunSummary(
             trainer: trainer, configuration: configuration, steps: trainer.state.globalStep - stepsBefore,
-            wallSeconds: monotonicSeconds() - wallStart, blas: blas, testSamples: mnist.test.count, dataDirectory: mnist.directory)
+            wallSeconds: monotonicSeconds() - wallStart, blas: blas, testSamples: data.test?.count ?? 0, dataDirectory: data.origin)
         if let out = options.outDirectory, (cluster?.rank ?? 0) == 0 {
             do { try AtomicFile.write(Array(try JSON.encoder(pretty: true).encode(summary)) + [0x0A], to: "\(out)/summary.json") } catch {
                 throw RunError("\(error)")
             }
         }
-        console.line(String(format: "test error %.2f%% | weights sha256 %@", summary.finalTestErrorPercent, summary.weightsSha256))
+        console.line("\(summary.resultLine) | weights sha256 \(summary.weightsSha256)")
         return summary
     }
 
     /// Trains to the end, turning each event into console lines and files.
-    static func follow(_ trainer: Trainer, configuration: RunConfiguration, test: Dataset, options: RunOptions, console: Console) async throws {
+    static func follow(_ trainer: Trainer, configuration: RunConfiguration, test: Dataset?, options: RunOptions, console: Console) async throws {
         let policy = options.outDirectory.map { CheckpointPolicy(directory: $0, every: options.checkpointEvery, keep: options.keep) }
         let writes = (trainer.cluster?.rank ?? 0) == 0
         do {
@@ -170,7 +192,8 @@ public enum TrainingRun {
                     break
                 case .stoppedEarly(let epoch, let best, let error, let patience):
                     let kept = options.outDirectory.map { "; its checkpoint is in \($0)/best" } ?? ""
-                    console.line(String(format: "early stopping after epoch %d: no better validation error for %d epochs (best %.2f%% at epoch %d%@)", epoch, patience, error, best, kept))
+                    let figure = trainer.trainingData.task == .classification ? String(format: "%.2f%%", error) : String(format: "RMSE %.4g", error)
+                    console.line("early stopping after epoch \(epoch): no better validation error for \(patience) epochs (best \(figure) at epoch \(best)\(kept))")
                 case .stopped(let step, let path):
                     guard let path, let out = options.outDirectory else {
                         throw RunError("interrupted at step \(step); no --out folder, so no checkpoint was written", stopped: true, collective: true)
@@ -195,6 +218,10 @@ public enum TrainingRun {
     static func checkTypedSettings(
         _ requested: RunConfiguration, against stored: RunConfiguration, checkpoint: String, typed: Set<ConfigurationError.Field>
     ) throws {
+        // The input and output widths come from the data, not from flags.
+        var requested = requested
+        requested.network.inputSize = stored.network.inputSize
+        requested.network.outputSize = stored.network.outputSize
         for (mine, theirs) in zip(requested.settings, stored.settings) where mine.value != theirs.value && typed.contains(mine.field) {
             var error = RunError(.configuration(ConfigurationError(
                 mine.field,
@@ -270,14 +297,6 @@ public enum TrainingRun {
         return folder
     }
 
-    static func loadMNIST(_ options: RunOptions, features: Int) throws -> MNIST {
-        var mnist: MNIST
-        do { mnist = try MNIST.load(directory: options.dataDirectory, features: features) } catch { throw RunError(error.description) }
-        if let limit = options.trainLimit { mnist.train = mnist.train.prefix(limit) }
-        if let limit = options.testLimit { mnist.test = mnist.test.prefix(limit) }
-        return mnist
-    }
-
     /// metrics.jsonl and curves.svg, rewritten after every epoch.
     static func writeMetrics(_ records: [EpochRecord], configuration: RunConfiguration, to out: String) throws {
         let lines = try records.map { try JSON.line($0) + "\n" }
@@ -323,7 +342,10 @@ extension RunSummary {
         let validation = trainer.validationData
         self.init(
             version: ShardwiseVersion.current, configuration: configuration,
-            finalTestErrorPercent: state.records.last!.testErrorPercent ?? .nan,
+            finalTestErrorPercent: state.records.last!.testErrorPercent,
+            task: trainer.trainingData.task.rawValue, metric: trainer.trainingData.task == .classification ? "error_percent" : "rmse",
+            finalTestRMSE: state.records.last!.testRMSE, finalTestMAE: state.records.last!.testMAE,
+            preprocessing: trainer.trainingData.preprocessing.kind,
             samplesPerSecond: Double(samplesPerEpoch * state.records.count) / trainingSeconds,
             wallSeconds: wallSeconds, weightsSha256: trainer.weightsSHA256,
             workers: trainer.workerCount, shardSize: configuration.shardSize, placement: trainer.pool.plan,
@@ -333,5 +355,14 @@ extension RunSummary {
             bestTestErrorPercent: state.bestEpoch.flatMap { state.records[$0 - 1].testErrorPercent },
             validationSamples: validation?.count, stoppedEarly: validation.map { _ in state.records.count < configuration.epochs },
             ranks: trainer.cluster?.size, crossRank: trainer.cluster.map { _ in trainer.fastAllreduce ? "fast" : "ordered" })
+    }
+}
+
+extension RunSummary {
+    /// "test error 1.23%", "test RMSE 54.1, MAE 43.2", or "no test set".
+    public var resultLine: String {
+        if let e = finalTestErrorPercent { return String(format: "test error %.2f%%", e) }
+        if let r = finalTestRMSE { return String(format: "test RMSE %.4g, MAE %.4g", r, finalTestMAE ?? .nan) }
+        return "no test set"
     }
 }

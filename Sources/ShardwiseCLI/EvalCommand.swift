@@ -3,16 +3,18 @@ import Foundation
 import Shardwise
 import ShardwiseApp
 
-struct EvalCommand: ParsableCommand {
+struct EvalCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval",
-        abstract: "Test error and confusion matrix of a checkpoint; Monte Carlo dropout with --mc-dropout.")
+        abstract: "Test error and confusion matrix (or RMSE and MAE) of a checkpoint; Monte Carlo dropout with --mc-dropout.")
 
     @Option(help: "A checkpoint folder, a folder of checkpoints (the newest valid one is used), or a model.safetensors.")
     var checkpoint: String
 
-    @Option(help: "Folder with the MNIST files (default: data/mnist, then ../shared/datasets/mnist).")
+    @Option(help: "Test data: a folder with the MNIST files (default: data/mnist, then ../shared/datasets/mnist; its test set), or a file of the training data's kind.")
     var data: String?
+
+    @OptionGroup var file: FileFlags
 
     @Option(help: "Keep dropout on and average T stochastic passes (Gal and Ghahramani 2016).")
     var mcDropout: Int?
@@ -31,10 +33,19 @@ struct EvalCommand: ParsableCommand {
         if let testSamples, testSamples <= 0 { throw ValidationError("--test-samples: \(testSamples), expected a positive count") }
     }
 
-    func run() throws {
-        let report = try Evaluation.run(
-            checkpoint: checkpoint, dataDirectory: data, testLimit: testSamples, mcDropoutPasses: mcDropout, seed: seed)
-        print("confusion matrix (rows: true digit, columns: predicted):")
+    func run() async throws {
+        var options = DataOptions(path: data)
+        file.apply(to: &options)
+        let report = try await Evaluation.run(
+            checkpoint: checkpoint, data: options, testLimit: testSamples, mcDropoutPasses: mcDropout, seed: seed)
+        if let rmse = report.rmse {
+            if let mc = report.monteCarlo {
+                print(String(format: "MC dropout, %d passes: RMSE of the predictive mean %.6g, mean predictive variance %.6g", mc.passes, mc.errorPercent, mc.meanEntropy))
+            }
+            print(String(format: "test RMSE %.6g, MAE %.6g on %d samples", rmse, report.mae ?? .nan, report.samples))
+            return
+        }
+        print("confusion matrix (rows: true class, columns: predicted):")
         print("     " + (0..<report.confusion.count).map { pad(String($0), 6) }.joined())
         for (digit, row) in report.confusion.enumerated() {
             print(pad(String(digit), 5) + row.map { pad(String($0), 6) }.joined())
@@ -42,7 +53,7 @@ struct EvalCommand: ParsableCommand {
         if let mc = report.monteCarlo {
             print(String(format: "MC dropout, %d passes: test error %.2f%%, mean predictive entropy %.4f nats (%.4f on images it gets right, %.4f on those it gets wrong)", mc.passes, mc.errorPercent, mc.meanEntropy, mc.entropyCorrect, mc.entropyWrong))
         }
-        print(String(format: "test error %.2f%% on %d samples", report.errorPercent, report.samples))
+        print(String(format: "test error %.2f%% on %d samples", report.errorPercent ?? .nan, report.samples))
     }
 
     func pad(_ text: String, _ width: Int) -> String {

@@ -5,7 +5,7 @@ import ShardwiseApp
 struct TrainCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
-        abstract: "Train a ReLU network with dropout on MNIST.",
+        abstract: "Train a ReLU network with dropout on MNIST or on your own data (CSV, NPY, NPZ, safetensors).",
         discussion: "Defaults are the reference recipe (README, 'The reference recipe').")
 
     @OptionGroup var network: NetworkOptions
@@ -38,7 +38,7 @@ struct TrainCommand: AsyncParsableCommand {
 
     func validate() throws {
         do {
-            try makeConfiguration().validate()
+            try makeConfiguration().validate(validationGiven: machine.dataFlags.validationData != nil)
         } catch let error as ConfigurationError {
             throw ValidationError("\(flag(error.field)): \(error.problem(naming: flag))")
         }
@@ -79,7 +79,7 @@ struct TrainCommand: AsyncParsableCommand {
             runs: [(TrainingRun.label(summary.configuration.network), summary.epochs), ("no dropout", baseline.epochs)])
         guard writes else { return }
         do { try AtomicFile.write(svg, to: "\(out)/curves.svg") } catch { throw RunError(error.description) }
-        Console.standard.line(String(format: "dropout effect: test error %.2f%% with dropout, %.2f%% without; curves in %@/curves.svg", summary.finalTestErrorPercent, baseline.finalTestErrorPercent, out))
+        Console.standard.line("dropout effect: \(summary.resultLine) with dropout, \(baseline.resultLine) without; curves in \(out)/curves.svg")
     }
 }
 

@@ -102,8 +102,10 @@ struct MachineOptions: ParsableArguments {
     @Option(help: "Under mpirun: seconds to wait for the other ranks in any one exchange before ending the job.")
     var mpiTimeout = 120.0
 
-    @Option(help: "Folder with the four MNIST IDX files (default: data/mnist, then ../shared/datasets/mnist).")
+    @Option(help: "The training data: a folder with the four MNIST IDX files (default: data/mnist, then ../shared/datasets/mnist), or a file: CSV, NPZ, safetensors, or FEATURES.npy,LABELS.npy.")
     var data: String?
+
+    @OptionGroup var dataFlags: DataFlags
 
     @Option(help: "Use only the first N training samples.")
     var trainSamples: Int?
@@ -128,6 +130,7 @@ struct MachineOptions: ParsableArguments {
 
     func runOptions(outDirectory: String?) -> RunOptions {
         var options = RunOptions(dataDirectory: data, outDirectory: outDirectory, workers: workers, trainLimit: trainSamples, testLimit: testSamples)
+        dataFlags.apply(to: &options.data)
         options.policy = policy
         options.smt = smt
         options.oversubscribe = oversubscribe

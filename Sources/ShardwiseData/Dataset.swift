@@ -1,110 +1,234 @@
 import CShardwiseZlib
 import ShardwiseKernels
 
-/// A labelled image set held in memory: images as floats in [0, 1], row-major (count, features).
+/// What a data set's targets are: class labels or real values.
+public enum TrainingTask: String, Codable, Sendable, CaseIterable {
+    /// Integer labels `0..<classes`; softmax cross-entropy; error rate.
+    case classification
+    /// One or more real targets per sample; mean squared error; RMSE and MAE.
+    case regression
+}
+
+/// Samples for training or evaluation: feature rows and their targets, read in place from
+/// a ``Table`` (a mapped file or memory) and converted to floats a row at a time, when used.
+///
+/// A row's values are `Float(stored) / preprocessing.divisor`, then, with a per-feature
+/// normalization, `(value - shift[j]) / scale[j]`. Subsets (validation splits, prefixes) are
+/// views: a list of row numbers over the same table, never a copy of the values.
 public struct Dataset: Sendable {
     /// Values per sample (row width).
-    public var features: Int
-    /// Labels are in `0..<classes`.
-    public var classes: Int
-    /// (count, features), row-major.
-    public var images: [Float]
-    /// One class index per sample.
-    public var labels: [Int32]
-
+    public let features: Int
+    /// Classification or regression.
+    public let task: TrainingTask
+    /// Classification: labels are in `0..<classes`. Regression: 0.
+    public let classes: Int
+    /// Regression: targets per sample. Classification: 1.
+    public let targetWidth: Int
+    /// The feature rows as stored.
+    public let inputs: Table
+    /// The targets as stored: (rows, 1) integer labels, or (rows, targetWidth) values; nil for
+    /// samples to predict, which have none.
+    public let targets: Table?
+    /// The rows of the tables this data set holds, in order; nil: the first `count` rows.
+    let selection: [Int32]?
     /// The number of samples.
-    public var count: Int { labels.count }
+    public let count: Int
+    /// How stored values become the model's inputs.
+    public var preprocessing: Preprocessing
+    /// Where the samples came from (a path, or a description), for messages.
+    public var source: String
 
-    /// A data set of `labels.count` rows of `features` values each.
+    /// The model's output width this data asks for: the classes, or the targets per sample.
+    public var outputWidth: Int { task == .classification ? classes : targetWidth }
+
+    /// A data set over `inputs` and `targets` (whose rows must agree), checking the targets for
+    /// the task: integer labels in `0..<classes` (`classes` nil: one more than the largest
+    /// label), or finite values. Float features are checked to be finite.
+    public init(
+        inputs: Table, targets: Table?, task: TrainingTask, classes: Int? = nil, preprocessing: Preprocessing = .none,
+        source: String, targetsSource: String? = nil
+    ) throws(DataError) {
+        let labelsPath = targetsSource ?? source
+        guard inputs.rows > 0, inputs.columns > 0 else {
+            throw DataError(path: source, problem: "\(inputs.rows) samples of \(inputs.columns) features, expected at least one sample of at least one feature")
+        }
+        guard inputs.rows < Int(Int32.max) else {
+            throw DataError(path: source, problem: "\(inputs.rows) samples, expected fewer than 2^31 (the random streams address samples with 32 bits)")
+        }
+        var classCount = 0
+        if let targets {
+            guard targets.rows == inputs.rows else {
+                throw DataError(path: labelsPath, problem: "\(targets.rows) targets for \(inputs.rows) samples in \(source); expected one per sample")
+            }
+            switch task {
+            case .classification:
+                guard targets.columns == 1 else {
+                    throw DataError(path: labelsPath, problem: "\(targets.columns) label columns, expected one class label per sample (or --task regression)")
+                }
+                var largest = -1.0
+                for r in 0..<targets.rows {
+                    let v = targets.double(row: r)
+                    guard v >= 0, v.rounded() == v, v < 1e6 else {
+                        throw DataError(path: labelsPath, problem: "label \(v) at sample \(r) is not a class number (a whole number from 0); for real-valued targets use --task regression")
+                    }
+                    largest = max(largest, v)
+                }
+                classCount = classes ?? Int(largest) + 1
+                guard Int(largest) < classCount else {
+                    throw DataError(path: labelsPath, problem: "label \(Int(largest)) is out of range, expected 0...\(classCount - 1)")
+                }
+                guard classCount >= 2 else {
+                    throw DataError(path: labelsPath, problem: "every label is 0: one class, expected at least two")
+                }
+            case .regression:
+                for r in 0..<targets.rows {
+                    for c in 0..<targets.columns where !targets.double(row: r, column: c).isFinite {
+                        throw DataError(path: labelsPath, problem: "target \(targets.double(row: r, column: c)) at sample \(r) is not finite")
+                    }
+                }
+            }
+        }
+        if !inputs.type.isInteger {
+            let row = FloatBuffer(count: inputs.columns)
+            for r in 0..<inputs.rows {
+                inputs.convert(row: r, into: row.pointer)
+                for j in 0..<inputs.columns where !row[j].isFinite {
+                    throw DataError(path: source, problem: "feature \(j) of sample \(r) is \(row[j]), expected a finite number")
+                }
+            }
+        }
+        self.inputs = inputs
+        self.targets = targets
+        self.task = task
+        self.classes = task == .classification ? classCount : 0
+        targetWidth = task == .classification ? 1 : targets?.columns ?? 1
+        features = inputs.columns
+        selection = nil
+        count = inputs.rows
+        self.preprocessing = preprocessing
+        self.source = source
+    }
+
+    init(_ base: Dataset, selection: [Int32]?, count: Int) {
+        features = base.features
+        task = base.task
+        classes = base.classes
+        targetWidth = base.targetWidth
+        inputs = base.inputs
+        targets = base.targets
+        self.selection = selection
+        self.count = count
+        preprocessing = base.preprocessing
+        source = base.source
+    }
+
+    /// A classification set held in memory: `labels.count` rows of `features` floats, used as they are.
     public init(features: Int, classes: Int, images: [Float], labels: [Int32]) {
         precondition(images.count == features * labels.count, "images and labels disagree")
         self.features = features
+        task = .classification
         self.classes = classes
-        self.images = images
-        self.labels = labels
+        targetWidth = 1
+        inputs = Table(floats: images, columns: features)
+        targets = Table(labels: labels)
+        selection = nil
+        count = labels.count
+        preprocessing = .none
+        source = "memory"
+    }
+
+    /// A regression set held in memory: rows of `features` floats and rows of `targetWidth` targets.
+    public init(features: Int, inputs: [Float], targets: [Float], targetWidth: Int) {
+        precondition(inputs.count % features == 0 && targets.count % targetWidth == 0 && inputs.count / features == targets.count / targetWidth, "inputs and targets disagree")
+        self.features = features
+        task = .regression
+        classes = 0
+        self.targetWidth = targetWidth
+        self.inputs = Table(floats: inputs, columns: features)
+        self.targets = Table(floats: targets, columns: targetWidth)
+        selection = nil
+        count = inputs.count / features
+        preprocessing = .none
+        source = "memory"
+    }
+
+    /// The table row of sample `i`.
+    @inline(__always)
+    public func row(_ i: Int) -> Int { selection.map { Int($0[i]) } ?? i }
+
+    /// Sample `i`'s inputs, preprocessed, into `out[0..<features]`.
+    @inline(__always)
+    public func copyInputs(_ i: Int, into out: UnsafeMutablePointer<Float>) {
+        inputs.convert(row: row(i), divisor: preprocessing.divisor, into: out)
+        if let shift = preprocessing.shift, let scale = preprocessing.scale {
+            for j in 0..<features { out[j] = (out[j] - shift[j]) / scale[j] }
+        }
+    }
+
+    /// Sample `i`'s class label (classification).
+    @inline(__always)
+    public func label(_ i: Int) -> Int32 { Int32(targets!.double(row: row(i))) }
+
+    /// Sample `i`'s targets (regression) into `out[0..<targetWidth]`.
+    @inline(__always)
+    public func copyTargets(_ i: Int, into out: UnsafeMutablePointer<Float>) {
+        targets!.convert(row: row(i), into: out)
     }
 
     /// The first `count` samples.
     public func prefix(_ count: Int) -> Dataset {
         let n = min(count, self.count)
-        return Dataset(
-            features: features, classes: classes, images: Array(images[0..<n * features]),
-            labels: Array(labels[0..<n]))
+        return Dataset(self, selection: selection.map { Array($0.prefix(n)) }, count: n)
     }
 
     /// The samples at `indices`, in that order.
     public func subset(_ indices: [Int]) -> Dataset {
-        var images = [Float]()
-        images.reserveCapacity(indices.count * features)
-        for i in indices { images += self.images[i * features..<(i + 1) * features] }
-        return Dataset(features: features, classes: classes, images: images, labels: indices.map { labels[$0] })
+        Dataset(self, selection: indices.map { Int32(row($0)) }, count: indices.count)
     }
 
-    /// Samples per class, in class order.
+    /// The same samples, preprocessed by `preprocessing`.
+    public func preprocessed(_ preprocessing: Preprocessing) -> Dataset {
+        var copy = self
+        copy.preprocessing = preprocessing
+        return copy
+    }
+
+    /// Samples per class, in class order (classification).
     public var labelCounts: [Int] {
         var counts = [Int](repeating: 0, count: classes)
-        for label in labels { counts[Int(label)] += 1 }
+        for i in 0..<count { counts[Int(label(i))] += 1 }
         return counts
     }
 
-    /// Reads an IDX image file (count, rows, columns) and an IDX label file (count),
-    /// checking that the counts agree and every label is below `classes`; with `features`,
-    /// that each image has that many pixels, before its pixels are read.
-    public init(imagesPath: String, labelsPath: String, classes: Int, features expected: Int? = nil) throws(DataError) {
-        let images = try IDXFile(path: imagesPath, expectedDimensions: 3) { (d) throws(DataError) in
-            guard d[0] > 0, d[1] > 0, d[2] > 0 else {
-                throw DataError(path: imagesPath, problem: "empty image set (dimensions \(d)), expected at least one image")
-            }
-            if let expected, d[1] * d[2] != expected {
-                throw DataError(path: imagesPath, problem: "images of \(d[1])x\(d[2]) = \(d[1] * d[2]) pixels, expected \(expected)")
-            }
-            // The bytes, then 4 bytes a pixel as floats: refused before reading when they cannot fit.
-            let budget = MemoryBudget.current()
-            if let bytes = CheckedSize.product(d + [5]), bytes > budget.bytes {
-                throw DataError(path: imagesPath, problem: "\(d[0]) images of \(d[1])x\(d[2]) need \(MemoryBudget.format(bytes)) as bytes and floats, more than the \(budget) available")
-            }
-        }
-        let count = images.dimensions[0]
-        let labels = try IDXFile(path: labelsPath, expectedDimensions: 1) { (d) throws(DataError) in
-            guard d[0] == count else {
-                throw DataError(
-                    path: labelsPath, problem: "has \(d[0]) labels, but \(imagesPath) has \(count) images; expected the same count")
-            }
-        }
-        if let index = labels.bytes.firstIndex(where: { Int($0) >= classes }) {
-            throw DataError(
-                path: labelsPath,
-                problem: "label \(labels.bytes[index]) at index \(index) is out of range, expected 0...\(classes - 1)")
-        }
-        self.features = images.dimensions[1] * images.dimensions[2]
-        self.classes = classes
-        self.images = [Float](unsafeUninitializedCapacity: images.bytes.count) { out, initialized in
-            images.bytes.withUnsafeBufferPointer { bytes in
-                for i in 0..<bytes.count { out[i] = Float(bytes[i]) / 255 }
-            }
-            initialized = images.bytes.count
-        }
-        self.labels = labels.bytes.map { Int32($0) }
-    }
-
-    /// What identifies these samples: their shape and a CRC-32 of their values and labels.
-    /// A checkpoint stores it, so that a run is never resumed on other data.
+    /// What identifies these samples: their shape and a CRC-32 of their stored values and
+    /// targets, row by row. A checkpoint stores it, so that a run is never resumed on other data.
     public var fingerprint: DataFingerprint {
-        var crc = images.withUnsafeBytes { UInt32(crc32_z(0, $0.baseAddress?.assumingMemoryBound(to: UInt8.self), $0.count)) }
-        crc = labels.withUnsafeBytes { UInt32(crc32_z(UInt(crc), $0.baseAddress?.assumingMemoryBound(to: UInt8.self), $0.count)) }
-        return DataFingerprint(samples: count, features: features, classes: classes, crc32: crc)
+        var crc: UInt = 0
+        func add(_ table: Table) {
+            let width = table.columns * table.type.size
+            if selection == nil {
+                crc = crc32_z(crc, (table.bytes.base + table.offset).assumingMemoryBound(to: UInt8.self), count * width)
+            } else {
+                for i in 0..<count {
+                    crc = crc32_z(crc, (table.bytes.base + table.offset + row(i) * width).assumingMemoryBound(to: UInt8.self), width)
+                }
+            }
+        }
+        add(inputs)
+        if let targets { add(targets) }
+        return DataFingerprint(samples: count, features: features, classes: outputWidth, crc32: UInt32(crc))
     }
 }
 
-/// The identity of a data set: samples, shape and a CRC-32 of its float values and labels.
+/// The identity of a data set: samples, shape and a CRC-32 of its values and labels.
 public struct DataFingerprint: Codable, Sendable, Equatable, CustomStringConvertible {
     /// Rows.
     public var samples: Int
     /// Values per row.
     public var features: Int
-    /// Label classes.
+    /// Label classes (regression: targets per row).
     public var classes: Int
-    /// CRC-32 of the values (as little-endian floats) then the labels (as Int32).
+    /// CRC-32 of the stored values then the targets.
     public var crc32: UInt32
 
     /// A fingerprint of these figures.
@@ -126,7 +250,14 @@ extension Dataset {
     /// (seed, validation split), so the same samples for a seed whatever the worker count.
     /// Both parts keep the original order.
     public func splitValidation(count: Int, seed: UInt64) -> (train: Dataset, validation: Dataset) {
-        let order = RandomAddress(seed: seed, purpose: .validationSplit).permutation(self.count)
+        let (kept, held) = split(holdingOut: count, seed: seed, purpose: .validationSplit)
+        return (kept, held)
+    }
+
+    /// Holds out `count` samples: the first `count` of a permutation drawn from (seed,
+    /// purpose). Both parts keep the original order.
+    public func split(holdingOut count: Int, seed: UInt64, purpose: RandomPurpose) -> (kept: Dataset, held: Dataset) {
+        let order = RandomAddress(seed: seed, purpose: purpose).permutation(self.count)
         var held = [Bool](repeating: false, count: self.count)
         for i in order.prefix(count) { held[Int(i)] = true }
         return (subset(held.indices.filter { !held[$0] }), subset(held.indices.filter { held[$0] }))

@@ -64,3 +64,45 @@ public struct MNIST: Sendable {
         return nil
     }
 }
+
+extension Dataset {
+    /// Reads an IDX image file (count, rows, columns) and an IDX label file (count),
+    /// checking that the counts agree and every label is below `classes`; with `features`,
+    /// that each image has that many pixels, before its pixels are read. Pixels become
+    /// floats in [0, 1] (divided by 255), held in memory.
+    public init(imagesPath: String, labelsPath: String, classes: Int, features expected: Int? = nil) throws(DataError) {
+        let images = try IDXFile(path: imagesPath, expectedDimensions: 3) { (d) throws(DataError) in
+            guard d[0] > 0, d[1] > 0, d[2] > 0 else {
+                throw DataError(path: imagesPath, problem: "empty image set (dimensions \(d)), expected at least one image")
+            }
+            if let expected, d[1] * d[2] != expected {
+                throw DataError(path: imagesPath, problem: "images of \(d[1])x\(d[2]) = \(d[1] * d[2]) pixels, expected \(expected)")
+            }
+            // The bytes, then 4 bytes a pixel as floats: refused before reading when they cannot fit.
+            let budget = MemoryBudget.current()
+            if let bytes = CheckedSize.product(d + [5]), bytes > budget.bytes {
+                throw DataError(path: imagesPath, problem: "\(d[0]) images of \(d[1])x\(d[2]) need \(MemoryBudget.format(bytes)) as bytes and floats, more than the \(budget) available")
+            }
+        }
+        let count = images.dimensions[0]
+        let labels = try IDXFile(path: labelsPath, expectedDimensions: 1) { (d) throws(DataError) in
+            guard d[0] == count else {
+                throw DataError(
+                    path: labelsPath, problem: "has \(d[0]) labels, but \(imagesPath) has \(count) images; expected the same count")
+            }
+        }
+        if let index = labels.bytes.firstIndex(where: { Int($0) >= classes }) {
+            throw DataError(
+                path: labelsPath,
+                problem: "label \(labels.bytes[index]) at index \(index) is out of range, expected 0...\(classes - 1)")
+        }
+        let pixels = [Float](unsafeUninitializedCapacity: images.bytes.count) { out, initialized in
+            images.bytes.withUnsafeBufferPointer { bytes in
+                for i in 0..<bytes.count { out[i] = Float(bytes[i]) / 255 }
+            }
+            initialized = images.bytes.count
+        }
+        self.init(features: images.dimensions[1] * images.dimensions[2], classes: classes, images: pixels, labels: labels.bytes.map { Int32($0) })
+        source = imagesPath
+    }
+}

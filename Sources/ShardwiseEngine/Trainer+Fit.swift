@@ -100,7 +100,7 @@ extension Trainer {
             }
             let record = try await finishEpoch(test: test)
             emit(.epoch(record))
-            if record.validationErrorPercent != nil, state.epochsWithoutImprovement == 0, configuration.earlyStoppingPatience != nil,
+            if record.validation != nil, state.epochsWithoutImprovement == 0, configuration.earlyStoppingPatience != nil,
                let policy = checkpoints {
                 var best = policy
                 best.directory += "/best"
@@ -139,14 +139,14 @@ extension Trainer {
     /// Evaluates the epoch just trained, records it, and moves the state to the next epoch.
     func finishEpoch(test: Dataset?) async throws(TrainingError) -> EpochRecord {
         let samples = stepsPerEpoch * configuration.batchSize
-        var testError: Double?
-        if let test { testError = try await evaluate(test) }
         var record = EpochRecord(
-            epoch: state.epoch + 1, trainLoss: state.epochLossSum / Double(samples), testErrorPercent: testError,
+            epoch: state.epoch + 1, trainLoss: state.epochLossSum / Double(samples), testErrorPercent: nil,
             samplesPerSecond: Double(samples) / state.epochSeconds, seconds: state.epochSeconds)
+        if let test { record.test = try await metrics(on: test) }
         if let validationData {
-            let error = try await evaluate(validationData)
-            record.validationErrorPercent = error
+            let metrics = try await metrics(on: validationData)
+            record.validation = metrics
+            let error = metrics.primary
             if error < (state.bestValidationErrorPercent ?? .infinity) {
                 state.bestValidationErrorPercent = error
                 state.bestEpoch = record.epoch
@@ -172,6 +172,8 @@ extension Trainer {
         var metadata: [String: String] = [:]
         if let networkDescription, let json = try? JSON.line(networkDescription) { metadata["network"] = json }
         metadata["shardwise_version"] = ShardwiseVersion.current
+        if let task = state.task { metadata["task"] = task.rawValue }
+        if let preprocessing = state.preprocessing, let json = try? JSON.line(preprocessing) { metadata["preprocessing"] = json }
         do {
             return try Checkpoint.write(
                 parameters: parameters.pointer, optimizerState: optimizer.velocity.pointer, layout: network.layout,

@@ -122,13 +122,9 @@ extension Trainer {
     func computeShard(_ shard: Int, stepInEpoch: Int) -> Double {
         let n = configuration.shardSize
         let ws = workspaces[shard - localShards.lowerBound]
-        let features = trainingData.features
         let first = stepInEpoch * configuration.batchSize + shard * n
-        for r in 0..<n {
-            let sample = Int(order[first + r])
-            (ws.input + r * features).update(from: trainImages.pointer + sample * features, count: features)
-            ws.labels[r] = trainingData.labels[sample]
-        }
+        // The shard's rows are converted from the stored data (a mapping or memory) here, in the shard's own task.
+        for r in 0..<n { ws.load(trainingData, sample: Int(order[first + r]), row: r) }
         let random = RandomContext(seed: configuration.seed, step: UInt32(truncatingIfNeeded: state.globalStep), firstPosition: shard * n)
         network.forward(parameters: parameters.pointer, workspace: ws, rows: n, random: random)
         let loss = network.backward(

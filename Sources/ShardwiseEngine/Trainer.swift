@@ -58,7 +58,6 @@ public final class Trainer: @unchecked Sendable {
     public let trainingData: Dataset
     /// The held-out validation samples, with a validation split.
     public let validationData: Dataset?
-    let trainImages: FloatBuffer
     /// The current epoch's sample order.
     package internal(set) var order: [Int32]
     /// Where training stands; a checkpoint stores it.
@@ -87,7 +86,8 @@ public final class Trainer: @unchecked Sendable {
     ///   - data: the training samples; the model's output width must be `data.classes`.
     ///   - configuration: batch, shards, optimizer, seed; a validation split is held out of `data` here.
     ///   - pool: the pool whose pinned workers run the steps; it must outlive training.
-    ///   - loss: what training minimises (softmax cross-entropy by default).
+    ///   - validation: samples evaluated after every epoch for early stopping, instead of a split of `data`.
+    ///   - loss: what training minimises (default: softmax cross-entropy for classification, mean squared error for regression).
     ///   - cluster: under MPI, the job this process is one rank of.
     ///   - fastAllreduce: under MPI, combine ranks with a plain all-reduce (not reproducible across rank counts).
     ///   - chunkElements: the reduction's chunk size (see `SGDOptimizer`); it does not change results.
@@ -96,16 +96,19 @@ public final class Trainer: @unchecked Sendable {
     // (network, optimizer chunks, shard owners, buffers, exchange plan), so none is optional.
     public init(
         model: Sequential, data: Dataset, configuration: TrainingConfiguration, workers pool: WorkerPool,
-        loss: any Loss = SoftmaxCrossEntropy(), cluster: Cluster? = nil, fastAllreduce: Bool = false,
+        loss: (any Loss)? = nil, validation: Dataset? = nil, cluster: Cluster? = nil, fastAllreduce: Bool = false,
         chunkElements: Int = 16_384, description: NetworkConfiguration? = nil
     ) throws(TrainingError) {
         do { _ = try BLAS.load() } catch { throw .blas(error) }
-        do { try configuration.validate(trainingSamples: data.count) } catch { throw .configuration(error) }
+        do { try configuration.validate(trainingSamples: data.count, validationGiven: validation != nil) } catch { throw .configuration(error) }
         let network: Network
+        let loss = loss ?? (data.task == .classification ? SoftmaxCrossEntropy() : MeanSquaredError())
         do { network = try Network(model, inputWidth: data.features, loss: loss) } catch { throw .model(error) }
-        guard network.widths.last == data.classes else {
-            throw .configuration(ConfigurationError(.data, "\(data.classes) classes, the model gives \(network.widths.last!) outputs"))
+        guard network.widths.last == data.outputWidth else {
+            let wanted = data.task == .classification ? "\(data.classes) classes" : "\(data.targetWidth) targets per sample"
+            throw .configuration(ConfigurationError(.data, "\(wanted), the model gives \(network.widths.last!) outputs"))
         }
+        guard data.targets != nil else { throw .configuration(ConfigurationError(.data, "\(data.source): no labels or targets to train on")) }
         let shards = configuration.shardsPerBatch
         if let cluster, shards < cluster.size {
             throw .configuration(ConfigurationError(.batchSize, "\(configuration.batchSize) samples make \(shards) shards of \(configuration.shardSize) for \(cluster.size) ranks; every rank needs at least one shard (a smaller {shardSize} or a larger batch)"))
@@ -116,7 +119,15 @@ public final class Trainer: @unchecked Sendable {
         networkDescription = description
         self.pool = pool
         self.cluster = cluster
-        if let n = configuration.validationSamples, n > 0 {
+        if let validation {
+            guard configuration.validationSamples ?? 0 == 0 else {
+                throw .configuration(ConfigurationError(.validationSamples, "a validation set is given ({validationSamples} \(configuration.validationSamples!) would hold out another); use one or the other"))
+            }
+            guard validation.features == data.features, validation.outputWidth == data.outputWidth, validation.task == data.task else {
+                throw .configuration(ConfigurationError(.data, "\(validation.source): \(validation.features) features and \(validation.outputWidth) outputs, the training data has \(data.features) and \(data.outputWidth)"))
+            }
+            (trainingData, validationData) = (data, validation)
+        } else if let n = configuration.validationSamples, n > 0 {
             (trainingData, validationData) = data.splitValidation(count: n, seed: configuration.seed)
         } else {
             (trainingData, validationData) = (data, nil)
@@ -157,12 +168,11 @@ public final class Trainer: @unchecked Sendable {
         }
         shardLoss = .allocate(capacity: shards)
         shardLoss.initialize(repeating: 0, count: shards)
-        let images = FloatBuffer(count: trainingData.images.count)
-        trainingData.images.withUnsafeBufferPointer { images.pointer.update(from: $0.baseAddress!, count: $0.count) }
-        trainImages = images
         order = Array(0..<Int32(trainingData.count))
         state = TrainingState(configuration: configuration, network: description)
         state.trainingData = data.fingerprint
+        state.task = data.task
+        state.preprocessing = data.preprocessing
         timing = StepTiming(workers: pool.workers.count)
     }
 
@@ -170,14 +180,14 @@ public final class Trainer: @unchecked Sendable {
     /// the other parameters are the main initializer's.
     public convenience init(
         network description: NetworkConfiguration, data: Dataset, configuration: TrainingConfiguration, workers pool: WorkerPool,
-        cluster: Cluster? = nil, fastAllreduce: Bool = false, chunkElements: Int = 16_384
+        validation: Dataset? = nil, cluster: Cluster? = nil, fastAllreduce: Bool = false, chunkElements: Int = 16_384
     ) throws(TrainingError) {
         do { try description.validate() } catch { throw .configuration(error) }
         guard data.features == description.inputSize else {
             throw .configuration(ConfigurationError(.data, "rows of \(data.features) values, the network expects \(description.inputSize)"))
         }
         try self.init(
-            model: description.model(), data: data, configuration: configuration, workers: pool, cluster: cluster,
+            model: description.model(), data: data, configuration: configuration, workers: pool, validation: validation, cluster: cluster,
             fastAllreduce: fastAllreduce, chunkElements: chunkElements, description: description)
     }
 
@@ -238,6 +248,9 @@ public final class Trainer: @unchecked Sendable {
             throw .checkpoint(CheckpointError("\(checkpoint.path): trained on other data (\(stored)); the data given now is \(state.trainingData.map(\.description) ?? "unknown")"))
         }
         do { try checkpoint.state.validate() } catch { throw .checkpoint(CheckpointError("\(checkpoint.path)/state.json: \(error)")) }
+        if let stored = checkpoint.state.preprocessing, stored != state.preprocessing {
+            throw .checkpoint(CheckpointError("\(checkpoint.path): trained on inputs preprocessed as \(stored.kind) (statistics included); the data given now is preprocessed as \(state.preprocessing?.kind ?? "none")"))
+        }
         // The counters must say the same thing for this data: global step = finished epochs' steps + steps into this one.
         let finishedSteps = checkpoint.state.epoch.multipliedReportingOverflow(by: stepsPerEpoch)
         guard checkpoint.state.stepInEpoch <= stepsPerEpoch, !finishedSteps.overflow,
@@ -253,6 +266,7 @@ public final class Trainer: @unchecked Sendable {
         let fingerprint = state.trainingData
         state = checkpoint.state
         state.trainingData = fingerprint
+        state.preprocessing = state.preprocessing ?? .none
         optimizer.stepsTaken = state.globalStep
     }
 

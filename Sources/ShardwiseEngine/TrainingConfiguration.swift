@@ -49,7 +49,8 @@ public struct TrainingConfiguration: Sendable, Codable, Equatable {
 
 extension TrainingConfiguration {
     /// Checks every setting, against the training data's size when given; throws the first problem found.
-    public func validate(trainingSamples: Int? = nil) throws(ConfigurationError) {
+    /// `validationGiven`: a separate validation set is given (early stopping needs no split then).
+    public func validate(trainingSamples: Int? = nil, validationGiven: Bool = false) throws(ConfigurationError) {
         func check(_ condition: Bool, _ field: ConfigurationError.Field, _ problem: @autoclosure () -> String) throws(ConfigurationError) {
             if !condition { throw ConfigurationError(field, problem()) }
         }
@@ -63,7 +64,7 @@ extension TrainingConfiguration {
         }
         if let patience = earlyStoppingPatience {
             try check(patience > 0, .earlyStoppingPatience, "\(patience), expected a positive number of epochs")
-            try check((validationSamples ?? 0) > 0, .earlyStoppingPatience, "needs a validation set ({validationSamples})")
+            try check((validationSamples ?? 0) > 0 || validationGiven, .earlyStoppingPatience, "needs a validation set ({validationSamples} or --validation-data)")
         }
         if let trainingSamples {
             let validation = validationSamples ?? 0

@@ -16,6 +16,29 @@ public struct EpochRecord: Codable, Sendable, Equatable {
     public var seconds: Double
     /// With a validation split: the error on the held-out training samples.
     public var validationErrorPercent: Double?
+    /// Regression: the test set's root mean squared and mean absolute errors.
+    public var testRMSE: Double?
+    /// Regression: the test set's mean absolute error.
+    public var testMAE: Double?
+    /// Regression, with a validation split: the held-out samples' RMSE and MAE.
+    public var validationRMSE: Double?
+    /// Regression, with a validation split: the held-out samples' mean absolute error.
+    public var validationMAE: Double?
+
+    /// The test metrics (nil when no test set was given).
+    public var test: Metrics? {
+        get { testErrorPercent == nil && testRMSE == nil ? nil : Metrics(errorPercent: testErrorPercent, rmse: testRMSE, mae: testMAE) }
+        set { (testErrorPercent, testRMSE, testMAE) = (newValue?.errorPercent, newValue?.rmse, newValue?.mae) }
+    }
+
+    /// The validation metrics (nil without a validation split).
+    public var validation: Metrics? {
+        get {
+            validationErrorPercent == nil && validationRMSE == nil
+                ? nil : Metrics(errorPercent: validationErrorPercent, rmse: validationRMSE, mae: validationMAE)
+        }
+        set { (validationErrorPercent, validationRMSE, validationMAE) = (newValue?.errorPercent, newValue?.rmse, newValue?.mae) }
+    }
 
     /// An epoch's metrics.
     public init(epoch: Int, trainLoss: Double, testErrorPercent: Double?, samplesPerSecond: Double, seconds: Double) {
@@ -50,7 +73,8 @@ public struct TrainingState: Codable, Sendable {
     public var epochSeconds: Double
     /// Finished epochs' metrics.
     public var records: [EpochRecord]
-    /// Early stopping: the best validation error so far, its epoch (1-based), and epochs since.
+    /// Early stopping: the best validation error so far (error percent, or RMSE for a
+    /// regression), its epoch (1-based), and epochs since.
     public var bestValidationErrorPercent: Double?
     /// The 1-based epoch of the best validation error so far.
     public var bestEpoch: Int?
@@ -60,6 +84,10 @@ public struct TrainingState: Codable, Sendable {
     public var trainingData: DataFingerprint?
     /// The test set given to `fit`: its records are comparable only on the same one.
     public var testData: DataFingerprint?
+    /// Classification or regression: what `eval` and `predict` report.
+    public var task: TrainingTask?
+    /// How stored values became the model's inputs: `eval` and `predict` apply the same.
+    public var preprocessing: Preprocessing?
 
     /// The state before the first step.
     public init(configuration: TrainingConfiguration, network: NetworkConfiguration?) {
@@ -76,7 +104,7 @@ public struct TrainingState: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case version, configuration, epoch, stepInEpoch, globalStep, epochLossSum, epochSeconds, records
-        case bestValidationErrorPercent, bestEpoch, epochsWithoutImprovement, trainingData, testData
+        case bestValidationErrorPercent, bestEpoch, epochsWithoutImprovement, trainingData, testData, task, preprocessing
     }
 
     enum NetworkKey: String, CodingKey { case network }
@@ -97,6 +125,8 @@ public struct TrainingState: Codable, Sendable {
         epochsWithoutImprovement = try c.decodeIfPresent(Int.self, forKey: .epochsWithoutImprovement)
         trainingData = try c.decodeIfPresent(DataFingerprint.self, forKey: .trainingData)
         testData = try c.decodeIfPresent(DataFingerprint.self, forKey: .testData)
+        task = try c.decodeIfPresent(TrainingTask.self, forKey: .task)
+        preprocessing = try c.decodeIfPresent(Preprocessing.self, forKey: .preprocessing)
     }
 
     /// Checks that the state can be where training stands: counters in range and consistent
@@ -114,6 +144,11 @@ public struct TrainingState: Codable, Sendable {
         try check(epochLossSum.isFinite && epochSeconds.isFinite && epochSeconds >= 0, "epoch loss sum \(epochLossSum) and seconds \(epochSeconds), expected finite values")
         if let best = bestEpoch { try check((1...max(records.count, 1)).contains(best) && !records.isEmpty, "best epoch \(best) of \(records.count) finished epochs") }
         try check((epochsWithoutImprovement ?? 0) >= 0, "\(epochsWithoutImprovement ?? 0) epochs without improvement, expected >= 0")
+        if let p = preprocessing {
+            let widths = [p.shift?.count, p.scale?.count].compactMap { $0 }
+            try check(p.divisor.isFinite && p.divisor > 0 && Set(widths).count <= 1 && (p.shift == nil) == (p.scale == nil), "preprocessing \(p.kind): expected a positive divisor and a shift and scale of one width")
+            try check((p.shift ?? []).allSatisfy(\.isFinite) && (p.scale ?? []).allSatisfy { $0.isFinite && $0 != 0 }, "preprocessing \(p.kind): expected finite shifts and non-zero finite scales")
+        }
     }
 
     /// The configuration's fields and `network` in one object.
@@ -143,6 +178,8 @@ public struct TrainingState: Codable, Sendable {
         try c.encodeIfPresent(epochsWithoutImprovement, forKey: .epochsWithoutImprovement)
         try c.encodeIfPresent(trainingData, forKey: .trainingData)
         try c.encodeIfPresent(testData, forKey: .testData)
+        try c.encodeIfPresent(task, forKey: .task)
+        try c.encodeIfPresent(preprocessing, forKey: .preprocessing)
     }
 }
 

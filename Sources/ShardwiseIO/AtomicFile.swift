@@ -19,8 +19,17 @@ public struct FileWriteError: Error, CustomStringConvertible {
 public enum AtomicFile {
     /// Writes `path` atomically: a temporary file, fsync, rename, fsync of the folder.
     public static func write(_ bytes: [UInt8], to path: String) throws(FileWriteError) {
+        var failure: FileWriteError?
+        bytes.withUnsafeBytes { raw in
+            do throws(FileWriteError) { try write(pieces: [raw], to: path) } catch { failure = error }
+        }
+        if let failure { throw failure }
+    }
+
+    /// Writes the concatenation of `pieces` to `path` atomically (large files without a copy).
+    public static func write(pieces: [UnsafeRawBufferPointer], to path: String) throws(FileWriteError) {
         let temporary = "\(path).tmp-\(getpid())"
-        try writeDurably(bytes, to: temporary)
+        try writeDurably(pieces: pieces, to: temporary)
         guard rename(temporary, path) == 0 else {
             let error = FileWriteError(path: path, reason: "rename: \(String(cString: strerror(errno)))")
             unlink(temporary)
@@ -36,22 +45,33 @@ public enum AtomicFile {
 
     /// Writes `bytes` to `path` (created or truncated) and fsyncs it; removes it on failure.
     public static func writeDurably(_ bytes: [UInt8], to path: String) throws(FileWriteError) {
+        var failure: FileWriteError?
+        bytes.withUnsafeBytes { raw in
+            do throws(FileWriteError) { try writeDurably(pieces: [raw], to: path) } catch { failure = error }
+        }
+        if let failure { throw failure }
+    }
+
+    /// Writes the concatenation of `pieces` to `path` (created or truncated) and fsyncs it; removes it on failure.
+    public static func writeDurably(pieces: [UnsafeRawBufferPointer], to path: String) throws(FileWriteError) {
         func fail(_ what: String) -> FileWriteError {
             FileWriteError(path: path, reason: "\(what): \(String(cString: strerror(errno)))")
         }
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw fail("open") }
-        var written = 0
-        while written < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + written, $0.count - written) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                let error = fail("write")
-                close(fd)
-                unlink(path)
-                throw error
+        for piece in pieces where piece.count > 0 {
+            var written = 0
+            while written < piece.count {
+                let n = Glibc.write(fd, piece.baseAddress! + written, piece.count - written)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    let error = fail("write")
+                    close(fd)
+                    unlink(path)
+                    throw error
+                }
+                written += n
             }
-            written += n
         }
         if fsync(fd) != 0 {
             let error = fail("fsync")

@@ -57,65 +57,23 @@ public enum SafeTensors {
     /// not overflow, offsets inside the data, tensors that do not overlap. What it allocates
     /// is at most about the file's size.
     public static func decode(_ bytes: [UInt8], path: String) throws(CheckpointError) -> (tensors: [Tensor], metadata: [String: String]) {
-        func fail(_ problem: String) -> CheckpointError { CheckpointError("\(path): \(problem)") }
-        guard bytes.count >= 8 else { throw fail("truncated: \(bytes.count) bytes, expected at least the 8-byte header length") }
-        let headerLength = (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[$1]) << (8 * UInt64($1)) }
-        guard headerLength <= UInt64(bytes.count - 8) else {
-            throw fail("truncated or not safetensors: header of \(headerLength) bytes in a file of \(bytes.count)")
+        let parsed = bytes.withUnsafeBytes { raw -> Result<SafeTensorsHeader, DataError> in
+            guard let base = raw.baseAddress else { return .failure(DataError(path: path, problem: "truncated: 0 bytes, expected at least the 8-byte header length")) }
+            return Result { () throws(DataError) in try SafeTensorsHeader(base, count: raw.count, path: path) }
         }
-        let dataStart = 8 + Int(headerLength)
-        let dataLength = bytes.count - dataStart
-        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes[8..<dataStart])) as? [String: Any] else {
-            throw fail("the header is not a JSON object")
+        let header: SafeTensorsHeader
+        switch parsed {
+        case .success(let h): header = h
+        case .failure(let error): throw CheckpointError(error.description)
         }
-        var metadata: [String: String] = [:]
-        if let meta = object["__metadata__"] {
-            guard let strings = meta as? [String: String] else { throw fail("__metadata__ is not an object of strings") }
-            metadata = strings
+        var tensors: [Tensor] = []
+        for entry in header.entries {
+            guard entry.type == .float32 else { throw CheckpointError("\(path): tensor '\(entry.name)' is \(entry.type), expected F32") }
+            var values = [Float](repeating: 0, count: (entry.end - entry.begin) / 4)
+            values.withUnsafeMutableBytes { raw in raw.copyBytes(from: bytes[(header.dataStart + entry.begin)..<(header.dataStart + entry.end)]) }
+            tensors.append(Tensor(name: entry.name, shape: entry.shape, values: values))
         }
-        var spans: [(begin: Int, end: Int, name: String, shape: [Int])] = []
-        for (name, value) in object where name != "__metadata__" {
-            guard let info = value as? [String: Any], let dtype = info["dtype"] as? String,
-                  let shape = integers(info["shape"]), let offsets = integers(info["data_offsets"]), offsets.count == 2
-            else { throw fail("tensor '\(name)' has no dtype, integer shape and two integer data_offsets") }
-            guard dtype == "F32" else { throw fail("tensor '\(name)' is \(dtype), expected F32") }
-            guard let count = CheckedSize.product(shape), let size = CheckedSize.product([count, 4]) else {
-                throw fail("tensor '\(name)' has shape \(shape), expected non-negative sizes whose product fits in memory")
-            }
-            guard offsets[0] >= 0, offsets[1] >= offsets[0] else {
-                throw fail("tensor '\(name)' has data_offsets \(offsets), expected 0 <= begin <= end")
-            }
-            guard offsets[1] <= dataLength else {
-                throw fail("truncated: tensor '\(name)' ends at byte \(offsets[1]) of the data, which has \(dataLength)")
-            }
-            guard offsets[1] - offsets[0] == size else {
-                throw fail("tensor '\(name)' has data_offsets \(offsets) for shape \(shape), expected \(size) bytes")
-            }
-            spans.append((offsets[0], offsets[1], name, shape))
-        }
-        spans.sort { ($0.begin, $0.end) < ($1.begin, $1.end) }
-        for (a, b) in zip(spans, spans.dropFirst()) where b.begin < a.end {
-            throw fail("tensors '\(a.name)' and '\(b.name)' overlap (bytes \(a.begin)..<\(a.end) and \(b.begin)..<\(b.end))")
-        }
-        let tensors = spans.map { span in
-            var values = [Float](repeating: 0, count: (span.end - span.begin) / 4)
-            values.withUnsafeMutableBytes { raw in raw.copyBytes(from: bytes[(dataStart + span.begin)..<(dataStart + span.end)]) }
-            return Tensor(name: span.name, shape: span.shape, values: values)
-        }
-        return (tensors, metadata)
-    }
-
-    /// A JSON array of whole numbers within `Int`'s range, or nil.
-    static func integers(_ value: Any?) -> [Int]? {
-        guard let items = value as? [Any] else { return nil }
-        var out: [Int] = []
-        for item in items {
-            guard let number = item as? NSNumber, number.doubleValue.rounded() == number.doubleValue,
-                  abs(number.doubleValue) < 9.2e18
-            else { return nil }
-            out.append(number.intValue)
-        }
-        return out
+        return (tensors, header.metadata)
     }
 
     static func jsonString(_ text: String) -> String {

@@ -98,6 +98,8 @@ public struct RandomPurpose: RawRepresentable, Sendable, Hashable {
     public static let dropConnect = RandomPurpose(rawValue: 6)
     /// A sweep's trial seeds.
     public static let sweep = RandomPurpose(rawValue: 7)
+    /// The samples of a single data file held out as its test set (`--test-fraction`).
+    public static let testSplit = RandomPurpose(rawValue: 8)
 
     /// A purpose reserved for layers and code outside Shardwise: `n` in 0...127.
     public static func user(_ n: UInt8) -> RandomPurpose {

@@ -56,7 +56,7 @@ extension Network {
         var dy = ws.gradientA.pointer
         var dx = ws.gradientB.pointer
         let loss = loss.evaluate(
-            outputs: ws.output, labels: ws.labels, rows: n, width: widths[widths.count - 1],
+            outputs: ws.output, targets: LossTargets(labels: ws.labels, values: ws.targets), rows: n, width: widths[widths.count - 1],
             gradientScale: 1 / Float(lossDivisor), gradient: dy)
         for k in stride(from: layers.count - 1, through: 0, by: -1) {
             // Layers before the first one with parameters need no gradient at all.
@@ -73,6 +73,19 @@ extension Network {
             if needsInputGradient[k] { swap(&dx, &dy) }
         }
         return loss
+    }
+
+    /// Sums of squared and of absolute differences between outputs and targets over the
+    /// rows, after `forward` (regression), in row order.
+    public func errorSums(workspace ws: Workspace, rows n: Int) -> (squared: Double, absolute: Double) {
+        let width = widths[widths.count - 1]
+        var squared = 0.0, absolute = 0.0
+        for k in 0..<n * width {
+            let d = Double(ws.output[k]) - Double(ws.targets[k])
+            squared += d * d
+            absolute += abs(d)
+        }
+        return (squared, absolute)
     }
 
     /// Number of rows whose largest output is not at the label, after `forward`.
@@ -93,8 +106,7 @@ extension Network {
         var start = rows.lowerBound
         while start < rows.upperBound {
             let n = min(ws.capacity, rows.upperBound - start)
-            data.images.withUnsafeBufferPointer { ws.input.update(from: $0.baseAddress! + start * data.features, count: n * data.features) }
-            for r in 0..<n { ws.labels[r] = data.labels[start + r] }
+            for r in 0..<n { ws.load(data, sample: start + r, row: r) }
             forward(parameters: parameters, workspace: ws, rows: n, random: random(start))
             body(start, n)
             start += n

@@ -1,3 +1,4 @@
+import ShardwiseData
 import ShardwiseKernels
 
 /// Everything one shard's forward and backward pass writes, allocated once.
@@ -15,8 +16,10 @@ public final class Workspace: @unchecked Sendable {
     public let scratch: [FloatBuffer?]
     let gradientA: FloatBuffer
     let gradientB: FloatBuffer
-    /// Labels of the shard's rows.
+    /// Labels of the shard's rows (classification).
     public let labels: UnsafeMutablePointer<Int32>
+    /// Target values of the shard's rows, (capacity, output width) (regression).
+    public let targets: UnsafeMutablePointer<Float>
     /// Handed to layers that asked for no scratch memory.
     private let empty = FloatBuffer(count: 16)
 
@@ -37,9 +40,26 @@ public final class Workspace: @unchecked Sendable {
         gradientB = FloatBuffer(count: capacity * widest, allocator: allocator)
         labels = .allocate(capacity: capacity)
         labels.initialize(repeating: 0, count: capacity)
+        targets = .allocate(capacity: capacity * network.widths.last!)
+        targets.initialize(repeating: 0, count: capacity * network.widths.last!)
     }
 
-    deinit { labels.deallocate() }
+    deinit {
+        labels.deallocate()
+        targets.deallocate()
+    }
+
+    /// Loads sample `i` of `data` as row `r`: its inputs and its label or targets.
+    @inline(__always)
+    public func load(_ data: Dataset, sample i: Int, row r: Int) {
+        data.copyInputs(i, into: input + r * data.features)
+        guard data.targets != nil else { return }
+        if data.task == .classification {
+            labels[r] = data.label(i)
+        } else {
+            data.copyTargets(i, into: targets + r * data.targetWidth)
+        }
+    }
 
     /// The shard's input rows: (capacity, input width).
     public var input: UnsafeMutablePointer<Float> { activations[0].pointer }

@@ -1,0 +1,179 @@
+import Foundation
+import Shardwise
+
+/// CSV files are parsed once, in parallel over the pinned workers, into two NPY files (float32
+/// features; int64 labels or float64 targets) in a cache folder; later runs map those
+/// directly while the CSV's size and modification time, and the column choices, are unchanged.
+enum CSVCache {
+    /// What a cache entry was made from; the entry is used only while all of it matches.
+    struct Key: Codable, Equatable {
+        var source: String
+        var size: Int
+        var modified: Int
+        var labelColumn: String?
+        var ignoredColumns: [String]
+        var format = 1
+        /// Filled in when written: the inferred task and the feature columns' names.
+        var task: TrainingTask?
+        var featureNames: [String]?
+        var targetName: String?
+
+        func matches(_ other: Key) -> Bool {
+            (source, size, modified, labelColumn, ignoredColumns, format)
+                == (other.source, other.size, other.modified, other.labelColumn, other.ignoredColumns, other.format)
+        }
+    }
+
+    /// The data set in the CSV file at `path`, from the cache (made first when missing or stale).
+    static func load(_ path: String, request: DataRequest, pool: WorkerPool, cacheFolder: String?, console: Console) async throws -> Dataset {
+        var info = stat()
+        guard stat(path, &info) == 0 else { throw RunError("\(path): cannot be read (\(String(cString: strerror(errno))))") }
+        let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        var key = Key(
+            source: absolute, size: Int(info.st_size), modified: Int(info.st_mtim.tv_sec) * 1_000_000_000 + Int(info.st_mtim.tv_nsec),
+            labelColumn: request.labelColumn, ignoredColumns: request.ignoredColumns)
+        let name = (absolute as NSString).lastPathComponent
+        let folders = [cacheFolder ?? ((absolute as NSString).deletingLastPathComponent + "/.shardwise-cache"),
+                       (ProcessInfo.processInfo.environment["XDG_CACHE_HOME"] ?? NSHomeDirectory() + "/.cache") + "/shardwise"]
+        var hash = SHA256()
+        Array("\(absolute)|\(key.labelColumn ?? "")|\(key.ignoredColumns)".utf8).withUnsafeBytes { hash.update($0) }
+        let tag = SHA256.hex(hash.finalize()).prefix(12)
+        for folder in folders {
+            let base = "\(folder)/\(name)-\(tag)"
+            if let data = try? RegularFile.read("\(base).json", limit: 1 << 24), let stored = try? JSONDecoder().decode(Key.self, from: Data(data)),
+               stored.matches(key), let task = stored.task {
+                var cached = request
+                cached.task = request.task ?? task
+                if let set = try? Dataset.load(binary: "\(base).features.npy,\(base).targets.npy", request: cached) {
+                    return set.described(as: path)
+                }
+            }
+        }
+        let started = monotonicSeconds()
+        let parsed = try await parse(path, request: request, pool: pool)
+        if parsed.targetName == nil { return try parsed.dataset(request: request, source: path) }  // features alone (prediction): not cached
+        key.task = parsed.task
+        key.featureNames = parsed.featureNames
+        key.targetName = parsed.targetName
+        var request = request
+        request.task = request.task ?? parsed.task
+        for folder in folders {
+            let base = "\(folder)/\(name)-\(tag)"
+            do {
+                try AtomicFile.makeDirectory(folder)
+                try write(parsed, base: base)
+                try AtomicFile.write(try JSON.line(key), to: "\(base).json")
+                let set = try Dataset.load(binary: "\(base).features.npy,\(base).targets.npy", request: request)
+                console.line(String(format: "%@: parsed %d rows in %.2f s; cached in %@", path, parsed.rows, monotonicSeconds() - started, folder))
+                return set.described(as: path)
+            } catch let error as DataError {
+                throw RunError(error.description)
+            } catch {
+                continue  // not writable: the next folder
+            }
+        }
+        console.warn("\(path): no writable cache folder (\(folders.joined(separator: ", "))); the CSV is parsed again on every run")
+        return try parsed.dataset(request: request, source: path)
+    }
+
+    struct Parsed {
+        var parts: [CSV.Part]
+        var rows: Int
+        var features: Int
+        var task: TrainingTask
+        var featureNames: [String]
+        var targetName: String?
+
+        var featureHeader: [UInt8] { NPY.encodeHeader(type: .float32, shape: [rows, features]) }
+        var targetType: ElementType { task == .classification ? .int64 : .float64 }
+        var targetHeader: [UInt8] { NPY.encodeHeader(type: targetType, shape: [rows]) }
+
+        /// The targets as stored: int64 labels or float64 values.
+        func targetBytes(_ part: CSV.Part) -> [UInt8] {
+            task == .classification
+                ? part.targets.map { Int64($0) }.withUnsafeBytes { Array($0) }
+                : part.targets.withUnsafeBytes { Array($0) }
+        }
+
+        /// The data set in memory (when no cache folder can be written).
+        func dataset(request: DataRequest, source: String) throws -> Dataset {
+            let features = TableBytes(allocating: rows * self.features * 4)
+            let targets = TableBytes(allocating: rows * 8)
+            let hasTargets = targetName != nil
+            var f = 0, t = 0
+            for part in parts {
+                part.features.withUnsafeBytes { features.mutableBase!.advanced(by: f).copyMemory(from: $0.baseAddress!, byteCount: $0.count); f += $0.count }
+                targetBytes(part).withUnsafeBytes { targets.mutableBase!.advanced(by: t).copyMemory(from: $0.baseAddress!, byteCount: $0.count); t += $0.count }
+            }
+            do {
+                return try Dataset(
+                    inputs: Table(rows: rows, columns: self.features, type: .float32, bytes: features, offset: 0, path: source),
+                    targets: hasTargets ? Table(rows: rows, columns: 1, type: targetType, bytes: targets, offset: 0, path: source) : nil,
+                    task: request.task ?? task, source: source)
+            } catch { throw RunError(error.description) }
+        }
+    }
+
+    static func write(_ parsed: Parsed, base: String) throws {
+        let header = parsed.featureHeader
+        try header.withUnsafeBytes { h in
+            let pieces = [h] + parsed.parts.map { part in part.features.withUnsafeBytes { $0 } }
+            try AtomicFile.write(pieces: pieces, to: "\(base).features.npy")
+        }
+        var targets = parsed.targetHeader
+        for part in parsed.parts { targets += parsed.targetBytes(part) }
+        try AtomicFile.write(targets, to: "\(base).targets.npy")
+    }
+
+    /// Parses the CSV over the pool's workers, one range of whole lines each, joined in file order.
+    static func parse(_ path: String, request: DataRequest, pool: WorkerPool) async throws -> Parsed {
+        let file: TableBytes
+        do { file = try TableBytes(mapping: path) } catch { throw RunError(error.description) }
+        let bytes = UnsafeRawBufferPointer(start: file.base, count: file.count)
+        let layout: CSV.Layout
+        do {
+            layout = try CSV.layout(
+                bytes, path: path, labelColumn: request.labelColumn, ignoredColumns: request.ignoredColumns,
+                featureCount: request.needsTargets ? nil : request.featuresOnly)
+        } catch {
+            throw RunError(error.description)
+        }
+        let ranges = CSV.ranges(bytes, layout: layout, count: pool.workers.count)
+        let parts = await withTaskGroup(of: (Int, CSV.Part).self) { group in
+            for (k, range) in ranges.enumerated() {
+                group.addTask(executorPreference: pool.workers[k % pool.workers.count]) {
+                    (k, withExtendedLifetime(file) { CSV.parse(UnsafeRawBufferPointer(start: file.base, count: file.count), range: range, layout: layout) })
+                }
+            }
+            var parts = [CSV.Part](repeating: CSV.Part(), count: ranges.count)
+            for await (k, part) in group { parts[k] = part }
+            return parts
+        }
+        var line = layout.headerLines
+        for part in parts {
+            if let problem = part.problem { throw RunError("\(path): line \(line + problem.line): \(problem.message)") }
+            line += part.lines
+        }
+        let rows = parts.reduce(0) { $0 + $1.features.count } / layout.features.count
+        guard rows > 0 else { throw RunError("\(path): a header and no data rows, expected at least one row of numbers") }
+        // Integer labels 0..<C with every class present read as classes; anything else as values.
+        var seen = Set<Double>(), integral = true
+        for part in parts where integral {
+            for v in part.targets { if v < 0 || v.rounded() != v || seen.count > 10_000 { integral = false; break }; seen.insert(v) }
+        }
+        let classification = integral && seen.count >= 2 && seen.max()! == Double(seen.count - 1)
+        return Parsed(
+            parts: parts, rows: rows, features: layout.features.count, task: classification ? .classification : .regression,
+            featureNames: layout.features.map { layout.names[$0] }, targetName: layout.target >= 0 ? layout.names[layout.target] : nil)
+    }
+
+}
+
+extension Dataset {
+    /// The same samples, named after `source` in messages.
+    func described(as source: String) -> Dataset {
+        var copy = self
+        copy.source = source
+        return copy
+    }
+}

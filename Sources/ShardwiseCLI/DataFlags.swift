@@ -1,0 +1,77 @@
+import ArgumentParser
+import Shardwise
+import ShardwiseApp
+
+/// How a data file is read: which arrays or columns are the features and the target.
+/// Shared by train, sweep, eval and predict.
+struct FileFlags: ParsableArguments {
+    @Option(help: "NPZ or safetensors: the features' array (default: x, X, features, data, inputs or images).")
+    var features: String?
+
+    @Option(help: "NPZ or safetensors: the labels' array (default: y, Y, labels, targets or target).")
+    var labels: String?
+
+    @Option(help: "CSV: the target column's name (default: the last column).")
+    var labelColumn: String?
+
+    @Option(help: "CSV: columns to leave out, comma-separated names.")
+    var ignoreColumns: String?
+
+    @Option(help: "CSV: folder for the parsed copies of CSV files (default: .shardwise-cache beside the CSV).")
+    var cacheDir: String?
+
+    func apply(to options: inout DataOptions) {
+        options.request.featuresName = features
+        options.request.labelsName = labels
+        options.request.labelColumn = labelColumn
+        options.request.ignoredColumns = ignoreColumns.map { $0.split(separator: ",").map(String.init) } ?? []
+        options.cacheFolder = cacheDir
+    }
+}
+
+/// The training data's extra flags: separate test and validation files, the task, the
+/// preprocessing and a held-out test fraction.
+struct DataFlags: ParsableArguments {
+    @OptionGroup var file: FileFlags
+
+    @Option(help: "A test file of the same kind as --data (evaluated after every epoch).")
+    var testData: String?
+
+    @Option(help: "A validation file of the same kind as --data (for --early-stopping), instead of --validation N.")
+    var validationData: String?
+
+    @Option(help: "Hold out this fraction of --data as the test set, chosen by the seed (when no --test-data is given).")
+    var testFraction: Double?
+
+    @Option(help: "classification or regression (default: integer labels are classes, other values are targets).")
+    var task: String?
+
+    @Option(help: "Input preprocessing, computed on the training samples: none, standard, minmax or scale:K (default: scale:255 for 8-bit features, none otherwise).")
+    var normalize: String?
+
+    func validate() throws {
+        if let task, TrainingTask(rawValue: task) == nil {
+            throw ValidationError("--task: '\(task)', expected classification or regression")
+        }
+        if let testFraction, !(testFraction > 0 && testFraction < 1) {
+            throw ValidationError("--test-fraction: \(testFraction), expected a fraction between 0 and 1")
+        }
+        if let normalize {
+            let valid = ["none", "standard", "minmax"].contains(normalize)
+                || (normalize.hasPrefix("scale:") && Float(normalize.dropFirst(6)).map { $0.isFinite && $0 > 0 } == true)
+            if !valid { throw ValidationError("--normalize: '\(normalize)', expected none, standard, minmax or scale:K with K > 0") }
+        }
+        if testData != nil && testFraction != nil {
+            throw ValidationError("--test-fraction: a test file is given (--test-data); use one or the other")
+        }
+    }
+
+    func apply(to options: inout DataOptions) {
+        file.apply(to: &options)
+        options.testPath = testData
+        options.validationPath = validationData
+        options.testFraction = testFraction
+        options.request.task = task.flatMap(TrainingTask.init(rawValue:))
+        options.normalize = normalize
+    }
+}

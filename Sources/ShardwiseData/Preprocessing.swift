@@ -1,0 +1,72 @@
+/// How stored feature values become a model's inputs: a divisor for every value (255 for
+/// 8-bit images), then optionally a per-feature shift and scale computed on the training
+/// samples. A checkpoint stores it, so `eval` and `predict` apply the same.
+public struct Preprocessing: Codable, Equatable, Sendable, CustomStringConvertible {
+    /// How it was chosen: `none`, `scale:K`, `standard` or `minmax`.
+    public var kind: String
+    /// Every stored value is divided by this first.
+    public var divisor: Float
+    /// Per feature: subtracted after the divisor (standard: the mean; minmax: the minimum).
+    public var shift: [Float]?
+    /// Per feature: divided by after the shift (standard: the deviation; minmax: the range); never 0.
+    public var scale: [Float]?
+
+    /// Values used as stored.
+    public static let none = Preprocessing(kind: "none", divisor: 1)
+
+    /// A preprocessing of these parts.
+    public init(kind: String, divisor: Float, shift: [Float]? = nil, scale: [Float]? = nil) {
+        self.kind = kind
+        self.divisor = divisor
+        self.shift = shift
+        self.scale = scale
+    }
+
+    public var description: String { kind }
+
+    /// The preprocessing `--normalize` names, computed on `data` where it needs statistics:
+    /// `none`, `scale:K` (divide by K), `standard` (zero mean, unit variance per feature) or
+    /// `minmax` (each feature onto [0, 1]). Statistics are summed in sample order in double
+    /// precision, so they are the same for any worker count. A constant feature keeps scale 1.
+    public static func fitted(_ name: String, on data: Dataset) throws(DataError) -> Preprocessing {
+        if name == "none" { return .none }
+        if name.hasPrefix("scale:") {
+            guard let k = Float(name.dropFirst(6)), k.isFinite, k > 0 else {
+                throw DataError(path: "--normalize", problem: "'\(name)', expected scale:K with K a positive number")
+            }
+            return Preprocessing(kind: name, divisor: k)
+        }
+        guard name == "standard" || name == "minmax" else {
+            throw DataError(path: "--normalize", problem: "'\(name)', expected none, standard, minmax or scale:K")
+        }
+        let n = data.features
+        let row = UnsafeMutablePointer<Float>.allocate(capacity: n)
+        defer { row.deallocate() }
+        var sum = [Double](repeating: 0, count: n), squares = [Double](repeating: 0, count: n)
+        var low = [Float](repeating: .infinity, count: n), high = [Float](repeating: -.infinity, count: n)
+        let raw = data.preprocessed(.none)
+        for i in 0..<data.count {
+            raw.copyInputs(i, into: row)
+            for j in 0..<n {
+                sum[j] += Double(row[j])
+                low[j] = min(low[j], row[j])
+                high[j] = max(high[j], row[j])
+            }
+        }
+        let count = Double(data.count)
+        if name == "standard" {
+            // Two passes (mean, then squared deviations): no cancellation for features far from 0.
+            let mean = sum.map { $0 / count }
+            for i in 0..<data.count {
+                raw.copyInputs(i, into: row)
+                for j in 0..<n { squares[j] += (Double(row[j]) - mean[j]) * (Double(row[j]) - mean[j]) }
+            }
+            let deviation = (0..<n).map { j -> Float in
+                let d = Float((squares[j] / count).squareRoot())
+                return d > 0 && d.isFinite ? d : 1
+            }
+            return Preprocessing(kind: name, divisor: 1, shift: mean.map { Float($0) }, scale: deviation)
+        }
+        return Preprocessing(kind: name, divisor: 1, shift: low, scale: (0..<n).map { high[$0] > low[$0] ? high[$0] - low[$0] : 1 })
+    }
+}
