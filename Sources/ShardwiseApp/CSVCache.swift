@@ -40,7 +40,7 @@ enum CSVCache {
         let tag = SHA256.hex(hash.finalize()).prefix(12)
         for folder in folders {
             let base = "\(folder)/\(name)-\(tag)"
-            if let data = try? RegularFile.read("\(base).json", limit: 1 << 24), let stored = try? JSONDecoder().decode(Key.self, from: Data(data)),
+            if let data = try? RegularFile.read("\(base).json", limit: 1 << 24), let stored = try? JSON.decoder().decode(Key.self, from: Data(data)),
                stored.matches(key), let task = stored.task {
                 var cached = request
                 cached.task = request.task ?? task

@@ -38,7 +38,7 @@ public enum ClusterReport {
         for batch in [128, 256] {
             var configuration = reference
             configuration.batchSize = batch
-            let data = MachineLimits.randomData(count: batch, features: configuration.network.inputSize)
+            let data = MachineLimits.randomData(count: batch, features: configuration.network.inputSize, classes: configuration.network.outputSize)
             var medians: [Double] = []
             for fast in [false, true] {
                 let trainer = try Trainer(

@@ -1,5 +1,5 @@
 import Shardwise
-/// `curves.svg`: training loss and test error per epoch, with an optional second
+/// `curves.svg`: training loss and test error (or RMSE) per epoch, with an optional second
 /// run (the same network and seed without dropout) on the same axes.
 public enum Curves {
     public static func svg(title: String, runs: [(name: String, records: [EpochRecord])]) -> String {
@@ -10,14 +10,17 @@ public enum Curves {
         }
         // Long runs start far above where they end: the test-error axis stops at 3x the
         // lowest error, so the end of the curves, where runs differ, stays readable.
-        let errors = runs.flatMap { $0.records.compactMap(\.testErrorPercent) }
+        let regression = runs.contains { $0.records.contains { $0.testRMSE != nil } }
+        let metric: (EpochRecord) -> Double? = regression ? { $0.testRMSE } : { $0.testErrorPercent }
+        let errors = runs.flatMap { $0.records.compactMap(metric) }
         let cut = errors.min().map { 3 * $0 }.flatMap { $0 < (errors.max() ?? 0) ? $0 : nil }
+        let name = regression ? "test RMSE" : "test error"
         return SVGChart(
             title: title,
-            subtitle: "MNIST test set, evaluated after every epoch" + (cut == nil ? "" : "; the test-error axis stops at 3x the lowest error"),
+            subtitle: "Test set, evaluated after every epoch" + (cut == nil ? "" : "; the \(name) axis stops at 3x the lowest"),
             panels: [
-                .init(title: "Training loss", xLabel: "epoch", yLabel: "cross-entropy (nats per sample)", series: series(\.trainLoss)),
-                .init(title: "Test error", xLabel: "epoch", yLabel: "test error (%)", series: series { $0.testErrorPercent ?? .nan }, yFromZero: false, yMax: cut),
+                .init(title: "Training loss", xLabel: "epoch", yLabel: regression ? "mean squared error per sample" : "cross-entropy (nats per sample)", series: series(\.trainLoss)),
+                .init(title: regression ? "Test RMSE" : "Test error", xLabel: "epoch", yLabel: regression ? "test RMSE" : "test error (%)", series: series { metric($0) ?? .nan }, yFromZero: false, yMax: cut),
             ]
         ).render()
     }

@@ -172,7 +172,7 @@ public enum Evaluation {
         func errors(_ predictions: [Double]) -> (rmse: Double, mae: Double) {
             var squared = 0.0, absolute = 0.0
             for i in 0..<test.count {
-                test.copyTargets(i, into: target)
+                test.copyTargets(i, into: target, normalized: false)
                 for j in 0..<width {
                     let d = predictions[i * width + j] - Double(target[j])
                     squared += d * d
@@ -182,11 +182,7 @@ public enum Evaluation {
             let n = Double(test.count * width)
             return ((squared / n).squareRoot(), absolute / n)
         }
-        var outputs = [Double](repeating: 0, count: test.count * width)
-        try model.forEachOutput(test, passes: nil, seed: seed) { _, start, n, out in
-            for k in 0..<n * width { outputs[start * width + k] = Double(out[k]) }
-        }
-        let plain = errors(outputs)
+        let plain = errors(try Prediction.meanAndVariance(model, test, passes: nil, seed: seed).mean)
         var report = EvaluationReport(task: .regression, rmse: plain.rmse, mae: plain.mae, confusion: [], samples: test.count)
         if let passes = mcDropoutPasses {
             let (mean, variance) = try Prediction.meanAndVariance(model, test, passes: passes, seed: seed)

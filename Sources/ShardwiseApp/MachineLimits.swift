@@ -62,7 +62,7 @@ public enum MachineLimits {
     public static func trainingThroughput(
         pool: WorkerPool, configuration: RunConfiguration, steps: Int, cluster: Cluster? = nil, fastAllreduce: Bool = false
     ) async throws -> (samplesPerSecond: Double, split: StepSplit) {
-        let data = randomData(count: configuration.batchSize * max(steps + 2, 4), features: configuration.network.inputSize)
+        let data = randomData(count: configuration.batchSize * max(steps + 2, 4), features: configuration.network.inputSize, classes: configuration.network.outputSize)
         let trainer = try Trainer(
             network: configuration.network, data: data, configuration: configuration.training, workers: pool,
             cluster: cluster, fastAllreduce: fastAllreduce)
@@ -96,7 +96,7 @@ public enum MachineLimits {
 
     /// GB/s of the reduction phase alone (shard sum, SGD update, max-norm) by the pool's workers.
     public static func reductionBandwidth(pool: WorkerPool, configuration: RunConfiguration, repetitions: Int = 20) async throws -> Double {
-        let data = randomData(count: configuration.batchSize, features: configuration.network.inputSize)
+        let data = randomData(count: configuration.batchSize, features: configuration.network.inputSize, classes: configuration.network.outputSize)
         let trainer = try Trainer(network: configuration.network, data: data, configuration: configuration.training, workers: pool)
         let hyper = SGDHyperparameters(learningRate: 1e-6, momentum: 0.9)
         await trainer.reduceOnly(hyperparameters: hyper)
@@ -126,11 +126,11 @@ public enum MachineLimits {
     }
 
     /// Random images and labels of the given shape: a step's speed does not depend on the values.
-    public static func randomData(count: Int, features: Int) -> Dataset {
+    public static func randomData(count: Int, features: Int, classes: Int) -> Dataset {
         let stream = RandomAddress(seed: 7, purpose: .synthetic)
         var images = [Float](repeating: 0, count: count * features)
         for i in 0..<images.count { images[i] = stream.uniform(i) }
-        let labels = (0..<count).map { Int32(stream.integer(count * features + $0, below: 10)) }
-        return Dataset(features: features, classes: 10, images: images, labels: labels)
+        let labels = (0..<count).map { Int32(stream.integer(count * features + $0, below: classes)) }
+        return Dataset(features: features, classes: classes, images: images, labels: labels)
     }
 }

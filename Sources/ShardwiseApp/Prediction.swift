@@ -97,13 +97,16 @@ public enum Prediction {
         return mean
     }
 
-    /// Outputs averaged over `passes` dropout passes and their variance across passes (nil: one pass, dropout off, variance 0).
+    /// Outputs averaged over `passes` dropout passes and their variance across passes (nil:
+    /// one pass, dropout off, variance 0), in the targets' units (standardized targets mapped back).
     static func meanAndVariance(_ model: SavedModel, _ data: Dataset, passes: Int?, seed: UInt64) throws -> (mean: [Double], variance: [Double]) {
         let k = model.network.outputSize
+        let shift = model.preprocessing.targetShift ?? [Float](repeating: 0, count: k)
+        let scale = model.preprocessing.targetScale ?? [Float](repeating: 1, count: k)
         var sum = [Double](repeating: 0, count: data.count * k), squares = sum
         try model.forEachOutput(data, passes: passes, seed: seed) { _, start, n, out in
             for j in 0..<n * k {
-                let v = Double(out[j])
+                let v = Double(out[j]) * Double(scale[j % k]) + Double(shift[j % k])
                 sum[start * k + j] += v
                 squares[start * k + j] += v * v
             }

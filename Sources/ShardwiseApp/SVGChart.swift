@@ -125,7 +125,7 @@ public struct SVGChart {
 
     /// 4-8 round tick values (1, 2 or 5 times a power of ten) covering [min, max].
     public static func niceTicks(min lo: Double, max hi: Double) -> [Double] {
-        var (a, b) = (lo, hi)
+        var (a, b) = lo.isFinite && hi.isFinite ? (lo, hi) : (0, 1)  // no finite points: an empty axis
         if b - a < 1e-12 { (a, b) = (a - 1, b + 1) }
         let raw = (b - a) / 5
         let power = pow(10, floor(log10(raw)))

@@ -96,10 +96,10 @@ struct ScaleCommand: AsyncParsableCommand {
         if syntheticData {
             // Four batches of the largest weak-scaling step, as floats: refused before allocating when they cannot fit.
             let budget = MemoryBudget.current()
-            guard let bytes = CheckedSize.product([maxBatch, 4, 784, 4]), bytes <= budget.bytes else {
+            guard let bytes = CheckedSize.product([maxBatch, 4, MNIST.features, 4]), bytes <= budget.bytes else {
                 throw ValidationError("--batch-size: \(batchSize) x \(mostWorkers) workers x 4 batches of random data need more than the \(budget) available")
             }
-            dataset = MachineLimits.randomData(count: maxBatch * 4, features: 784)
+            dataset = MachineLimits.randomData(count: maxBatch * 4, features: MNIST.features, classes: MNIST.classes)
             dataName = "random data of MNIST's shape"
         } else {
             do { dataset = try MNIST.load(directory: data).train } catch { throw RunError(error.description) }

@@ -165,14 +165,26 @@ public struct Dataset: Sendable {
         }
     }
 
+    /// Sample `i`'s inputs, preprocessed, as an array (for inspection and tests; the hot path uses `copyInputs`).
+    public func inputs(of i: Int) -> [Float] {
+        [Float](unsafeUninitializedCapacity: features) { out, n in
+            copyInputs(i, into: out.baseAddress!)
+            n = features
+        }
+    }
+
     /// Sample `i`'s class label (classification).
     @inline(__always)
     public func label(_ i: Int) -> Int32 { Int32(targets!.double(row: row(i))) }
 
-    /// Sample `i`'s targets (regression) into `out[0..<targetWidth]`.
+    /// Sample `i`'s targets (regression) into `out[0..<targetWidth]`, normalized as the
+    /// preprocessing says unless `normalized` is false.
     @inline(__always)
-    public func copyTargets(_ i: Int, into out: UnsafeMutablePointer<Float>) {
+    public func copyTargets(_ i: Int, into out: UnsafeMutablePointer<Float>, normalized: Bool = true) {
         targets!.convert(row: row(i), into: out)
+        if normalized, let shift = preprocessing.targetShift, let scale = preprocessing.targetScale {
+            for j in 0..<targetWidth { out[j] = (out[j] - shift[j]) / scale[j] }
+        }
     }
 
     /// The first `count` samples.

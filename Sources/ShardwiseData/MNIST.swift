@@ -13,6 +13,11 @@ public struct MNIST: Sendable {
     /// The folder the files were read from.
     public var directory: String
 
+    /// Pixels per image (28 x 28): the default input width of a network before data is read.
+    public static let features = 28 * 28
+    /// Digit classes.
+    public static let classes = 10
+
     /// The four files, without the `.gz` suffix.
     public static let fileNames = [
         "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -45,8 +50,8 @@ public struct MNIST: Sendable {
             }
             paths.append(path)
         }
-        let train = try Dataset(imagesPath: paths[0], labelsPath: paths[1], classes: 10, features: features)
-        let test = try Dataset(imagesPath: paths[2], labelsPath: paths[3], classes: 10, features: features ?? train.features)
+        let train = try Dataset(imagesPath: paths[0], labelsPath: paths[1], classes: classes, features: features)
+        let test = try Dataset(imagesPath: paths[2], labelsPath: paths[3], classes: classes, features: features ?? train.features)
         guard train.features == test.features else {
             throw DataError(path: paths[2], problem: "images have \(test.features) pixels, training images have \(train.features)")
         }

@@ -68,7 +68,7 @@ extension Trainer {
                 var squared = 0.0, absolute = 0.0
                 let rows = chunk * Self.metricChunk..<min(data.count, (chunk + 1) * Self.metricChunk)
                 self.network.forEachBatch(of: data, rows: rows, parameters: self.parameters.pointer, workspace: ws) { _, n in
-                    let s = self.network.errorSums(workspace: ws, rows: n)
+                    let s = self.network.errorSums(workspace: ws, rows: n, scale: data.preprocessing.targetScale)
                     squared += s.squared
                     absolute += s.absolute
                 }

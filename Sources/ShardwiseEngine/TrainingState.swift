@@ -147,7 +147,7 @@ public struct TrainingState: Codable, Sendable {
         if let p = preprocessing {
             let widths = [p.shift?.count, p.scale?.count].compactMap { $0 }
             try check(p.divisor.isFinite && p.divisor > 0 && Set(widths).count <= 1 && (p.shift == nil) == (p.scale == nil), "preprocessing \(p.kind): expected a positive divisor and a shift and scale of one width")
-            try check((p.shift ?? []).allSatisfy(\.isFinite) && (p.scale ?? []).allSatisfy { $0.isFinite && $0 != 0 }, "preprocessing \(p.kind): expected finite shifts and non-zero finite scales")
+            try check(((p.shift ?? []) + (p.targetShift ?? [])).allSatisfy(\.isFinite) && ((p.scale ?? []) + (p.targetScale ?? [])).allSatisfy { $0.isFinite && $0 != 0 }, "preprocessing \(p.kind): expected finite shifts and non-zero finite scales")
         }
     }
 

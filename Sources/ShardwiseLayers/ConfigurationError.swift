@@ -52,7 +52,7 @@ extension NetworkConfiguration {
             if !condition { throw ConfigurationError(field, problem()) }
         }
         try check((1...Network.maximumWidth).contains(inputSize), .data, "inputs of \(inputSize) values, expected 1 to \(Network.maximumWidth)")
-        try check((2...Network.maximumWidth).contains(outputSize), .data, "\(outputSize) classes, expected 2 to \(Network.maximumWidth)")
+        try check((1...Network.maximumWidth).contains(outputSize), .data, "\(outputSize) outputs, expected 1 to \(Network.maximumWidth) (classes, or targets of a regression)")
         try check(!hiddenSizes.isEmpty, .hiddenSizes, "no hidden layers given, expected sizes like 1024,1024,1024")
         for size in hiddenSizes {
             try check(size > 0 && size <= Network.maximumWidth, .hiddenSizes, "layer size \(size) in \(hiddenSizes.map(String.init).joined(separator: ",")), expected sizes from 1 to \(Network.maximumWidth)")

@@ -76,12 +76,13 @@ extension Network {
     }
 
     /// Sums of squared and of absolute differences between outputs and targets over the
-    /// rows, after `forward` (regression), in row order.
-    public func errorSums(workspace ws: Workspace, rows n: Int) -> (squared: Double, absolute: Double) {
+    /// rows, after `forward` (regression), in row order; with `scale`, each target's difference
+    /// is multiplied by its scale first (back to the targets' units when they were standardized).
+    public func errorSums(workspace ws: Workspace, rows n: Int, scale: [Float]? = nil) -> (squared: Double, absolute: Double) {
         let width = widths[widths.count - 1]
         var squared = 0.0, absolute = 0.0
         for k in 0..<n * width {
-            let d = Double(ws.output[k]) - Double(ws.targets[k])
+            let d = (Double(ws.output[k]) - Double(ws.targets[k])) * Double(scale?[k % width] ?? 1)
             squared += d * d
             absolute += abs(d)
         }

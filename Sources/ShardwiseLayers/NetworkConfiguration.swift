@@ -1,3 +1,4 @@
+import ShardwiseData
 import ShardwiseKernels
 
 /// Which noise dropout applies.
@@ -33,7 +34,7 @@ public struct NetworkConfiguration: Sendable, Codable, Equatable {
 
     /// A perceptron with these widths and dropout rates (probabilities of zeroing); MNIST-shaped by default.
     public init(
-        inputSize: Int = 784, hiddenSizes: [Int], outputSize: Int = 10, dropoutInput: Double, dropoutHidden: Double,
+        inputSize: Int = MNIST.features, hiddenSizes: [Int], outputSize: Int = MNIST.classes, dropoutInput: Double, dropoutHidden: Double,
         dropoutHiddenPerLayer: [Double]? = nil, dropoutKind: DropoutKind = .bernoulli
     ) {
         self.inputSize = inputSize

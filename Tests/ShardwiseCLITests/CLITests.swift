@@ -68,7 +68,7 @@ final class CLITests: XCTestCase {
     func testMissingAndCorruptData() throws {
         let missing = try shardwise(["train", "--data", "/nonexistent/mnist", "--epochs", "1"])
         XCTAssertEqual(missing.status, 1)
-        XCTAssert(missing.error.hasPrefix("error: /nonexistent/mnist/train-images-idx3-ubyte.gz: missing"), missing.error)
+        XCTAssert(missing.error.hasPrefix("error: /nonexistent/mnist: cannot be read (No such file or directory)"), missing.error)
 
         let folder = NSTemporaryDirectory() + "shardwise-cli-\(getpid())"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)

@@ -128,7 +128,7 @@ final class CheckpointCLITests: XCTestCase {
 
     /// The weights load with Python's safetensors package (installed from PyPI if missing),
     /// and a numpy forward pass over them gives the test error `shardwise eval` prints.
-    func testPythonSafetensorsAgreesWithEval() throws {
+    func testPythonSafetensorsAgreesWithEval() async throws {
         let data = try mnist()
         let out = "\(folder)/py"
         let train = try launch(["train", "--data", data, "--out", out, "--epochs", "1", "--layers", "128,64", "--train-samples", "4096", "--batch-size", "64", "--shard-size", "32"])
@@ -154,9 +154,9 @@ final class CheckpointCLITests: XCTestCase {
         let (status, text) = try python(["Tests/python/safetensors_forward.py", model, data])
         XCTAssertEqual(status, 0, text)
         let numpyError = Double(text.trimmingCharacters(in: .whitespacesAndNewlines))
-        let report = try Evaluation.run(checkpoint: model, dataDirectory: data)
+        let report = try await Evaluation.run(checkpoint: model, data: DataOptions(path: data))
         XCTAssertNotNil(numpyError, text)
         // numpy's float32 products sum in another order than OpenBLAS's: allow one sample in 10,000 to flip.
-        XCTAssertEqual(numpyError ?? -1, report.errorPercent, accuracy: 0.011, "numpy \(text), shardwise eval \(report.errorPercent)")
+        XCTAssertEqual(numpyError ?? -1, try XCTUnwrap(report.errorPercent), accuracy: 0.011, "numpy \(text), shardwise eval \(String(describing: report.errorPercent))")
     }
 }

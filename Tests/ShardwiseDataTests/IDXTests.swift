@@ -54,7 +54,7 @@ final class IDXTests: XCTestCase {
         XCTAssertEqual(mnist.train.features, 784)
         XCTAssertEqual(mnist.train.labelCounts, [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949])
         XCTAssertEqual(mnist.test.labelCounts, [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])
-        XCTAssert(mnist.train.images.allSatisfy { $0 >= 0 && $0 <= 1 })
+        XCTAssert((0..<mnist.train.count).allSatisfy { mnist.train.inputs(of: $0).allSatisfy { $0 >= 0 && $0 <= 1 } })
     }
 
     func testRawAndCompressedSmallFiles() throws {
@@ -63,9 +63,9 @@ final class IDXTests: XCTestCase {
         let set = try Dataset(imagesPath: images, labelsPath: labels, classes: 10)
         XCTAssertEqual(set.count, 2)
         XCTAssertEqual(set.features, 4)
-        XCTAssertEqual(set.labels, [3, 9])
-        XCTAssertEqual(set.images[1], 1)
-        XCTAssertEqual(set.images[2], 0.2, accuracy: 1e-7)
+        XCTAssertEqual([set.label(0), set.label(1)], [3, 9])
+        XCTAssertEqual(set.inputs(of: 0)[1], 1)
+        XCTAssertEqual(set.inputs(of: 0)[2], 0.2, accuracy: 1e-7)
         // The same files gzip-compressed read the same.
         let gzip = Process()
         gzip.executableURL = URL(fileURLWithPath: "/bin/gzip")
@@ -73,8 +73,7 @@ final class IDXTests: XCTestCase {
         try gzip.run()
         gzip.waitUntilExit()
         let compressed = try Dataset(imagesPath: images + ".gz", labelsPath: labels + ".gz", classes: 10)
-        XCTAssertEqual(compressed.images, set.images)
-        XCTAssertEqual(compressed.labels, set.labels)
+        XCTAssertEqual(compressed.fingerprint, set.fingerprint)
     }
 
     func testWrongMagic() {

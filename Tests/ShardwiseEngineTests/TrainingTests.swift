@@ -226,9 +226,9 @@ final class TrainingTests: XCTestCase {
             configuration: configuration,
             options: RunOptions(dataDirectory: folder, trainLimit: 10_000, testLimit: 2_000),
             console: lines.console)
-        XCTAssertLessThan(summary.finalTestErrorPercent, 8.0)
+        XCTAssertLessThan(try XCTUnwrap(summary.finalTestErrorPercent), 8.0)
         XCTAssertEqual(summary.epochs.count, 4)
-        XCTAssert(lines.all.last!.hasPrefix(String(format: "test error %.2f%% | weights sha256 ", summary.finalTestErrorPercent)))
+        XCTAssert(lines.all.last!.hasPrefix(String(format: "test error %.2f%% | weights sha256 ", summary.finalTestErrorPercent!)))
         XCTAssertEqual(summary.weightsSha256.count, 64)
     }
 
