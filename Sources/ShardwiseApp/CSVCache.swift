@@ -25,7 +25,7 @@ enum CSVCache {
     }
 
     /// The data set in the CSV file at `path`, from the cache (made first when missing or stale).
-    static func load(_ path: String, request: DataRequest, pool: WorkerPool, cacheFolder: String?, console: Console) async throws -> Dataset {
+    static func load(_ path: String, request: DataRequest, pool: WorkerPool?, cacheFolder: String?, console: Console) async throws -> Dataset {
         var info = stat()
         guard stat(path, &info) == 0 else { throw RunError("\(path): cannot be read (\(String(cString: strerror(errno))))") }
         let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
@@ -63,7 +63,10 @@ enum CSVCache {
                 try AtomicFile.makeDirectory(folder)
                 try write(parsed, base: base)
                 try AtomicFile.write(try JSON.line(key), to: "\(base).json")
-                let set = try Dataset.load(binary: "\(base).features.npy,\(base).targets.npy", request: request)
+                let set: Dataset
+                do { set = try Dataset.load(binary: "\(base).features.npy,\(base).targets.npy", request: request) } catch {
+                    throw DataError(path: path, problem: error.problem)  // the CSV's problem, not its copy's
+                }
                 console.line(String(format: "%@: parsed %d rows in %.2f s; cached in %@", path, parsed.rows, monotonicSeconds() - started, folder))
                 return set.described(as: path)
             } catch let error as DataError {
@@ -125,8 +128,9 @@ enum CSVCache {
         try AtomicFile.write(targets, to: "\(base).targets.npy")
     }
 
-    /// Parses the CSV over the pool's workers, one range of whole lines each, joined in file order.
-    static func parse(_ path: String, request: DataRequest, pool: WorkerPool) async throws -> Parsed {
+    /// Parses the CSV over the pool's workers, one range of whole lines each, joined in file order
+    /// (without a pool, in one range on the calling thread).
+    static func parse(_ path: String, request: DataRequest, pool: WorkerPool?) async throws -> Parsed {
         let file: TableBytes
         do { file = try TableBytes(mapping: path) } catch { throw RunError(error.description) }
         let bytes = UnsafeRawBufferPointer(start: file.base, count: file.count)
@@ -138,8 +142,9 @@ enum CSVCache {
         } catch {
             throw RunError(error.description)
         }
-        let ranges = CSV.ranges(bytes, layout: layout, count: pool.workers.count)
-        let parts = await withTaskGroup(of: (Int, CSV.Part).self) { group in
+        let ranges = CSV.ranges(bytes, layout: layout, count: pool?.workers.count ?? 1)
+        let parts = pool == nil ? ranges.map { CSV.parse(bytes, range: $0, layout: layout) } : await withTaskGroup(of: (Int, CSV.Part).self) { group in
+            let pool = pool!
             for (k, range) in ranges.enumerated() {
                 group.addTask(executorPreference: pool.workers[k % pool.workers.count]) {
                     (k, withExtendedLifetime(file) { CSV.parse(UnsafeRawBufferPointer(start: file.base, count: file.count), range: range, layout: layout) })

@@ -32,9 +32,9 @@ public enum DataInspection {
             lines.append("\(prefix)\(set.count) samples of \(set.features) features, stored as \(set.inputs.type)\(set.targets.map { ", targets as \($0.type)" } ?? " (no targets)")")
             if set.targets != nil {
                 if set.task == .classification {
-                    lines.append("\(prefix)task classification (\(DataSource.describe(set))): labels 0...\(set.classes - 1), counts \(set.labelCounts.map(String.init).joined(separator: " "))")
+                    lines.append("\(prefix)task: \(DataSource.describe(set)); labels 0...\(set.classes - 1), counts \(set.labelCounts.map(String.init).joined(separator: " "))")
                 } else {
-                    lines.append("\(prefix)task \(DataSource.describe(set)): " + targetSummary(set))
+                    lines.append("\(prefix)task: \(DataSource.describe(set)); " + targetSummary(set))
                 }
             }
             let floats = set.count * set.features * 4

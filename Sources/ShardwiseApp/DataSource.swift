@@ -52,6 +52,9 @@ public enum DataSource {
             data = RunData(train: mnist.train, test: options.testFraction == nil ? mnist.test : nil, origin: mnist.directory)
         } else {
             data = RunData(train: try await file(options.path!, options, pool: pool, console: console), origin: options.path!)
+            if data.train.task == .classification, data.train.classes < 2 {
+                throw RunError("\(options.path!): every label is \(data.train.classes - 1): one class, expected at least two to classify (or --task regression)")
+            }
         }
         if let testPath = options.testPath {
             guard options.testFraction == nil else { throw RunError("--test-fraction: a test file is given (--test-data); use one or the other") }
@@ -94,7 +97,6 @@ public enum DataSource {
                 let mnist = try MNIST.load(directory: path)
                 set = path == options.testPath ? mnist.test : mnist.train
             case .csv:
-                guard let pool else { throw RunError("\(path): CSV files are parsed by the worker pool") }
                 set = try await CSVCache.load(path, request: request, pool: pool, cacheFolder: options.cacheFolder, console: console)
             case .npy, .npz, .safetensors:
                 set = try Dataset.load(binary: path, request: request)

@@ -77,9 +77,6 @@ public struct Dataset: Sendable {
                 guard Int(largest) < classCount else {
                     throw DataError(path: labelsPath, problem: "label \(Int(largest)) is out of range, expected 0...\(classCount - 1)")
                 }
-                guard classCount >= 2 else {
-                    throw DataError(path: labelsPath, problem: "every label is 0: one class, expected at least two")
-                }
             case .regression:
                 for r in 0..<targets.rows {
                     for c in 0..<targets.columns where !targets.double(row: r, column: c).isFinite {

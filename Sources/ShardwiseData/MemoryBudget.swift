@@ -49,11 +49,12 @@ public struct MemoryBudget: Sendable, CustomStringConvertible {
         return pages * sysconf(Int32(_SC_PAGESIZE))
     }
 
-    /// "1.5 GB", "703 GB", "12 MB".
+    /// "1.5 GB", "703 GB", "12 MB", "40 KB".
     public static func format(_ bytes: Int) -> String {
         let gb = Double(bytes) / 1e9
         if gb >= 100 { return "\(Int(gb.rounded())) GB" }
         if gb >= 1 { return "\((gb * 10).rounded() / 10) GB" }
-        return "\(Int((Double(bytes) / 1e6).rounded())) MB"
+        if bytes >= 1_000_000 { return "\(Int((Double(bytes) / 1e6).rounded())) MB" }
+        return "\(Int((Double(bytes) / 1e3).rounded(.up))) KB"
     }
 }

@@ -2,10 +2,13 @@
 train/test split, each as CSV (header row, target last), as an NPY pair and as NPZ.
 
 usage: export_sklearn.py OUT_FOLDER
-Writes OUT/<name>-{train,test}.csv, OUT/<name>-{train,test}-{x,y}.npy, OUT/<name>-{train,test}.npz.
+Writes OUT/<name>-{train,test}.csv, OUT/<name>-{train,test}-{x,y}.npy, OUT/<name>-{train,test}.npz
+and OUT/<name>-{train,test}.safetensors (written by hand: the format is a JSON header and raw bytes).
 Exit status 3 when scikit-learn is missing (the caller skips).
 """
+import json
 import os
+import struct
 import sys
 
 try:
@@ -32,6 +35,21 @@ def export(out, name, bunch, classification):
         np.save(base + "-x.npy", features)
         np.save(base + "-y.npy", targets)
         np.savez(base + ".npz", x=features.astype(np.float32), y=targets)
+        write_safetensors(base + ".safetensors", {"features": features, "labels": targets})
+
+
+def write_safetensors(path, arrays):
+    names = {np.dtype(np.float64): "F64", np.dtype(np.float32): "F32", np.dtype(np.int64): "I64"}
+    header, offset, blobs = {}, 0, []
+    for name, array in arrays.items():
+        data = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()
+        header[name] = {"dtype": names[array.dtype], "shape": list(array.shape), "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        blobs.append(data)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
 
 
 def main():
