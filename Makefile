@@ -2,18 +2,18 @@
 # Both install what is missing first (Debian packages through apt-get when run as root).
 
 SWIFT        ?= swift
-DEB_PACKAGES := libopenblas-dev libopenblas-serial-dev libblis-dev zlib1g-dev libhwloc-dev hwloc gzip libopenmpi-dev openmpi-bin
+DEB_PACKAGES := libopenblas-dev libopenblas-serial-dev libblis-dev zlib1g-dev libhwloc-dev hwloc gzip libopenmpi-dev openmpi-bin python3-sklearn
 # Files whose presence shows each package is installed (dpkg -s is slower and noisier).
 DEB_PROBES   := /usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0 \
                 /usr/lib/x86_64-linux-gnu/openblas-serial/libopenblas.so.0 \
                 /usr/lib/x86_64-linux-gnu/libblis.so.4 /usr/include/zlib.h /usr/include/hwloc.h /usr/bin/lstopo-no-graphics \
-                /usr/include/x86_64-linux-gnu/openmpi/mpi.h /usr/bin/mpirun
+                /usr/include/x86_64-linux-gnu/openmpi/mpi.h /usr/bin/mpirun /usr/lib/python3/dist-packages/sklearn/__init__.py
 RUN_DIR      ?= runs/reference
 # mpirun refuses to run as root unless told.
 MPIRUN_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
 TRAIN_FLAGS  ?=
 
-.PHONY: all deps build train train-no-dropout reproduce-dropout test fuzz example docs bench bench-mpi clean
+.PHONY: all deps build train train-no-dropout reproduce-dropout test fuzz example docs bench bench-mpi bench-data sklearn-data sklearn-compare clean
 
 all: build
 
@@ -91,6 +91,21 @@ bench: deps
 # Two ranks on this machine: the cross-rank step against MPI_Allreduce, 2 ranks against 1 process.
 bench-mpi: build
 	mpirun $(MPIRUN_FLAGS) -np 2 .build/release/shardwise bench
+
+# scikit-learn's bundled data sets (Debian's python3-sklearn), split 75/25 with a fixed seed,
+# as CSV, NPY pairs, NPZ and safetensors (README, "Your own data").
+sklearn-data: build
+	/usr/bin/python3 Tests/python/export_sklearn.py data/sklearn
+
+# Shardwise with and without dropout against scikit-learn's MLP on those data sets (a table).
+sklearn-compare: build
+	/usr/bin/python3 Benchmarks/data/sklearn_compare.py .build/release/shardwise /tmp/shardwise-sklearn
+
+# Own data: mapped uint8 against in-memory floats, peak RssAnon on 8 GB and 1 GB of data, CSV
+# parsing against pandas. Writes about 10 GB under BENCH_DATA_DIR. Long: not part of CI.
+BENCH_DATA_DIR ?= /tmp/shardwise-bench-data
+bench-data: build
+	/usr/bin/python3 Benchmarks/data/bench_data.py .build/release/shardwise $(MNIST) $(BENCH_DATA_DIR)
 
 clean:
 	rm -rf .build .build-tsan Benchmarks/.build $(EXAMPLE)/.build

@@ -4,7 +4,7 @@ import Shardwise
 /// `shardwise inspect`: a data file as Shardwise reads it.
 public enum DataInspection {
     /// Lines describing the data at `options.path`.
-    public static func describe(_ options: DataOptions) async throws -> [String] {
+    public static func describe(_ options: DataOptions, console: Console = .silent) async throws -> [String] {
         let sets: [(String, Dataset)]
         let format: String
         if options.isMNIST {
@@ -22,7 +22,7 @@ public enum DataInspection {
             }
             defer { pool?.shutdown() }
             let single = kind == .npy && !path.contains(",")
-            let set = try await DataSource.file(path, options, pool: pool, console: .silent, needsTargets: !single)
+            let set = try await DataSource.file(path, options, pool: pool, console: console, needsTargets: !single)
             sets = [("", set)]
             format = "\(kind.rawValue) \(path)"
         }

@@ -50,6 +50,13 @@ public struct SweepReport: Codable, Sendable {
     public var base: RunConfiguration
     public var trials: [SweepTrial]
     public var rows: [SweepRow]
+    /// What the "error" figures are: "error_percent" (classification) or "rmse" (regression).
+    public var metric: String?
+
+    /// "validation error %" or "validation RMSE".
+    var figure: (validation: String, test: String) {
+        metric == "rmse" ? ("validation RMSE", "test RMSE") : ("validation error %", "test error %")
+    }
 }
 
 /// `shardwise sweep`: every combination of input and hidden dropout rates, over seeds.
@@ -78,6 +85,7 @@ public enum SweepRun {
         folder.recordOwner()
         defer { withExtendedLifetime(folder) {} }
         var trials: [SweepTrial] = []
+        var metric = "error_percent"
         let decoder = JSONDecoder()
         decoder.keyDecodingStrategy = .convertFromSnakeCase
         var index = 0
@@ -110,6 +118,7 @@ public enum SweepRun {
                         console.line("trial \(index): input \(input), hidden \(hidden), seed \(s)\(trialOptions.resume == nil ? "" : " (resuming)")")
                         summary = try await TrainingRun.run(configuration: configuration, options: trialOptions, console: console)
                     }
+                    metric = summary.metric ?? "error_percent"
                     guard let bestEpoch = summary.bestEpoch, let best = summary.bestValidationErrorPercent else {
                         throw RunError("sweep: trial \(index) has no validation results; it needs --validation N")
                     }
@@ -120,7 +129,7 @@ public enum SweepRun {
                 }
             }
         }
-        return SweepReport(command: command, sweepSeed: sweepSeed, base: base, trials: trials, rows: rows(trials))
+        return SweepReport(command: command, sweepSeed: sweepSeed, base: base, trials: trials, rows: rows(trials), metric: metric)
     }
 
     /// What a trial folder holds from an earlier run of the sweep: its summary, whether it has a
@@ -161,7 +170,8 @@ public enum SweepRun {
     }
 
     public static func table(_ report: SweepReport) -> [String] {
-        var lines = ["input  hidden  seeds  validation error % (mean ± std)  test error at best epoch %  epochs run"]
+        let name = report.figure
+        var lines = ["input  hidden  seeds  \(name.validation) (mean ± std)  \(name.test) at best epoch  epochs run"]
         for r in report.rows {
             lines.append(String(format: "%5.2f  %6.2f  %5d  %17.2f ± %-12.2f  %25.2f  %10.1f", r.dropoutInput, r.dropoutHidden, r.seeds, r.validationErrorMean, r.validationErrorStd, r.testErrorAtBestMean, r.epochsRunMean))
         }
@@ -169,7 +179,8 @@ public enum SweepRun {
     }
 
     public static func csv(_ report: SweepReport) -> String {
-        var text = "dropout_input,dropout_hidden,seeds,validation_error_mean,validation_error_std,validation_error_min,validation_error_max,test_error_at_best_mean,epochs_run_mean\n"
+        let prefix = report.metric == "rmse" ? "# metric: rmse\n" : ""
+        var text = prefix + "dropout_input,dropout_hidden,seeds,validation_error_mean,validation_error_std,validation_error_min,validation_error_max,test_error_at_best_mean,epochs_run_mean\n"
         for r in report.rows {
             text += "\(r.dropoutInput),\(r.dropoutHidden),\(r.seeds),\(r.validationErrorMean),\(r.validationErrorStd),\(r.validationErrorMin),\(r.validationErrorMax),\(r.testErrorAtBestMean),\(r.epochsRunMean)\n"
         }
@@ -188,9 +199,9 @@ public enum SweepRun {
         }
         let n = report.base.network
         return SVGChart(
-            title: "Dropout sweep: \(n.hiddenSizes.map(String.init).joined(separator: "-")) ReLU network on MNIST",
-            subtitle: "best validation error over \(report.base.validationSamples ?? 0) held-out samples, mean over \(report.rows.first?.seeds ?? 0) seed(s), bars: min to max",
-            panels: [.init(title: "Validation error against the hidden dropout rate", xLabel: "hidden dropout rate p", yLabel: "validation error (%)", series: series, yFromZero: false)]
+            title: "Dropout sweep: \(n.hiddenSizes.map(String.init).joined(separator: "-")) ReLU network",
+            subtitle: "best \(report.figure.validation) over \(report.base.validationSamples ?? 0) held-out samples, mean over \(report.rows.first?.seeds ?? 0) seed(s), bars: min to max",
+            panels: [.init(title: "Validation error against the hidden dropout rate", xLabel: "hidden dropout rate p", yLabel: report.figure.validation, series: series, yFromZero: false)]
         ).render()
     }
 }

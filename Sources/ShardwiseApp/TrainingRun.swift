@@ -29,7 +29,8 @@ public struct RunSummary: Codable, Sendable {
     public var testSamples: Int
     public var dataDirectory: String
     public var epochs: [EpochRecord]
-    /// With --validation: the epoch (1-based) of the lowest validation error, and its errors.
+    /// With --validation: the epoch (1-based) of the lowest validation error, and its errors
+    /// (for a regression: RMSE, as `metric` says).
     public var bestEpoch: Int?
     public var bestValidationErrorPercent: Double?
     public var bestTestErrorPercent: Double?
@@ -352,7 +353,7 @@ extension RunSummary {
             pinned: trainer.pool.allPinned, stepSeconds: split, blas: blas,
             trainSamples: trainer.trainingData.count, testSamples: testSamples, dataDirectory: dataDirectory,
             epochs: state.records, bestEpoch: state.bestEpoch, bestValidationErrorPercent: state.bestValidationErrorPercent,
-            bestTestErrorPercent: state.bestEpoch.flatMap { state.records[$0 - 1].testErrorPercent },
+            bestTestErrorPercent: state.bestEpoch.flatMap { state.records[$0 - 1].test?.primary },
             validationSamples: validation?.count, stoppedEarly: validation.map { _ in state.records.count < configuration.epochs },
             ranks: trainer.cluster?.size, crossRank: trainer.cluster.map { _ in trainer.fastAllreduce ? "fast" : "ordered" })
     }

@@ -60,6 +60,6 @@ struct InspectCommand: AsyncParsableCommand {
         var options = DataOptions(path: path)
         file.apply(to: &options)
         options.request.task = task.flatMap(TrainingTask.init(rawValue:))
-        for line in try await DataInspection.describe(options) { print(line) }
+        for line in try await DataInspection.describe(options, console: .standard) { print(line) }
     }
 }

@@ -29,6 +29,9 @@ struct TrainCommand: AsyncParsableCommand {
     @Flag(help: "Replace a previous run's results in --out (its checkpoints, metrics and summary) instead of refusing to start.")
     var overwrite = false
 
+    @Option(help: "Stop after N steps of this run, as if interrupted: the checkpoint is written (with --out) and --resume continues it.")
+    var stopAfterSteps: Int?
+
     @Flag(help: "Also train the same network and seed without dropout (into OUT/no-dropout) and draw both in OUT/curves.svg.")
     var compareNoDropout = false
 
@@ -48,6 +51,9 @@ struct TrainCommand: AsyncParsableCommand {
         if let checkpointEvery, checkpointInterval(checkpointEvery) == nil {
             throw ValidationError("--checkpoint-every: '\(checkpointEvery)', expected a positive number of steps (500) or epochs (2e)")
         }
+        if let stopAfterSteps, stopAfterSteps <= 0 {
+            throw ValidationError("--stop-after-steps: \(stopAfterSteps), expected a positive number of steps")
+        }
         if keep <= 0 {
             throw ValidationError("--keep: \(keep), expected at least 1")
         }
@@ -57,6 +63,7 @@ struct TrainCommand: AsyncParsableCommand {
         var options = machine.runOptions(outDirectory: out)
         options.checkpointEvery = checkpointEvery.flatMap(checkpointInterval)
         options.keep = keep
+        options.stopAfterSteps = stopAfterSteps
         options.resume = resume
         options.overwrite = overwrite
         options.owner = "shardwise " + CommandLine.arguments.dropFirst().joined(separator: " ")

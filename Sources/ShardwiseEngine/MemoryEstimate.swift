@@ -9,14 +9,16 @@ public struct MemoryEstimate: Sendable {
     public var shardGradients: Int
     /// One workspace (activations, scratch, gradients) per local shard.
     public var workspaces: Int
-    /// The training rows copied into the trainer (and a validation split).
+    /// The trainer's per-sample bookkeeping: the epoch's sample order and a split's row list
+    /// (4 bytes a sample each). The data's values are not copied: a shard converts its rows
+    /// from where they are stored (memory, or a mapped file's page cache).
     public var data: Int
     /// The sum, or nil when it overflows.
     public var total: Int? { CheckedSize.sum([parameters, shardGradients, workspaces, data]) }
 
     /// The estimate for `network` trained in `shards` shards of `shardSize` rows, `localShards` of
-    /// them computed here, on `samples` rows of `features` values; nil when a product overflows.
-    public init?(network: Network, shards: Int, localShards: Int, shardSize: Int, samples: Int, features: Int) {
+    /// them computed here, on `samples` rows; nil when a product overflows.
+    public init?(network: Network, shards: Int, localShards: Int, shardSize: Int, samples: Int) {
         let p = network.layout.count
         let widths = CheckedSize.sum(network.widths + [2 * (network.widths.max() ?? 0)])
         var scratch = 0
@@ -27,7 +29,7 @@ public struct MemoryEstimate: Sendable {
         guard let widths, let perShardFloats = CheckedSize.sum([CheckedSize.product([shardSize, widths]) ?? -1, scratch]),
               let parameters = CheckedSize.product([2, 4, p]), let gradients = CheckedSize.product([shards, 4, p]),
               let workspaces = CheckedSize.product([localShards, 4, perShardFloats]),
-              let data = CheckedSize.product([2, 4, samples, features])
+              let data = CheckedSize.product([2, 4, samples])
         else { return nil }
         self.parameters = parameters
         self.shardGradients = gradients

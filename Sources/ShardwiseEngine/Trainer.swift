@@ -204,7 +204,7 @@ public final class Trainer: @unchecked Sendable {
         let budget = MemoryBudget.current()
         let estimate = MemoryEstimate(
             network: network, shards: shards, localShards: localShards, shardSize: configuration.shardSize,
-            samples: data.count, features: data.features)
+            samples: data.count)
         guard let estimate, let total = estimate.total, total <= budget.bytes else {
             let parts = estimate.map {
                 "\(MemoryBudget.format($0.shardGradients)) for \(shards) shard gradient buffers ({batchSize} \(configuration.batchSize) / {shardSize} \(configuration.shardSize)) of \(network.layout.parameterCount) parameters ({hiddenSizes}), "

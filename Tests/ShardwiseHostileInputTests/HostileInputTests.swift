@@ -396,10 +396,11 @@ final class HostileInputTests: XCTestCase {
     func testCheckpointStates() throws { try run(Self.stateCases) }
     func testFlags() throws { try run(Self.flagCases) }
     func testOutputFoldersAndResume() throws { try run(Self.folderCases) }
+    func testDataFiles() throws { try run(Self.dataFileCases) }
 
     /// The table is large enough to mean something: at least 40 cases across the kinds.
     func testTableSize() {
-        let total = [Self.idxCases, Self.safetensorsCases, Self.stateCases, Self.flagCases, Self.folderCases].map(\.count).reduce(0, +)
+        let total = [Self.idxCases, Self.safetensorsCases, Self.stateCases, Self.flagCases, Self.folderCases, Self.dataFileCases].map(\.count).reduce(0, +)
         print("hostile-input cases: \(total)")
         XCTAssertGreaterThanOrEqual(total, 40)
     }
