@@ -41,9 +41,9 @@ public final class Console: @unchecked Sendable {
 
     public func epochDone(_ record: EpochRecord, of epochs: Int) {
         let validation = record.validationErrorPercent.map { String(format: ", validation error %.2f%%", $0) }
-            ?? record.validationRMSE.map { String(format: ", validation RMSE %.4g", $0) } ?? ""
+            ?? record.validationRmse.map { String(format: ", validation RMSE %.4g", $0) } ?? ""
         let test = record.testErrorPercent.map { String(format: ", test error %.2f%%", $0) }
-            ?? record.testRMSE.map { String(format: ", test RMSE %.4g, MAE %.4g", $0, record.testMAE ?? .nan) } ?? ""
+            ?? record.testRmse.map { String(format: ", test RMSE %.4g, MAE %.4g", $0, record.testMae ?? .nan) } ?? ""
         let text = String(
             format: "epoch %d/%d: train loss %.4f%@%@, %.0f samples/s, %.1f s",
             record.epoch, epochs, record.trainLoss, validation, test, record.samplesPerSecond, record.seconds)

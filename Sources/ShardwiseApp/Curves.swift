@@ -10,8 +10,8 @@ public enum Curves {
         }
         // Long runs start far above where they end: the test-error axis stops at 3x the
         // lowest error, so the end of the curves, where runs differ, stays readable.
-        let regression = runs.contains { $0.records.contains { $0.testRMSE != nil } }
-        let metric: (EpochRecord) -> Double? = regression ? { $0.testRMSE } : { $0.testErrorPercent }
+        let regression = runs.contains { $0.records.contains { $0.testRmse != nil } }
+        let metric: (EpochRecord) -> Double? = regression ? { $0.testRmse } : { $0.testErrorPercent }
         let errors = runs.flatMap { $0.records.compactMap(metric) }
         let cut = errors.min().map { 3 * $0 }.flatMap { $0 < (errors.max() ?? 0) ? $0 : nil }
         let name = regression ? "test RMSE" : "test error"

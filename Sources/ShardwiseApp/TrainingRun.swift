@@ -11,8 +11,8 @@ public struct RunSummary: Codable, Sendable {
     public var task: String?
     public var metric: String?
     /// Regression: the last epoch's test RMSE and MAE.
-    public var finalTestRMSE: Double?
-    public var finalTestMAE: Double?
+    public var finalTestRmse: Double?
+    public var finalTestMae: Double?
     /// How stored values became inputs (`none`, `scale:255`, `standard`, `minmax`).
     public var preprocessing: String?
     public var samplesPerSecond: Double
@@ -345,7 +345,7 @@ extension RunSummary {
             version: ShardwiseVersion.current, configuration: configuration,
             finalTestErrorPercent: state.records.last!.testErrorPercent,
             task: trainer.trainingData.task.rawValue, metric: trainer.trainingData.task == .classification ? "error_percent" : "rmse",
-            finalTestRMSE: state.records.last!.testRMSE, finalTestMAE: state.records.last!.testMAE,
+            finalTestRmse: state.records.last!.testRmse, finalTestMae: state.records.last!.testMae,
             preprocessing: trainer.trainingData.preprocessing.kind,
             samplesPerSecond: Double(samplesPerEpoch * state.records.count) / trainingSeconds,
             wallSeconds: wallSeconds, weightsSha256: trainer.weightsSHA256,
@@ -363,7 +363,7 @@ extension RunSummary {
     /// "test error 1.23%", "test RMSE 54.1, MAE 43.2", or "no test set".
     public var resultLine: String {
         if let e = finalTestErrorPercent { return String(format: "test error %.2f%%", e) }
-        if let r = finalTestRMSE { return String(format: "test RMSE %.4g, MAE %.4g", r, finalTestMAE ?? .nan) }
+        if let r = finalTestRmse { return String(format: "test RMSE %.4g, MAE %.4g", r, finalTestMae ?? .nan) }
         return "no test set"
     }
 }

@@ -17,27 +17,27 @@ public struct EpochRecord: Codable, Sendable, Equatable {
     /// With a validation split: the error on the held-out training samples.
     public var validationErrorPercent: Double?
     /// Regression: the test set's root mean squared and mean absolute errors.
-    public var testRMSE: Double?
+    public var testRmse: Double?
     /// Regression: the test set's mean absolute error.
-    public var testMAE: Double?
+    public var testMae: Double?
     /// Regression, with a validation split: the held-out samples' RMSE and MAE.
-    public var validationRMSE: Double?
+    public var validationRmse: Double?
     /// Regression, with a validation split: the held-out samples' mean absolute error.
-    public var validationMAE: Double?
+    public var validationMae: Double?
 
     /// The test metrics (nil when no test set was given).
     public var test: Metrics? {
-        get { testErrorPercent == nil && testRMSE == nil ? nil : Metrics(errorPercent: testErrorPercent, rmse: testRMSE, mae: testMAE) }
-        set { (testErrorPercent, testRMSE, testMAE) = (newValue?.errorPercent, newValue?.rmse, newValue?.mae) }
+        get { testErrorPercent == nil && testRmse == nil ? nil : Metrics(errorPercent: testErrorPercent, rmse: testRmse, mae: testMae) }
+        set { (testErrorPercent, testRmse, testMae) = (newValue?.errorPercent, newValue?.rmse, newValue?.mae) }
     }
 
     /// The validation metrics (nil without a validation split).
     public var validation: Metrics? {
         get {
-            validationErrorPercent == nil && validationRMSE == nil
-                ? nil : Metrics(errorPercent: validationErrorPercent, rmse: validationRMSE, mae: validationMAE)
+            validationErrorPercent == nil && validationRmse == nil
+                ? nil : Metrics(errorPercent: validationErrorPercent, rmse: validationRmse, mae: validationMae)
         }
-        set { (validationErrorPercent, validationRMSE, validationMAE) = (newValue?.errorPercent, newValue?.rmse, newValue?.mae) }
+        set { (validationErrorPercent, validationRmse, validationMae) = (newValue?.errorPercent, newValue?.rmse, newValue?.mae) }
     }
 
     /// An epoch's metrics.

@@ -71,6 +71,35 @@ final class MPITests: XCTestCase {
         return try decoder.decode(RunSummary.self, from: Data(contentsOf: URL(fileURLWithPath: "\(out)/summary.json")))
     }
 
+    /// A regression from a CSV: 2 ranks (each mapping the parsed copy, made concurrently on the
+    /// first run) give the single process's weights and the same test RMSE, summed in fixed chunks.
+    func testOwnCSVRegressionAcrossRanks() throws {
+        var text = "a,b,c,d,e,target\n"
+        var state: UInt64 = 42
+        func next() -> Double {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Double(state >> 11) / Double(1 << 53) * 2 - 1
+        }
+        for _ in 0..<700 {
+            let x = (0..<5).map { _ in next() * 10 }
+            let y = 3 * x[0] - 2 * x[1] + x[2] * x[3] / 10 + next()
+            text += (x + [y]).map { String(format: "%.6f", $0) }.joined(separator: ",") + "\n"
+        }
+        try text.write(toFile: "\(folder)/table.csv", atomically: true, encoding: .utf8)
+        let flags = ["train", "--data", "\(folder)/table.csv", "--test-fraction", "0.2", "--normalize", "standard", "--layers", "32,32",
+                     "--epochs", "3", "--batch-size", "64", "--shard-size", "16", "--lr", "0.01"]
+        let two = try run(ranks: 2, flags + ["--out", "\(folder)/two"])
+        XCTAssertEqual(two.status, 0, two.error)
+        let single = try run(ranks: nil, flags + ["--out", "\(folder)/one", "--workers", "1"])
+        XCTAssertEqual(single.status, 0, single.error)
+        let (a, b) = (try summary("\(folder)/one"), try summary("\(folder)/two"))
+        XCTAssertEqual(a.task, "regression")
+        XCTAssertEqual(b.ranks, 2)
+        XCTAssertEqual(a.weightsSha256, b.weightsSha256)
+        XCTAssertEqual(a.epochs.map(\.testRmse), b.epochs.map(\.testRmse))
+        XCTAssertNotNil(a.finalTestRmse)
+    }
+
     func testWeightsIdenticalForAnyRankCount() throws {
         let single = try run(ranks: nil, training("\(folder)/single") + ["--workers", "2", "--oversubscribe"])
         XCTAssertEqual(single.status, 0, single.error)
