@@ -21,7 +21,7 @@ shardwise, work = sys.argv[1:3]
 subprocess.run([sys.executable, "Tests/python/export_sklearn.py", work], check=True, stdout=subprocess.DEVNULL)
 SEEDS = [1, 2, 3]
 SETS = {
-    "digits": dict(layers=(256, 256), lr=0.05, epochs=100, classification=True),
+    "digits": dict(layers=(256, 256), lr=0.01, epochs=100, classification=True),
     "cancer": dict(layers=(64, 64), lr=0.01, epochs=100, classification=True),
     "diabetes": dict(layers=(64, 64), lr=0.01, epochs=100, classification=False),
 }

@@ -2,7 +2,8 @@
 train/test split, each as CSV (header row, target last), as an NPY pair and as NPZ.
 
 usage: export_sklearn.py OUT_FOLDER
-Writes OUT/<name>-{train,test}.csv, OUT/<name>-{train,test}-{x,y}.npy, OUT/<name>-{train,test}.npz
+Writes OUT/<name>-{train,test}.csv, OUT/<name>-{train,test}-{x,y}.npy, OUT/<name>-{train,test}.npz,
+OUT/<name>-{train,test}-deflated.npz (savez_compressed)
 and OUT/<name>-{train,test}.safetensors (written by hand: the format is a JSON header and raw bytes).
 Exit status 3 when scikit-learn is missing (the caller skips).
 """
@@ -35,6 +36,7 @@ def export(out, name, bunch, classification):
         np.save(base + "-x.npy", features)
         np.save(base + "-y.npy", targets)
         np.savez(base + ".npz", x=features.astype(np.float32), y=targets)
+        np.savez_compressed(base + "-deflated.npz", features=features, labels=targets)
         write_safetensors(base + ".safetensors", {"features": features, "labels": targets})
 
 
