@@ -116,6 +116,11 @@ public enum DataSource {
         return set
     }
 
+    /// "standard", "scale:255", "as stored" (MNIST: "pixels / 255", done as the IDX files load).
+    public static func describe(_ preprocessing: Preprocessing, mnist: Bool) -> String {
+        preprocessing.kind != "none" ? preprocessing.kind : mnist ? "pixels / 255" : "as stored"
+    }
+
     /// "classification, 10 classes" or "regression, 1 target", for the first line of a run.
     public static func describe(_ data: Dataset) -> String {
         data.task == .classification

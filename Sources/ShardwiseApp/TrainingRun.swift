@@ -153,7 +153,7 @@ public enum TrainingRun {
         }
         console.line(
             "shardwise \(ShardwiseVersion.current): \(describe(configuration.network)), \(trainer.network.layout.parameterCount) parameters, "
-                + "\(trainer.trainingData.count) training / \(data.test?.count ?? 0) test samples from \(data.origin) (\(DataSource.describe(data.train)); inputs \(data.train.preprocessing)); "
+                + "\(trainer.trainingData.count) training / \(data.test?.count ?? 0) test samples from \(data.origin) (\(DataSource.describe(data.train)); inputs \(DataSource.describe(data.train.preprocessing, mnist: options.data.isMNIST))); "
                 + (cluster.map { "\($0.size) MPI ranks (\(trainer.fastAllreduce ? "MPI_Allreduce" : "ordered exchange")) x " } ?? "")
                 + "\(pool.workers.count) workers (\(options.policy.rawValue)), shards of \(configuration.shardSize); BLAS \(blas.kernels) kernels")
         if trainer.isFinished, let resumed {
