@@ -20,6 +20,24 @@ public struct DataOptions: Sendable {
 
     public init(path: String? = nil) { self.path = path }
 
+    /// The command-line flags that give these options (what a resumed run must be given again).
+    public var flags: String {
+        var parts: [String] = []
+        func add(_ flag: String, _ value: String?) { if let value { parts += [flag, value] } }
+        add("--data", path)
+        add("--test-data", testPath)
+        add("--validation-data", validationPath)
+        add("--test-fraction", testFraction.map { "\($0)" })
+        add("--normalize", normalize)
+        add("--task", request.task?.rawValue)
+        add("--features", request.featuresName)
+        add("--labels", request.labelsName)
+        add("--label-column", request.labelColumn)
+        add("--ignore-columns", request.ignoredColumns.isEmpty ? nil : request.ignoredColumns.joined(separator: ","))
+        add("--cache-dir", cacheFolder)
+        return parts.map { $0.contains(" ") ? "'\($0)'" : $0 }.joined(separator: " ")
+    }
+
     /// Whether the data is MNIST's IDX folder (the default when no `--data` names a file).
     public var isMNIST: Bool {
         guard let path else { return true }

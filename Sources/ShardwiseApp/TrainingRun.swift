@@ -199,7 +199,7 @@ public enum TrainingRun {
                     guard let path, let out = options.outDirectory else {
                         throw RunError("interrupted at step \(step); no --out folder, so no checkpoint was written", stopped: true, collective: true)
                     }
-                    throw RunError("interrupted after step \(step); checkpoint \(path) written. Resume with: shardwise train --resume \(out)", stopped: true, collective: true)
+                    throw RunError("interrupted after step \(step); checkpoint \(path) written. Resume with: shardwise train --resume \(out)\(options.data.flags.isEmpty ? "" : " " + options.data.flags)", stopped: true, collective: true)
                 }
             }
         } catch TrainingError.diverged(let step, let reason, let checkpoint) {
