@@ -181,13 +181,19 @@ public enum TrainingRun {
     static func follow(_ trainer: Trainer, configuration: RunConfiguration, test: Dataset?, options: RunOptions, console: Console) async throws {
         let policy = options.outDirectory.map { CheckpointPolicy(directory: $0, every: options.checkpointEvery, keep: options.keep) }
         let writes = (trainer.cluster?.rank ?? 0) == 0
+        let board = writes ? options.outDirectory.flatMap {
+            TensorBoardLog(folder: $0, configuration: configuration, data: options.data.path ?? "MNIST", console: console)
+        } : nil
+        defer { try? board?.flush() }
         do {
             for try await event in trainer.fit(test: test, checkpoints: policy, stopAfterSteps: options.stopAfterSteps) {
                 switch event {
                 case .step(let p):
                     console.progress(p)
+                    board?.step(p)
                 case .epoch(let record):
                     console.epochDone(record, of: configuration.epochs)
+                    try board?.epoch(record, trainer: trainer)
                     if writes, let out = options.outDirectory { try writeMetrics(trainer.state.records, configuration: configuration, to: out) }
                 case .checkpoint:
                     break

@@ -63,3 +63,24 @@ struct InspectCommand: AsyncParsableCommand {
         for line in try await DataInspection.describe(options, console: .standard) { print(line) }
     }
 }
+
+struct ExportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "export",
+        abstract: "Write a checkpoint's network as an ONNX model (opset 17) for ONNX Runtime and other engines.",
+        discussion: "Input 'input' takes samples as stored in the training data (batch dimension 'batch'); the training preprocessing is part of the graph. Outputs: 'logits' and 'probabilities' (classification) or 'prediction' (regression).")
+
+    @Option(help: "A checkpoint folder, a folder of checkpoints (the newest valid one is used), or a model.safetensors.")
+    var checkpoint: String
+
+    @Option(help: "The ONNX file to write.")
+    var onnx: String
+
+    func run() throws {
+        let model: SavedModel
+        do { model = try SavedModel.load(checkpoint) } catch { throw RunError(error.description) }
+        let bytes = try ONNXExport.model(model)
+        do { try AtomicFile.write(bytes, to: onnx) } catch { throw RunError(error.description) }
+        print("\(onnx): \(model.network.inputSize) inputs -> \(model.network.outputSize) outputs, \(bytes.count) bytes (ONNX opset 17)")
+    }
+}

@@ -87,7 +87,7 @@ extension Trainer {
                 state.stepInEpoch += 1
                 state.epochSeconds = monotonicSeconds() - start
                 stepsThisRun += 1
-                emit(.step(progress(epochs: epochs)))
+                emit(.step(progress(epochs: epochs, loss: loss)))
                 // Under MPI the ranks agreed in the step, so all stop here together.
                 if (cluster == nil ? Task.isCancelled : agreedStop) || stepsThisRun == stopAfterSteps {
                     let path = try checkpoints.map { policy throws(TrainingError) in try writeCheckpoint(policy, kind: .stopped) }
@@ -121,12 +121,16 @@ extension Trainer {
         if let policy = checkpoints { _ = try writeCheckpoint(policy, kind: .scheduled) }
     }
 
-    func progress(epochs: Int) -> StepProgress {
+    func progress(epochs: Int, loss: Double) -> StepProgress {
         let done = state.stepInEpoch * configuration.batchSize
+        // The step just taken ran at the rate of its progress point (see `step(epoch:stepInEpoch:)`).
+        let taken = Double(state.epoch) + Double(state.stepInEpoch - 1) / Double(stepsPerEpoch)
         return StepProgress(
             epoch: state.epoch + 1, epochs: epochs, step: state.stepInEpoch, stepsPerEpoch: stepsPerEpoch,
             globalStep: state.globalStep, elapsed: state.epochSeconds,
-            samplesPerSecond: Double(done) / state.epochSeconds, meanLoss: state.epochLossSum / Double(done))
+            samplesPerSecond: Double(done) / state.epochSeconds, meanLoss: state.epochLossSum / Double(done),
+            loss: loss / Double(configuration.batchSize),
+            learningRate: Double(configuration.optimizer.hyperparameters(progress: taken).learningRate))
     }
 
     func checkFinite(_ loss: Double, lastCheckpoint: String?) throws(TrainingError) {

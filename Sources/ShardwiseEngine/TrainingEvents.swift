@@ -44,6 +44,10 @@ public struct StepProgress: Sendable {
     public var samplesPerSecond: Double
     /// Mean loss per sample over the epoch's steps so far.
     public var meanLoss: Double
+    /// Mean loss per sample of the step just taken.
+    public var loss: Double
+    /// The learning rate the step just taken used.
+    public var learningRate: Double
 }
 
 /// The events of one training run, as an `AsyncSequence`.

@@ -82,7 +82,7 @@ public final class RunFolder: @unchecked Sendable {
             let path = "\(folder)/\(name)"
             if name.hasPrefix(Checkpoint.prefix) || name.hasPrefix(".\(Checkpoint.prefix)") {
                 AtomicFile.removeFolder(path)
-            } else if ["metrics.jsonl", "summary.json", "curves.svg", "sweep.json", "sweep.csv", "sweep.svg"].contains(name) {
+            } else if ["metrics.jsonl", "summary.json", "curves.svg", "sweep.json", "sweep.csv", "sweep.svg"].contains(name) || name.hasPrefix("events.out.tfevents.") {
                 unlink(path)
             } else if name == "best" || name == "no-dropout" || name.hasPrefix("trial-") {
                 removeRunOutputs(in: path)

@@ -1,0 +1,102 @@
+import Foundation
+import Shardwise
+import XCTest
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Shardwise's outputs read by the real tools of the field: TensorBoard's EventAccumulator
+/// reads the event file, ONNX's checker accepts the exported model and ONNX Runtime's outputs
+/// equal `shardwise predict`'s. The Python packages are installed from PyPI when missing;
+/// the tests skip with a message where they cannot be had.
+final class EcosystemTests: XCTestCase {
+    var folder = ""
+
+    override func setUpWithError() throws {
+        folder = NSTemporaryDirectory() + "shardwise-eco-\(getpid())-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+    }
+
+    override func tearDown() { try? FileManager.default.removeItem(atPath: folder) }
+
+    func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable == "shardwise" ? shardwiseExecutable : "/usr/bin/env")
+        process.arguments = executable == "shardwise" ? arguments : [executable] + arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationStatus, text)
+    }
+
+    /// `python3` with `modules` importable (installed with pip when missing), or a skip.
+    func python(with modules: [String], packages: [String]) throws {
+        if try run("python3", ["-c", "import " + modules.joined(separator: ", ")]).status == 0 { return }
+        let install = try run("python3", ["-m", "pip", "install", "--quiet"] + packages)
+        guard install.status == 0, try run("python3", ["-c", "import " + modules.joined(separator: ", ")]).status == 0 else {
+            throw XCTSkip("\(packages.joined(separator: ", ")) cannot be had here: \(install.output.suffix(300))")
+        }
+    }
+
+    func testTensorBoardReadsEveryScalarHistogramAndText() throws {
+        try python(with: ["tensorboard", "numpy"], packages: ["tensorboard", "numpy"])
+        let mnist = try sharedMNIST()
+        let out = "\(folder)/run"
+        let train = try run("shardwise", ["train", "--data", mnist, "--out", out, "--epochs", "2", "--layers", "64,32", "--train-samples", "3000",
+                                          "--test-samples", "500", "--validation", "500", "--batch-size", "64", "--shard-size", "32"])
+        XCTAssertEqual(train.status, 0, train.output)
+        let check = try run("python3", ["Tests/python/tensorboard_check.py", out])
+        XCTAssertEqual(check.status, 0, check.output)
+    }
+
+    /// A seeded synthetic data set as an NPY pair: `count` samples of `features` float32 values.
+    func writeData(_ name: String, count: Int, features: Int, regression: Bool) throws -> (x: String, y: String) {
+        var state: UInt64 = 11
+        func next() -> Float {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Float(state >> 40) / Float(1 << 24) * 8 - 2
+        }
+        let x = (0..<count * features).map { _ in next() }
+        let rows = (0..<count).map { Array(x[$0 * features..<($0 + 1) * features]) }
+        let xPath = "\(folder)/\(name)-x.npy", yPath = "\(folder)/\(name)-y.npy"
+        try Data(NPY.encodeHeader(type: .float32, shape: [count, features]) + x.withUnsafeBytes { Array($0) }).write(to: URL(fileURLWithPath: xPath))
+        if regression {
+            let y = rows.map { Double($0[0] * 40 - $0[1] * $0[2] * 7 + 150) }
+            try Data(NPY.encodeHeader(type: .float64, shape: [count]) + y.withUnsafeBytes { Array($0) }).write(to: URL(fileURLWithPath: yPath))
+        } else {
+            let y = rows.map { Int64(($0[0] > 1 ? 1 : 0) + ($0[1] > 2 ? 2 : 0)) }
+            try Data(NPY.encodeHeader(type: .int64, shape: [count]) + y.withUnsafeBytes { Array($0) }).write(to: URL(fileURLWithPath: yPath))
+        }
+        return (xPath, yPath)
+    }
+
+    /// Every layer the command line builds (Linear, ReLU, dropout of each kind) and both tasks,
+    /// with each kind of preprocessing: ONNX Runtime's outputs equal `shardwise predict`'s to 1e-5.
+    func testONNXExportAgreesWithPredict() throws {
+        try python(with: ["onnx", "onnxruntime", "numpy"], packages: ["onnx", "onnxruntime", "numpy"])
+        let cases: [(name: String, regression: Bool, flags: [String])] = [
+            ("bernoulli", false, ["--normalize", "standard"]),
+            ("gaussian", false, ["--dropout-kind", "gaussian", "--normalize", "minmax"]),
+            ("dropconnect", false, ["--dropout-kind", "dropconnect", "--normalize", "scale:4"]),
+            ("regression", true, ["--normalize", "standard"]),
+            ("plain", true, ["--no-dropout"]),
+        ]
+        for c in cases {
+            let data = try writeData(c.name, count: 600, features: 12, regression: c.regression)
+            let out = "\(folder)/\(c.name)"
+            let train = try run("shardwise", ["train", "--data", "\(data.x),\(data.y)", "--layers", "32,16", "--epochs", "3", "--batch-size", "32",
+                                              "--shard-size", "16", "--lr", "0.01", "--out", out] + c.flags)
+            XCTAssertEqual(train.status, 0, "\(c.name): \(train.output)")
+            let export = try run("shardwise", ["export", "--checkpoint", out, "--onnx", "\(out)/model.onnx"])
+            XCTAssertEqual(export.status, 0, "\(c.name): \(export.output)")
+            let predict = try run("shardwise", ["predict", "--checkpoint", out, "--data", data.x, "--out", "\(out)/p.npy"])
+            XCTAssertEqual(predict.status, 0, "\(c.name): \(predict.output)")
+            let check = try run("python3", ["Tests/python/onnx_check.py", "\(out)/model.onnx", data.x, "\(out)/p.npy"])
+            XCTAssertEqual(check.status, 0, "\(c.name): \(check.output)")
+        }
+    }
+}
