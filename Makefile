@@ -13,7 +13,7 @@ RUN_DIR      ?= runs/reference
 MPIRUN_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
 TRAIN_FLAGS  ?=
 
-.PHONY: all deps build train train-no-dropout reproduce-dropout test fuzz example docs bench bench-mpi bench-data sklearn-data sklearn-compare clean
+.PHONY: dist install dist-check all deps build train train-no-dropout reproduce-dropout test fuzz example docs bench bench-mpi bench-data sklearn-data sklearn-compare clean
 
 all: build
 
@@ -31,8 +31,9 @@ deps:
 	  fi; \
 	fi
 
+# --manifest-cache none: the manifest reads the git commit that --version prints, afresh.
 build: deps
-	$(SWIFT) build -c release --product shardwise
+	$(SWIFT) build -c release --product shardwise --manifest-cache none
 
 # The reference recipe (README, "The reference recipe"): writes $(RUN_DIR)/metrics.jsonl and summary.json.
 train: build
@@ -63,6 +64,7 @@ test: deps
 	$(SWIFT) test --skip-build
 	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan --filter '$(TSAN_TESTS)'
 	$(MAKE) example
+	$(MAKE) dist-check
 
 # The IDX and safetensors readers against many random mutations of valid files (make test runs 3,000).
 FUZZ_ITERATIONS ?= 200000
@@ -92,6 +94,38 @@ bench: deps
 bench-mpi: build
 	mpirun $(MPIRUN_FLAGS) -np 2 .build/release/shardwise bench
 
+# A relocatable release: the binary with the Swift standard library and Foundation linked
+# statically (its own build folder), completions, man pages, README and license, in
+# dist/shardwise-VERSION-linux-ARCH.tar.gz. It needs only libopenblas0, libhwloc15, libopenmpi3, zlib1g.
+VERSION   := $(shell sed -n 's/.*static let current = "\(.*\)"/\1/p' Sources/ShardwiseEngine/TrainingState.swift)
+DIST_NAME := shardwise-$(VERSION)-linux-$(shell uname -m)
+DIST_DIR  := dist/$(DIST_NAME)
+PREFIX    ?= /usr/local
+dist: deps
+	$(SWIFT) build -c release --static-swift-stdlib --product shardwise --scratch-path .build-dist --manifest-cache none
+	$(SWIFT) package plugin generate-manual --multi-page
+	rm -rf $(DIST_DIR) $(DIST_DIR).tar.gz
+	mkdir -p $(DIST_DIR)/bin $(DIST_DIR)/share/man/man1 $(DIST_DIR)/share/bash-completion/completions \
+	         $(DIST_DIR)/share/zsh/site-functions $(DIST_DIR)/share/fish/vendor_completions.d
+	cp .build-dist/release/shardwise $(DIST_DIR)/bin/ && strip $(DIST_DIR)/bin/shardwise
+	$(DIST_DIR)/bin/shardwise --generate-completion-script bash > $(DIST_DIR)/share/bash-completion/completions/shardwise
+	$(DIST_DIR)/bin/shardwise --generate-completion-script zsh > $(DIST_DIR)/share/zsh/site-functions/_shardwise
+	$(DIST_DIR)/bin/shardwise --generate-completion-script fish > $(DIST_DIR)/share/fish/vendor_completions.d/shardwise.fish
+	cp .build/plugins/GenerateManual/outputs/ShardwiseCLI/*.1 $(DIST_DIR)/share/man/man1/
+	cp README.md LICENSE $(DIST_DIR)/
+	tar czf $(DIST_DIR).tar.gz -C dist $(DIST_NAME)
+	@echo "$(DIST_DIR).tar.gz"
+
+# The same pieces into PREFIX: bin/, share/man/man1/, and the shells' completion folders.
+install: dist
+	mkdir -p $(PREFIX)
+	cp -R $(DIST_DIR)/bin $(DIST_DIR)/share $(PREFIX)/
+	@echo "installed shardwise into $(PREFIX)/bin; man pages in $(PREFIX)/share/man/man1"
+
+# The tarball runs without Swift: no Swift library in ldd, the toolchain hidden, one epoch trained.
+dist-check: dist
+	Tests/dist/check.sh $(DIST_DIR).tar.gz "$(MNIST)" .build/debug/shardwise
+
 # scikit-learn's bundled data sets (Debian's python3-sklearn), split 75/25 with a fixed seed,
 # as CSV, NPY pairs, NPZ and safetensors (README, "Your own data").
 sklearn-data: build
@@ -108,4 +142,4 @@ bench-data: build
 	/usr/bin/python3 Benchmarks/data/bench_data.py .build/release/shardwise $(MNIST) $(BENCH_DATA_DIR)
 
 clean:
-	rm -rf .build .build-tsan Benchmarks/.build $(EXAMPLE)/.build
+	rm -rf .build .build-tsan .build-dist dist Benchmarks/.build $(EXAMPLE)/.build

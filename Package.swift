@@ -19,6 +19,20 @@ import PackageDescription
 let mpiHeaders = ["/usr/include/x86_64-linux-gnu/openmpi/mpi.h", "/usr/include/aarch64-linux-gnu/openmpi/mpi.h", "/usr/include/mpi.h"]
 let haveMPI = mpiHeaders.contains { FileManager.default.fileExists(atPath: $0) }
 
+/// The git commit being built, for `shardwise --version` ("unknown" outside a git checkout).
+/// Read from .git directly (no git process). SwiftPM caches a manifest's evaluation, so the
+/// Makefile's builds pass --manifest-cache none to read it afresh.
+func gitCommit() -> String {
+    let git = Context.packageDirectory + "/.git"
+    guard let head = try? String(contentsOfFile: git + "/HEAD", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines) else { return "unknown" }
+    guard head.hasPrefix("ref: ") else { return String(head.prefix(12)) }
+    let ref = String(head.dropFirst(5))
+    if let hash = try? String(contentsOfFile: "\(git)/\(ref)", encoding: .utf8) { return String(hash.prefix(12)) }
+    let packed = (try? String(contentsOfFile: git + "/packed-refs", encoding: .utf8)) ?? ""
+    let line = packed.split(separator: "\n").first { $0.hasSuffix(" " + ref) }
+    return line.map { String($0.prefix(12)) } ?? "unknown"
+}
+
 let package = Package(
     name: "Shardwise",
     platforms: [.macOS(.v15)],
@@ -37,7 +51,9 @@ let package = Package(
     targets: [
         // BLAS is loaded with dlopen after the kernel-selection variables are set,
         // so the fast kernels are chosen without the user exporting anything.
-        .target(name: "CShardwiseBLAS", linkerSettings: [.linkedLibrary("dl")]),
+        .target(
+            name: "CShardwiseBLAS", cSettings: [.define("SHARDWISE_GIT_COMMIT", to: "\"\(gitCommit())\"")],
+            linkerSettings: [.linkedLibrary("dl")]),
         .systemLibrary(name: "CShardwiseZlib", path: "Sources/CShardwiseZlib"),
         .target(name: "CShardwiseHwloc", linkerSettings: [.linkedLibrary("hwloc")]),
         .target(name: "CShardwiseMPI", linkerSettings: haveMPI ? [.linkedLibrary("mpi")] : []),

@@ -95,3 +95,9 @@ const char *sw_cpu_vendor(void) {
 #endif
     return "other";
 }
+
+#ifndef SHARDWISE_GIT_COMMIT
+#define SHARDWISE_GIT_COMMIT "unknown"
+#endif
+
+const char *sw_build_commit(void) { return SHARDWISE_GIT_COMMIT; }

@@ -14,7 +14,7 @@ struct ShardwiseCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "shardwise",
         abstract: "Data-parallel neural-network training on many-core CPU servers.",
-        version: ShardwiseVersion.current,
+        version: "\(ShardwiseVersion.current) (commit \(BLAS.buildCommit))",
         subcommands: [TrainCommand.self, EvalCommand.self, PredictCommand.self, InspectCommand.self, ExportCommand.self, SweepCommand.self, ScaleCommand.self, CurvesCommand.self, BenchCommand.self, TopologyCommand.self, DoctorCommand.self])
 }
 
@@ -24,7 +24,21 @@ struct ShardwiseCommand: AsyncParsableCommand {
 /// answering, 128 + signal after SIGINT or SIGTERM. One line on standard error, never a backtrace.
 @main
 enum Main {
+    /// `shardwise --version`: the version, the commit built from, and the BLAS it will load.
+    static func printVersion() -> Never {
+        var lines = ["shardwise \(ShardwiseVersion.current) (commit \(BLAS.buildCommit))"]
+        do {
+            let blas = try BLAS.load()
+            lines.append("BLAS: \(blas.library) (\(blas.build); \(blas.kernels) kernels, \(blas.selection))")
+        } catch {
+            lines.append("BLAS: none usable (\(error.description))")
+        }
+        writeAll(STDOUT_FILENO, lines.joined(separator: "\n") + "\n")
+        exit(0)
+    }
+
     static func main() async {
+        if CommandLine.arguments.dropFirst() == ["--version"] { printVersion() }
         nonisolated(unsafe) let command: ParsableCommand
         do {
             command = try ShardwiseCommand.parseAsRoot()

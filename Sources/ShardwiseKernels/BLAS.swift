@@ -56,6 +56,9 @@ public enum BLAS {
     }
 
     /// Whether `load()` succeeded; precondition for `gemm`.
+    /// The git commit this binary was built from (12 hex digits), or "unknown".
+    public static var buildCommit: String { String(cString: sw_build_commit()) }
+
     public static var isLoaded: Bool {
         if case .success = loaded { return true }
         return false

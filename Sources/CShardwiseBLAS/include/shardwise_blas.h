@@ -34,4 +34,7 @@ int sw_cpu_has_avx2_fma(void);
 /// "intel", "amd" or "other".
 const char *sw_cpu_vendor(void);
 
+/// The git commit this binary was built from (12 hex digits), or "unknown".
+const char *sw_build_commit(void);
+
 #endif
