@@ -15,6 +15,8 @@ public struct RunSummary: Codable, Sendable {
     public var finalTestMae: Double?
     /// How stored values became inputs (`none`, `scale:255`, `standard`, `minmax`).
     public var preprocessing: String?
+    /// The matrix kernels that ran: "blas", or "portable (avx512)" and the like.
+    public var kernels: String?
     public var samplesPerSecond: Double
     public var wallSeconds: Double
     public var weightsSha256: String
@@ -71,6 +73,8 @@ public struct RunOptions: Sendable {
     public var stopAfterSteps: Int?
     /// Under MPI: combine ranks with a plain MPI_Allreduce (not reproducible across rank counts).
     public var fastAllreduce = false
+    /// The matrix kernels: the BLAS library, or the portable ones (the same bits on any CPU).
+    public var kernels: MatrixKernels = .blas
     /// Under MPI: seconds to wait for the other ranks before ending the job.
     public var mpiTimeout = 120.0
     /// Replace a previous run's results in `outDirectory` instead of refusing to start.
@@ -110,6 +114,7 @@ public enum TrainingRun {
         do { try configuration.validate(validationGiven: options.data.validationPath != nil) } catch { throw RunError(.configuration(error)) }
         let blas: BLASInfo
         do { blas = try BLAS.load() } catch { throw RunError(error.description) }
+        do { try MatrixKernels.select(options.kernels) } catch { throw RunError(error.description) }
         if !blas.fastKernels { console.warn("BLAS runs slow kernels (\(blas.kernels), \(blas.cpu)); expect low throughput") }
         // Rank 0 alone writes: it alone holds the output folder, for the whole run.
         let folder = (cluster?.rank ?? 0) == 0 ? try claimFolder(options) : nil
@@ -118,7 +123,7 @@ public enum TrainingRun {
         // the job in moments), then the data they read.
         if let cluster {
             try agree(cluster, on: configuration.settings + [
-                (.fastAllreduce, "\(options.fastAllreduce)"), (.resume, resumed.map { "step \($0.state.globalStep)" } ?? "none"),
+                (.fastAllreduce, "\(options.fastAllreduce)"), (.kernels, options.kernels.rawValue), (.resume, resumed.map { "step \($0.state.globalStep)" } ?? "none"),
             ])
         }
         let pool: WorkerPool
@@ -155,7 +160,7 @@ public enum TrainingRun {
             "shardwise \(ShardwiseVersion.current): \(describe(configuration.network)), \(trainer.network.layout.parameterCount) parameters, "
                 + "\(trainer.trainingData.count) training / \(data.test?.count ?? 0) test samples from \(data.origin) (\(DataSource.describe(data.train)); inputs \(DataSource.describe(data.train.preprocessing, mnist: options.data.isMNIST))); "
                 + (cluster.map { "\($0.size) MPI ranks (\(trainer.fastAllreduce ? "MPI_Allreduce" : "ordered exchange")) x " } ?? "")
-                + "\(pool.workers.count) workers (\(options.policy.rawValue)), shards of \(configuration.shardSize); BLAS \(blas.kernels) kernels")
+                + "\(pool.workers.count) workers (\(options.policy.rawValue)), shards of \(configuration.shardSize); \(options.kernels == .portable ? "portable \(MatrixKernels.portableISA)" : "BLAS \(blas.kernels)") kernels")
         if trainer.isFinished, let resumed {
             console.line("\(resumed.path): this run finished (\(trainer.state.records.count) epochs); nothing is trained or rewritten")
             if let out = options.outDirectory, let data = try? RegularFile.read("\(out)/summary.json", limit: 64 << 20),
@@ -352,7 +357,7 @@ extension RunSummary {
             finalTestErrorPercent: state.records.last!.testErrorPercent,
             task: trainer.trainingData.task.rawValue, metric: trainer.trainingData.task == .classification ? "error_percent" : "rmse",
             finalTestRmse: state.records.last!.testRmse, finalTestMae: state.records.last!.testMae,
-            preprocessing: trainer.trainingData.preprocessing.kind,
+            preprocessing: trainer.trainingData.preprocessing.kind, kernels: MatrixKernels.description,
             samplesPerSecond: Double(samplesPerEpoch * state.records.count) / trainingSeconds,
             wallSeconds: wallSeconds, weightsSha256: trainer.weightsSHA256,
             workers: trainer.workerCount, shardSize: configuration.shardSize, placement: trainer.pool.plan,

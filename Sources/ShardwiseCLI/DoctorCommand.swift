@@ -18,6 +18,10 @@ struct DoctorCommand: ParsableCommand {
         let reference = try Network(RunConfiguration.reference().network)
         let rate = try KernelProbe.TrainingGEMMs(network: reference, rows: 128).gflops(seconds: 0.5)
         print(String(format: "sgemm:      %.1f GFLOP/s on one thread (the reference network's products at batch 128)", rate))
+        do { try MatrixKernels.select(.portable) } catch { throw RunError(error.description) }
+        let portable = try KernelProbe.TrainingGEMMs(network: reference, rows: 128).gflops(seconds: 0.5)
+        try? MatrixKernels.select(.blas)
+        print(String(format: "portable:   %.1f GFLOP/s on one thread with the %@ kernels (%.0f%% of the BLAS; instruction sets here: %@); --kernels portable uses them", portable, MatrixKernels.portableISA, 100 * portable / rate, MatrixKernels.availableISAs.joined(separator: ", ")))
         if !info.fastKernels {
             print("warning: only slow BLAS kernels are available on this machine; expect low throughput")
         }

@@ -38,3 +38,4 @@ struct NetworkOptions: ParsableArguments {
 }
 
 extension DropoutKind: ExpressibleByArgument {}
+extension MatrixKernels: ExpressibleByArgument {}

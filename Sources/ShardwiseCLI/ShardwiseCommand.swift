@@ -141,6 +141,7 @@ func flag(_ field: ConfigurationError.Field) -> String {
     case .dropoutKind: "--dropout-kind"
     case .fastAllreduce: "--fast-allreduce"
     case .resume: "--resume"
+    case .kernels: "--kernels"
     }
 }
 

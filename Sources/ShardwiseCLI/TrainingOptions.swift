@@ -102,6 +102,9 @@ struct MachineOptions: ParsableArguments {
     @Option(help: "Under mpirun: seconds to wait for the other ranks in any one exchange before ending the job.")
     var mpiTimeout = 120.0
 
+    @Option(help: "Matrix kernels: blas (the BLAS library) or portable (Shardwise's own: the same weights on any CPU; SHARDWISE_KERNEL_ISA=scalar|avx2|avx512 forces an instruction set).")
+    var kernels: MatrixKernels = .blas
+
     @Option(help: "The training data: a folder with the four MNIST IDX files (default: data/mnist, then ../shared/datasets/mnist), or a file: CSV, NPZ, safetensors, or FEATURES.npy,LABELS.npy.")
     var data: String?
 
@@ -136,6 +139,7 @@ struct MachineOptions: ParsableArguments {
         options.oversubscribe = oversubscribe
         options.fastAllreduce = fastAllreduce
         options.mpiTimeout = mpiTimeout
+        options.kernels = kernels
         return options
     }
 }

@@ -266,7 +266,7 @@ public final class Trainer: @unchecked Sendable {
         let fingerprint = state.trainingData
         state = checkpoint.state
         state.trainingData = fingerprint
-        state.preprocessing = state.preprocessing ?? .none
+        state.preprocessing = state.preprocessing ?? Preprocessing.none
         optimizer.stepsTaken = state.globalStep
     }
 

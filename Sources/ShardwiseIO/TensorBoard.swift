@@ -18,7 +18,7 @@ public final class TensorBoardWriter: @unchecked Sendable {
     public init(folder: String, wallTime: Double = TensorBoardWriter.now()) throws(FileWriteError) {
         var name = [CChar](repeating: 0, count: 256)
         gethostname(&name, 255)
-        let host = String(cString: name)
+        let host = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         path = "\(folder)/events.out.tfevents.\(Int(wallTime)).\(host.isEmpty ? "localhost" : host)"
         descriptor = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
         guard descriptor >= 0 else { throw FileWriteError(path: path, reason: "open: \(String(cString: strerror(errno)))") }

@@ -112,7 +112,7 @@ extension DropoutKernel {
     static func boxMuller(_ a: UInt32, _ b: UInt32) -> Double {
         let u1 = (Double(a >> 8) + 1) * 0x1p-24  // (0, 1]: log is finite
         let u2 = Double(b >> 8) * 0x1p-24
-        return (-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2)
+        return (-2 * StepMath.log(u1)).squareRoot() * StepMath.cos(2 * Double.pi * u2)
     }
 }
 

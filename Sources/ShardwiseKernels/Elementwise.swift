@@ -139,25 +139,31 @@ public enum Elementwise {
     /// Writes `grad[n, c] = (softmax(logits[n])[c] - [c == label[n]]) * gradientScale`
     /// and returns the sum over rows of `-log softmax(logits[n])[label[n]]`.
     /// Rows are independent; C is small (10 classes), so this stays scalar, with
-    /// the log-sum-exp in Double for accuracy.
+    /// the log-sum-exp in Double for accuracy. With the portable kernels, `exp` and `log` are
+    /// ``PortableMath``'s.
     /// logits: (N, C), labels: (N), grad: (N, C), may alias logits.
     public static func softmaxCrossEntropy(
         rows: Int, classes: Int, logits: UnsafePointer<Float>, labels: UnsafePointer<Int32>,
         gradientScale: Float, grad: UnsafeMutablePointer<Float>
     ) -> Double {
         var lossSum = 0.0
+        let portable = StepMath.portable
         for n in 0..<rows {
             let z = logits + n * classes
             var maximum = z[0]
             for c in 1..<classes where z[c] > maximum { maximum = z[c] }
             var sum = 0.0
-            for c in 0..<classes { sum += Double(exp(z[c] - maximum)) }
-            let logSum = Double(maximum) + log(sum)
+            if portable {
+                for c in 0..<classes { sum += PortableMath.exp(Double(z[c] - maximum)) }
+            } else {
+                for c in 0..<classes { sum += Double(exp(z[c] - maximum)) }
+            }
+            let logSum = Double(maximum) + (portable ? PortableMath.log(sum) : log(sum))
             let label = Int(labels[n])
             lossSum += logSum - Double(z[label])
             let g = grad + n * classes
             for c in 0..<classes {
-                let probability = Float(exp(Double(z[c]) - logSum))
+                let probability = Float(portable ? PortableMath.exp(Double(z[c]) - logSum) : exp(Double(z[c]) - logSum))
                 g[c] = (probability - (c == label ? 1 : 0)) * gradientScale
             }
         }

@@ -20,6 +20,8 @@ public struct ConfigurationError: Error, CustomStringConvertible, Equatable {
         /// The learning-rate schedule's kind, the dropout noise, how MPI ranks combine
         /// gradients, and the checkpoint a run resumes from (settings ranks must agree on).
         case schedule, dropoutKind, fastAllreduce, resume
+        /// The matrix kernels (BLAS or portable), which set the weights' bits.
+        case kernels
     }
 
     /// The field that holds the bad value.

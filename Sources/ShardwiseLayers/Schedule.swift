@@ -1,3 +1,4 @@
+import ShardwiseKernels
 /// How the learning rate changes with training progress, like `torch.optim.lr_scheduler`.
 ///
 /// Progress is measured in epochs, fractional within an epoch (`epoch + step/stepsPerEpoch`),
@@ -18,12 +19,12 @@ public enum LearningRateSchedule: Sendable, Equatable, Codable {
         case .constant:
             return base
         case .step(let every, let gamma):
-            return base * pow(gamma, Double(Int(epochs) / every))
+            return base * StepMath.pow(gamma, Double(Int(epochs) / every))
         case .exponential(let gamma):
-            return base * pow(gamma, epochs)
+            return base * StepMath.pow(gamma, epochs)
         case .cosine(let total, let floor):
             let t = min(epochs / Double(total), 1)
-            return base * (floor + (1 - floor) * 0.5 * (1 + cos(Double.pi * t)))
+            return base * (floor + (1 - floor) * 0.5 * (1 + StepMath.cos(Double.pi * t)))
         }
     }
 

@@ -100,6 +100,34 @@ final class MPITests: XCTestCase {
         XCTAssertNotNil(a.finalTestRmse)
     }
 
+    /// Two ranks on different instruction sets (scalar on one, the fastest on the other, by
+    /// mpirun's MPMD syntax) train the single process's weights with the portable kernels.
+    func testRanksOnDifferentInstructionSetsAgreeWithPortableKernels() throws {
+        let flags = ["train", "--kernels", "portable", "--layers", "64,32", "--train-samples", "1024", "--test-samples", "200",
+                     "--epochs", "1", "--batch-size", "128", "--shard-size", "32", "--seed", "5"]
+        let single = try run(ranks: nil, flags + ["--out", "\(folder)/one", "--workers", "2", "--oversubscribe"])
+        XCTAssertEqual(single.status, 0, single.error)
+        let fastest = MatrixKernels.availableISAs.last!
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: mpirun)
+        let rankArguments = flags + ["--out", "\(folder)/mixed", "--workers", "1"]
+        process.arguments = (geteuid() == 0 ? ["--allow-run-as-root"] : []) + ["--oversubscribe",
+            "-np", "1", "-x", "SHARDWISE_KERNEL_ISA=scalar", executable] + rankArguments
+            + [":", "-np", "1", "-x", "SHARDWISE_KERNEL_ISA=\(fastest)", executable] + rankArguments
+        process.environment = ProcessInfo.processInfo.environment.merging(["OMPI_MCA_btl_vader_single_copy_mechanism": "none"]) { $1 }
+        let err = Pipe()
+        process.standardError = err
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let error = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 0, error)
+        let (a, b) = (try summary("\(folder)/one"), try summary("\(folder)/mixed"))
+        XCTAssertEqual(b.ranks, 2)
+        XCTAssertEqual(b.kernels, "portable (scalar)")  // rank 0's
+        XCTAssertEqual(a.weightsSha256, b.weightsSha256, "scalar and \(fastest) ranks")
+    }
+
     func testWeightsIdenticalForAnyRankCount() throws {
         let single = try run(ranks: nil, training("\(folder)/single") + ["--workers", "2", "--oversubscribe"])
         XCTAssertEqual(single.status, 0, single.error)

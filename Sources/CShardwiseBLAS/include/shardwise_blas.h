@@ -37,4 +37,22 @@ const char *sw_cpu_vendor(void);
 /// The git commit this binary was built from (12 hex digits), or "unknown".
 const char *sw_build_commit(void);
 
+/// Portable products (README, "The determinism contract"): C (m, n) = op(A) op(B), row-major,
+/// each element one fma chain over k in increasing order from zero, on every instruction set.
+void sw_portable_sgemm(int transpose_a, int transpose_b, int m, int n, int k,
+                       const float *a, int lda, const float *b, int ldb, float *c, int ldc);
+/// The same by the definition, element by element with fmaf: the tests' oracle.
+void sw_reference_sgemm(int transpose_a, int transpose_b, int m, int n, int k,
+                        const float *a, int lda, const float *b, int ldb, float *c, int ldc);
+/// Routes sw_sgemm's products (alpha 1, beta 0: every product the layers make) to the portable
+/// kernels (1) or to the BLAS library (0). Set before training; read by every product.
+void sw_use_portable_kernels(int on);
+int sw_portable_kernels_in_use(void);
+/// Chooses the portable kernels' instruction set ("scalar", "avx2", "avx512"); -1 when this CPU lacks it.
+int sw_portable_select(const char *name);
+/// Whether this CPU runs the named instruction set's kernel.
+int sw_portable_isa_available(const char *name);
+/// The instruction set the portable kernels run (the fastest available unless one was selected).
+const char *sw_portable_isa(void);
+
 #endif

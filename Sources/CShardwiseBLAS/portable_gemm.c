@@ -1,0 +1,221 @@
+// Portable matrix products: C = op(A) * op(B) with every element of C computed as one
+// fused multiply-add chain over k in increasing order, starting from zero:
+//     c = 0; for p in 0..<k: c = fma(a(i, p), b(p, j), c)
+// whatever the instruction set, vector width, register or cache blocking. Vector lanes hold
+// different elements of C, never parts of one sum; a K block stores its running values in C
+// and the next block loads and continues them. fma is exactly rounded on every IEEE machine,
+// so the scalar, AVX2 and AVX-512 paths give the same bits, here and on any other CPU.
+//
+// Blocking (GotoBLAS's order): NC columns of B, then KC of the k dimension (B packed into
+// NR-wide panels), then MC rows of A (packed into MR-high panels), then MR x NR micro-tiles.
+#include "shardwise_blas.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+enum { KC = 256, MC = 96, NC = 2048, MR_MAX = 12, NR_MAX = 32 };
+
+typedef void (*micro_kernel)(int kc, const float *a, const float *b, float *c, int ldc, int first);
+
+// MR x NR tile, scalar: the reference shape of the computation.
+static void kernel_scalar(int kc, const float *a, const float *b, float *c, int ldc, int first) {
+    enum { MR = 4, NR = 4 };
+    float acc[MR][NR];
+    for (int i = 0; i < MR; i++)
+        for (int j = 0; j < NR; j++) acc[i][j] = first ? 0.0f : c[i * ldc + j];
+    for (int p = 0; p < kc; p++)
+        for (int i = 0; i < MR; i++)
+            for (int j = 0; j < NR; j++) acc[i][j] = fmaf(a[p * MR + i], b[p * NR + j], acc[i][j]);
+    for (int i = 0; i < MR; i++)
+        for (int j = 0; j < NR; j++) c[i * ldc + j] = acc[i][j];
+}
+
+#if defined(__x86_64__)
+// 6 x 16 with AVX2 and FMA: 12 accumulators, two B vectors, one broadcast of A.
+__attribute__((target("avx2,fma")))
+static void kernel_avx2(int kc, const float *a, const float *b, float *c, int ldc, int first) {
+    __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+    if (first) {
+        c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
+    } else {
+        c00 = _mm256_loadu_ps(c + 0 * ldc); c01 = _mm256_loadu_ps(c + 0 * ldc + 8);
+        c10 = _mm256_loadu_ps(c + 1 * ldc); c11 = _mm256_loadu_ps(c + 1 * ldc + 8);
+        c20 = _mm256_loadu_ps(c + 2 * ldc); c21 = _mm256_loadu_ps(c + 2 * ldc + 8);
+        c30 = _mm256_loadu_ps(c + 3 * ldc); c31 = _mm256_loadu_ps(c + 3 * ldc + 8);
+        c40 = _mm256_loadu_ps(c + 4 * ldc); c41 = _mm256_loadu_ps(c + 4 * ldc + 8);
+        c50 = _mm256_loadu_ps(c + 5 * ldc); c51 = _mm256_loadu_ps(c + 5 * ldc + 8);
+    }
+    for (int p = 0; p < kc; p++) {
+        __m256 b0 = _mm256_load_ps(b + p * 16), b1 = _mm256_load_ps(b + p * 16 + 8);
+        const float *ap = a + p * 6;
+        __m256 x;
+        x = _mm256_broadcast_ss(ap + 0); c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
+        x = _mm256_broadcast_ss(ap + 1); c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
+        x = _mm256_broadcast_ss(ap + 2); c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21);
+        x = _mm256_broadcast_ss(ap + 3); c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
+        x = _mm256_broadcast_ss(ap + 4); c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41);
+        x = _mm256_broadcast_ss(ap + 5); c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51);
+    }
+    _mm256_storeu_ps(c + 0 * ldc, c00); _mm256_storeu_ps(c + 0 * ldc + 8, c01);
+    _mm256_storeu_ps(c + 1 * ldc, c10); _mm256_storeu_ps(c + 1 * ldc + 8, c11);
+    _mm256_storeu_ps(c + 2 * ldc, c20); _mm256_storeu_ps(c + 2 * ldc + 8, c21);
+    _mm256_storeu_ps(c + 3 * ldc, c30); _mm256_storeu_ps(c + 3 * ldc + 8, c31);
+    _mm256_storeu_ps(c + 4 * ldc, c40); _mm256_storeu_ps(c + 4 * ldc + 8, c41);
+    _mm256_storeu_ps(c + 5 * ldc, c50); _mm256_storeu_ps(c + 5 * ldc + 8, c51);
+}
+
+// 12 x 32 with AVX-512: 24 accumulators, two B vectors, one broadcast of A.
+__attribute__((target("avx512f")))
+static void kernel_avx512(int kc, const float *a, const float *b, float *c, int ldc, int first) {
+    __m512 acc[12][2];
+    for (int i = 0; i < 12; i++) {
+        acc[i][0] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(c + i * ldc);
+        acc[i][1] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(c + i * ldc + 16);
+    }
+    for (int p = 0; p < kc; p++) {
+        __m512 b0 = _mm512_load_ps(b + p * 32), b1 = _mm512_load_ps(b + p * 32 + 16);
+        const float *ap = a + p * 12;
+#pragma clang loop unroll(full)
+        for (int i = 0; i < 12; i++) {
+            __m512 x = _mm512_set1_ps(ap[i]);
+            acc[i][0] = _mm512_fmadd_ps(x, b0, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(x, b1, acc[i][1]);
+        }
+    }
+    for (int i = 0; i < 12; i++) {
+        _mm512_storeu_ps(c + i * ldc, acc[i][0]);
+        _mm512_storeu_ps(c + i * ldc + 16, acc[i][1]);
+    }
+}
+#endif
+
+struct isa { const char *name; micro_kernel kernel; int mr, nr; };
+
+static const struct isa isas[] = {
+    {"scalar", kernel_scalar, 4, 4},
+#if defined(__x86_64__)
+    {"avx2", kernel_avx2, 6, 16},
+    {"avx512", kernel_avx512, 12, 32},
+#endif
+};
+
+static int chosen = -1;
+
+int sw_portable_isa_available(const char *name) {
+#if defined(__x86_64__)
+    if (strcmp(name, "avx2") == 0) return sw_cpu_has_avx2_fma();
+    if (strcmp(name, "avx512") == 0) return sw_cpu_has_avx512();
+#endif
+    return strcmp(name, "scalar") == 0;
+}
+
+int sw_portable_select(const char *name) {
+    for (int i = 0; i < (int)(sizeof isas / sizeof isas[0]); i++) {
+        if (strcmp(isas[i].name, name) == 0 && sw_portable_isa_available(name)) { chosen = i; return 0; }
+    }
+    return -1;
+}
+
+const char *sw_portable_isa(void) {
+    if (chosen < 0) {
+        chosen = 0;
+        for (int i = (int)(sizeof isas / sizeof isas[0]) - 1; i > 0; i--) {
+            if (sw_portable_isa_available(isas[i].name)) { chosen = i; break; }
+        }
+    }
+    return isas[chosen].name;
+}
+
+// Packing buffers, one pair per thread, allocated on a thread's first product and kept.
+static _Thread_local float *packed_a, *packed_b;
+
+static inline float element(const float *x, int ld, int transposed, int row, int column) {
+    return transposed ? x[(size_t)column * ld + row] : x[(size_t)row * ld + column];
+}
+
+void sw_portable_sgemm(int transpose_a, int transpose_b, int m, int n, int k,
+                       const float *a, int lda, const float *b, int ldb, float *c, int ldc) {
+    const struct isa *isa = &isas[0];
+    sw_portable_isa();
+    isa = &isas[chosen];
+    const int mr = isa->mr, nr = isa->nr;
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0) {
+        for (int i = 0; i < m; i++) memset(c + (size_t)i * ldc, 0, (size_t)n * sizeof(float));
+        return;
+    }
+    if (!packed_a) {
+        packed_a = aligned_alloc(64, sizeof(float) * (MC + MR_MAX) * KC);
+        packed_b = aligned_alloc(64, sizeof(float) * (NC + NR_MAX) * KC);
+    }
+    float edge[MR_MAX * NR_MAX] __attribute__((aligned(64)));
+    for (int jc = 0; jc < n; jc += NC) {
+        const int nc = n - jc < NC ? n - jc : NC;
+        for (int pc = 0; pc < k; pc += KC) {
+            const int kc = k - pc < KC ? k - pc : KC;
+            const int first = pc == 0;
+            // B (kc x nc) into panels of nr columns, p-major, zero beyond n; read along B's rows.
+            for (int jr = 0; jr < nc; jr += nr) {
+                float *panel = packed_b + (size_t)jr * kc;
+                const int width = nc - jr < nr ? nc - jr : nr;
+                if (width < nr) memset(panel, 0, sizeof(float) * (size_t)kc * nr);
+                if (transpose_b) {
+                    for (int j = 0; j < width; j++) {
+                        const float *column = b + (size_t)(jc + jr + j) * ldb + pc;
+                        for (int p = 0; p < kc; p++) panel[p * nr + j] = column[p];
+                    }
+                } else {
+                    for (int p = 0; p < kc; p++) memcpy(panel + p * nr, b + (size_t)(pc + p) * ldb + jc + jr, sizeof(float) * width);
+                }
+            }
+            for (int ic = 0; ic < m; ic += MC) {
+                const int mc = m - ic < MC ? m - ic : MC;
+                // A (mc x kc) into panels of mr rows, p-major, zero beyond m; read along A's rows.
+                for (int ir = 0; ir < mc; ir += mr) {
+                    float *panel = packed_a + (size_t)ir * kc;
+                    const int height = mc - ir < mr ? mc - ir : mr;
+                    if (height < mr) memset(panel, 0, sizeof(float) * (size_t)kc * mr);
+                    if (transpose_a) {
+                        for (int p = 0; p < kc; p++) memcpy(panel + p * mr, a + (size_t)(pc + p) * lda + ic + ir, sizeof(float) * height);
+                    } else {
+                        for (int i = 0; i < height; i++) {
+                            const float *row = a + (size_t)(ic + ir + i) * lda + pc;
+                            for (int p = 0; p < kc; p++) panel[p * mr + i] = row[p];
+                        }
+                    }
+                }
+                for (int jr = 0; jr < nc; jr += nr) {
+                    for (int ir = 0; ir < mc; ir += mr) {
+                        float *tile = c + (size_t)(ic + ir) * ldc + jc + jr;
+                        const int rows = mc - ir < mr ? mc - ir : mr, columns = nc - jr < nr ? nc - jr : nr;
+                        if (rows == mr && columns == nr) {
+                            isa->kernel(kc, packed_a + (size_t)ir * kc, packed_b + (size_t)jr * kc, tile, ldc, first);
+                        } else {
+                            // A partial tile runs on a full one whose extra elements are discarded.
+                            for (int i = 0; i < rows; i++)
+                                for (int j = 0; j < columns; j++) edge[i * nr + j] = first ? 0.0f : tile[(size_t)i * ldc + j];
+                            isa->kernel(kc, packed_a + (size_t)ir * kc, packed_b + (size_t)jr * kc, edge, nr, first);
+                            for (int i = 0; i < rows; i++)
+                                for (int j = 0; j < columns; j++) tile[(size_t)i * ldc + j] = edge[i * nr + j];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+void sw_reference_sgemm(int transpose_a, int transpose_b, int m, int n, int k,
+                        const float *a, int lda, const float *b, int ldb, float *c, int ldc) {
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            float acc = 0.0f;
+            for (int p = 0; p < k; p++) acc = fmaf(element(a, lda, transpose_a, i, p), element(b, ldb, transpose_b, p, j), acc);
+            c[(size_t)i * ldc + j] = acc;
+        }
+}

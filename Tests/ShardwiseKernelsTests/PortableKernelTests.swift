@@ -1,0 +1,83 @@
+import CShardwiseBLAS
+import Foundation
+import XCTest
+
+@testable import ShardwiseKernels
+
+/// The portable kernels: every instruction set this CPU has gives the bits of the fma
+/// definition, for every transposition the layers use, at shapes around every block edge and
+/// with values of large dynamic range; and the portable math is close to the C library's.
+final class PortableKernelTests: XCTestCase {
+    override func tearDown() {
+        _ = sw_portable_select(MatrixKernels.availableISAs.last!)
+    }
+
+    func values(_ count: Int, seed: UInt64) -> [Float] {
+        var state = seed
+        return (0..<count).map { _ in
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            let mantissa = Float(state >> 40) / Float(1 << 24) * 2 - 1
+            return mantissa * Float(sign: .plus, exponent: Int((state >> 20) % 24) - 12, significand: 1)  // 2^-12 .. 2^11
+        }
+    }
+
+    func testEveryISAGivesTheFMADefinitionsBits() throws {
+        let shapes: [(Int, Int, Int)] = [
+            (1, 1, 1), (1, 17, 3), (5, 1, 7), (6, 16, 256), (7, 17, 257), (12, 32, 255), (13, 33, 513), (95, 97, 96),
+            (96, 2048, 1), (97, 2049, 300), (64, 1024, 784), (33, 10, 1024), (128, 7, 5),
+        ]
+        var checked = 0
+        for (index, (m, n, k)) in shapes.enumerated() {
+            for (ta, tb) in [(false, true), (true, false), (false, false), (true, true)] {
+                let a = values(m * k, seed: UInt64(index * 4 + 1)), b = values(k * n, seed: UInt64(index * 4 + 2))
+                let lda = ta ? m : k, ldb = tb ? k : n
+                var reference = [Float](repeating: .nan, count: m * n)
+                sw_reference_sgemm(ta ? 1 : 0, tb ? 1 : 0, Int32(m), Int32(n), Int32(k), a, Int32(lda), b, Int32(ldb), &reference, Int32(n))
+                for isa in MatrixKernels.availableISAs {
+                    XCTAssertEqual(sw_portable_select(isa), 0)
+                    var c = [Float](repeating: .nan, count: m * n)
+                    sw_portable_sgemm(ta ? 1 : 0, tb ? 1 : 0, Int32(m), Int32(n), Int32(k), a, Int32(lda), b, Int32(ldb), &c, Int32(n))
+                    XCTAssertEqual(c.map(\.bitPattern), reference.map(\.bitPattern), "\(isa) \(m)x\(n)x\(k) ta \(ta) tb \(tb)")
+                    checked += 1
+                }
+            }
+        }
+        print("portable kernels: \(checked) products bit-identical to the definition on \(MatrixKernels.availableISAs)")
+        XCTAssertGreaterThanOrEqual(MatrixKernels.availableISAs.count, 1)
+    }
+
+    /// The definition is not what a plain sum gives: the test would catch a kernel that reassociates.
+    func testTheDefinitionDiffersFromPairwiseSums() {
+        let k = 1024
+        let a = values(k, seed: 5), b = values(k, seed: 6)
+        var c: Float = 0
+        sw_reference_sgemm(0, 0, 1, 1, Int32(k), a, Int32(k), b, 1, &c, 1)
+        var partial = [Float](repeating: 0, count: 8)
+        for p in 0..<k { partial[p % 8] = fmaf(a[p], b[p], partial[p % 8]) }
+        XCTAssertNotEqual(c, partial.reduce(0, +), "eight partial sums happen to round like one chain")
+    }
+
+    func testPortableMathIsCloseToTheCLibrarys() {
+        var state: UInt64 = 3
+        func next() -> Double {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Double(state >> 11) / Double(1 << 53)
+        }
+        var worst = (exp: 0.0, log: 0.0, cos: 0.0)
+        for _ in 0..<100_000 {
+            let x = next() * 1400 - 700, y = Foundation.exp(next() * 1400 - 700), z = next() * 200 - 100
+            worst.exp = max(worst.exp, abs(PortableMath.exp(x) - Foundation.exp(x)) / Foundation.exp(x))
+            worst.log = max(worst.log, abs(PortableMath.log(y) - Foundation.log(y)) / max(abs(Foundation.log(y)), 1e-300))
+            worst.cos = max(worst.cos, abs(PortableMath.cos(z) - Foundation.cos(z)))
+        }
+        XCTAssertLessThan(worst.exp, 1e-15)
+        XCTAssertLessThan(worst.log, 1e-15)
+        XCTAssertLessThan(worst.cos, 1e-15)
+        XCTAssertEqual(PortableMath.exp(0), 1)
+        XCTAssertEqual(PortableMath.log(1), 0)
+        XCTAssertEqual(PortableMath.cos(0), 1)
+        XCTAssertEqual(PortableMath.exp(1000), .infinity)
+        XCTAssertEqual(PortableMath.log(0), -.infinity)
+        print("portable math, worst relative error against glibc: exp \(worst.exp), log \(worst.log), cos (absolute) \(worst.cos)")
+    }
+}
