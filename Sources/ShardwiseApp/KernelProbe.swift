@@ -39,18 +39,39 @@ public enum KernelProbe {
         }
 
         public func run() {
-            for p in products {
-                BLAS.gemm(
-                    transposeA: p.transposeA, transposeB: p.transposeB, m: p.m, n: p.n, k: p.k,
-                    a: a.pointer, lda: p.transposeA ? p.m : p.k, b: b.pointer, ldb: p.transposeB ? p.k : p.n,
-                    beta: 0, c: c.pointer, ldc: p.n)
-            }
+            for p in products { product(p) }
         }
 
         /// GFLOP/s on the calling thread, timed over about `seconds` after one warm-up run.
         public func gflops(seconds: Double) -> Double {
             let (repetitions, elapsed) = measureRepeatedly(seconds: seconds, run)
             return flops * Double(repetitions) / elapsed * 1e-9
+        }
+
+        /// Each product alone: its shape ("NT 64x1024x784") and GFLOP/s with the BLAS and with
+        /// the portable kernels, measured alternately in this call (`seconds` each, 3 rounds, best kept).
+        public func comparison(seconds: Double) throws(KernelError) -> [(shape: String, blas: Double, portable: Double)] {
+            defer { try? MatrixKernels.select(.blas) }
+            return try products.map { (p) throws(KernelError) in
+                let one = { self.product(p) }
+                var best = (blas: 0.0, portable: 0.0)
+                for _ in 0..<3 {
+                    for kernels in [MatrixKernels.blas, .portable] {
+                        try MatrixKernels.select(kernels)
+                        let (repetitions, elapsed) = measureRepeatedly(seconds: seconds, one)
+                        let rate = 2 * Double(p.m * p.n * p.k) * Double(repetitions) / elapsed * 1e-9
+                        if kernels == .blas { best.blas = max(best.blas, rate) } else { best.portable = max(best.portable, rate) }
+                    }
+                }
+                return ("\(p.transposeA ? "T" : "N")\(p.transposeB ? "T" : "N") \(p.m)x\(p.n)x\(p.k)", best.blas, best.portable)
+            }
+        }
+
+        func product(_ p: Product) {
+            BLAS.gemm(
+                transposeA: p.transposeA, transposeB: p.transposeB, m: p.m, n: p.n, k: p.k,
+                a: a.pointer, lda: p.transposeA ? p.m : p.k, b: b.pointer, ldb: p.transposeB ? p.k : p.n,
+                beta: 0, c: c.pointer, ldc: p.n)
         }
     }
 

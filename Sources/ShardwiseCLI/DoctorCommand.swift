@@ -7,6 +7,9 @@ struct DoctorCommand: ParsableCommand {
         commandName: "doctor",
         abstract: "Show the BLAS library and kernels Shardwise runs, and measure their speed.")
 
+    @Flag(help: "Also compare the BLAS and the portable kernels product by product at the reference network's shapes (shard of 64 rows).")
+    var shapes = false
+
     func run() throws {
         let info: BLASInfo
         do { info = try BLAS.load() } catch { throw RunError("\(error)") }
@@ -22,6 +25,15 @@ struct DoctorCommand: ParsableCommand {
         let portable = try KernelProbe.TrainingGEMMs(network: reference, rows: 128).gflops(seconds: 0.5)
         try? MatrixKernels.select(.blas)
         print(String(format: "portable:   %.1f GFLOP/s on one thread with the %@ kernels (%.0f%% of the BLAS; instruction sets here: %@); --kernels portable uses them", portable, MatrixKernels.portableISA, 100 * portable / rate, MatrixKernels.availableISAs.joined(separator: ", ")))
+        if shapes {
+            print("product (A B: m x n x k)    BLAS GFLOP/s  portable GFLOP/s  portable / BLAS")
+            let probe = try KernelProbe.TrainingGEMMs(network: reference, rows: 64)
+            do {
+                for row in try probe.comparison(seconds: 0.3) {
+                    print(String(format: "%-26@ %12.1f %17.1f %15.2f", row.shape, row.blas, row.portable, row.portable / row.blas))
+                }
+            } catch { throw RunError(error.description) }
+        }
         if !info.fastKernels {
             print("warning: only slow BLAS kernels are available on this machine; expect low throughput")
         }

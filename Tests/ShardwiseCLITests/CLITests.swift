@@ -121,6 +121,13 @@ final class CLITests: XCTestCase {
     func testVersion() throws {
         let result = try shardwise(["--version"])
         XCTAssertEqual(result.status, 0)
-        XCTAssertEqual(result.output.trimmingCharacters(in: .whitespacesAndNewlines), ShardwiseVersion.current)
+        let lines = result.output.split(separator: "\n").map(String.init)
+        XCTAssertEqual(lines.count, 2, result.output)
+        // The version and the commit it was built from (12 hex digits), then the BLAS it loads.
+        let first = try XCTUnwrap(lines.first)
+        XCTAssert(first.hasPrefix("shardwise \(ShardwiseVersion.current) (commit "), first)
+        let commit = first.dropFirst("shardwise \(ShardwiseVersion.current) (commit ".count).dropLast()
+        XCTAssert(commit == "unknown" || (commit.count == 12 && commit.allSatisfy(\.isHexDigit)), first)
+        XCTAssert(lines.last?.hasPrefix("BLAS: /") == true, result.output)
     }
 }
