@@ -94,6 +94,41 @@ static void kernel_avx512(int kc, const float *a, const float *b, float *c, int 
 }
 #endif
 
+#if defined(__x86_64__)
+// Packs kc x width (width a multiple of 8) of a B stored transposed (column j of op(B) is row j of
+// the array) into a panel of nr columns, p-major: 8 x 8 blocks transposed in registers.
+// Data movement only: the bits of the product do not depend on it.
+__attribute__((target("avx2")))
+static int pack_transposed_avx2(float *panel, int nr, const float *source, int ld, int kc, int width) {
+    if (width % 8 != 0) return 0;
+    int p = 0;
+    for (; p + 8 <= kc; p += 8) {
+        for (int j = 0; j < width; j += 8) {
+            __m256 r0 = _mm256_loadu_ps(source + (size_t)(j + 0) * ld + p), r1 = _mm256_loadu_ps(source + (size_t)(j + 1) * ld + p);
+            __m256 r2 = _mm256_loadu_ps(source + (size_t)(j + 2) * ld + p), r3 = _mm256_loadu_ps(source + (size_t)(j + 3) * ld + p);
+            __m256 r4 = _mm256_loadu_ps(source + (size_t)(j + 4) * ld + p), r5 = _mm256_loadu_ps(source + (size_t)(j + 5) * ld + p);
+            __m256 r6 = _mm256_loadu_ps(source + (size_t)(j + 6) * ld + p), r7 = _mm256_loadu_ps(source + (size_t)(j + 7) * ld + p);
+            __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+            __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5), t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+            __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE), u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+            __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE), u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+            float *out = panel + (size_t)p * nr + j;
+            _mm256_storeu_ps(out + 0 * nr, _mm256_permute2f128_ps(u0, u4, 0x20));
+            _mm256_storeu_ps(out + 1 * nr, _mm256_permute2f128_ps(u1, u5, 0x20));
+            _mm256_storeu_ps(out + 2 * nr, _mm256_permute2f128_ps(u2, u6, 0x20));
+            _mm256_storeu_ps(out + 3 * nr, _mm256_permute2f128_ps(u3, u7, 0x20));
+            _mm256_storeu_ps(out + 4 * nr, _mm256_permute2f128_ps(u0, u4, 0x31));
+            _mm256_storeu_ps(out + 5 * nr, _mm256_permute2f128_ps(u1, u5, 0x31));
+            _mm256_storeu_ps(out + 6 * nr, _mm256_permute2f128_ps(u2, u6, 0x31));
+            _mm256_storeu_ps(out + 7 * nr, _mm256_permute2f128_ps(u3, u7, 0x31));
+        }
+    }
+    for (; p < kc; p++)
+        for (int j = 0; j < width; j++) panel[(size_t)p * nr + j] = source[(size_t)j * ld + p];
+    return 1;
+}
+#endif
+
 struct isa { const char *name; micro_kernel kernel; int mr, nr; };
 
 static const struct isa isas[] = {
@@ -144,6 +179,9 @@ void sw_portable_sgemm(int transpose_a, int transpose_b, int m, int n, int k,
     sw_portable_isa();
     isa = &isas[chosen];
     const int mr = isa->mr, nr = isa->nr;
+#if defined(__x86_64__)
+    const int fast_packing = sw_cpu_has_avx2_fma();
+#endif
     if (m <= 0 || n <= 0) return;
     if (k <= 0) {
         for (int i = 0; i < m; i++) memset(c + (size_t)i * ldc, 0, (size_t)n * sizeof(float));
@@ -160,11 +198,26 @@ void sw_portable_sgemm(int transpose_a, int transpose_b, int m, int n, int k,
             const int kc = k - pc < KC ? k - pc : KC;
             const int first = pc == 0;
             // B (kc x nc) into panels of nr columns, p-major, zero beyond n; read along B's rows.
-            for (int jr = 0; jr < nc; jr += nr) {
+            if (!transpose_b) {
+                // Row by row of B (sequential reads), each row's pieces to every panel.
+                const int whole = nc / nr * nr;
+                for (int p = 0; p < kc; p++) {
+                    const float *row = b + (size_t)(pc + p) * ldb + jc;
+                    for (int jr = 0; jr < whole; jr += nr) memcpy(packed_b + (size_t)jr * kc + (size_t)p * nr, row + jr, sizeof(float) * nr);
+                }
+                if (whole < nc) {
+                    float *panel = packed_b + (size_t)whole * kc;
+                    memset(panel, 0, sizeof(float) * (size_t)kc * nr);
+                    for (int p = 0; p < kc; p++) memcpy(panel + p * nr, b + (size_t)(pc + p) * ldb + jc + whole, sizeof(float) * (nc - whole));
+                }
+            } else for (int jr = 0; jr < nc; jr += nr) {
                 float *panel = packed_b + (size_t)jr * kc;
                 const int width = nc - jr < nr ? nc - jr : nr;
                 if (width < nr) memset(panel, 0, sizeof(float) * (size_t)kc * nr);
                 if (transpose_b) {
+#if defined(__x86_64__)
+                    if (fast_packing && pack_transposed_avx2(panel, nr, b + (size_t)(jc + jr) * ldb + pc, ldb, kc, width)) continue;
+#endif
                     for (int j = 0; j < width; j++) {
                         const float *column = b + (size_t)(jc + jr + j) * ldb + pc;
                         for (int p = 0; p < kc; p++) panel[p * nr + j] = column[p];
@@ -180,7 +233,9 @@ void sw_portable_sgemm(int transpose_a, int transpose_b, int m, int n, int k,
                     float *panel = packed_a + (size_t)ir * kc;
                     const int height = mc - ir < mr ? mc - ir : mr;
                     if (height < mr) memset(panel, 0, sizeof(float) * (size_t)kc * mr);
-                    if (transpose_a) {
+                    if (!transpose_a && fast_packing && pack_transposed_avx2(panel, mr, a + (size_t)(ic + ir) * lda + pc, lda, kc, height)) {
+                        continue;
+                    } else if (transpose_a) {
                         for (int p = 0; p < kc; p++) memcpy(panel + p * mr, a + (size_t)(pc + p) * lda + ic + ir, sizeof(float) * height);
                     } else {
                         for (int i = 0; i < height; i++) {
