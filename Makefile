@@ -13,7 +13,7 @@ RUN_DIR      ?= runs/reference
 MPIRUN_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
 TRAIN_FLAGS  ?=
 
-.PHONY: dist install dist-check all deps build train train-no-dropout reproduce-dropout test fuzz example docs bench bench-mpi bench-data sklearn-data sklearn-compare clean
+.PHONY: dist install dist-check all deps build train train-no-dropout reproduce-dropout test fuzz example docs bench bench-mpi bench-portable bench-data sklearn-data sklearn-compare clean
 
 all: build
 
@@ -89,6 +89,10 @@ docs:
 # Kernel and training-step throughput against the machine's GEMM rate (ordo-one/benchmark).
 bench: deps
 	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark
+
+# The portable kernels against the BLAS: product by product, then training samples/s (README, "The determinism contract").
+bench-portable: build
+	Benchmarks/kernels/bench_portable.sh .build/release/shardwise
 
 # Two ranks on this machine: the cross-rank step against MPI_Allreduce, 2 ranks against 1 process.
 bench-mpi: build

@@ -69,25 +69,26 @@ static void kernel_avx2(int kc, const float *a, const float *b, float *c, int ld
     _mm256_storeu_ps(c + 5 * ldc, c50); _mm256_storeu_ps(c + 5 * ldc + 8, c51);
 }
 
-// 12 x 32 with AVX-512: 24 accumulators, two B vectors, one broadcast of A.
+// 8 x 32 with AVX-512: 16 accumulators, two B vectors, one broadcast of A. Eight rows: shards
+// of 32, 64 or 128 rows make whole tiles (twelve rows left a third of a tile idle at 64).
 __attribute__((target("avx512f")))
 static void kernel_avx512(int kc, const float *a, const float *b, float *c, int ldc, int first) {
-    __m512 acc[12][2];
-    for (int i = 0; i < 12; i++) {
+    __m512 acc[8][2];
+    for (int i = 0; i < 8; i++) {
         acc[i][0] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(c + i * ldc);
         acc[i][1] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(c + i * ldc + 16);
     }
     for (int p = 0; p < kc; p++) {
         __m512 b0 = _mm512_load_ps(b + p * 32), b1 = _mm512_load_ps(b + p * 32 + 16);
-        const float *ap = a + p * 12;
+        const float *ap = a + p * 8;
 #pragma clang loop unroll(full)
-        for (int i = 0; i < 12; i++) {
+        for (int i = 0; i < 8; i++) {
             __m512 x = _mm512_set1_ps(ap[i]);
             acc[i][0] = _mm512_fmadd_ps(x, b0, acc[i][0]);
             acc[i][1] = _mm512_fmadd_ps(x, b1, acc[i][1]);
         }
     }
-    for (int i = 0; i < 12; i++) {
+    for (int i = 0; i < 8; i++) {
         _mm512_storeu_ps(c + i * ldc, acc[i][0]);
         _mm512_storeu_ps(c + i * ldc + 16, acc[i][1]);
     }
@@ -135,7 +136,7 @@ static const struct isa isas[] = {
     {"scalar", kernel_scalar, 4, 4},
 #if defined(__x86_64__)
     {"avx2", kernel_avx2, 6, 16},
-    {"avx512", kernel_avx512, 12, 32},
+    {"avx512", kernel_avx512, 8, 32},
 #endif
 };
 
@@ -233,7 +234,7 @@ void sw_portable_sgemm(int transpose_a, int transpose_b, int m, int n, int k,
                     float *panel = packed_a + (size_t)ir * kc;
                     const int height = mc - ir < mr ? mc - ir : mr;
                     if (height < mr) memset(panel, 0, sizeof(float) * (size_t)kc * mr);
-                    if (!transpose_a && fast_packing && pack_transposed_avx2(panel, mr, a + (size_t)(ic + ir) * lda + pc, lda, kc, height)) {
+                    if (!transpose_a && fast_packing && height == mr && pack_transposed_avx2(panel, mr, a + (size_t)(ic + ir) * lda + pc, lda, kc, height)) {
                         continue;
                     } else if (transpose_a) {
                         for (int p = 0; p < kc; p++) memcpy(panel + p * mr, a + (size_t)(pc + p) * lda + ic + ir, sizeof(float) * height);

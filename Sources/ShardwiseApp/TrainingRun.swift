@@ -73,8 +73,9 @@ public struct RunOptions: Sendable {
     public var stopAfterSteps: Int?
     /// Under MPI: combine ranks with a plain MPI_Allreduce (not reproducible across rank counts).
     public var fastAllreduce = false
-    /// The matrix kernels: the BLAS library, or the portable ones (the same bits on any CPU).
-    public var kernels: MatrixKernels = .blas
+    /// The matrix kernels: the portable ones (the same bits on any CPU; the default), or the
+    /// BLAS library. A resumed run keeps its checkpoint's (a checkpoint without one: BLAS).
+    public var kernels: MatrixKernels = .portable
     /// Under MPI: seconds to wait for the other ranks before ending the job.
     public var mpiTimeout = 120.0
     /// Replace a previous run's results in `outDirectory` instead of refusing to start.
@@ -114,7 +115,19 @@ public enum TrainingRun {
         do { try configuration.validate(validationGiven: options.data.validationPath != nil) } catch { throw RunError(.configuration(error)) }
         let blas: BLASInfo
         do { blas = try BLAS.load() } catch { throw RunError(error.description) }
+        if let resumed {
+            let stored = resumed.state.kernels ?? .blas
+            if options.typedFields.contains(.kernels), options.kernels != stored {
+                var error = RunError(.configuration(ConfigurationError(.kernels, "\(options.kernels.rawValue) contradicts the checkpoint \(resumed.path), trained with \(stored.rawValue) kernels; a resumed run keeps its kernels (they set the weights' bits)")))
+                error.exitStatus = 2
+                throw error
+            }
+            options.kernels = stored
+        }
         do { try MatrixKernels.select(options.kernels) } catch { throw RunError(error.description) }
+        if options.kernels == .portable, MatrixKernels.portableISA == "scalar" {
+            console.warn("the portable kernels run scalar code on this CPU (no AVX2 or AVX-512): expect low throughput; --kernels blas trades cross-CPU reproducibility for speed")
+        }
         if !blas.fastKernels { console.warn("BLAS runs slow kernels (\(blas.kernels), \(blas.cpu)); expect low throughput") }
         // Rank 0 alone writes: it alone holds the output folder, for the whole run.
         let folder = (cluster?.rank ?? 0) == 0 ? try claimFolder(options) : nil
@@ -210,7 +223,7 @@ public enum TrainingRun {
                     guard let path, let out = options.outDirectory else {
                         throw RunError("interrupted at step \(step); no --out folder, so no checkpoint was written", stopped: true, collective: true)
                     }
-                    throw RunError("interrupted after step \(step); checkpoint \(path) written. Resume with: shardwise train --resume \(out)\(options.data.flags.isEmpty ? "" : " " + options.data.flags)", stopped: true, collective: true)
+                    throw RunError("interrupted after step \(step); checkpoint \(path) written. Resume with: shardwise train --resume \(out)\(resumeFlags(options))", stopped: true, collective: true)
                 }
             }
         } catch TrainingError.diverged(let step, let reason, let checkpoint) {
@@ -218,6 +231,14 @@ public enum TrainingRun {
         } catch let error as TrainingError {
             throw RunError(error)
         }
+    }
+
+    /// The data flags a resumed run must be given again (the checkpoint holds the rest).
+    static func resumeFlags(_ options: RunOptions) -> String {
+        var flags = options.data.flags.isEmpty ? [] : [options.data.flags]
+        if let n = options.trainLimit { flags.append("--train-samples \(n)") }
+        if let n = options.testLimit { flags.append("--test-samples \(n)") }
+        return flags.map { " " + $0 }.joined()
     }
 
     static func divergence(_ what: String, step: Int, lastCheckpoint: String?, configuration: TrainingConfiguration) -> RunError {

@@ -102,8 +102,8 @@ struct MachineOptions: ParsableArguments {
     @Option(help: "Under mpirun: seconds to wait for the other ranks in any one exchange before ending the job.")
     var mpiTimeout = 120.0
 
-    @Option(help: "Matrix kernels: blas (the BLAS library) or portable (Shardwise's own: the same weights on any CPU; SHARDWISE_KERNEL_ISA=scalar|avx2|avx512 forces an instruction set).")
-    var kernels: MatrixKernels = .blas
+    @Option(help: "Matrix kernels: portable (Shardwise's own, the default: the same weights on any CPU; SHARDWISE_KERNEL_ISA=scalar|avx2|avx512 forces an instruction set) or blas (the BLAS library; its bits depend on the CPU type). A resumed run keeps its checkpoint's.")
+    var kernels: MatrixKernels = .portable
 
     @Option(help: "The training data: a folder with the four MNIST IDX files (default: data/mnist, then ../shared/datasets/mnist), or a file: CSV, NPZ, safetensors, or FEATURES.npy,LABELS.npy.")
     var data: String?

@@ -173,6 +173,7 @@ public final class Trainer: @unchecked Sendable {
         state.trainingData = data.fingerprint
         state.task = data.task
         state.preprocessing = data.preprocessing
+        state.kernels = MatrixKernels.current
         timing = StepTiming(workers: pool.workers.count)
     }
 

@@ -1,3 +1,4 @@
+import ShardwiseKernels
 import ShardwiseData
 import ShardwiseIO
 import ShardwiseLayers
@@ -88,6 +89,9 @@ public struct TrainingState: Codable, Sendable {
     public var task: TrainingTask?
     /// How stored values became the model's inputs: `eval` and `predict` apply the same.
     public var preprocessing: Preprocessing?
+    /// The matrix kernels the steps ran on (they set the weights' bits); nil: written before
+    /// they were recorded, which means the BLAS.
+    public var kernels: MatrixKernels?
 
     /// The state before the first step.
     public init(configuration: TrainingConfiguration, network: NetworkConfiguration?) {
@@ -104,7 +108,7 @@ public struct TrainingState: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case version, configuration, epoch, stepInEpoch, globalStep, epochLossSum, epochSeconds, records
-        case bestValidationErrorPercent, bestEpoch, epochsWithoutImprovement, trainingData, testData, task, preprocessing
+        case bestValidationErrorPercent, bestEpoch, epochsWithoutImprovement, trainingData, testData, task, preprocessing, kernels
     }
 
     enum NetworkKey: String, CodingKey { case network }
@@ -127,6 +131,7 @@ public struct TrainingState: Codable, Sendable {
         testData = try c.decodeIfPresent(DataFingerprint.self, forKey: .testData)
         task = try c.decodeIfPresent(TrainingTask.self, forKey: .task)
         preprocessing = try c.decodeIfPresent(Preprocessing.self, forKey: .preprocessing)
+        kernels = try c.decodeIfPresent(MatrixKernels.self, forKey: .kernels)
     }
 
     /// Checks that the state can be where training stands: counters in range and consistent
@@ -180,6 +185,7 @@ public struct TrainingState: Codable, Sendable {
         try c.encodeIfPresent(testData, forKey: .testData)
         try c.encodeIfPresent(task, forKey: .task)
         try c.encodeIfPresent(preprocessing, forKey: .preprocessing)
+        try c.encodeIfPresent(kernels, forKey: .kernels)
     }
 }
 
