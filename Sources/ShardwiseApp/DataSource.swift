@@ -106,7 +106,11 @@ public enum DataSource {
     public static func file(_ path: String, _ options: DataOptions, pool: WorkerPool?, console: Console, like train: Dataset? = nil, needsTargets: Bool = true) async throws -> Dataset {
         var request = options.request
         request.needsTargets = needsTargets
-        if let train { request.task = train.task }
+        if let train {
+            request.task = train.task
+            // A labels *file* belongs to --data; test and validation files give theirs as X.npy,Y.npy.
+            if let labels = request.labelsName, labels.hasSuffix(".npy") || labels.contains("/") { request.labelsName = nil }
+        }
         let set: Dataset
         do {
             let format = path.contains(",") ? DataFormat.npy : try DataFormat.detect(path)

@@ -8,7 +8,7 @@ struct FileFlags: ParsableArguments {
     @Option(help: "NPZ or safetensors: the features' array (default: x, X, features, data, inputs or images).")
     var features: String?
 
-    @Option(help: "NPZ or safetensors: the labels' array (default: y, Y, labels, targets or target).")
+    @Option(help: "NPZ or safetensors: the labels' array (default: y, Y, labels, targets or target); with a features .npy as --data, the labels' .npy file.")
     var labels: String?
 
     @Option(help: "CSV: the target column's name (default: the last column).")

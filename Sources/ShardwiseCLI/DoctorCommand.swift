@@ -25,6 +25,7 @@ struct DoctorCommand: ParsableCommand {
         let portable = try KernelProbe.TrainingGEMMs(network: reference, rows: 128).gflops(seconds: 0.5)
         try? MatrixKernels.select(.blas)
         print(String(format: "portable:   %.1f GFLOP/s on one thread with the %@ kernels (%.0f%% of the BLAS; instruction sets here: %@); --kernels portable uses them", portable, MatrixKernels.portableISA, 100 * portable / rate, MatrixKernels.availableISAs.joined(separator: ", ")))
+        print("training:   portable \(MatrixKernels.portableISA) kernels by default (the same weights on any CPU); --kernels blas for this BLAS")
         if shapes {
             print("product (A B: m x n x k)    BLAS GFLOP/s  portable GFLOP/s  portable / BLAS")
             let probe = try KernelProbe.TrainingGEMMs(network: reference, rows: 64)

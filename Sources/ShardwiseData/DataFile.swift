@@ -45,7 +45,8 @@ public enum DataFormat: String, Sendable, CaseIterable {
 public struct DataRequest: Sendable, Equatable {
     /// NPZ or safetensors: the features' array name (default `x`, else the first of `X`, `features`, `data`, `inputs`).
     public var featuresName: String?
-    /// NPZ or safetensors: the labels' array name (default `y`, else the first of `Y`, `labels`, `targets`, `target`).
+    /// NPZ or safetensors: the labels' array name (default `y`, else the first of `Y`, `labels`, `targets`, `target`);
+    /// beside a features NPY, the labels' NPY file.
     public var labelsName: String?
     /// CSV: the target column (default: the last).
     public var labelColumn: String?
@@ -87,6 +88,10 @@ extension Dataset {
         switch format {
         case .npy:
             let features = try npyTable(path)
+            // `--labels FILE.npy` beside a features NPY: the pair, as `FEATURES.npy,LABELS.npy`.
+            if let labels = request.labelsName, labels.hasSuffix(".npy") || labels.contains("/") {
+                return try make(features, try npyTable(labels), request: request, source: path, targetsSource: labels)
+            }
             guard !request.needsTargets else {
                 throw DataError(path: path, problem: "an NPY file holds one array (the features); give the labels too, as FEATURES.npy,LABELS.npy")
             }

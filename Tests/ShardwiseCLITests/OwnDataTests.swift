@@ -178,6 +178,19 @@ final class OwnDataTests: XCTestCase {
         try assertRefused(["--data", npz, "--features", "pixels"], mentions: ["no array named 'pixels' (--features); it holds 'x', 'y'"])
     }
 
+    /// `--labels FILE.npy` beside a features NPY trains as the pair `X.npy,Y.npy` does.
+    func testLabelsFileBesideAFeaturesNPY() throws {
+        let x = writeNPY("fx.npy", type: .uint8, shape: [64, 2, 2], body: (0..<256).map { UInt8($0 % 251) })
+        let y = writeNPY("fy.npy", type: .int64, shape: [64], body: longs((0..<64).map { Int64($0 % 3) }))
+        let flags = ["train", "--epochs", "2", "--batch-size", "8", "--shard-size", "4", "--layers", "6", "--workers", "1"]
+        let pair = try shardwise(flags + ["--data", "\(x),\(y)"])
+        let named = try shardwise(flags + ["--data", x, "--labels", y])
+        XCTAssertEqual(pair.status, 0, pair.error)
+        XCTAssertEqual(named.status, 0, named.error)
+        XCTAssert(named.output.contains("classification, 3 classes; inputs scale:255"), named.output)
+        XCTAssertEqual(pair.output.split(separator: "\n").last, named.output.split(separator: "\n").last)
+    }
+
     /// A stored NPZ of x (4, 2) float32 and y (4) int64, written with numpy when it is there, else by hand.
     func makeNPZ() throws -> String {
         let path = "\(folder)/a.npz"
