@@ -11,6 +11,7 @@
 #include "shardwise_blas.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -167,8 +168,32 @@ const char *sw_portable_isa(void) {
     return isas[chosen].name;
 }
 
-// Packing buffers, one pair per thread, allocated on a thread's first product and kept.
+// Packing buffers, one pair per thread, allocated on a thread's first product and kept until
+// the thread ends (a pthread key's destructor frees them: pools come and go in long processes).
 static _Thread_local float *packed_a, *packed_b;
+static pthread_key_t buffers_key;
+static pthread_once_t buffers_once = PTHREAD_ONCE_INIT;
+
+static void free_buffers(void *buffers) {
+    float **pair = buffers;
+    free(pair[0]);
+    free(pair[1]);
+    free(pair);
+}
+
+static void make_buffers_key(void) { pthread_key_create(&buffers_key, free_buffers); }
+
+static void allocate_buffers(void) {
+    packed_a = aligned_alloc(64, sizeof(float) * (MC + MR_MAX) * KC);
+    packed_b = aligned_alloc(64, sizeof(float) * (NC + NR_MAX) * KC);
+    pthread_once(&buffers_once, make_buffers_key);
+    float **pair = malloc(2 * sizeof(float *));
+    if (pair) {
+        pair[0] = packed_a;
+        pair[1] = packed_b;
+        pthread_setspecific(buffers_key, pair);
+    }
+}
 
 static inline float element(const float *x, int ld, int transposed, int row, int column) {
     return transposed ? x[(size_t)column * ld + row] : x[(size_t)row * ld + column];
@@ -188,9 +213,10 @@ void sw_portable_sgemm(int transpose_a, int transpose_b, int m, int n, int k,
         for (int i = 0; i < m; i++) memset(c + (size_t)i * ldc, 0, (size_t)n * sizeof(float));
         return;
     }
-    if (!packed_a) {
-        packed_a = aligned_alloc(64, sizeof(float) * (MC + MR_MAX) * KC);
-        packed_b = aligned_alloc(64, sizeof(float) * (NC + NR_MAX) * KC);
+    if (!packed_a) allocate_buffers();
+    if (!packed_a || !packed_b) {  // no memory for the panels: the definition itself, slower, the same bits
+        sw_reference_sgemm(transpose_a, transpose_b, m, n, k, a, lda, b, ldb, c, ldc);
+        return;
     }
     float edge[MR_MAX * NR_MAX] __attribute__((aligned(64)));
     for (int jc = 0; jc < n; jc += NC) {
