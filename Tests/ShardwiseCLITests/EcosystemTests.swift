@@ -78,19 +78,21 @@ final class EcosystemTests: XCTestCase {
     /// with each kind of preprocessing: ONNX Runtime's outputs equal `shardwise predict`'s to 1e-5.
     func testONNXExportAgreesWithPredict() throws {
         try python(with: ["onnx", "onnxruntime", "numpy"], packages: ["onnx", "onnxruntime", "numpy"])
-        let cases: [(name: String, regression: Bool, flags: [String])] = [
-            ("bernoulli", false, ["--normalize", "standard"]),
-            ("gaussian", false, ["--dropout-kind", "gaussian", "--normalize", "minmax"]),
-            ("dropconnect", false, ["--dropout-kind", "dropconnect", "--normalize", "scale:4"]),
-            ("regression", true, ["--normalize", "standard"]),
-            ("plain", true, ["--no-dropout"]),
+        let small = ["--layers", "32,16", "--epochs", "3", "--batch-size", "32", "--shard-size", "16"]
+        let cases: [(name: String, regression: Bool, features: Int, flags: [String])] = [
+            ("bernoulli", false, 12, small + ["--normalize", "standard"]),
+            ("gaussian", false, 12, small + ["--dropout-kind", "gaussian", "--normalize", "minmax"]),
+            ("dropconnect", false, 12, small + ["--dropout-kind", "dropconnect", "--normalize", "scale:4"]),
+            ("regression", true, 12, small + ["--normalize", "standard"]),
+            ("plain", true, 12, small + ["--no-dropout"]),
+            // The reference network's shape (784-1024x3-10, dropout 0.2/0.5), a few steps.
+            ("reference", false, 784, ["--epochs", "1", "--stop-after-steps", "3"]),
         ]
         for c in cases {
-            let data = try writeData(c.name, count: 600, features: 12, regression: c.regression)
+            let data = try writeData(c.name, count: 600, features: c.features, regression: c.regression)
             let out = "\(folder)/\(c.name)"
-            let train = try run("shardwise", ["train", "--data", "\(data.x),\(data.y)", "--layers", "32,16", "--epochs", "3", "--batch-size", "32",
-                                              "--shard-size", "16", "--lr", "0.01", "--out", out] + c.flags)
-            XCTAssertEqual(train.status, 0, "\(c.name): \(train.output)")
+            let train = try run("shardwise", ["train", "--data", "\(data.x),\(data.y)", "--lr", "0.01", "--out", out] + c.flags)
+            XCTAssert(train.status == 0 || train.output.contains("interrupted after step 3"), "\(c.name): \(train.output)")
             let export = try run("shardwise", ["export", "--checkpoint", out, "--onnx", "\(out)/model.onnx"])
             XCTAssertEqual(export.status, 0, "\(c.name): \(export.output)")
             let predict = try run("shardwise", ["predict", "--checkpoint", out, "--data", data.x, "--out", "\(out)/p.npy"])
