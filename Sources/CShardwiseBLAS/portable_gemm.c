@@ -201,9 +201,8 @@ static inline float element(const float *x, int ld, int transposed, int row, int
 
 void sw_portable_sgemm(int transpose_a, int transpose_b, int m, int n, int k,
                        const float *a, int lda, const float *b, int ldb, float *c, int ldc) {
-    const struct isa *isa = &isas[0];
-    sw_portable_isa();
-    isa = &isas[chosen];
+    sw_portable_isa();  // sets `chosen` on the first product
+    const struct isa *isa = &isas[chosen];
     const int mr = isa->mr, nr = isa->nr;
 #if defined(__x86_64__)
     const int fast_packing = sw_cpu_has_avx2_fma();

@@ -205,7 +205,7 @@ public enum CSV {
                 i += 1
             }
         }
-        var exact = digits < 19
+        let exact = digits < 19
         if sawDigit && i < hi && (bytes[i] == 0x65 || bytes[i] == 0x45) {
             i += 1
             var expNegative = false
@@ -220,7 +220,6 @@ public enum CSV {
             let value = scale < 0 ? m / powersOfTen[-scale] : m * powersOfTen[scale]
             return negative ? -value : value
         }
-        exact = false
         // Everything else (long mantissas, large exponents, nan, inf): the C library, which must use the whole cell.
         var text = [CChar](repeating: 0, count: hi - lo + 1)
         for k in 0..<(hi - lo) { text[k] = CChar(bitPattern: bytes[lo + k]) }

@@ -14,20 +14,10 @@ final class CLITests: XCTestCase {
         var error: String
     }
 
-    var executable: URL { URL(fileURLWithPath: shardwiseExecutable) }
 
     func shardwise(_ arguments: [String]) throws -> Result {
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let output = out.fileHandleForReading.readDataToEndOfFile()
-        let error = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Result(status: process.terminationStatus, output: String(decoding: output, as: UTF8.self), error: String(decoding: error, as: UTF8.self))
+        let (status, output, error) = try runShardwise(arguments)
+        return Result(status: status, output: output, error: error)
     }
 
     /// A usage error: exit status 2, one "error:" line naming the flag, no backtrace.

@@ -19,19 +19,7 @@ final class OwnDataTests: XCTestCase {
 
     override func tearDown() { try? FileManager.default.removeItem(atPath: folder) }
 
-    func shardwise(_ arguments: [String]) throws -> (status: Int32, output: String, error: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: shardwiseExecutable)
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let output = out.fileHandleForReading.readDataToEndOfFile()
-        let error = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: output, as: UTF8.self), String(decoding: error, as: UTF8.self))
-    }
+    func shardwise(_ arguments: [String]) throws -> (status: Int32, output: String, error: String) { try runShardwise(arguments) }
 
     /// scikit-learn's data sets exported by Tests/python/export_sklearn.py (Debian's python3-sklearn), or a skip.
     func exportSklearn() throws -> String {
