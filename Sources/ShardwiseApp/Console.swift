@@ -22,6 +22,13 @@ public final class Console: @unchecked Sendable {
     /// Says nothing: every MPI rank but rank 0.
     public static var silent: Console { Console(write: { _ in }) }
 
+    /// The same output, each line and warning led by `prefix`, without progress bars: one of
+    /// several trials that train side by side.
+    public func prefixed(_ prefix: String) -> Console {
+        let (write, warning) = (self.write, self.warning)
+        return Console(isTerminal: false, write: { text in write(prefix + text) }, warn: { warning(prefix + $0) })
+    }
+
     public func line(_ text: String) { write(text + "\n") }
 
     public func warn(_ text: String) { warning(text) }

@@ -17,6 +17,8 @@ public struct DataOptions: Sendable {
     public var testFraction: Double?
     /// Where CSV files' parsed copies are kept (default: `.shardwise-cache` beside the CSV).
     public var cacheFolder: String?
+    /// Which training samples a sweep's trial uses: a seeded subset, a fold held out.
+    public var selection: DataSelection?
 
     public init(path: String? = nil) { self.path = path }
 
@@ -43,6 +45,60 @@ public struct DataOptions: Sendable {
         guard let path else { return true }
         var isFolder: ObjCBool = false
         return FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) && isFolder.boolValue
+    }
+}
+
+/// A sweep trial's samples, chosen from the training data by the sweep's seed, in this order:
+/// `validationSamples` held out (the same ones for every trial), then a subset of
+/// `trainSamples` of the rest (a smaller subset inside a larger one), then, with `folds`,
+/// fold `fold` held out as the validation set and the others trained on.
+public struct DataSelection: Codable, Sendable, Equatable, CustomStringConvertible {
+    public var seed: UInt64
+    public var validationSamples: Int?
+    public var trainSamples: Int?
+    public var fold: Int?
+    public var folds: Int?
+
+    public init(seed: UInt64, validationSamples: Int? = nil, trainSamples: Int? = nil, fold: Int? = nil, folds: Int? = nil) {
+        self.seed = seed
+        self.validationSamples = validationSamples
+        self.trainSamples = trainSamples
+        self.fold = fold
+        self.folds = folds
+    }
+
+    /// Whether it gives the run its validation set.
+    public var givesValidation: Bool { fold != nil || (validationSamples ?? 0) > 0 }
+
+    /// "fold 2 of 5, a subset of 1000, seed 1".
+    public var description: String {
+        var parts: [String] = []
+        if let n = validationSamples, fold == nil { parts.append("\(n) validation samples held out") }
+        if let n = trainSamples { parts.append("a subset of \(n) training samples") }
+        if let fold, let folds { parts.append("fold \(fold + 1) of \(folds) held out") } else if let folds { parts.append("all \(folds) folds trained on") }
+        return parts.joined(separator: ", ") + " (seed \(seed))"
+    }
+
+    /// Chooses the samples; the errors name the sweep flag that asked for too many.
+    public func apply(to data: inout RunData) throws {
+        if let n = validationSamples, n > 0, fold == nil {
+            guard n < data.train.count else {
+                throw RunError("--validation-samples: \(n) of \(data.train.count) training samples leaves none to train on")
+            }
+            (data.train, data.validation) = data.train.split(holdingOut: n, seed: seed, purpose: .validationSplit)
+        }
+        if let n = trainSamples {
+            guard n <= data.train.count else {
+                throw RunError("--train-samples: \(n), but \(data.train.count) training samples are available\((validationSamples ?? 0) > 0 && fold == nil ? " after the \(validationSamples!) validation samples" : ""); expected at most \(data.train.count)")
+            }
+            data.train = data.train.seededSubset(n, seed: seed)
+        }
+        if let fold, let folds {
+            guard folds >= 2, folds <= data.train.count / 2 else {
+                throw RunError("--folds: \(folds) folds of \(data.train.count) training samples, expected 2 to \(data.train.count / 2) (at least two samples a fold)")
+            }
+            (data.train, data.validation) = data.train.fold(fold, of: folds, seed: seed)
+        }
     }
 }
 
@@ -90,6 +146,12 @@ public enum DataSource {
         }
         if let trainLimit { data.train = data.train.prefix(trainLimit) }
         if let testLimit, let test = data.test { data.test = test.prefix(testLimit) }
+        if let selection = options.selection {
+            guard options.validationPath == nil || !selection.givesValidation else {
+                throw RunError("--validation-data: a validation file is given, but the sweep holds out its own (\(selection)); use one or the other")
+            }
+            try selection.apply(to: &data)
+        }
         // Statistics from the samples trained on: not the test set, not the validation split.
         var fitted = data.train
         if let n = validationSamples, n > 0, n < fitted.count { fitted = fitted.splitValidation(count: n, seed: seed).train }

@@ -57,6 +57,7 @@ public struct RunConfiguration: Sendable, Codable, Equatable {
             (.nesterov, "\(o.nesterov)"), (.weightDecay, "\(o.weightDecay)"), (.maxNorm, o.maxNorm.map { "\($0)" } ?? "none"),
             (.validationSamples, training.validationSamples.map(String.init) ?? "none"),
             (.earlyStoppingPatience, training.earlyStoppingPatience.map(String.init) ?? "none"),
+            (.evaluateEvery, "\(training.evaluateEvery ?? 1)"),
         ]
     }
 

@@ -30,13 +30,18 @@ public struct SVGChart {
         public var yFromZero: Bool
         /// Where the y axis stops when the data go higher (points above are drawn on the top edge).
         public var yMax: Double?
-        public init(title: String, xLabel: String, yLabel: String, series: [Series], yFromZero: Bool = true, yMax: Double? = nil) {
+        /// Logarithmic axes (positive data only): ticks at 1, 2 and 5 times powers of ten.
+        public var xLog: Bool
+        public var yLog: Bool
+        public init(title: String, xLabel: String, yLabel: String, series: [Series], yFromZero: Bool = true, yMax: Double? = nil, xLog: Bool = false, yLog: Bool = false) {
             self.title = title
             self.xLabel = xLabel
             self.yLabel = yLabel
             self.series = series
             self.yFromZero = yFromZero
             self.yMax = yMax
+            self.xLog = xLog
+            self.yLog = yLog
         }
     }
 
@@ -80,12 +85,14 @@ public struct SVGChart {
         let xs = all.map(\.x), ys = all.map(\.y)
         // Worker counts and epochs are whole numbers: no ticks between them.
         let integral = xs.allSatisfy { $0 == $0.rounded() }
-        let xTicks = niceTicks(min: xs.min() ?? 0, max: xs.max() ?? 1).filter { !integral || $0 == $0.rounded() }
-        let yTicks = niceTicks(min: panel.yFromZero ? min(0, ys.min() ?? 0) : (ys.min() ?? 0), max: min(ys.max() ?? 1, panel.yMax ?? .infinity))
-        let (x0, x1) = (xTicks.first!, xTicks.last!), (y0, y1) = (yTicks.first!, yTicks.last!)
+        let xTicks = panel.xLog ? Self.logTicks(xs) : niceTicks(min: xs.min() ?? 0, max: xs.max() ?? 1).filter { !integral || $0 == $0.rounded() }
+        let yTicks = panel.yLog ? Self.logTicks(ys) : niceTicks(min: panel.yFromZero ? min(0, ys.min() ?? 0) : (ys.min() ?? 0), max: min(ys.max() ?? 1, panel.yMax ?? .infinity))
+        // Positions are linear in the value, or in its logarithm on a log axis.
+        let tx = { (x: Double) in panel.xLog ? log10(max(x, xTicks.first!)) : x }, ty = { (y: Double) in panel.yLog ? log10(max(y, yTicks.first!)) : y }
+        let (x0, x1) = (tx(xTicks.first!), tx(xTicks.last!)), (y0, y1) = (ty(yTicks.first!), ty(yTicks.last!))
         let left = originX + m.left, top = originY + m.top
-        func px(_ x: Double) -> Double { left + (x - x0) / max(x1 - x0, 1e-12) * plotW }
-        func py(_ y: Double) -> Double { top + plotH - (min(y, y1) - y0) / max(y1 - y0, 1e-12) * plotH }
+        func px(_ x: Double) -> Double { left + (tx(x) - x0) / max(x1 - x0, 1e-12) * plotW }
+        func py(_ y: Double) -> Double { top + plotH - (min(ty(y), y1) - y0) / max(y1 - y0, 1e-12) * plotH }
         var s = "<g class=\"panel\">\n"
         s += "<text x=\"\(fmt(left + plotW / 2))\" y=\"\(fmt(top - 12))\" text-anchor=\"middle\" font-size=\"14\">\(escape(panel.title))</text>\n"
         for t in yTicks {
@@ -135,6 +142,18 @@ public struct SVGChart {
     }
 
     func niceTicks(min: Double, max: Double) -> [Double] { Self.niceTicks(min: min, max: max) }
+
+    /// Ticks for a log axis: 1, 2 and 5 times powers of ten from below the smallest
+    /// positive value to above the largest.
+    public static func logTicks(_ values: [Double]) -> [Double] {
+        let positive = values.filter { $0 > 0 && $0.isFinite }
+        guard let lo = positive.min(), let hi = positive.max() else { return [1, 10] }
+        let candidates = (Int(floor(log10(lo)))...Int(ceil(log10(hi)))).flatMap { e in [1.0, 2, 5].map { $0 * pow(10, Double(e)) } }
+        let below = candidates.last { $0 <= lo } ?? candidates[0]
+        let above = candidates.first { $0 >= hi } ?? candidates.last!
+        let ticks = candidates.filter { $0 >= below && $0 <= above }
+        return ticks.count >= 2 ? ticks : [below, below * 10]
+    }
 
     func label(_ v: Double) -> String {
         if v == v.rounded() && abs(v) < 1e7 { return String(Int(v)) }

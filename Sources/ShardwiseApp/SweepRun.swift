@@ -1,72 +1,48 @@
 import Foundation
 import Shardwise
 
-/// One trained combination of a sweep.
-public struct SweepTrial: Codable, Sendable {
-    public var index: Int
-    public var dropoutInput: Double
-    public var dropoutHidden: Double
-    public var seedIndex: Int
-    public var seed: UInt64
-    public var bestValidationErrorPercent: Double
-    public var testErrorAtBestPercent: Double
-    public var bestEpoch: Int
-    public var epochsRun: Int
-    public var weightsSha256: String
-
-    public init(
-        index: Int, dropoutInput: Double, dropoutHidden: Double, seedIndex: Int, seed: UInt64,
-        bestValidationErrorPercent: Double, testErrorAtBestPercent: Double, bestEpoch: Int, epochsRun: Int, weightsSha256: String
-    ) {
-        self.index = index
-        self.dropoutInput = dropoutInput
-        self.dropoutHidden = dropoutHidden
-        self.seedIndex = seedIndex
-        self.seed = seed
-        self.bestValidationErrorPercent = bestValidationErrorPercent
-        self.testErrorAtBestPercent = testErrorAtBestPercent
-        self.bestEpoch = bestEpoch
-        self.epochsRun = epochsRun
-        self.weightsSha256 = weightsSha256
-    }
-}
-
-/// A sweep's table row: one (input rate, hidden rate) over its seeds.
-public struct SweepRow: Codable, Sendable {
-    public var dropoutInput: Double
-    public var dropoutHidden: Double
+/// What a sweep trains: its axes, its cross-validation and how its trials share the machine.
+public struct SweepSettings: Sendable {
+    public var inputRates: [Double]
+    public var hiddenRates: [Double]
+    /// Seeds per combination; `fewerSeedsAbove` (size, seeds) lowers it for training sets larger than `size`.
     public var seeds: Int
-    public var validationErrorMean: Double
-    public var validationErrorStd: Double
-    public var validationErrorMin: Double
-    public var validationErrorMax: Double
-    public var testErrorAtBestMean: Double
-    public var epochsRunMean: Double
-}
-
-public struct SweepReport: Codable, Sendable {
-    public var command: String
+    public var fewerSeedsAbove: (size: Int, seeds: Int)?
     public var sweepSeed: UInt64
-    public var base: RunConfiguration
-    public var trials: [SweepTrial]
-    public var rows: [SweepRow]
-    /// What the "error" figures are: "error_percent" (classification) or "rmse" (regression).
-    public var metric: String?
+    /// The data-size axis: seeded subsets of these sizes (nil: every training sample).
+    public var trainSamples: [Int]?
+    /// K-fold cross-validation instead of a held-out validation set, plus a refit per combination.
+    public var folds: Int?
+    /// Each trial trains at least this many steps: a small training set gets a multiple of
+    /// the base epochs, evaluated as often as the base epochs would be.
+    public var minSteps: Int?
+    /// The validation figure whose first crossing each trial reports.
+    public var targetError: Double?
+    /// Trials side by side: a count, or nil for `auto` (as many as the topology fits).
+    public var parallelTrials: Int?
 
-    /// "validation error %" or "validation RMSE".
-    var figure: (validation: String, test: String) {
-        metric == "rmse" ? ("validation RMSE", "test RMSE") : ("validation error %", "test error %")
+    public init(inputRates: [Double], hiddenRates: [Double], seeds: Int = 1, sweepSeed: UInt64 = 1) {
+        self.inputRates = inputRates
+        self.hiddenRates = hiddenRates
+        self.seeds = seeds
+        self.sweepSeed = sweepSeed
+        parallelTrials = 1
+    }
+
+    func seeds(for size: Int?) -> Int {
+        if let (above, fewer) = fewerSeedsAbove, let size, size > above { return fewer }
+        return seeds
     }
 }
 
-/// `shardwise sweep`: every combination of input and hidden dropout rates, over seeds.
+/// `shardwise sweep`: every combination of input and hidden dropout rates, over seeds, and
+/// optionally over training-set sizes, with cross-validation.
 ///
-/// Trials run one after another, each with all workers: the engine's 2-worker speed is
-/// 95-103% of the machine's ceiling for two independent jobs (README, "Measured
-/// performance"), so concurrent trials could not train faster, and one at a time each
-/// trial's result arrives sooner. Each trial trains in `OUT/trial-NNN` with a
-/// checkpoint per epoch; a rerun skips finished trials (their summary.json) and
-/// resumes an interrupted one bit for bit, so the table is the same.
+/// Each trial trains in `OUT/trial-NNN` with a checkpoint per epoch; a rerun skips finished
+/// trials (their summary.json) and resumes an interrupted one bit for bit, so the table is
+/// the same. With `parallelTrials`, trials run side by side on disjoint sets of cores
+/// (`Topology.trialPlan`); each trial's weights are those of running it alone, since a
+/// trial's bits do not depend on its worker count.
 public enum SweepRun {
     /// Trial `trial`'s seed: Philox of (sweep seed, purpose sweep, trial).
     public static func trialSeed(sweepSeed: UInt64, trial: Int) -> UInt64 {
@@ -74,9 +50,18 @@ public enum SweepRun {
         return UInt64(b.x) << 32 | UInt64(b.y)
     }
 
+    /// One trial to train: its place on the axes, its configuration and its samples.
+    struct Trial: Sendable {
+        var index: Int
+        var seedIndex: Int
+        var configuration: RunConfiguration
+        var selection: DataSelection?
+        /// A refit waits for these trials (its folds) and trains for their mean best epoch.
+        var needs: [Int] = []
+    }
+
     public static func run(
-        base: RunConfiguration, inputRates: [Double], hiddenRates: [Double], seeds: Int, sweepSeed: UInt64,
-        options: RunOptions, command: String, console: Console
+        base: RunConfiguration, settings: SweepSettings, options: RunOptions, command: String, console: Console
     ) async throws -> SweepReport {
         guard let out = options.outDirectory else { throw RunError("sweep: needs --out DIR for its trials and results") }
         // The sweep holds its folder for its whole life; each trial holds its own below it.
@@ -84,52 +69,202 @@ public enum SweepRun {
         do { folder = try RunFolder(out, owner: options.owner) } catch { throw RunError(error.description) }
         folder.recordOwner()
         defer { withExtendedLifetime(folder) {} }
-        var trials: [SweepTrial] = []
-        var metric = "error_percent"
-        let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
-        var index = 0
-        for input in inputRates {
-            for hidden in hiddenRates {
-                for s in 0..<seeds {
-                    defer { index += 1 }
-                    var configuration = base
-                    configuration.network.dropoutInput = input
-                    configuration.network.dropoutHidden = hidden
-                    configuration.network.dropoutHiddenPerLayer = nil
-                    configuration.seed = trialSeed(sweepSeed: sweepSeed, trial: index)
-                    let folder = "\(out)/trial-\(String(format: "%03d", index))"
-                    let summary: RunSummary
-                    let earlier = try earlierTrial(in: folder, decoder: decoder)
-                    if let trained = earlier.configuration, let difference = configuration.firstDifference(from: trained), !options.overwrite {
-                        throw RunError(.configuration(ConfigurationError(
-                            difference.field,
-                            "\(difference.mine) in this sweep, but \(folder) was trained with \(difference.other); rerun a sweep with its own flags, use another --out, or pass --overwrite to retrain its trials")))
+        let trials = try await plan(base: base, settings: settings, options: options, console: console)
+        var trialPlan: TrialPlan?
+        if settings.parallelTrials != 1 {
+            if Cluster.launched { throw RunError("--parallel-trials: under mpirun the ranks train one trial together; use --parallel-trials 1") }
+            let topology: Topology
+            do { topology = try Topology.thisMachine() } catch { throw RunError(error.description) }
+            do { trialPlan = try topology.trialPlan(trials: settings.parallelTrials, coresPerTrial: base.training.shardsPerBatch, trialCount: trials.count) } catch {
+                throw RunError(error.description)
+            }
+            console.line("trials side by side: \(trialPlan!.slots.count) (\(trialPlan!.reason))")
+            for (i, slot) in trialPlan!.slots.enumerated() {
+                console.line("  slot \(i): PUs \(slot.map { String($0.os.rawValue) }.joined(separator: ","))")
+            }
+        }
+        let results = try await execute(trials, slots: trialPlan?.slots, settings: settings, options: options, console: console)
+        let finished = trials.map { results[$0.index]! }
+        var report = SweepReport(
+            command: command, sweepSeed: settings.sweepSeed, base: base, trials: finished.map(\.trial), rows: rows(finished.map(\.trial)),
+            metric: finished.first?.summary.metric ?? "error_percent", folds: settings.folds, targetError: settings.targetError)
+        report.choices = choices(report.rows)
+        report.parallelTrials = trialPlan?.slots.count
+        report.parallelReason = trialPlan?.reason
+        return report
+    }
+
+    /// Every trial in sweep order: sizes, then input rates, hidden rates, seeds, and folds
+    /// (each combination's folds followed by its refit). Loads the data once to size them.
+    static func plan(base: RunConfiguration, settings: SweepSettings, options: RunOptions, console: Console) async throws -> [Trial] {
+        // The sizes and folds are checked against the data before anything trains.
+        let pool: WorkerPool
+        do { pool = try WorkerPool.onThisMachine(workers: 1) } catch { throw RunError("\(error)") }
+        defer { pool.shutdown() }
+        let data = try await DataSource.load(
+            options.data, trainLimit: options.trainLimit, testLimit: options.testLimit, seed: settings.sweepSeed,
+            validationSamples: nil, pool: pool, console: console)
+        let usesSelection = settings.trainSamples != nil || settings.folds != nil
+        var trials: [Trial] = []
+        for size in settings.trainSamples.map { $0.map(Optional.some) } ?? [nil] {
+            for input in settings.inputRates {
+                for hidden in settings.hiddenRates {
+                    for s in 0..<settings.seeds(for: size) {
+                        var configuration = base
+                        configuration.network.dropoutInput = input
+                        configuration.network.dropoutHidden = hidden
+                        configuration.network.dropoutHiddenPerLayer = nil
+                        var selection: DataSelection?
+                        if usesSelection {
+                            // The sweep's seed chooses the samples: the same for every setting and seed.
+                            selection = DataSelection(seed: settings.sweepSeed, validationSamples: settings.folds == nil ? base.validationSamples : nil, trainSamples: size)
+                            configuration.validationSamples = nil
+                        }
+                        let folds: [Int?] = settings.folds.map { Array(0..<$0) } ?? [nil]
+                        var foldTrials: [Int] = []
+                        for fold in folds {
+                            selection?.fold = fold
+                            selection?.folds = settings.folds
+                            var chosen = data
+                            if let selection { try selection.apply(to: &chosen) }
+                            let count = chosen.train.count - (selection == nil ? base.validationSamples ?? 0 : 0)
+                            var trial = Trial(index: trials.count, seedIndex: s, configuration: configuration, selection: selection)
+                            try stretch(&trial.configuration, trainingSamples: count, minSteps: settings.minSteps)
+                            trial.configuration.seed = trialSeed(sweepSeed: settings.sweepSeed, trial: trial.index)
+                            if fold != nil { foldTrials.append(trial.index) }
+                            trials.append(trial)
+                        }
+                        if settings.folds != nil {
+                            // The refit: every fold trained on, no validation, for the folds' mean best epoch.
+                            var refit = Trial(index: trials.count, seedIndex: s, configuration: trials.last!.configuration, selection: selection, needs: foldTrials)
+                            refit.selection?.fold = nil
+                            refit.configuration.earlyStoppingPatience = nil
+                            refit.configuration.seed = trialSeed(sweepSeed: settings.sweepSeed, trial: refit.index)
+                            trials.append(refit)
+                        }
                     }
-                    if let done = earlier.summary, done.configuration == configuration {
-                        summary = done
-                        console.line("trial \(index): input \(input), hidden \(hidden), seed \(s): done earlier")
-                    } else {
-                        var trialOptions = options
-                        trialOptions.outDirectory = folder
-                        trialOptions.checkpointEvery = .epochs(1)
-                        trialOptions.keep = 1
-                        if earlier.checkpoint, earlier.configuration == configuration { trialOptions.resume = folder }
-                        console.line("trial \(index): input \(input), hidden \(hidden), seed \(s)\(trialOptions.resume == nil ? "" : " (resuming)")")
-                        summary = try await TrainingRun.run(configuration: configuration, options: trialOptions, console: console)
-                    }
-                    metric = summary.metric ?? "error_percent"
-                    guard let bestEpoch = summary.bestEpoch, let best = summary.bestValidationErrorPercent else {
-                        throw RunError("sweep: trial \(index) has no validation results; it needs --validation N")
-                    }
-                    trials.append(SweepTrial(
-                        index: index, dropoutInput: input, dropoutHidden: hidden, seedIndex: s, seed: configuration.seed,
-                        bestValidationErrorPercent: best, testErrorAtBestPercent: summary.bestTestErrorPercent ?? .nan,
-                        bestEpoch: bestEpoch, epochsRun: summary.epochs.count, weightsSha256: summary.weightsSha256))
                 }
             }
         }
-        return SweepReport(command: command, sweepSeed: sweepSeed, base: base, trials: trials, rows: rows(trials), metric: metric)
+        return trials
+    }
+
+    /// With `minSteps`, a trial on few samples trains k times the base epochs (k the least
+    /// that reaches `minSteps` steps), evaluated every k epochs, its schedule and momentum
+    /// ramp stretched to match: the same number of evaluations and the same schedule shape
+    /// for every training-set size.
+    static func stretch(_ configuration: inout RunConfiguration, trainingSamples: Int, minSteps: Int?) throws {
+        let batch = configuration.batchSize
+        guard trainingSamples >= batch else {
+            throw RunError("--batch-size: \(batch) is larger than the \(trainingSamples) samples a trial trains on; use a smaller batch or larger --train-samples")
+        }
+        guard let minSteps else { return }
+        let perEpoch = trainingSamples / batch, epochs = configuration.epochs
+        let k = max(1, (minSteps + perEpoch * epochs - 1) / (perEpoch * epochs))
+        guard k > 1 else { return }
+        configuration.epochs = k * epochs
+        configuration.training.evaluateEvery = k
+        var optimizer = configuration.training.optimizer
+        switch optimizer.schedule {
+        case .constant: break
+        case .step(let every, let gamma): optimizer.schedule = .step(every: every * k, gamma: gamma)
+        case .exponential(let gamma): optimizer.schedule = .exponential(gamma: pow(gamma, 1 / Double(k)))
+        case .cosine(let length, let floor): optimizer.schedule = .cosine(epochs: length * k, floor: floor)
+        }
+        optimizer.momentum.epochs *= Double(k)
+        configuration.training.optimizer = optimizer
+    }
+
+    /// A finished trial: its row figures and the run's summary.
+    struct Finished: Sendable {
+        var trial: SweepTrial
+        var summary: RunSummary
+    }
+
+    /// Runs the trials, `slots.count` at a time when given (each on its slot's cores), a
+    /// refit only once its folds are done; finished trials from an earlier run are read back.
+    static func execute(_ trials: [Trial], slots: [[ProcessingUnit]]?, settings: SweepSettings, options: RunOptions, console: Console) async throws -> [Int: Finished] {
+        var results: [Int: Finished] = [:]
+        var pending = trials[...]
+        var free = Array((slots ?? [[]]).indices)
+        try await withThrowingTaskGroup(of: (slot: Int, index: Int, finished: Finished).self) { group in
+            while true {
+                while let slot = free.first, let i = pending.firstIndex(where: { $0.needs.allSatisfy { results[$0] != nil } }) {
+                    var trial = pending.remove(at: i)
+                    if !trial.needs.isEmpty {
+                        let best = trial.needs.compactMap { results[$0]?.trial.bestEpoch }
+                        trial.configuration.epochs = max(1, Int((Double(best.reduce(0, +)) / Double(max(best.count, 1))).rounded()))
+                    }
+                    free.removeFirst()
+                    var trialOptions = options
+                    var trialConsole = console
+                    if let slots {
+                        trialOptions.cores = slots[slot].map(\.os)
+                        trialOptions.workers = nil
+                        trialConsole = console.prefixed(String(format: "  [%03d] ", trial.index))
+                    }
+                    let chosen = trial, runOptions = trialOptions, runConsole = trialConsole
+                    group.addTask {
+                        var finished = try await train(chosen, options: runOptions, console: runConsole, announce: console, target: settings.targetError)
+                        if slots != nil { finished.trial.cores = runOptions.cores?.map(\.rawValue) }
+                        return (slot, chosen.index, finished)
+                    }
+                }
+                guard let done = try await group.next() else { break }
+                results[done.index] = done.finished
+                free.append(done.slot)
+                free.sort()
+            }
+        }
+        return results
+    }
+
+    /// Trains one trial in `OUT/trial-NNN`, or reads it back when an earlier run finished it.
+    /// `announce` says which trial starts; `console` receives the trial's own lines.
+    static func train(_ trial: Trial, options: RunOptions, console: Console, announce: Console, target: Double?) async throws -> Finished {
+        let out = options.outDirectory!
+        let configuration = trial.configuration
+        let folder = "\(out)/trial-\(String(format: "%03d", trial.index))"
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        let earlier = try earlierTrial(in: folder, decoder: decoder)
+        if !options.overwrite {
+            if let trained = earlier.configuration, let difference = configuration.firstDifference(from: trained) {
+                throw RunError(.configuration(ConfigurationError(
+                    difference.field,
+                    "\(difference.mine) in this sweep, but \(folder) was trained with \(difference.other); rerun a sweep with its own flags, use another --out, or pass --overwrite to retrain its trials")))
+            }
+            if let done = earlier.summary, done.selection != trial.selection {
+                throw RunError("--train-samples/--folds: \(folder) was trained on \(done.selection?.description ?? "every training sample"), this sweep asks for \(trial.selection?.description ?? "every training sample"); rerun a sweep with its own flags, use another --out, or pass --overwrite")
+            }
+        }
+        let name = describe(trial)
+        let summary: RunSummary
+        if let done = earlier.summary, done.configuration == configuration, done.selection == trial.selection {
+            summary = done
+            announce.line("trial \(trial.index): \(name): done earlier")
+        } else {
+            var trialOptions = options
+            trialOptions.outDirectory = folder
+            trialOptions.checkpointEvery = .epochs(1)
+            trialOptions.keep = 1
+            trialOptions.data.selection = trial.selection
+            if earlier.checkpoint, earlier.configuration == configuration { trialOptions.resume = folder }
+            announce.line("trial \(trial.index): \(name)\(trialOptions.resume == nil ? "" : " (resuming)")\(options.cores.map { " on PUs \($0.map { String($0.rawValue) }.joined(separator: ","))" } ?? "")")
+            summary = try await TrainingRun.run(configuration: configuration, options: trialOptions, console: console)
+        }
+        if summary.bestEpoch == nil, trial.needs.isEmpty {
+            throw RunError("sweep: trial \(trial.index) has no validation results; it needs --validation-samples N or --folds K")
+        }
+        return Finished(trial: SweepTrial(index: trial.index, summary: summary, seedIndex: trial.seedIndex, target: target), summary: summary)
+    }
+
+    /// "1000 samples, input 0.2, hidden 0.5, seed 0, fold 2/5".
+    static func describe(_ trial: Trial) -> String {
+        let n = trial.configuration.network
+        var parts = (trial.selection?.trainSamples.map { ["\($0) samples"] } ?? []) + ["input \(n.dropoutInput)", "hidden \(n.dropoutHidden)", "seed \(trial.seedIndex)"]
+        if let s = trial.selection, let folds = s.folds { parts.append(s.fold.map { "fold \($0 + 1)/\(folds)" } ?? "refit on all \(folds) folds, \(trial.configuration.epochs) epochs") }
+        return parts.joined(separator: ", ")
     }
 
     /// What a trial folder holds from an earlier run of the sweep: its summary, whether it has a
@@ -145,63 +280,5 @@ public enum SweepRun {
         let state: TrainingState
         do { state = try TrainingRun.loadCheckpoint(try Checkpoint.newest(in: folder)).state } catch { throw RunError(error.description) }
         return (summary, true, state.network.map { RunConfiguration(network: $0, training: state.configuration) })
-    }
-
-    /// Groups trials by rates, in sweep order, with the spread over seeds.
-    public static func rows(_ trials: [SweepTrial]) -> [SweepRow] {
-        var order: [String] = []
-        var groups: [String: [SweepTrial]] = [:]
-        for t in trials {
-            let key = "\(t.dropoutInput)/\(t.dropoutHidden)"
-            if groups[key] == nil { order.append(key) }
-            groups[key, default: []].append(t)
-        }
-        return order.map { key in
-            let g = groups[key]!
-            let v = g.map(\.bestValidationErrorPercent)
-            let mean = v.reduce(0, +) / Double(v.count)
-            let std = v.count > 1 ? (v.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(v.count - 1)).squareRoot() : 0
-            return SweepRow(
-                dropoutInput: g[0].dropoutInput, dropoutHidden: g[0].dropoutHidden, seeds: g.count,
-                validationErrorMean: mean, validationErrorStd: std, validationErrorMin: v.min()!, validationErrorMax: v.max()!,
-                testErrorAtBestMean: g.map(\.testErrorAtBestPercent).reduce(0, +) / Double(g.count),
-                epochsRunMean: Double(g.map(\.epochsRun).reduce(0, +)) / Double(g.count))
-        }
-    }
-
-    public static func table(_ report: SweepReport) -> [String] {
-        let name = report.figure
-        var lines = ["input  hidden  seeds  \(name.validation) (mean ± std)  \(name.test) at best epoch  epochs run"]
-        for r in report.rows {
-            lines.append(String(format: "%5.2f  %6.2f  %5d  %17.2f ± %-12.2f  %25.2f  %10.1f", r.dropoutInput, r.dropoutHidden, r.seeds, r.validationErrorMean, r.validationErrorStd, r.testErrorAtBestMean, r.epochsRunMean))
-        }
-        return lines
-    }
-
-    public static func csv(_ report: SweepReport) -> String {
-        let prefix = report.metric == "rmse" ? "# metric: rmse\n" : ""
-        var text = prefix + "dropout_input,dropout_hidden,seeds,validation_error_mean,validation_error_std,validation_error_min,validation_error_max,test_error_at_best_mean,epochs_run_mean\n"
-        for r in report.rows {
-            text += "\(r.dropoutInput),\(r.dropoutHidden),\(r.seeds),\(r.validationErrorMean),\(r.validationErrorStd),\(r.validationErrorMin),\(r.validationErrorMax),\(r.testErrorAtBestMean),\(r.epochsRunMean)\n"
-        }
-        return text
-    }
-
-    /// Validation error against the hidden rate, one line per input rate, bars from the best to the worst seed.
-    public static func svg(_ report: SweepReport) -> String {
-        let inputs = report.rows.map(\.dropoutInput).reduce(into: [Double]()) { if !$0.contains($1) { $0.append($1) } }
-        let series = inputs.enumerated().map { i, input in
-            let rows = report.rows.filter { $0.dropoutInput == input }
-            return SVGChart.Series(
-                name: "input dropout \(input)", points: rows.map { ($0.dropoutHidden, $0.validationErrorMean) },
-                color: SVGChart.palette[i % SVGChart.palette.count],
-                errorBars: rows.map { ($0.dropoutHidden, $0.validationErrorMin, $0.validationErrorMax) })
-        }
-        let n = report.base.network
-        return SVGChart(
-            title: "Dropout sweep: \(n.hiddenSizes.map(String.init).joined(separator: "-")) ReLU network",
-            subtitle: "best \(report.figure.validation) over \(report.base.validationSamples ?? 0) held-out samples, mean over \(report.rows.first?.seeds ?? 0) seed(s), bars: min to max",
-            panels: [.init(title: "Validation error against the hidden dropout rate", xLabel: "hidden dropout rate p", yLabel: report.figure.validation, series: series, yFromZero: false)]
-        ).render()
     }
 }

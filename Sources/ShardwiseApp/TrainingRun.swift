@@ -43,6 +43,8 @@ public struct RunSummary: Codable, Sendable {
     /// combined ("ordered": bit-identical to one process; "fast": MPI_Allreduce).
     public var ranks: Int?
     public var crossRank: String?
+    /// A sweep trial's choice of samples (subset, fold), when it had one.
+    public var selection: DataSelection?
 }
 
 /// Where a run reads its data and writes its results, and which workers train it.
@@ -56,8 +58,10 @@ public struct RunOptions: Sendable {
     }
     /// metrics.jsonl, summary.json and the checkpoints go here.
     public var outDirectory: String?
-    /// Worker count; nil means one per core of this machine.
+    /// Worker count; nil means one per core of this machine (or of `cores`).
     public var workers: Int?
+    /// Only these PUs (OS indices): a sweep trial's slot of the machine.
+    public var cores: [OSIndex]?
     public var policy: PlacementPolicy = .compact
     public var smt = false
     public var oversubscribe = false
@@ -112,7 +116,8 @@ public enum TrainingRun {
         let resumed = try resumedCheckpoint(&options)
         var configuration = resumed.map { RunConfiguration(network: $0.state.network!, training: $0.state.configuration) } ?? requested
         if let resumed { try checkTypedSettings(requested, against: configuration, checkpoint: resumed.path, typed: options.typedFields) }
-        do { try configuration.validate(validationGiven: options.data.validationPath != nil) } catch { throw RunError(.configuration(error)) }
+        let validationGiven = options.data.validationPath != nil || options.data.selection?.givesValidation == true
+        do { try configuration.validate(validationGiven: validationGiven) } catch { throw RunError(.configuration(error)) }
         let blas: BLASInfo
         do { blas = try BLAS.load() } catch { throw RunError(error.description) }
         if let resumed {
@@ -141,9 +146,17 @@ public enum TrainingRun {
         }
         let pool: WorkerPool
         do {
-            pool = try WorkerPool.onThisMachine(
-                workers: options.workers, policy: options.policy, smt: options.smt, oversubscribe: options.oversubscribe,
-                topology: topology, share: cluster.map { ($0.localRank, $0.localSize) })
+            if let cores = options.cores {
+                // A sweep trial's slot: one worker per core of it unless told otherwise.
+                let within = topology.pus.filter { cores.contains($0.os) }
+                pool = try WorkerPool(
+                    plan: topology.plan(workers: options.workers ?? Set(within.map(\.core)).count, policy: options.policy, smt: options.smt, oversubscribe: options.oversubscribe, within: within),
+                    topology: topology)
+            } else {
+                pool = try WorkerPool.onThisMachine(
+                    workers: options.workers, policy: options.policy, smt: options.smt, oversubscribe: options.oversubscribe,
+                    topology: topology, share: cluster.map { ($0.localRank, $0.localSize) })
+            }
         } catch { throw RunError("\(error)") }
         defer { pool.shutdown() }
         for note in pool.plan.notes { console.warn(note) }
@@ -183,9 +196,10 @@ public enum TrainingRun {
         }
         let stepsBefore = trainer.state.globalStep
         try await follow(trainer, configuration: configuration, test: data.test, options: options, console: console)
-        let summary = RunSummary(
+        var summary = RunSummary(
             trainer: trainer, configuration: configuration, steps: trainer.state.globalStep - stepsBefore,
             wallSeconds: monotonicSeconds() - wallStart, blas: blas, testSamples: data.test?.count ?? 0, dataDirectory: data.origin)
+        summary.selection = options.data.selection
         if let out = options.outDirectory, (cluster?.rank ?? 0) == 0 {
             do { try AtomicFile.write(Array(try JSON.encoder(pretty: true).encode(summary)) + [0x0A], to: "\(out)/summary.json") } catch {
                 throw RunError("\(error)")

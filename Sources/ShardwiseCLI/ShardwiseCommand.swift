@@ -134,6 +134,7 @@ func flag(_ field: ConfigurationError.Field) -> String {
     case .scheduleFloor: "--lr-floor"
     case .validationSamples: "--validation"
     case .earlyStoppingPatience: "--early-stopping"
+    case .evaluateEvery: "--evaluate-every"
     case .data: "--data"
     case .ranks: "mpirun -np"
     case .memory: "memory"

@@ -27,8 +27,29 @@ struct SweepCommand: AsyncParsableCommand {
     @Option(help: "Dropout noise: bernoulli, gaussian or dropconnect.")
     var dropoutKind: DropoutKind = .bernoulli
 
-    @Option(help: "Training samples held out for validation.")
+    @Option(help: "Training samples held out for validation (with --train-samples: held out first, the same for every size; with --folds: not used).")
     var validationSamples = 10_000
+
+    @Option(help: "A data-size axis: training-set sizes, comma-separated (e.g. 100,1000,10000); each a subset chosen by --sweep-seed, the same for every dropout setting and seed, a smaller one inside a larger.")
+    var trainSamples: String?
+
+    @Option(help: "Fewer seeds for large training sets: SIZE:N trains N seeds for sizes above SIZE (e.g. 5000:1).")
+    var seedsAbove: String?
+
+    @Option(help: "K-fold cross-validation: each combination trains K times, each fold held out once (folds chosen by --sweep-seed), then once more on every fold for the folds' mean best epoch; that refit's test error is reported.")
+    var folds: Int?
+
+    @Option(help: "Each trial trains at least this many steps: a small training set runs k times --epochs (evaluated every k epochs, its schedule stretched k times).")
+    var minSteps: Int?
+
+    @Option(help: "Report the epochs, steps and seconds each trial took to reach this validation error (percent, or RMSE).")
+    var targetError: Double?
+
+    @Option(help: "Trials trained side by side, each on its own cores (whole L3 domains or NUMA nodes first, never split across packages when one holds it): a count, or auto (from the topology and the shards per step).")
+    var parallelTrials = "1"
+
+    @Option(help: "Stop each running trial after N steps of this run, as if interrupted (checkpoints written); rerun without it to resume.")
+    var stopAfterSteps: Int?
 
     @OptionGroup var training: TrainingOptions
     @OptionGroup var machine: MachineOptions
@@ -53,6 +74,40 @@ struct SweepCommand: AsyncParsableCommand {
         guard seeds > 0 else { throw ValidationError("--seeds: \(seeds), expected at least 1") }
         guard validationSamples > 0 else { throw ValidationError("--validation-samples: \(validationSamples), expected at least 1") }
         _ = try parseLayerSizes(layers)
+        _ = try sizes()
+        _ = try fewerSeeds()
+        _ = try parallel()
+        if let folds, folds < 2 { throw ValidationError("--folds: \(folds), expected at least 2") }
+        if let minSteps, minSteps <= 0 { throw ValidationError("--min-steps: \(minSteps), expected a positive number of steps") }
+        if let targetError, !(targetError > 0) { throw ValidationError("--target-error: \(targetError), expected a positive error") }
+        if let stopAfterSteps, stopAfterSteps <= 0 { throw ValidationError("--stop-after-steps: \(stopAfterSteps), expected a positive number of steps") }
+    }
+
+    func sizes() throws -> [Int]? {
+        guard let trainSamples else { return nil }
+        let values = trainSamples.split(separator: ",", omittingEmptySubsequences: false).map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !values.isEmpty, values.allSatisfy({ ($0 ?? 0) > 0 }), Set(values).count == values.count else {
+            throw ValidationError("--train-samples: '\(trainSamples)', expected distinct positive sizes like 100,1000,10000")
+        }
+        return values.map { $0! }
+    }
+
+    func fewerSeeds() throws -> (size: Int, seeds: Int)? {
+        guard let seedsAbove else { return nil }
+        let parts = seedsAbove.split(separator: ":").map { Int($0) }
+        guard parts.count == 2, let size = parts[0], let n = parts[1], size > 0, n > 0 else {
+            throw ValidationError("--seeds-above: '\(seedsAbove)', expected SIZE:SEEDS like 5000:1")
+        }
+        return (size, n)
+    }
+
+    /// nil for auto.
+    func parallel() throws -> Int? {
+        if parallelTrials == "auto" { return nil }
+        guard let n = Int(parallelTrials), n > 0 else {
+            throw ValidationError("--parallel-trials: '\(parallelTrials)', expected a positive count or auto")
+        }
+        return n
     }
 
     func run() async throws {
@@ -63,9 +118,17 @@ struct SweepCommand: AsyncParsableCommand {
         var options = machine.runOptions(outDirectory: out)
         options.overwrite = overwrite
         options.owner = command
-        let report = try await SweepRun.run(
-            base: base, inputRates: try rates(dropoutInput, flag: "--dropout-input"), hiddenRates: try rates(dropoutHidden, flag: "--dropout-hidden"),
-            seeds: seeds, sweepSeed: sweepSeed, options: options, command: command, console: .standard)
+        options.stopAfterSteps = stopAfterSteps
+        var settings = SweepSettings(
+            inputRates: try rates(dropoutInput, flag: "--dropout-input"), hiddenRates: try rates(dropoutHidden, flag: "--dropout-hidden"),
+            seeds: seeds, sweepSeed: sweepSeed)
+        settings.trainSamples = try sizes()
+        settings.fewerSeedsAbove = try fewerSeeds()
+        settings.folds = folds
+        settings.minSteps = minSteps
+        settings.targetError = targetError
+        settings.parallelTrials = try parallel()
+        let report = try await SweepRun.run(base: base, settings: settings, options: options, command: command, console: .standard)
         for line in SweepRun.table(report) { print(line) }
         do {
             try AtomicFile.write(SweepRun.csv(report), to: "\(out)/sweep.csv")

@@ -29,6 +29,12 @@ struct TopologyCommand: ParsableCommand {
     @Flag(help: "Print the topology and plan as JSON.")
     var json = false
 
+    @Option(help: "Show the cores of trials side by side (as sweep --parallel-trials): a count, or auto.")
+    var trials: String?
+
+    @Option(help: "With --trials: shards per step of each trial (--batch-size / --shard-size), the most cores a trial can use.")
+    var shards = 2
+
     func validate() throws {
         if topology != nil && synthetic != nil {
             throw ValidationError("--topology and --synthetic: give one machine description, not both")
@@ -41,6 +47,18 @@ struct TopologyCommand: ParsableCommand {
             machine = try Topology(
                 topology.map { .xml(path: $0) } ?? synthetic.map { .synthetic($0) } ?? .thisMachine)
         } catch { throw RunError(error.description) }
+        if let trials {
+            guard trials == "auto" || (Int(trials) ?? 0) > 0 else { throw ValidationError("--trials: '\(trials)', expected a positive count or auto") }
+            guard shards > 0 else { throw ValidationError("--shards: \(shards), expected at least 1") }
+            let plan: TrialPlan
+            do { plan = try machine.trialPlan(trials: Int(trials), coresPerTrial: shards) } catch { throw ValidationError(error.description) }
+            if json {
+                print(String(decoding: try JSON.encoder(pretty: true).encode(TrialReport(plan)), as: UTF8.self))
+            } else {
+                print(plan.tableDescription())
+            }
+            return
+        }
         let count = workers ?? Set(machine.allowedPUs.map(\.core)).count
         let plan: PlacementPlan
         do {
@@ -85,5 +103,22 @@ struct TopologyReport: Encodable {
         pus = machine.pus.count
         allowedPus = machine.allowedPUs.count
         self.plan = plan
+    }
+}
+
+/// `shardwise topology --trials ... --json`: each slot's PUs and domains.
+struct TrialReport: Encodable {
+    var coresPerTrial: Int
+    var reason: String
+    var slots: [[Int]]
+    var packages: [[Int]]
+    var numaNodes: [[Int]]
+
+    init(_ plan: TrialPlan) {
+        coresPerTrial = plan.coresPerTrial
+        reason = plan.reason
+        slots = plan.slots.map { $0.map(\.os.rawValue) }
+        packages = plan.slots.map { Array(Set($0.compactMap(\.package?.rawValue))).sorted() }
+        numaNodes = plan.slots.map { Array(Set($0.compactMap(\.numa?.rawValue))).sorted() }
     }
 }

@@ -14,6 +14,9 @@ struct TrainCommand: AsyncParsableCommand {
 
     @OptionGroup var machine: MachineOptions
 
+    @Option(help: "Use only the first N training samples.")
+    var trainSamples: Int?
+
     @Option(help: "Folder for metrics.jsonl, summary.json and checkpoints.")
     var out: String?
 
@@ -54,6 +57,9 @@ struct TrainCommand: AsyncParsableCommand {
         if let stopAfterSteps, stopAfterSteps <= 0 {
             throw ValidationError("--stop-after-steps: \(stopAfterSteps), expected a positive number of steps")
         }
+        if let trainSamples, trainSamples <= 0 {
+            throw ValidationError("--train-samples: \(trainSamples), expected a positive count")
+        }
         if keep <= 0 {
             throw ValidationError("--keep: \(keep), expected at least 1")
         }
@@ -61,6 +67,7 @@ struct TrainCommand: AsyncParsableCommand {
 
     func run() async throws {
         var options = machine.runOptions(outDirectory: out)
+        options.trainLimit = trainSamples
         options.checkpointEvery = checkpointEvery.flatMap(checkpointInterval)
         options.keep = keep
         options.stopAfterSteps = stopAfterSteps

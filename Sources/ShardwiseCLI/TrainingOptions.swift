@@ -56,8 +56,11 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Hold out N training samples for validation (the same ones for a seed, whatever the worker count).")
     var validation: Int?
 
-    @Option(help: "Stop when the validation error has not improved for this many epochs; the best epoch's checkpoint is kept in OUT/best.")
+    @Option(help: "Stop when the validation error has not improved for this many evaluations (epochs, unless --evaluate-every); the best epoch's checkpoint is kept in OUT/best.")
     var earlyStopping: Int?
+
+    @Option(help: "Evaluate the test and validation sets after every N epochs (and after the last); default every epoch.")
+    var evaluateEvery: Int?
 
 
     func configuration(network: NetworkConfiguration) throws -> RunConfiguration {
@@ -76,7 +79,7 @@ struct TrainingOptions: ParsableArguments {
                 momentum: MomentumRamp(start: momentumStart ?? momentum, end: momentum, epochs: momentumRamp),
                 nesterov: nesterov, weightDecay: weightDecay, maxNorm: noMaxNorm ? nil : maxNorm),
             epochs: epochs, batchSize: batchSize, shardSize: shardSize, seed: seed,
-            validationSamples: validation, earlyStoppingPatience: earlyStopping)
+            validationSamples: validation, earlyStoppingPatience: earlyStopping, evaluateEvery: evaluateEvery)
         return RunConfiguration(network: network, training: training)
     }
 
@@ -110,18 +113,12 @@ struct MachineOptions: ParsableArguments {
 
     @OptionGroup var dataFlags: DataFlags
 
-    @Option(help: "Use only the first N training samples.")
-    var trainSamples: Int?
-
     @Option(help: "Use only the first N test samples.")
     var testSamples: Int?
 
     func validate() throws {
         if let workers, workers <= 0 {
             throw ValidationError("--workers: \(workers), expected at least 1")
-        }
-        if let trainSamples, trainSamples <= 0 {
-            throw ValidationError("--train-samples: \(trainSamples), expected a positive count")
         }
         if let testSamples, testSamples <= 0 {
             throw ValidationError("--test-samples: \(testSamples), expected a positive count")
@@ -132,7 +129,7 @@ struct MachineOptions: ParsableArguments {
     }
 
     func runOptions(outDirectory: String?) -> RunOptions {
-        var options = RunOptions(dataDirectory: data, outDirectory: outDirectory, workers: workers, trainLimit: trainSamples, testLimit: testSamples)
+        var options = RunOptions(dataDirectory: data, outDirectory: outDirectory, workers: workers, testLimit: testSamples)
         dataFlags.apply(to: &options.data)
         options.policy = policy
         options.smt = smt

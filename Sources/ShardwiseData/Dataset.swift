@@ -266,9 +266,29 @@ extension Dataset {
     /// Holds out `count` samples: the first `count` of a permutation drawn from (seed,
     /// purpose). Both parts keep the original order.
     public func split(holdingOut count: Int, seed: UInt64, purpose: RandomPurpose) -> (kept: Dataset, held: Dataset) {
-        let order = RandomAddress(seed: seed, purpose: purpose).permutation(self.count)
-        var held = [Bool](repeating: false, count: self.count)
-        for i in order.prefix(count) { held[Int(i)] = true }
+        partition(RandomAddress(seed: seed, purpose: purpose).permutation(self.count).prefix(count))
+    }
+
+    /// The samples not in `chosen`, and those in it, both in the original order.
+    func partition(_ chosen: ArraySlice<Int32>) -> (kept: Dataset, held: Dataset) {
+        var held = [Bool](repeating: false, count: count)
+        for i in chosen { held[Int(i)] = true }
         return (subset(held.indices.filter { !held[$0] }), subset(held.indices.filter { held[$0] }))
+    }
+
+    /// A seeded subset of `count` samples, in the original order: the first `count` of a
+    /// permutation drawn from (seed, train subset), so a smaller subset lies inside a larger.
+    public func seededSubset(_ count: Int, seed: UInt64) -> Dataset {
+        split(holdingOut: count, seed: seed, purpose: .trainSubset).held
+    }
+
+    /// Cross-validation: fold `fold` of `folds` held out, the others kept, both in the original
+    /// order. Folds are consecutive runs of one permutation drawn from (seed, folds), their
+    /// sizes differing by at most one: disjoint, together every sample, and the same for a
+    /// seed whatever runs them.
+    public func fold(_ fold: Int, of folds: Int, seed: UInt64) -> (kept: Dataset, held: Dataset) {
+        precondition(folds > 1 && fold >= 0 && fold < folds && folds <= count, "fold \(fold) of \(folds) over \(count) samples")
+        let order = RandomAddress(seed: seed, purpose: .folds).permutation(count)
+        return partition(order[fold * count / folds..<(fold + 1) * count / folds])
     }
 }

@@ -146,8 +146,9 @@ extension Trainer {
         var record = EpochRecord(
             epoch: state.epoch + 1, trainLoss: state.epochLossSum / Double(samples), testErrorPercent: nil,
             samplesPerSecond: Double(samples) / state.epochSeconds, seconds: state.epochSeconds)
-        if let test { record.test = try await metrics(on: test) }
-        if let validationData {
+        let evaluated = configuration.evaluates(epoch: record.epoch)
+        if evaluated, let test { record.test = try await metrics(on: test) }
+        if evaluated, let validationData {
             let metrics = try await metrics(on: validationData)
             record.validation = metrics
             let error = metrics.primary

@@ -15,13 +15,17 @@ public struct TrainingConfiguration: Sendable, Codable, Equatable {
     public var seed: UInt64
     /// Training samples held out for validation (the same ones for a seed, whatever the worker count).
     public var validationSamples: Int?
-    /// Stop when the validation error has not improved for this many epochs.
+    /// Stop when the validation error has not improved for this many evaluations.
     public var earlyStoppingPatience: Int?
+    /// Evaluate (test and validation sets) after every this many epochs and after the last
+    /// one; nil means every epoch. Small training sets run many short epochs: evaluating
+    /// each would cost more than training.
+    public var evaluateEvery: Int?
 
     /// Training settings; `validate(trainingSamples:)` checks them.
     public init(
         optimizer: OptimizerConfiguration, epochs: Int, batchSize: Int, shardSize: Int, seed: UInt64,
-        validationSamples: Int? = nil, earlyStoppingPatience: Int? = nil
+        validationSamples: Int? = nil, earlyStoppingPatience: Int? = nil, evaluateEvery: Int? = nil
     ) {
         self.optimizer = optimizer
         self.epochs = epochs
@@ -30,6 +34,12 @@ public struct TrainingConfiguration: Sendable, Codable, Equatable {
         self.seed = seed
         self.validationSamples = validationSamples
         self.earlyStoppingPatience = earlyStoppingPatience
+        self.evaluateEvery = evaluateEvery
+    }
+
+    /// Whether epoch `epoch` (1-based) is evaluated: every `evaluateEvery`-th, and the last.
+    public func evaluates(epoch: Int) -> Bool {
+        epoch % (evaluateEvery ?? 1) == 0 || epoch >= epochs
     }
 
     /// Shards per step: `batchSize / shardSize`.
@@ -62,8 +72,11 @@ extension TrainingConfiguration {
         if let n = validationSamples {
             try check(n >= 0, .validationSamples, "\(n), expected a number of samples >= 0")
         }
+        if let every = evaluateEvery {
+            try check(every > 0, .evaluateEvery, "\(every), expected a positive number of epochs")
+        }
         if let patience = earlyStoppingPatience {
-            try check(patience > 0, .earlyStoppingPatience, "\(patience), expected a positive number of epochs")
+            try check(patience > 0, .earlyStoppingPatience, "\(patience), expected a positive number of evaluations")
             try check((validationSamples ?? 0) > 0 || validationGiven, .earlyStoppingPatience, "needs a validation set ({validationSamples} or --validation-data)")
         }
         if let trainingSamples {

@@ -100,6 +100,10 @@ public struct RandomPurpose: RawRepresentable, Sendable, Hashable {
     public static let sweep = RandomPurpose(rawValue: 7)
     /// The samples of a single data file held out as its test set (`--test-fraction`).
     public static let testSplit = RandomPurpose(rawValue: 8)
+    /// A training subset of a given size (a sweep's data-size axis).
+    public static let trainSubset = RandomPurpose(rawValue: 9)
+    /// The assignment of samples to cross-validation folds.
+    public static let folds = RandomPurpose(rawValue: 10)
 
     /// A purpose reserved for layers and code outside Shardwise: `n` in 0...127.
     public static func user(_ n: UInt8) -> RandomPurpose {

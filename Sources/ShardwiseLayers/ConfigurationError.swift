@@ -11,6 +11,8 @@ public struct ConfigurationError: Error, CustomStringConvertible, Equatable {
         case learningRate, momentumStart, momentum, momentumRamp, nesterov, weightDecay, maxNorm
         /// The learning-rate schedule's step, factor and floor; the validation split and early stopping.
         case scheduleStep, scheduleGamma, scheduleFloor, validationSamples, earlyStoppingPatience
+        /// How often the test and validation sets are evaluated (epochs).
+        case evaluateEvery
         /// The training data (its shape against the model's).
         case data
         /// The ranks of an MPI job.

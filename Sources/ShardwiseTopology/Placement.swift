@@ -53,12 +53,14 @@ extension Topology {
     /// Plans `workerCount` workers under `policy`: one per physical core first, SMT
     /// siblings only when `smt` is set or there are more workers than cores; never a
     /// disallowed PU; more workers than PUs only with `oversubscribe`.
-    /// With `share` (index, count), only that block of the allowed cores is used (see `share(_:of:)`).
+    /// With `share` (index, count), only that block of the allowed cores is used (see `share(_:of:)`);
+    /// with `within`, only those PUs (a trial's cores, see `trialPlan(trials:coresPerTrial:)`).
     public func plan(
         workers workerCount: Int, policy: PlacementPolicy, smt: Bool = false, oversubscribe: Bool = false,
-        share: (index: Int, count: Int)? = nil
+        share: (index: Int, count: Int)? = nil, within: [ProcessingUnit]? = nil
     ) throws(PlacementError) -> PlacementPlan {
-        let usable = try share.map { (s) throws(PlacementError) in try self.share(s.index, of: s.count, oversubscribe: oversubscribe) } ?? allowedPUs
+        let usable = try share.map { (s) throws(PlacementError) in try self.share(s.index, of: s.count, oversubscribe: oversubscribe) }
+            ?? within?.filter(\.allowed) ?? allowedPUs
         guard workerCount > 0 else {
             throw PlacementError(description: "--workers: \(workerCount), expected at least 1")
         }

@@ -46,6 +46,25 @@ extension PlacementPlan {
     }
 }
 
+extension TrialPlan {
+    /// One line per slot: its PUs and the domains it lies in.
+    public func tableDescription() -> String {
+        func domains(_ slot: [ProcessingUnit], _ key: (ProcessingUnit) -> LogicalIndex?) -> String {
+            let values = Set(slot.compactMap(key).map(\.rawValue)).sorted()
+            return values.isEmpty ? "-" : values.map(String.init).joined(separator: ",")
+        }
+        var lines = ["\(slots.count) trial slots of \(coresPerTrial) core\(coresPerTrial == 1 ? "" : "s"): \(reason)"]
+        lines.append("slot  package     NUMA        L3            PUs (OS)")
+        for (i, slot) in slots.enumerated() {
+            lines.append(
+                [String(i), domains(slot, \.package), domains(slot, \.numa), domains(slot, \.l3), slot.map { String($0.os.rawValue) }.joined(separator: ",")]
+                    .enumerated().map { j, s in j == 4 ? s : s.padding(toLength: [6, 12, 12, 14][j], withPad: " ", startingAt: 0) }
+                    .joined())
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
 func formatBytes(_ bytes: UInt64) -> String {
     let gib = Double(bytes) / 1_073_741_824
     if gib >= 1 { return "(\(Int(gib.rounded())) GiB)" }
