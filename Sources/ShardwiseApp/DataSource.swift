@@ -109,6 +109,13 @@ public struct RunData: Sendable {
     public var validation: Dataset?
     /// Where the training samples came from (a folder or a file), for summaries.
     public var origin: String
+
+    public init(train: Dataset, test: Dataset? = nil, validation: Dataset? = nil, origin: String) {
+        self.train = train
+        self.test = test
+        self.validation = validation
+        self.origin = origin
+    }
 }
 
 public enum DataSource {

@@ -153,7 +153,7 @@ public enum SweepRun {
     /// that reaches `minSteps` steps), evaluated every k epochs, its schedule and momentum
     /// ramp stretched to match: the same number of evaluations and the same schedule shape
     /// for every training-set size.
-    static func stretch(_ configuration: inout RunConfiguration, trainingSamples: Int, minSteps: Int?) throws {
+    public static func stretch(_ configuration: inout RunConfiguration, trainingSamples: Int, minSteps: Int?) throws {
         let batch = configuration.batchSize
         guard trainingSamples >= batch else {
             throw RunError("--batch-size: \(batch) is larger than the \(trainingSamples) samples a trial trains on; use a smaller batch or larger --train-samples")
