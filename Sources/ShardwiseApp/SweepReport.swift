@@ -211,7 +211,8 @@ extension SweepRun {
                 + (report.targetError.map { "  to \($0): reached, epochs, steps" } ?? ""),
         ]
         for r in report.rows {
-            var line = String(format: "%7@  %5.2f  %6.2f  %5d", r.trainSamples.map(String.init) ?? "all", r.dropoutInput, r.dropoutHidden, r.seeds)
+            var line = (r.trainSamples.map(String.init) ?? "all").padding(toLength: 7, withPad: " ", startingAt: 0)
+            line += String(format: "  %5.2f  %6.2f  %5d", r.dropoutInput, r.dropoutHidden, r.seeds)
             line += "  " + f(r.validation).padding(toLength: max(name.validation.count + (cv ? 5 : 0), 13), withPad: " ", startingAt: 0)
             line += "  " + f(r.test).padding(toLength: max(name.test.count + (cv ? 6 : 8), 13), withPad: " ", startingAt: 0)
             line += "  " + f(r.bestEpoch, 1).padding(toLength: 10, withPad: " ", startingAt: 0)

@@ -83,7 +83,13 @@ public enum SweepRun {
                 console.line("  slot \(i): PUs \(slot.map { String($0.os.rawValue) }.joined(separator: ","))")
             }
         }
-        let results = try await execute(trials, slots: trialPlan?.slots, settings: settings, options: options, console: console)
+        let results: [Int: Finished]
+        do { results = try await execute(trials, slots: trialPlan?.slots, settings: settings, options: options, console: console) } catch var error as RunError where error.stopped {
+            // The trial's own hint would resume that trial alone, outside the sweep.
+            let what = error.description.components(separatedBy: ". Resume with")[0]
+            error.description = "\(what). Finished trials are kept: rerun the same command to resume the sweep (\(options.owner))"
+            throw error
+        }
         let finished = trials.map { results[$0.index]! }
         var report = SweepReport(
             command: command, sweepSeed: settings.sweepSeed, base: base, trials: finished.map(\.trial), rows: rows(finished.map(\.trial)),
@@ -246,7 +252,8 @@ public enum SweepRun {
         } else {
             var trialOptions = options
             trialOptions.outDirectory = folder
-            trialOptions.checkpointEvery = .epochs(1)
+            // A checkpoint per evaluation: tiny training sets run thousands of short epochs.
+            trialOptions.checkpointEvery = .epochs(configuration.training.evaluateEvery ?? 1)
             trialOptions.keep = 1
             trialOptions.data.selection = trial.selection
             if earlier.checkpoint, earlier.configuration == configuration { trialOptions.resume = folder }

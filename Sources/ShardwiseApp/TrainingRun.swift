@@ -224,8 +224,11 @@ public enum TrainingRun {
                     console.progress(p)
                     board?.step(p)
                 case .epoch(let record):
-                    console.epochDone(record, of: configuration.epochs)
+                    // With --evaluate-every k, the epochs between evaluations (tiny training sets
+                    // run thousands) are neither printed nor written out one by one.
+                    guard configuration.training.evaluates(epoch: record.epoch) else { break }
                     try board?.epoch(record, trainer: trainer)
+                    console.epochDone(record, of: configuration.epochs)
                     if writes, let out = options.outDirectory { try writeMetrics(trainer.state.records, configuration: configuration, to: out) }
                 case .checkpoint:
                     break

@@ -39,6 +39,21 @@ final class CLITests: XCTestCase {
         XCTAssert(try shardwise(["train", "--help"]).output.contains("--overwrite"))
     }
 
+    /// `topology --trials`: the core sets a sweep's trials would train on, one per L3 domain here.
+    func testTopologyShowsTrialSlots() throws {
+        let result = try shardwise(["topology", "--synthetic", "pack:2 l3:2 core:4 pu:2", "--trials", "auto", "--shards", "4", "--json"])
+        XCTAssertEqual(result.status, 0, result.error)
+        let plan = try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as! [String: Any]
+        let slots = plan["slots"] as! [[Int]]
+        XCTAssertEqual(slots.count, 4)
+        XCTAssertEqual(slots.flatMap { $0 }.count, 32, "every PU (2 x 2 x 4 x 2) in one slot")
+        XCTAssertEqual(Set(slots.flatMap { $0 }).count, 32)
+        XCTAssertEqual((plan["packages"] as! [[Int]]).map(\.count), [1, 1, 1, 1])
+        let table = try shardwise(["topology", "--synthetic", "pack:2 l3:2 core:4 pu:2", "--trials", "3", "--shards", "4"])
+        XCTAssert(table.output.hasPrefix("3 trial slots of 4 cores"), table.output)
+        try assertUsageError(["topology", "--trials", "0"], mentions: "--trials")
+    }
+
     func testBadFlagValues() throws {
         try assertUsageError(["train", "--dropout-input", "1.5"], mentions: "--dropout-input: 1.5, expected a probability in [0, 1)")
         try assertUsageError(["train", "--dropout-hidden", "-0.1"], mentions: "--dropout-hidden")

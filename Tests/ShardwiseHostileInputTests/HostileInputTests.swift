@@ -325,8 +325,22 @@ final class HostileInputTests: XCTestCase {
             Case(name: "10^11 Monte Carlo passes", arguments: ["eval", "--checkpoint", "../good", "--data", "../data", "--mc-dropout", "100000000000"], mentions: ["--mc-dropout"]),
             Case(name: "scaling to 40,000 workers", arguments: ["scale", "--workers", "1,40000", "--synthetic-data"], mentions: ["--workers"]),
             Case(name: "scaling with random data of 1.2 TB", arguments: ["scale", "--batch-size", "100000000", "--synthetic-data", "--workers", "1"], mentions: ["--batch-size"]),
+            Case(name: "evaluate every 0 epochs", arguments: shared + ["--evaluate-every", "0"], mentions: ["--evaluate-every"]),
+            Case(name: "sweep sizes with a zero", arguments: sweep + ["--train-samples", "0,100"], mentions: ["--train-samples"]),
+            Case(name: "sweep size larger than the data", arguments: sweep + ["--train-samples", "200,100000"], mentions: ["--train-samples", "100000", "available"]),
+            Case(name: "sweep size below the batch", arguments: sweep + ["--train-samples", "100"], mentions: ["--batch-size", "128"]),
+            Case(name: "one fold", arguments: sweep + ["--folds", "1"], mentions: ["--folds"]),
+            Case(name: "more folds than pairs of samples", arguments: sweep + ["--folds", "400"], mentions: ["--folds", "400"]),
+            Case(name: "0 trials side by side", arguments: sweep + ["--parallel-trials", "0"], mentions: ["--parallel-trials"]),
+            Case(name: "100,000 trials side by side", arguments: sweep + ["--parallel-trials", "100000"], mentions: ["--parallel-trials", "usable cores"]),
+            Case(name: "seeds-above without a count", arguments: sweep + ["--seeds-above", "5000"], mentions: ["--seeds-above"]),
+            Case(name: "target error nan", arguments: sweep + ["--target-error", "nan"], mentions: ["--target-error"]),
         ]
     }
+
+    /// A sweep of two one-epoch trials into its own folder.
+    static let sweep = ["sweep", "--data", "../data", "--epochs", "1", "--layers", "32", "--batch-size", "128", "--workers", "1",
+                        "--dropout-input", "0", "--dropout-hidden", "0,0.5", "--validation-samples", "100", "--out", "sweep"]
 
     /// Output folders that hold another run, resumes that contradict their checkpoint.
     static var folderCases: [Case] {
