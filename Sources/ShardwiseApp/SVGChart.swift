@@ -123,7 +123,8 @@ public struct SVGChart {
         let rightHigh = all.filter { px($0.x) > left + plotW * 0.6 }.contains { py($0.y) < top + plotH * 0.5 }
         let legendTop = rightHigh ? top + plotH - 10 - Double(panel.series.count) * 16 : top + 14
         for (i, series) in panel.series.enumerated() {
-            let y = legendTop + Double(i) * 16, x = left + plotW - 150
+            let longest = Double(panel.series.map(\.name.count).max() ?? 0)
+            let y = legendTop + Double(i) * 16, x = left + plotW - max(150, 6 * longest + 40)
             s += "<line x1=\"\(fmt(x))\" y1=\"\(fmt(y - 4))\" x2=\"\(fmt(x + 22))\" y2=\"\(fmt(y - 4))\" stroke=\"\(series.color)\" stroke-width=\"2\"\(series.dashed ? " stroke-dasharray=\"6 4\"" : "")/>\n"
             s += "<text x=\"\(fmt(x + 28))\" y=\"\(fmt(y))\" font-size=\"11\">\(escape(series.name))</text>\n"
         }

@@ -263,12 +263,16 @@ extension SweepRun {
                     let rows = report.rows.filter { "\($0.dropoutInput)/\($0.dropoutHidden)" == key && value($0) != nil }
                     return SVGChart.Series(
                         name: "input \(rows.first?.dropoutInput ?? 0), hidden \(rows.first?.dropoutHidden ?? 0)",
-                        points: rows.map { (Double($0.trainSamples!), value($0)!.mean) }, color: color(i), dashed: rows.first?.dropoutHidden == 0,
+                        points: rows.map { (Double($0.trainSamples!), value($0)!.mean) }, color: color(i),
                         errorBars: rows.flatMap { bars(value($0), Double($0.trainSamples!)) })
                 }
             }
             panels.append(.init(title: "Test error against the training-set size", xLabel: "training samples (log scale)", yLabel: report.figure.test, series: series(\.test), yFromZero: true, xLog: true, yLog: true))
-            panels.append(.init(title: "Steps to the best validation error", xLabel: "training samples (log scale)", yLabel: "steps", series: series(\.stepsToBest), yFromZero: true, xLog: true))
+            var cost = series(\.stepsToBest)
+            if let target = report.targetError {
+                cost += series(\.stepsToTarget).map { var s = $0; s.name += ", to \(target)"; s.dashed = true; s.errorBars = []; return s }
+            }
+            panels.append(.init(title: "Steps to the best validation error\(report.targetError.map { " (dashed: to \($0))" } ?? "")", xLabel: "training samples (log scale)", yLabel: "steps", series: cost, yFromZero: true, xLog: true))
         } else {
             let validation = byInput.enumerated().map { i, input in
                 let rows = report.rows.filter { $0.dropoutInput == input && $0.validation != nil }
@@ -286,7 +290,11 @@ extension SweepRun {
                 return SVGChart.Series(name: "input dropout \(input)", points: rows.map { ($0.dropoutHidden, $0.bestEpoch!.mean) }, color: color(i),
                                        errorBars: rows.map { ($0.dropoutHidden, $0.bestEpoch!.min, $0.bestEpoch!.max) })
             }
-            panels.append(.init(title: "Epochs to the best validation error", xLabel: "hidden dropout rate p", yLabel: "epochs", series: cost, yFromZero: true))
+            let toTarget: [SVGChart.Series] = report.targetError == nil ? [] : byInput.enumerated().map { i, input in
+                let rows = report.rows.filter { $0.dropoutInput == input && $0.epochsToTarget != nil }
+                return SVGChart.Series(name: "input \(input): to \(report.targetError!)", points: rows.map { ($0.dropoutHidden, $0.epochsToTarget!.mean) }, color: color(i), dashed: true)
+            }
+            panels.append(.init(title: "Epochs to the best validation error\(report.targetError.map { " (dashed: to \($0))" } ?? "")", xLabel: "hidden dropout rate p", yLabel: "epochs", series: cost + toTarget, yFromZero: true))
         }
         let seeds = Set(report.rows.map(\.seeds)).sorted().map(String.init).joined(separator: " or ")
         let validation = report.folds.map { "\($0)-fold cross-validation" } ?? "\(report.base.validationSamples ?? 0) held-out validation samples"

@@ -6,8 +6,8 @@ import ShardwiseApp
 struct SweepCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sweep",
-        abstract: "Train every combination of dropout rates (over seeds) and compare them on a validation set.",
-        discussion: "Resumable: rerun the same command to finish an interrupted sweep; finished trials are not rerun.")
+        abstract: "Train every combination of dropout rates (over seeds, training-set sizes or cross-validation folds) and compare them.",
+        discussion: "Resumable: rerun the same command to finish an interrupted sweep; finished trials are not rerun. Studies: docs/dropout-studies.md.")
 
     @Option(help: "Hidden dropout rates to try, comma-separated.")
     var dropoutHidden = "0,0.2,0.35,0.5,0.65"
@@ -77,6 +77,9 @@ struct SweepCommand: AsyncParsableCommand {
         _ = try sizes()
         _ = try fewerSeeds()
         _ = try parallel()
+        if try parallel() != 1, let workers = machine.workers {
+            throw ValidationError("--workers: \(workers) with --parallel-trials \(parallelTrials): trials side by side get one worker per core of their own core set; leave --workers out")
+        }
         if let folds, folds < 2 { throw ValidationError("--folds: \(folds), expected at least 2") }
         if let minSteps, minSteps <= 0 { throw ValidationError("--min-steps: \(minSteps), expected a positive number of steps") }
         if let targetError, !(targetError > 0) { throw ValidationError("--target-error: \(targetError), expected a positive error") }
