@@ -19,6 +19,9 @@ public struct DataOptions: Sendable {
     public var cacheFolder: String?
     /// Which training samples a sweep's trial uses: a seeded subset, a fold held out.
     public var selection: DataSelection?
+    /// The files already read (`DataSource.sources`): a sweep reads them once for all its
+    /// trials, which share the samples' memory.
+    public var loaded: RunData?
 
     public init(path: String? = nil) { self.path = path }
 
@@ -126,6 +129,31 @@ public enum DataSource {
         pool: WorkerPool, console: Console
     ) async throws -> RunData {
         var data: RunData
+        if let loaded = options.loaded { data = loaded } else { data = try await sources(options, seed: seed, pool: pool, console: console) }
+        if let trainLimit { data.train = data.train.prefix(trainLimit) }
+        if let testLimit, let test = data.test { data.test = test.prefix(testLimit) }
+        if let selection = options.selection {
+            guard options.validationPath == nil || !selection.givesValidation else {
+                throw RunError("--validation-data: a validation file is given, but the sweep holds out its own (\(selection)); use one or the other")
+            }
+            try selection.apply(to: &data)
+        }
+        // Statistics from the samples trained on: not the test set, not the validation split.
+        var fitted = data.train
+        if let n = validationSamples, n > 0, n < fitted.count { fitted = fitted.splitValidation(count: n, seed: seed).train }
+        let name = options.normalize ?? (data.train.inputs.type == .uint8 ? "scale:255" : "none")
+        let preprocessing: Preprocessing
+        do { preprocessing = try Preprocessing.fitted(name, on: fitted) } catch { throw RunError(error.description) }
+        data.train.preprocessing = preprocessing
+        data.test?.preprocessing = preprocessing
+        data.validation?.preprocessing = preprocessing
+        return data
+    }
+
+    /// Reads the files (or the MNIST folder) and splits off `--test-fraction` (seeded by `seed`):
+    /// the samples before any limit, selection or preprocessing.
+    public static func sources(_ options: DataOptions, seed: UInt64, pool: WorkerPool, console: Console) async throws -> RunData {
+        var data: RunData
         if options.isMNIST {
             let mnist: MNIST
             do { mnist = try MNIST.load(directory: options.path) } catch { throw RunError(error.description) }
@@ -151,23 +179,6 @@ public enum DataSource {
         if let path = options.validationPath {
             data.validation = try await file(path, options, pool: pool, console: console, like: data.train)
         }
-        if let trainLimit { data.train = data.train.prefix(trainLimit) }
-        if let testLimit, let test = data.test { data.test = test.prefix(testLimit) }
-        if let selection = options.selection {
-            guard options.validationPath == nil || !selection.givesValidation else {
-                throw RunError("--validation-data: a validation file is given, but the sweep holds out its own (\(selection)); use one or the other")
-            }
-            try selection.apply(to: &data)
-        }
-        // Statistics from the samples trained on: not the test set, not the validation split.
-        var fitted = data.train
-        if let n = validationSamples, n > 0, n < fitted.count { fitted = fitted.splitValidation(count: n, seed: seed).train }
-        let name = options.normalize ?? (data.train.inputs.type == .uint8 ? "scale:255" : "none")
-        let preprocessing: Preprocessing
-        do { preprocessing = try Preprocessing.fitted(name, on: fitted) } catch { throw RunError(error.description) }
-        data.train.preprocessing = preprocessing
-        data.test?.preprocessing = preprocessing
-        data.validation?.preprocessing = preprocessing
         return data
     }
 

@@ -69,6 +69,9 @@ public enum SweepRun {
         do { folder = try RunFolder(out, owner: options.owner) } catch { throw RunError(error.description) }
         folder.recordOwner()
         defer { withExtendedLifetime(folder) {} }
+        // The files are read once (a --test-fraction split by the sweep's seed); every trial shares them.
+        var options = options
+        options.data.loaded = try await DataSource.sources(options.data, seed: settings.sweepSeed, pool: try readers(), console: console)
         let trials = try await plan(base: base, settings: settings, options: options, console: console)
         var trialPlan: TrialPlan?
         if settings.parallelTrials != 1 {
@@ -104,12 +107,9 @@ public enum SweepRun {
     /// (each combination's folds followed by its refit). Loads the data once to size them.
     static func plan(base: RunConfiguration, settings: SweepSettings, options: RunOptions, console: Console) async throws -> [Trial] {
         // The sizes and folds are checked against the data before anything trains.
-        let pool: WorkerPool
-        do { pool = try WorkerPool.onThisMachine(workers: 1) } catch { throw RunError("\(error)") }
-        defer { pool.shutdown() }
         let data = try await DataSource.load(
             options.data, trainLimit: options.trainLimit, testLimit: options.testLimit, seed: settings.sweepSeed,
-            validationSamples: nil, pool: pool, console: console)
+            validationSamples: nil, pool: try readers(), console: console)
         let usesSelection = settings.trainSamples != nil || settings.folds != nil
         var trials: [Trial] = []
         for size in settings.trainSamples.map { $0.map(Optional.some) } ?? [nil] {
@@ -153,6 +153,11 @@ public enum SweepRun {
             }
         }
         return trials
+    }
+
+    /// Workers that read and parse the data before the trials start (stopped when released).
+    static func readers() throws -> WorkerPool {
+        do { return try WorkerPool.onThisMachine() } catch { throw RunError("\(error)") }
     }
 
     /// With `minSteps`, a trial on few samples trains k times the base epochs (k the least
