@@ -69,8 +69,12 @@ public enum SweepRun {
         do { folder = try RunFolder(out, owner: options.owner) } catch { throw RunError(error.description) }
         folder.recordOwner()
         defer { withExtendedLifetime(folder) {} }
-        // The files are read once (a --test-fraction split by the sweep's seed); every trial shares them.
+        // The kernels are the process's, so every trial uses the sweep's: a trial resumed from a
+        // checkpoint of other kernels is refused (TrainingRun names both), never mixed in.
+        do { try MatrixKernels.select(options.kernels) } catch { throw RunError(error.description) }
         var options = options
+        options.typedFields.insert(.kernels)
+        // The files are read once (a --test-fraction split by the sweep's seed); every trial shares them.
         options.data.loaded = try await DataSource.sources(options.data, seed: settings.sweepSeed, pool: try readers(), console: console)
         let trials = try await plan(base: base, settings: settings, options: options, console: console)
         var trialPlan: TrialPlan?

@@ -129,7 +129,10 @@ public enum TrainingRun {
             }
             options.kernels = stored
         }
-        do { try MatrixKernels.select(options.kernels) } catch { throw RunError(error.description) }
+        // The choice is the process's: trials side by side (a sweep) made it once, before they started.
+        if MatrixKernels.current != options.kernels {
+            do { try MatrixKernels.select(options.kernels) } catch { throw RunError(error.description) }
+        }
         if options.kernels == .portable, MatrixKernels.portableISA == "scalar" {
             console.warn("the portable kernels run scalar code on this CPU (no AVX2 or AVX-512): expect low throughput; --kernels blas trades cross-CPU reproducibility for speed")
         }

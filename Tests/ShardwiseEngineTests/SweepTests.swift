@@ -172,6 +172,36 @@ final class SweepTests: XCTestCase {
         XCTAssertEqual(resumed.trials.map(\.weightsSha256), alone.trials.map(\.weightsSha256))
     }
 
+    /// Two trials side by side on a small CSV (no MNIST needed; run under ThreadSanitizer by
+    /// `make test`): each trial's weights are those of the trial run alone.
+    func testTrialsSideBySideOnASmallCSV() async throws {
+        let folder = NSTemporaryDirectory() + "shardwise-side-\(getpid())"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let stream = RandomAddress(seed: 11, purpose: .synthetic)
+        var csv = "a,b,c,d,label\n"
+        for i in 0..<384 {
+            let x = (0..<4).map { stream.uniform(i * 4 + $0) }
+            csv += x.map { String($0) }.joined(separator: ",") + ",\(x[0] + x[1] > 1 ? 1 : 0)\n"
+        }
+        try csv.write(toFile: "\(folder)/data.csv", atomically: true, encoding: .utf8)
+        var base = base()
+        base.validationSamples = 64
+        base.batchSize = 32
+        base.shardSize = 16
+        func run(_ out: String, parallel: Int) async throws -> SweepReport {
+            var options = RunOptions(dataDirectory: "\(folder)/data.csv", outDirectory: "\(folder)/\(out)")
+            options.data.cacheFolder = "\(folder)/cache"
+            var settings = SweepSettings(inputRates: [0], hiddenRates: [0, 0.5], seeds: 1, sweepSeed: 2)
+            settings.parallelTrials = parallel
+            return try await SweepRun.run(base: base, settings: settings, options: options, command: "test", console: Console { _ in })
+        }
+        let alone = try await run("alone", parallel: 1)
+        let side = try await run("side", parallel: 2)
+        XCTAssertEqual(side.trials.map(\.weightsSha256), alone.trials.map(\.weightsSha256))
+        XCTAssertEqual(side.parallelTrials, 2)
+    }
+
     /// Cross-validation: each combination's folds and a refit on all of them for the folds'
     /// mean best epoch; the same weights for 1 and 2 workers; the table names the choice.
     func testCrossValidationIsTheSameForAnyWorkerCount() async throws {
