@@ -12,12 +12,15 @@ public struct SVGChart {
         public var dashed: Bool
         /// Vertical bars (x, low, high), e.g. the spread over seeds.
         public var errorBars: [(x: Double, low: Double, high: Double)]
-        public init(name: String, points: [(x: Double, y: Double)], color: String, dashed: Bool = false, errorBars: [(x: Double, low: Double, high: Double)] = []) {
+        /// Listed in the legend (a companion series explained by the panel's title need not be).
+        public var inLegend: Bool
+        public init(name: String, points: [(x: Double, y: Double)], color: String, dashed: Bool = false, errorBars: [(x: Double, low: Double, high: Double)] = [], inLegend: Bool = true) {
             self.name = name
             self.points = points
             self.color = color
             self.dashed = dashed
             self.errorBars = errorBars
+            self.inLegend = inLegend
         }
     }
 
@@ -118,13 +121,27 @@ public struct SVGChart {
                 }
             }
         }
-        // Legend inside the plot, at the top right, or at the bottom right when the data's
-        // right-hand part runs high (it would cover the lines).
-        let rightHigh = all.filter { px($0.x) > left + plotW * 0.6 }.contains { py($0.y) < top + plotH * 0.5 }
-        let legendTop = rightHigh ? top + plotH - 10 - Double(panel.series.count) * 16 : top + 14
-        for (i, series) in panel.series.enumerated() {
-            let longest = Double(panel.series.map(\.name.count).max() ?? 0)
-            let y = legendTop + Double(i) * 16, x = left + plotW - max(150, 6 * longest + 40)
+        // Legend inside the plot, in the corner its box covers the least of the lines (each
+        // segment sampled at 20 points): top right, bottom right, top left, bottom left.
+        let listed = panel.series.filter(\.inLegend)
+        let longest = Double(listed.map(\.name.count).max() ?? 0)
+        let box = (width: max(150, 6 * longest + 40), height: Double(listed.count) * 16 + 4)
+        var samples: [(Double, Double)] = []
+        for series in panel.series {
+            let points = series.points.map { (px($0.x), py($0.y)) }
+            samples += points
+            for (a, b) in zip(points, points.dropFirst()) {
+                samples += (1..<20).map { t in (a.0 + (b.0 - a.0) * Double(t) / 20, a.1 + (b.1 - a.1) * Double(t) / 20) }
+            }
+        }
+        let corners = [
+            (left + plotW - box.width, top + 4), (left + plotW - box.width, top + plotH - box.height - 4),
+            (left + 8, top + 4), (left + 8, top + plotH - box.height - 4),
+        ]
+        let covered = corners.map { c in samples.filter { $0.0 >= c.0 && $0.0 <= c.0 + box.width && $0.1 >= c.1 && $0.1 <= c.1 + box.height }.count }
+        let corner = corners[covered.firstIndex(of: covered.min()!)!]
+        for (i, series) in listed.enumerated() {
+            let y = corner.1 + 12 + Double(i) * 16, x = corner.0
             s += "<line x1=\"\(fmt(x))\" y1=\"\(fmt(y - 4))\" x2=\"\(fmt(x + 22))\" y2=\"\(fmt(y - 4))\" stroke=\"\(series.color)\" stroke-width=\"2\"\(series.dashed ? " stroke-dasharray=\"6 4\"" : "")/>\n"
             s += "<text x=\"\(fmt(x + 28))\" y=\"\(fmt(y))\" font-size=\"11\">\(escape(series.name))</text>\n"
         }

@@ -267,12 +267,12 @@ extension SweepRun {
                         errorBars: rows.flatMap { bars(value($0), Double($0.trainSamples!)) })
                 }
             }
-            panels.append(.init(title: "Test error against the training-set size", xLabel: "training samples (log scale)", yLabel: report.figure.test, series: series(\.test), yFromZero: true, xLog: true, yLog: true))
+            panels.append(.init(title: "Test error against the training-set size", xLabel: "training samples (log scale)", yLabel: report.figure.test + " (log scale)", series: series(\.test), yFromZero: true, xLog: true, yLog: true))
             var cost = series(\.stepsToBest)
             if let target = report.targetError {
-                cost += series(\.stepsToTarget).map { var s = $0; s.name += ", to \(target)"; s.dashed = true; s.errorBars = []; return s }
+                cost += series(\.stepsToTarget).map { var s = $0; s.name += ", to \(target)"; s.dashed = true; s.errorBars = []; s.inLegend = false; return s }
             }
-            panels.append(.init(title: "Steps to the best validation error\(report.targetError.map { " (dashed: to \($0))" } ?? "")", xLabel: "training samples (log scale)", yLabel: "steps", series: cost, yFromZero: true, xLog: true))
+            panels.append(.init(title: "Steps to the best validation error\(report.targetError.map { " (dashed: to \($0))" } ?? "")", xLabel: "training samples (log scale)", yLabel: "steps (log scale)", series: cost, yFromZero: true, xLog: true, yLog: true))
         } else {
             let validation = byInput.enumerated().map { i, input in
                 let rows = report.rows.filter { $0.dropoutInput == input && $0.validation != nil }
@@ -292,7 +292,7 @@ extension SweepRun {
             }
             let toTarget: [SVGChart.Series] = report.targetError == nil ? [] : byInput.enumerated().map { i, input in
                 let rows = report.rows.filter { $0.dropoutInput == input && $0.epochsToTarget != nil }
-                return SVGChart.Series(name: "input \(input): to \(report.targetError!)", points: rows.map { ($0.dropoutHidden, $0.epochsToTarget!.mean) }, color: color(i), dashed: true)
+                return SVGChart.Series(name: "input \(input): to \(report.targetError!)", points: rows.map { ($0.dropoutHidden, $0.epochsToTarget!.mean) }, color: color(i), dashed: true, inLegend: false)
             }
             panels.append(.init(title: "Epochs to the best validation error\(report.targetError.map { " (dashed: to \($0))" } ?? "")", xLabel: "hidden dropout rate p", yLabel: "epochs", series: cost + toTarget, yFromZero: true))
         }

@@ -205,6 +205,8 @@ public enum SweepRun {
         try await withThrowingTaskGroup(of: (slot: Int, index: Int, finished: Finished).self) { group in
             while true {
                 while let slot = free.first, let i = pending.firstIndex(where: { $0.needs.allSatisfy { results[$0] != nil } }) {
+                    // Ctrl-C between trials: nothing is running to checkpoint; the rest wait for a rerun.
+                    if Task.isCancelled { throw RunError("interrupted before trial \(pending[i].index) started", stopped: true, collective: true) }
                     var trial = pending.remove(at: i)
                     if !trial.needs.isEmpty {
                         let best = trial.needs.compactMap { results[$0]?.trial.bestEpoch }
@@ -242,6 +244,13 @@ public enum SweepRun {
         let folder = "\(out)/trial-\(String(format: "%03d", trial.index))"
         let decoder = JSONDecoder()
         decoder.keyDecodingStrategy = .convertFromSnakeCase
+        let name = describe(trial)
+        // A finished trial is known by its summary alone (reading its checkpoint back would
+        // verify tens of megabytes per trial).
+        if let done = try readSummary(in: folder, decoder: decoder), done.configuration == configuration, done.selection == trial.selection {
+            announce.line("trial \(trial.index): \(name): done earlier")
+            return Finished(trial: SweepTrial(index: trial.index, summary: done, seedIndex: trial.seedIndex, target: target), summary: done)
+        }
         let earlier = try earlierTrial(in: folder, decoder: decoder)
         if !options.overwrite {
             if let trained = earlier.configuration, let difference = configuration.firstDifference(from: trained) {
@@ -253,26 +262,28 @@ public enum SweepRun {
                 throw RunError("--train-samples/--folds: \(folder) was trained on \(done.selection?.description ?? "every training sample"), this sweep asks for \(trial.selection?.description ?? "every training sample"); rerun a sweep with its own flags, use another --out, or pass --overwrite")
             }
         }
-        let name = describe(trial)
-        let summary: RunSummary
-        if let done = earlier.summary, done.configuration == configuration, done.selection == trial.selection {
-            summary = done
-            announce.line("trial \(trial.index): \(name): done earlier")
-        } else {
-            var trialOptions = options
-            trialOptions.outDirectory = folder
-            // A checkpoint per evaluation: tiny training sets run thousands of short epochs.
-            trialOptions.checkpointEvery = .epochs(configuration.training.evaluateEvery ?? 1)
-            trialOptions.keep = 1
-            trialOptions.data.selection = trial.selection
-            if earlier.checkpoint, earlier.configuration == configuration { trialOptions.resume = folder }
-            announce.line("trial \(trial.index): \(name)\(trialOptions.resume == nil ? "" : " (resuming)")\(options.cores.map { " on PUs \($0.map { String($0.rawValue) }.joined(separator: ","))" } ?? "")")
-            summary = try await TrainingRun.run(configuration: configuration, options: trialOptions, console: console)
-        }
+        var trialOptions = options
+        trialOptions.outDirectory = folder
+        // A checkpoint per evaluation: tiny training sets run thousands of short epochs.
+        trialOptions.checkpointEvery = .epochs(configuration.training.evaluateEvery ?? 1)
+        trialOptions.keep = 1
+        trialOptions.data.selection = trial.selection
+        if earlier.checkpoint, earlier.configuration == configuration { trialOptions.resume = folder }
+        announce.line("trial \(trial.index): \(name)\(trialOptions.resume == nil ? "" : " (resuming)")\(options.cores.map { " on PUs \($0.map { String($0.rawValue) }.joined(separator: ","))" } ?? "")")
+        let summary = try await TrainingRun.run(configuration: configuration, options: trialOptions, console: console)
         if summary.bestEpoch == nil, trial.needs.isEmpty {
             throw RunError("sweep: trial \(trial.index) has no validation results; it needs --validation-samples N or --folds K")
         }
         return Finished(trial: SweepTrial(index: trial.index, summary: summary, seedIndex: trial.seedIndex, target: target), summary: summary)
+    }
+
+    /// A trial folder's summary.json, when it has a readable one.
+    static func readSummary(in folder: String, decoder: JSONDecoder) throws -> RunSummary? {
+        do {
+            return try RegularFile.readIfPresent("\(folder)/summary.json", limit: 64 << 20, what: "a summary").flatMap {
+                try? decoder.decode(RunSummary.self, from: Data($0))
+            }
+        } catch { throw RunError(error.description) }
     }
 
     /// "1000 samples, input 0.2, hidden 0.5, seed 0, fold 2/5".
@@ -286,12 +297,7 @@ public enum SweepRun {
     /// What a trial folder holds from an earlier run of the sweep: its summary, whether it has a
     /// checkpoint, and the configuration it was trained with (from either).
     static func earlierTrial(in folder: String, decoder: JSONDecoder) throws -> (summary: RunSummary?, checkpoint: Bool, configuration: RunConfiguration?) {
-        let summary: RunSummary?
-        do {
-            summary = try RegularFile.readIfPresent("\(folder)/summary.json", limit: 64 << 20, what: "a summary").flatMap {
-                try? decoder.decode(RunSummary.self, from: Data($0))
-            }
-        } catch { throw RunError(error.description) }
+        let summary = try readSummary(in: folder, decoder: decoder)
         guard (try? Checkpoint.newest(in: folder)) != nil else { return (summary, false, summary?.configuration) }
         let state: TrainingState
         do { state = try TrainingRun.loadCheckpoint(try Checkpoint.newest(in: folder)).state } catch { throw RunError(error.description) }
