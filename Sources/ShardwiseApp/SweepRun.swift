@@ -114,6 +114,10 @@ public enum SweepRun {
         let data = try await DataSource.load(
             options.data, trainLimit: options.trainLimit, testLimit: options.testLimit, seed: settings.sweepSeed,
             validationSamples: nil, pool: try readers(), console: console)
+        // The network's input and output widths come from the data, as a trial's run sets them.
+        var base = base
+        base.network.inputSize = data.train.features
+        base.network.outputSize = data.train.outputWidth
         let usesSelection = settings.trainSamples != nil || settings.folds != nil
         var trials: [Trial] = []
         for size in settings.trainSamples.map { $0.map(Optional.some) } ?? [nil] {

@@ -300,7 +300,8 @@ public enum TrainingRun {
                 throw CheckpointError("\(path)/state.json: written by shardwise \(state.version), expected a version up to \(ShardwiseVersion.current) (a newer format)")
             }
             guard let network = state.network else { throw CheckpointError("\(path)/state.json: no network description; the model was built in code") }
-            do { try state.configuration.validate() } catch { throw CheckpointError("\(path)/state.json: \(error)") }
+            // Whether a validation file is given is the resumed run's to say (it checks again).
+            do { try state.configuration.validate(validationGiven: true) } catch { throw CheckpointError("\(path)/state.json: \(error)") }
             do { try state.validate() } catch { throw CheckpointError("\(path)/state.json: \(error)") }
             return try layout(of: network, in: "\(path)/state.json")
         }

@@ -189,17 +189,37 @@ final class SweepTests: XCTestCase {
         base.validationSamples = 64
         base.batchSize = 32
         base.shardSize = 16
-        func run(_ out: String, parallel: Int) async throws -> SweepReport {
+        func run(_ out: String, parallel: Int, folds: Int? = nil, stopAfterSteps: Int? = nil) async throws -> SweepReport {
             var options = RunOptions(dataDirectory: "\(folder)/data.csv", outDirectory: "\(folder)/\(out)")
             options.data.cacheFolder = "\(folder)/cache"
+            options.stopAfterSteps = stopAfterSteps
             var settings = SweepSettings(inputRates: [0], hiddenRates: [0, 0.5], seeds: 1, sweepSeed: 2)
             settings.parallelTrials = parallel
-            return try await SweepRun.run(base: base, settings: settings, options: options, command: "test", console: Console { _ in })
+            settings.folds = folds
+            var configuration = base
+            if folds != nil { configuration.training.earlyStoppingPatience = 1 }
+            return try await SweepRun.run(base: configuration, settings: settings, options: options, command: "test", console: Console { _ in })
         }
         let alone = try await run("alone", parallel: 1)
         let side = try await run("side", parallel: 2)
         XCTAssertEqual(side.trials.map(\.weightsSha256), alone.trials.map(\.weightsSha256))
         XCTAssertEqual(side.parallelTrials, 2)
+        // A rerun reads the finished trials back (4 features, not MNIST's 784) without training them again.
+        let summary = "\(folder)/side/trial-000/summary.json"
+        let before = try FileManager.default.attributesOfItem(atPath: summary)[.modificationDate] as! Date
+        let again = try await run("side", parallel: 2)
+        XCTAssertEqual(try FileManager.default.attributesOfItem(atPath: summary)[.modificationDate] as! Date, before)
+        XCTAssertEqual(again.trials.map(\.weightsSha256), alone.trials.map(\.weightsSha256))
+        // Folds with early stopping, interrupted and resumed from their checkpoints: the same trials.
+        let folds = try await run("folds", parallel: 2, folds: 2)
+        do {
+            _ = try await run("split", parallel: 2, folds: 2, stopAfterSteps: 3)
+            XCTFail("the trials should have been interrupted")
+        } catch let error as RunError {
+            XCTAssert(error.description.contains("rerun the same command"), error.description)
+        }
+        let resumed = try await run("split", parallel: 2, folds: 2)
+        XCTAssertEqual(resumed.trials.map(\.weightsSha256), folds.trials.map(\.weightsSha256))
     }
 
     /// Cross-validation: each combination's folds and a refit on all of them for the folds'
