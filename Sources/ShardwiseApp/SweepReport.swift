@@ -284,7 +284,7 @@ extension SweepRun {
                 let rows = report.rows.filter { $0.dropoutInput == input && $0.refitTest != nil }
                 return SVGChart.Series(name: "input \(input): refit, test", points: rows.map { ($0.dropoutHidden, $0.refitTest!.mean) }, color: color(i), dashed: true)
             }
-            panels.append(.init(title: "\(report.folds != nil ? "Fold" : "Validation") error against the hidden dropout rate", xLabel: "hidden dropout rate p", yLabel: report.figure.validation, series: validation + tests, yFromZero: false))
+            panels.append(.init(title: "\(report.folds != nil ? "Fold" : "Validation") error against the hidden dropout rate", xLabel: "hidden dropout rate p", yLabel: report.folds == nil ? report.figure.validation : (report.metric == "rmse" ? "RMSE" : "error %"), series: validation + tests, yFromZero: false))
             let cost = byInput.enumerated().map { i, input in
                 let rows = report.rows.filter { $0.dropoutInput == input && $0.bestEpoch != nil }
                 return SVGChart.Series(name: "input dropout \(input)", points: rows.map { ($0.dropoutHidden, $0.bestEpoch!.mean) }, color: color(i),

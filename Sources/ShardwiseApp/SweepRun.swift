@@ -108,7 +108,7 @@ public enum SweepRun {
     }
 
     /// Every trial in sweep order: sizes, then input rates, hidden rates, seeds, and folds
-    /// (each combination's folds followed by its refit). Loads the data once to size them.
+    /// (each combination's folds followed by its refit), sized against the data the sweep read.
     static func plan(base: RunConfiguration, settings: SweepSettings, options: RunOptions, console: Console) async throws -> [Trial] {
         // The sizes and folds are checked against the data before anything trains.
         let data = try await DataSource.load(
