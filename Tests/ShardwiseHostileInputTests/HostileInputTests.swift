@@ -332,7 +332,8 @@ final class HostileInputTests: XCTestCase {
             Case(name: "one fold", arguments: sweep + ["--folds", "1"], mentions: ["--folds"]),
             Case(name: "more folds than pairs of samples", arguments: sweep + ["--folds", "400"], mentions: ["--folds", "400"]),
             Case(name: "0 trials side by side", arguments: sweep + ["--parallel-trials", "0"], mentions: ["--parallel-trials"]),
-            Case(name: "100,000 trials side by side", arguments: sweep + ["--parallel-trials", "100000"], mentions: ["--parallel-trials", "usable cores"]),
+            Case(name: "100,000 trials side by side", arguments: sweepOwnWorkers + ["--parallel-trials", "100000"], mentions: ["--parallel-trials", "usable cores"]),
+            Case(name: "workers given to trials side by side", arguments: sweep + ["--parallel-trials", "2"], mentions: ["--workers", "--parallel-trials"]),
             Case(name: "seeds-above without a count", arguments: sweep + ["--seeds-above", "5000"], mentions: ["--seeds-above"]),
             Case(name: "target error nan", arguments: sweep + ["--target-error", "nan"], mentions: ["--target-error"]),
         ]
@@ -341,6 +342,8 @@ final class HostileInputTests: XCTestCase {
     /// A sweep of two one-epoch trials into its own folder.
     static let sweep = ["sweep", "--data", "../data", "--epochs", "1", "--layers", "32", "--batch-size", "128", "--workers", "1",
                         "--dropout-input", "0", "--dropout-hidden", "0,0.5", "--validation-samples", "100", "--out", "sweep"]
+    /// The same, each trial's workers left to the sweep (one per core of its core set).
+    static let sweepOwnWorkers = sweep.enumerated().filter { $0.offset != sweep.firstIndex(of: "--workers")! && $0.offset != sweep.firstIndex(of: "--workers")! + 1 }.map(\.element)
 
     /// Output folders that hold another run, resumes that contradict their checkpoint.
     static var folderCases: [Case] {
