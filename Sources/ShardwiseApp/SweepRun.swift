@@ -120,7 +120,7 @@ public enum SweepRun {
         base.network.outputSize = data.train.outputWidth
         let usesSelection = settings.trainSamples != nil || settings.folds != nil
         var trials: [Trial] = []
-        for size in settings.trainSamples.map { $0.map(Optional.some) } ?? [nil] {
+        for size in settings.trainSamples.map({ $0.map(Optional.some) }) ?? [nil] {
             for input in settings.inputRates {
                 for hidden in settings.hiddenRates {
                     for s in 0..<settings.seeds(for: size) {
