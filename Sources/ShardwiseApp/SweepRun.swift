@@ -75,8 +75,15 @@ public enum SweepRun {
         var options = options
         options.typedFields.insert(.kernels)
         // The files are read once (a --test-fraction split by the sweep's seed); every trial shares them.
-        options.data.loaded = try await DataSource.sources(options.data, seed: settings.sweepSeed, pool: try readers(), console: console)
-        let trials = try await plan(base: base, settings: settings, options: options, console: console)
+        // The readers' threads stop before the trials pin their own.
+        let trials: [Trial]
+        do {
+            let readers: WorkerPool
+            do { readers = try WorkerPool.onThisMachine() } catch { throw RunError("\(error)") }
+            defer { readers.shutdown() }
+            options.data.loaded = try await DataSource.sources(options.data, seed: settings.sweepSeed, pool: readers, console: console)
+            trials = try await plan(base: base, settings: settings, options: options, pool: readers, console: console)
+        }
         var trialPlan: TrialPlan?
         if settings.parallelTrials != 1 {
             if Cluster.launched { throw RunError("--parallel-trials: under mpirun the ranks train one trial together; use --parallel-trials 1") }
@@ -109,11 +116,11 @@ public enum SweepRun {
 
     /// Every trial in sweep order: sizes, then input rates, hidden rates, seeds, and folds
     /// (each combination's folds followed by its refit), sized against the data the sweep read.
-    static func plan(base: RunConfiguration, settings: SweepSettings, options: RunOptions, console: Console) async throws -> [Trial] {
+    static func plan(base: RunConfiguration, settings: SweepSettings, options: RunOptions, pool: WorkerPool, console: Console) async throws -> [Trial] {
         // The sizes and folds are checked against the data before anything trains.
         let data = try await DataSource.load(
             options.data, trainLimit: options.trainLimit, testLimit: options.testLimit, seed: settings.sweepSeed,
-            validationSamples: nil, pool: try readers(), console: console)
+            validationSamples: nil, pool: pool, console: console)
         // The network's input and output widths come from the data, as a trial's run sets them.
         var base = base
         base.network.inputSize = data.train.features
@@ -161,11 +168,6 @@ public enum SweepRun {
             }
         }
         return trials
-    }
-
-    /// Workers that read and parse the data before the trials start (stopped when released).
-    static func readers() throws -> WorkerPool {
-        do { return try WorkerPool.onThisMachine() } catch { throw RunError("\(error)") }
     }
 
     /// With `minSteps`, a trial on few samples trains k times the base epochs (k the least

@@ -149,17 +149,9 @@ public enum TrainingRun {
         }
         let pool: WorkerPool
         do {
-            if let cores = options.cores {
-                // A sweep trial's slot: one worker per core of it unless told otherwise.
-                let within = topology.pus.filter { cores.contains($0.os) }
-                pool = try WorkerPool(
-                    plan: topology.plan(workers: options.workers ?? Set(within.map(\.core)).count, policy: options.policy, smt: options.smt, oversubscribe: options.oversubscribe, within: within),
-                    topology: topology)
-            } else {
-                pool = try WorkerPool.onThisMachine(
-                    workers: options.workers, policy: options.policy, smt: options.smt, oversubscribe: options.oversubscribe,
-                    topology: topology, share: cluster.map { ($0.localRank, $0.localSize) })
-            }
+            pool = try WorkerPool.onThisMachine(
+                workers: options.workers, policy: options.policy, smt: options.smt, oversubscribe: options.oversubscribe,
+                topology: topology, share: cluster.map { ($0.localRank, $0.localSize) }, within: options.cores)
         } catch { throw RunError("\(error)") }
         defer { pool.shutdown() }
         for note in pool.plan.notes { console.warn(note) }

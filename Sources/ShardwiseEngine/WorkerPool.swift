@@ -198,16 +198,18 @@ extension WorkerPool {
     /// A pool on this machine: `workers` (default one per core) placed by `policy`.
     /// Throws `PlacementError` (too many workers) or `TopologyError` (hwloc failed).
     /// With `share` (index, count), the pool uses only that block of the machine's cores
-    /// (an MPI rank's part of its host) and defaults to one worker per core of it.
+    /// (an MPI rank's part of its host); with `within`, only those PUs (a sweep trial's core
+    /// set). Either way it defaults to one worker per core it may use.
     public static func onThisMachine(
         workers: Int? = nil, policy: PlacementPolicy = .compact, smt: Bool = false, oversubscribe: Bool = false,
-        topology: Topology? = nil, share: (index: Int, count: Int)? = nil
+        topology: Topology? = nil, share: (index: Int, count: Int)? = nil, within: [OSIndex]? = nil
     ) throws -> WorkerPool {
         let topology = try topology ?? Topology.thisMachine()
-        let usable = try share.map { try topology.share($0.index, of: $0.count, oversubscribe: oversubscribe) } ?? topology.allowedPUs
+        let pus = within.map { set in topology.allowedPUs.filter { set.contains($0.os) } }
+        let usable = try share.map { try topology.share($0.index, of: $0.count, oversubscribe: oversubscribe) } ?? pus ?? topology.allowedPUs
         let count = workers ?? Set(usable.map(\.core)).count
         return try WorkerPool(
-            plan: try topology.plan(workers: count, policy: policy, smt: smt, oversubscribe: oversubscribe, share: share),
+            plan: try topology.plan(workers: count, policy: policy, smt: smt, oversubscribe: oversubscribe, share: share, within: pus),
             topology: topology)
     }
 }

@@ -155,17 +155,22 @@ extension Topology {
     /// Round-robin over the groups given by the first key, each group ordered recursively by the rest.
     func interleave(_ items: [[ProcessingUnit]], by keys: [([ProcessingUnit]) -> Int]) -> [[ProcessingUnit]] {
         guard let key = keys.first else { return items }
-        var groups: [(key: Int, items: [[ProcessingUnit]])] = []
-        for item in items {
-            let k = key(item)
-            if let i = groups.firstIndex(where: { $0.key == k }) { groups[i].items.append(item) } else { groups.append((k, [item])) }
-        }
-        let ordered = groups.map { interleave($0.items, by: Array(keys.dropFirst())) }
+        let ordered = grouped(items, by: key).map { interleave($0.items, by: Array(keys.dropFirst())) }
         var result: [[ProcessingUnit]] = []
         let longest = ordered.map(\.count).max() ?? 0
         for round in 0..<longest {
             for group in ordered where round < group.count { result.append(group[round]) }
         }
         return result
+    }
+
+    /// `items` grouped by `key`, the groups in order of first appearance, each in the items' order.
+    func grouped<Item>(_ items: [Item], by key: (Item) -> Int) -> [(key: Int, items: [Item])] {
+        var groups: [(key: Int, items: [Item])] = []
+        for item in items {
+            let k = key(item)
+            if let i = groups.firstIndex(where: { $0.key == k }) { groups[i].items.append(item) } else { groups.append((k, [item])) }
+        }
+        return groups
     }
 }

@@ -25,19 +25,14 @@ extension Topology {
         let levels = domainLevels(usable).reversed().map { level in { (core: [ProcessingUnit]) in level(core[0]) } }
         var slots: [[[ProcessingUnit]]] = []
         for key in levels + [{ _ in 0 }] {
-            var groups: [(key: Int, cores: [[ProcessingUnit]])] = []
-            for core in free {
-                let k = key(core)
-                if let i = groups.firstIndex(where: { $0.key == k }) { groups[i].cores.append(core) } else { groups.append((k, [core])) }
-            }
             var left: [[ProcessingUnit]] = []
-            for group in groups {
-                let spansPackages = Set(group.cores.map { package($0[0]) }).count > 1
+            for group in grouped(free, by: key) {
+                let spansPackages = Set(group.items.map { package($0[0]) }).count > 1
                 if spansPackages && width <= widestPackage {
-                    left += group.cores
+                    left += group.items
                     continue
                 }
-                var cores = group.cores[...]
+                var cores = group.items[...]
                 while cores.count >= width {
                     slots.append(Array(cores.prefix(width)))
                     cores = cores.dropFirst(width)
