@@ -12,6 +12,9 @@
 
 struct sw_topology {
     hwloc_topology_t topology;
+    /// The PUs placement may use: hwloc's allowed set (the cgroup's), narrowed to the
+    /// process's CPU binding for SW_TOPOLOGY_THIS_SYSTEM_BOUND.
+    hwloc_bitmap_t allowed;
 };
 
 sw_topology *sw_topology_load(int source, const char *argument, char *error, size_t error_length) {
@@ -38,11 +41,18 @@ sw_topology *sw_topology_load(int source, const char *argument, char *error, siz
     }
     sw_topology *result = malloc(sizeof *result);
     result->topology = t;
+    result->allowed = hwloc_bitmap_dup(hwloc_topology_get_allowed_cpuset(t));
+    if (source == SW_TOPOLOGY_THIS_SYSTEM_BOUND) {
+        hwloc_bitmap_t bound = hwloc_bitmap_alloc();
+        if (hwloc_get_cpubind(t, bound, HWLOC_CPUBIND_PROCESS) == 0) hwloc_bitmap_and(result->allowed, result->allowed, bound);
+        hwloc_bitmap_free(bound);
+    }
     return result;
 }
 
 void sw_topology_destroy(sw_topology *topology) {
     if (topology == NULL) return;
+    hwloc_bitmap_free(topology->allowed);
     hwloc_topology_destroy(topology->topology);
     free(topology);
 }
@@ -73,7 +83,7 @@ static int numa_of_cpuset(hwloc_topology_t t, hwloc_const_cpuset_t set) {
 
 void sw_topology_pus(sw_topology *topology, sw_pu *out) {
     hwloc_topology_t t = topology->topology;
-    hwloc_const_cpuset_t allowed = hwloc_topology_get_allowed_cpuset(t);
+    hwloc_const_cpuset_t allowed = topology->allowed;
     int n = hwloc_get_nbobjs_by_type(t, HWLOC_OBJ_PU);
     for (int i = 0; i < n; i++) {
         hwloc_obj_t pu = hwloc_get_obj_by_type(t, HWLOC_OBJ_PU, (unsigned)i);

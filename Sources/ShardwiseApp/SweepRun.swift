@@ -88,7 +88,7 @@ public enum SweepRun {
         if settings.parallelTrials != 1 {
             if Cluster.launched { throw RunError("--parallel-trials: under mpirun the ranks train one trial together; use --parallel-trials 1") }
             let topology: Topology
-            do { topology = try Topology.thisMachine() } catch { throw RunError(error.description) }
+            do { topology = try Topology.thisMachine(onlyBoundCPUs: options.affinity) } catch { throw RunError(error.description) }
             do { trialPlan = try topology.trialPlan(trials: settings.parallelTrials, coresPerTrial: base.training.shardsPerBatch, trialCount: trials.count) } catch {
                 throw RunError(error.description)
             }

@@ -43,6 +43,10 @@ public struct RunSummary: Codable, Sendable {
     /// combined ("ordered": bit-identical to one process; "fast": MPI_Allreduce).
     public var ranks: Int?
     public var crossRank: String?
+    /// Under MPI: whether the exchange overlapped the backward pass, and the bytes this rank
+    /// moved per step beside a ring all-reduce of the same gradient.
+    public var overlap: Bool?
+    public var traffic: Traffic?
     /// A sweep trial's choice of samples (subset, fold), when it had one.
     public var selection: DataSelection?
 }
@@ -65,6 +69,8 @@ public struct RunOptions: Sendable {
     public var policy: PlacementPolicy = .compact
     public var smt = false
     public var oversubscribe = false
+    /// Only the cores of the process's CPU binding (`taskset`), not every core of its cgroup.
+    public var affinity = false
     /// Use only the first N training / test samples (tests and quick looks).
     public var trainLimit: Int?
     public var testLimit: Int?
@@ -77,6 +83,8 @@ public struct RunOptions: Sendable {
     public var stopAfterSteps: Int?
     /// Under MPI: combine ranks with a plain MPI_Allreduce (not reproducible across rank counts).
     public var fastAllreduce = false
+    /// Under MPI: overlap the exchange with the backward pass (the same weights either way).
+    public var overlap = true
     /// The matrix kernels: the portable ones (the same bits on any CPU; the default), or the
     /// BLAS library. A resumed run keeps its checkpoint's (a checkpoint without one: BLAS).
     public var kernels: MatrixKernels = .portable
@@ -107,7 +115,7 @@ public enum TrainingRun {
     public static func run(configuration requested: RunConfiguration, options requestedOptions: RunOptions, console: Console) async throws -> RunSummary {
         let wallStart = monotonicSeconds()
         let topology: Topology
-        do { topology = try Topology.thisMachine() } catch { throw RunError(error.description) }
+        do { topology = try Topology.thisMachine(onlyBoundCPUs: requestedOptions.affinity) } catch { throw RunError(error.description) }
         // Under an MPI launcher this process is one rank; rank 0 alone prints and writes.
         let cluster: Cluster?
         do { cluster = try Cluster.join(topology: topology, timeout: requestedOptions.mpiTimeout) } catch { throw RunError(error.description) }
@@ -144,7 +152,7 @@ public enum TrainingRun {
         // the job in moments), then the data they read.
         if let cluster {
             try agree(cluster, on: configuration.settings + [
-                (.fastAllreduce, "\(options.fastAllreduce)"), (.kernels, options.kernels.rawValue), (.resume, resumed.map { "step \($0.state.globalStep)" } ?? "none"),
+                (.fastAllreduce, "\(options.fastAllreduce)"), (.overlap, "\(options.overlap)"), (.kernels, options.kernels.rawValue), (.resume, resumed.map { "step \($0.state.globalStep)" } ?? "none"),
             ])
         }
         let pool: WorkerPool
@@ -171,7 +179,7 @@ public enum TrainingRun {
         do {
             trainer = try Trainer(
                 network: configuration.network, data: data.train, configuration: configuration.training, workers: pool,
-                validation: data.validation, cluster: cluster, fastAllreduce: options.fastAllreduce)
+                validation: data.validation, cluster: cluster, fastAllreduce: options.fastAllreduce, overlap: options.overlap)
             if let resumed { try trainer.restore(from: resumed) }
         } catch { throw RunError(error) }
         if let resumed, !trainer.isFinished {
@@ -180,7 +188,7 @@ public enum TrainingRun {
         console.line(
             "shardwise \(ShardwiseVersion.current): \(describe(configuration.network)), \(trainer.network.layout.parameterCount) parameters, "
                 + "\(trainer.trainingData.count) training / \(data.test?.count ?? 0) test samples from \(data.origin) (\(DataSource.describe(data.train)); inputs \(DataSource.describe(data.train.preprocessing, mnist: options.data.isMNIST))); "
-                + (cluster.map { "\($0.size) MPI ranks (\(trainer.fastAllreduce ? "MPI_Allreduce" : "ordered exchange")) x " } ?? "")
+                + (cluster.map { "\($0.size) MPI ranks (\(trainer.fastAllreduce ? "MPI_Allreduce" : "ordered exchange")\(trainer.overlapsExchange ? ", overlapped" : "")) x " } ?? "")
                 + "\(pool.workers.count) workers (\(options.policy.rawValue)), shards of \(configuration.shardSize); \(options.kernels == .portable ? "portable \(MatrixKernels.portableISA)" : "BLAS \(blas.kernels)") kernels")
         if trainer.isFinished, let resumed {
             console.line("\(resumed.path): this run finished (\(trainer.state.records.count) epochs); nothing is trained or rewritten")
@@ -385,6 +393,7 @@ extension RunSummary {
         let trainingSeconds = state.records.reduce(0) { $0 + $1.seconds }
         var split = trainer.timing.meanSplit(steps: steps)
         split.crossRank = trainer.cluster.map { _ in trainer.communicationSeconds / Double(max(steps, 1)) }
+        split.wall = trainer.stepSeconds / Double(max(steps, 1))
         let validation = trainer.validationData
         self.init(
             version: ShardwiseVersion.current, configuration: configuration,
@@ -400,7 +409,8 @@ extension RunSummary {
             epochs: state.records, bestEpoch: state.bestEpoch, bestValidationErrorPercent: state.bestValidationErrorPercent,
             bestTestErrorPercent: state.bestEpoch.flatMap { state.records[$0 - 1].test?.primary },
             validationSamples: validation?.count, stoppedEarly: validation.map { _ in state.records.count < configuration.epochs },
-            ranks: trainer.cluster?.size, crossRank: trainer.cluster.map { _ in trainer.fastAllreduce ? "fast" : "ordered" })
+            ranks: trainer.cluster?.size, crossRank: trainer.cluster.map { _ in trainer.fastAllreduce ? "fast" : "ordered" },
+            overlap: trainer.cluster.map { _ in trainer.overlapsExchange }, traffic: trainer.traffic)
     }
 }
 

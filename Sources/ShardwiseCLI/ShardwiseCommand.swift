@@ -141,6 +141,7 @@ func flag(_ field: ConfigurationError.Field) -> String {
     case .schedule: "--schedule"
     case .dropoutKind: "--dropout-kind"
     case .fastAllreduce: "--fast-allreduce"
+    case .overlap: "--no-overlap"
     case .resume: "--resume"
     case .kernels: "--kernels"
     }

@@ -99,8 +99,14 @@ struct MachineOptions: ParsableArguments {
     @Flag(help: "Allow more workers than processing units (or, under MPI, more ranks on a host than its cores).")
     var oversubscribe = false
 
+    @Flag(help: "Use only the cores of this process's CPU binding (taskset, numactl --physcpubind, mpirun --bind-to), not every core its cgroup allows.")
+    var affinity = false
+
     @Flag(help: "Under mpirun: combine the ranks' gradients with a plain MPI_Allreduce. Less data moved, but the weights then depend on the rank count (not bit-reproducible).")
     var fastAllreduce = false
+
+    @Flag(help: "Under mpirun: compute every shard, then exchange, then reduce (the same weights, slower). By default each layer's gradients are sent as soon as the backward pass produced them, and reduced and gathered layer by layer.")
+    var noOverlap = false
 
     @Option(help: "Under mpirun: seconds to wait for the other ranks in any one exchange before ending the job.")
     var mpiTimeout = 120.0
@@ -134,7 +140,9 @@ struct MachineOptions: ParsableArguments {
         options.policy = policy
         options.smt = smt
         options.oversubscribe = oversubscribe
+        options.affinity = affinity
         options.fastAllreduce = fastAllreduce
+        options.overlap = !noOverlap
         options.mpiTimeout = mpiTimeout
         options.kernels = kernels
         return options

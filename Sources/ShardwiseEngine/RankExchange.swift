@@ -57,6 +57,24 @@ final class RankExchange: @unchecked Sendable {
         transfers.initialize(from: plan, count: plan.count)
     }
 
+    /// What this rank sends and receives in one step: its shards' gradient slices and its
+    /// part of the parameters (as if sent to each other rank directly; the allgather's algorithm
+    /// is MPI's); in fast mode, what a ring all-reduce of the gradient moves.
+    var traffic: Traffic {
+        let ranks = cluster.size
+        let total = (0..<ranks).reduce(0) { $0 + Int(rankCounts[$1]) }
+        let ring = Traffic.ringAllreduceBytes(floats: fast ? Int(rankCounts[0]) : total, ranks: ranks)
+        if fast { return Traffic(sentBytes: ring, receivedBytes: ring, ringAllreduceBytes: ring) }
+        var sent = 0, received = 0
+        for t in UnsafeBufferPointer(start: transfers, count: transferCount) {
+            if t.send != 0 { sent += t.count * 4 } else { received += t.count * 4 }
+        }
+        let mine = Int(rankCounts[cluster.rank])
+        sent += mine * (ranks - 1) * 4
+        received += (total - mine) * 4
+        return Traffic(sentBytes: sent, receivedBytes: received, ringAllreduceBytes: ring)
+    }
+
     deinit {
         transfers.deallocate()
         rankCounts.deallocate()
@@ -87,4 +105,14 @@ final class RankExchange: @unchecked Sendable {
         guard !fast else { return }
         try cluster.allgather(velocity, counts: rankCounts, displacements: rankOffsets, "gathering the optimizer state")
     }
+}
+
+/// Bytes one rank moves per step, beside a ring all-reduce of the same gradient.
+public struct Traffic: Codable, Sendable, Equatable {
+    public var sentBytes: Int
+    public var receivedBytes: Int
+    /// What each rank sends (and receives) in a ring all-reduce: 2 (R - 1) / R of the gradient.
+    public var ringAllreduceBytes: Int
+
+    static func ringAllreduceBytes(floats: Int, ranks: Int) -> Int { 2 * (ranks - 1) * floats * 4 / ranks }
 }

@@ -17,7 +17,19 @@ extension Trainer {
         shardsDone.value.store(0, ordering: .relaxed)
         nextChunk.value.store(localChunks.lowerBound, ordering: .relaxed)
         badChunk.value.store(Int.max, ordering: .relaxed)
-        if let exchange {
+        let start = monotonicSeconds()
+        defer { stepSeconds += monotonicSeconds() - start }
+        if let exchange, let overlapped {
+            // Compute, exchange and reduce at once; then agree (the parameters are gathered per layer).
+            overlapped.reset(workers: pool.workers.count)
+            nextChunk.value.store(0, ordering: .relaxed)
+            let busy = timing.busySeconds()
+            await runOverlapped(overlapped, stepInEpoch: stepInEpoch, hyper: hyper)
+            if let failure = overlapped.failure { throw .cluster(failure) }
+            do { try agree(exchange, gather: false) } catch { throw .cluster(error) }
+            // What the step spent beyond computing and reducing: the communication left exposed.
+            communicationSeconds += (monotonicSeconds() - start) - (timing.busySeconds() - busy) / Double(pool.workers.count)
+        } else if let exchange {
             // Compute, combine across ranks, reduce: the workers run twice, around the exchange.
             await runWorkers(stepInEpoch: stepInEpoch, hyper: hyper, reduce: false)
             do {
@@ -54,11 +66,55 @@ extension Trainer {
         }
     }
 
+    /// The workers (computing, then reducing as segments become ready) and the communication
+    /// thread driving the transfers, as children of one task group.
+    func runOverlapped(_ overlapped: OverlappedExchange, stepInEpoch: Int, hyper: SGDHyperparameters) async {
+        await withTaskGroup(of: Void.self) { group in
+            if let communicator {
+                group.addTask(executorPreference: communicator) { _ = overlapped.drive() }
+            }
+            for worker in pool.workers {
+                group.addTask(executorPreference: worker) {
+                    self.workOverlapped(worker: worker.index, overlapped, stepInEpoch: stepInEpoch, hyper: hyper)
+                }
+            }
+        }
+    }
+
+    /// One worker's part of an overlapped step: its shards (announcing each finished layer),
+    /// then this rank's chunks, last layer first, each once its layer is ready.
+    func workOverlapped(worker w: Int, _ overlapped: OverlappedExchange, stepInEpoch: Int, hyper: SGDHyperparameters) {
+        let t0 = monotonicSeconds()
+        for shard in shards(of: w) {
+            shardLoss[shard] = computeShard(shard, stepInEpoch: stepInEpoch, overlapped: overlapped)
+        }
+        let t1 = monotonicSeconds()
+        overlapped.computing.value.add(-1, ordering: .relaxed)
+        var waiting = 0.0
+        let order = overlapped.reductionOrder
+        while true {
+            // Relaxed: the counter only hands out distinct positions; readiness is acquired below.
+            let position = nextChunk.value.add(1, ordering: .relaxed).oldValue
+            if position >= order.count { break }
+            let chunk = order[position], segment = overlapped.segmentOfChunk[chunk]
+            let t = monotonicSeconds()
+            guard overlapped.waitUntilReady(segment: segment) else { break }
+            waiting += monotonicSeconds() - t
+            let finite = optimizer.update(
+                chunk: chunk, parameters: parameters.pointer, shardGradients: reductionPointers,
+                shardCount: reductionShardCount, hyperparameters: hyper)
+            if !finite { badChunk.value.min(chunk, ordering: .relaxed) }
+            overlapped.reduced(segment: segment)
+        }
+        let t2 = monotonicSeconds()
+        timing.add(worker: w, compute: t1 - t0, waiting: waiting, reduction: t2 - t1 - waiting)
+    }
+
     /// After the update: every rank gets the new parameters and the shard losses, and the
     /// ranks agree on whether a gradient was not finite and whether to stop (a rank's task
     /// was cancelled), so every rank takes the same decision after the step.
-    func agree(_ exchange: RankExchange) throws(ClusterError) {
-        try exchange.gatherParameters(parameters.pointer)
+    func agree(_ exchange: RankExchange, gather: Bool = true) throws(ClusterError) {
+        if gather { try exchange.gatherParameters(parameters.pointer) }
         // Other ranks' entries are 0, and x + 0 is exact: every rank ends with the same losses.
         for s in 0..<configuration.shardsPerBatch where !localShards.contains(s) { shardLoss[s] = 0 }
         try exchange.cluster.allreduceSum(shardLoss, count: configuration.shardsPerBatch, "summing losses")
@@ -119,7 +175,7 @@ extension Trainer {
     }
 
     /// Forward and backward for one shard into its own gradient buffer; returns its loss sum.
-    func computeShard(_ shard: Int, stepInEpoch: Int) -> Double {
+    func computeShard(_ shard: Int, stepInEpoch: Int, overlapped: OverlappedExchange? = nil) -> Double {
         let n = configuration.shardSize
         let ws = workspaces[shard - localShards.lowerBound]
         let first = stepInEpoch * configuration.batchSize + shard * n
@@ -127,11 +183,17 @@ extension Trainer {
         for r in 0..<n { ws.load(trainingData, sample: Int(order[first + r]), row: r) }
         let random = RandomContext(seed: configuration.seed, step: UInt32(truncatingIfNeeded: state.globalStep), firstPosition: shard * n)
         network.forward(parameters: parameters.pointer, workspace: ws, rows: n, random: random)
+        let fault = injectNaN.map { $0.step == state.globalStep && $0.shard == shard } ?? false
+        let local = shard - localShards.lowerBound
         let loss = network.backward(
             parameters: parameters.pointer, workspace: ws, rows: n, lossDivisor: configuration.batchSize,
-            gradient: shardGradients[shard].pointer)
-        if let fault = injectNaN, fault.step == state.globalStep, fault.shard == shard {
-            shardGradients[shard][network.layout.tensors[2].offset] = .nan
+            gradient: shardGradients[shard].pointer
+        ) { layer in
+            // Tests: the NaN goes in before the layer holding tensor 2 is announced as finished.
+            if fault, network.parameterRange(ofLayer: layer).contains(network.layout.tensors[2].offset) {
+                shardGradients[shard][network.layout.tensors[2].offset] = .nan
+            }
+            overlapped?.finishedSegment(localShard: local)
         }
         return loss
     }
@@ -185,6 +247,13 @@ public final class StepTiming: @unchecked Sendable {
         s[0] += compute
         s[1] += waiting
         s[2] += reduction
+    }
+
+    /// Seconds computing and reducing, summed over workers since the last reset.
+    func busySeconds() -> Double {
+        var total = 0.0
+        for i in 0..<workers { total += slots[i * Self.stride] + slots[i * Self.stride + 2] }
+        return total
     }
 
     /// Mean over workers of seconds computing, waiting and reducing since the last reset, divided by `steps`.

@@ -39,6 +39,10 @@ public final class Trainer: @unchecked Sendable {
     public let cluster: Cluster?
     /// Under MPI: how the ranks combine their gradients (nil in a single process).
     let exchange: RankExchange?
+    /// Under MPI, unless turned off: the same exchange overlapped with the backward pass,
+    /// driven by the pool's communication thread.
+    let overlapped: OverlappedExchange?
+    let communicator: PinnedWorker?
     /// The global shards this process computes (all of them without a cluster).
     package let localShards: Range<Int>
     /// The parameter chunks this process updates.
@@ -64,8 +68,11 @@ public final class Trainer: @unchecked Sendable {
     public internal(set) var state: TrainingState
     /// Under MPI: whether the ranks agreed, in the last step, to stop after it.
     public internal(set) var agreedStop = false
-    /// Seconds spent in cross-rank calls, summed over steps.
+    /// Seconds spent in cross-rank calls, summed over steps; overlapped, the seconds of the
+    /// steps not spent computing or reducing (the communication left exposed).
     public internal(set) var communicationSeconds = 0.0
+    /// Wall-clock seconds of the steps, summed.
+    public internal(set) var stepSeconds = 0.0
 
     // Step coordination. Each counter sits on its own cache line (see `PaddedCounter`).
     let shardsDone = PaddedCounter()
@@ -90,6 +97,8 @@ public final class Trainer: @unchecked Sendable {
     ///   - loss: what training minimises (default: softmax cross-entropy for classification, mean squared error for regression).
     ///   - cluster: under MPI, the job this process is one rank of.
     ///   - fastAllreduce: under MPI, combine ranks with a plain all-reduce (not reproducible across rank counts).
+    ///   - overlap: under MPI, send each layer's gradients as soon as the backward pass produced
+    ///     them and reduce and gather per layer (the same bits; false: compute, then exchange).
     ///   - chunkElements: the reduction's chunk size (see `SGDOptimizer`); it does not change results.
     ///   - description: the model's description, stored in checkpoints, when it was built from one.
     // Longer than 60 lines: every buffer is a `let` allocated once, here, in dependency order
@@ -97,7 +106,7 @@ public final class Trainer: @unchecked Sendable {
     public init(
         model: Sequential, data: Dataset, configuration: TrainingConfiguration, workers pool: WorkerPool,
         loss: (any Loss)? = nil, validation: Dataset? = nil, cluster: Cluster? = nil, fastAllreduce: Bool = false,
-        chunkElements: Int = 16_384, description: NetworkConfiguration? = nil
+        overlap: Bool = true, chunkElements: Int = 16_384, description: NetworkConfiguration? = nil
     ) throws(TrainingError) {
         do { _ = try BLAS.load() } catch { throw .blas(error) }
         do { try configuration.validate(trainingSamples: data.count, validationGiven: validation != nil) } catch { throw .configuration(error) }
@@ -157,6 +166,20 @@ public final class Trainer: @unchecked Sendable {
             RankExchange(cluster: $0, fast: fastAllreduce, shards: shards, chunks: optimizer.chunks, shardGradients: shardGradients)
         }
         self.exchange = exchange
+        if let exchange, overlap {
+            do {
+                overlapped = try OverlappedExchange(
+                    exchange: exchange, network: network, chunks: optimizer.chunks, shards: shards, localShards: local,
+                    shardGradients: shardGradients, parameters: parameters.pointer)
+                communicator = try pool.communicationWorker()
+            } catch let error as ClusterError {
+                throw .cluster(error)
+            } catch {
+                throw .cluster(ClusterError(message: "cannot start the communication thread: \(error)"))
+            }
+        } else {
+            (overlapped, communicator) = (nil, nil)
+        }
         localChunks = exchange?.localChunks ?? 0..<optimizer.chunks.count
         if let exchange, exchange.fast {
             reductionPointers = .allocate(capacity: 1)
@@ -181,7 +204,7 @@ public final class Trainer: @unchecked Sendable {
     /// the other parameters are the main initializer's.
     public convenience init(
         network description: NetworkConfiguration, data: Dataset, configuration: TrainingConfiguration, workers pool: WorkerPool,
-        validation: Dataset? = nil, cluster: Cluster? = nil, fastAllreduce: Bool = false, chunkElements: Int = 16_384
+        validation: Dataset? = nil, cluster: Cluster? = nil, fastAllreduce: Bool = false, overlap: Bool = true, chunkElements: Int = 16_384
     ) throws(TrainingError) {
         do { try description.validate() } catch { throw .configuration(error) }
         guard data.features == description.inputSize else {
@@ -189,7 +212,7 @@ public final class Trainer: @unchecked Sendable {
         }
         try self.init(
             model: description.model(), data: data, configuration: configuration, workers: pool, validation: validation, cluster: cluster,
-            fastAllreduce: fastAllreduce, chunkElements: chunkElements, description: description)
+            fastAllreduce: fastAllreduce, overlap: overlap, chunkElements: chunkElements, description: description)
     }
 
     deinit {
@@ -222,6 +245,10 @@ public final class Trainer: @unchecked Sendable {
     public var stepsPerEpoch: Int { trainingData.count / configuration.batchSize }
     /// Whether ranks combine gradients with a plain all-reduce (not reproducible across rank counts).
     public var fastAllreduce: Bool { exchange?.fast ?? false }
+    /// Under MPI: whether the exchange overlaps the backward pass.
+    public var overlapsExchange: Bool { overlapped != nil }
+    /// Under MPI: the bytes this rank sends and receives per step.
+    public var traffic: Traffic? { exchange?.traffic }
 
     /// Shards of worker `w`: a contiguous block of this process's shards, so the
     /// shards a worker computes are fixed for a run.

@@ -199,6 +199,8 @@ public struct StepSplit: Codable, Sendable {
     public var reduction: Double
     /// Under MPI: seconds per step in cross-rank calls (exchange or all-reduce, allgather, agreement).
     public var crossRank: Double?
+    /// Wall-clock seconds per step.
+    public var wall: Double?
 
     /// A split of mean seconds per step.
     public init(compute: Double, waiting: Double, reduction: Double, crossRank: Double? = nil) {

@@ -118,6 +118,7 @@ public final class WorkerPool: @unchecked Sendable {
     let topology: Topology?
     var threads: [pthread_t] = []
     private var isShutDown = false
+    private var helper: PinnedWorker?
 
     /// Starts one thread per worker in `plan`; binds each to its PU when `topology` is this machine.
     /// Throws (after stopping the threads already started) when the system refuses a thread.
@@ -126,23 +127,43 @@ public final class WorkerPool: @unchecked Sendable {
         self.topology = topology
         workers = plan.workers.map { PinnedWorker(index: $0.worker, placement: $0) }
         for worker in workers {
-            let context = Unmanaged.passRetained(ThreadContext(worker: worker, topology: topology)).toOpaque()
-            var thread = pthread_t()
-            let status = pthread_create(&thread, nil, { raw in
-                let context = Unmanaged<ThreadContext>.fromOpaque(raw!).takeRetainedValue()
-                context.worker.run(topology: context.topology)
-                return nil
-            }, context)
-            guard status == 0 else {
-                Unmanaged<ThreadContext>.fromOpaque(context).release()
+            do { try start(worker) } catch {
                 shutdown()
-                throw PlacementError(description: "cannot start worker thread \(threads.count + 1) of \(workers.count) (pthread_create: \(String(cString: strerror(status)))); use fewer --workers")
+                throw PlacementError(description: "cannot start worker thread \(threads.count + 1) of \(workers.count) (\(error)); use fewer --workers")
             }
-            threads.append(thread)
         }
         for worker in workers {
             while !worker.started.load(ordering: .acquiring) { sched_yield() }
         }
+    }
+
+    /// Starts `worker`'s thread; throws pthread_create's error.
+    private func start(_ worker: PinnedWorker) throws(PlacementError) {
+        let context = Unmanaged.passRetained(ThreadContext(worker: worker, topology: topology)).toOpaque()
+        var thread = pthread_t()
+        let status = pthread_create(&thread, nil, { raw in
+            let context = Unmanaged<ThreadContext>.fromOpaque(raw!).takeRetainedValue()
+            context.worker.run(topology: context.topology)
+            return nil
+        }, context)
+        guard status == 0 else {
+            Unmanaged<ThreadContext>.fromOpaque(context).release()
+            throw PlacementError(description: "pthread_create: \(String(cString: strerror(status)))")
+        }
+        threads.append(thread)
+    }
+
+    /// A thread for driving cross-rank transfers while the workers compute (MPI moves data
+    /// only inside its calls): started on first use, on the last worker's PU, and mostly
+    /// asleep (it polls with short naps). Not a worker: it computes nothing.
+    public func communicationWorker() throws(PlacementError) -> PinnedWorker {
+        if let helper { return helper }
+        let last = workers[workers.count - 1].placement
+        let worker = PinnedWorker(index: workers.count, placement: last)
+        try start(worker)
+        while !worker.started.load(ordering: .acquiring) { sched_yield() }
+        helper = worker
+        return worker
     }
 
     /// Whether every worker is bound to its PU (false for a topology read from a file,
@@ -171,6 +192,7 @@ public final class WorkerPool: @unchecked Sendable {
         guard !isShutDown else { return }
         isShutDown = true
         for worker in workers { worker.stop() }
+        helper?.stop()
         for thread in threads {
             // Called from one of the pool's own workers (async code resumed there), that
             // thread cannot join itself: detach it; it ends once its current job returns.

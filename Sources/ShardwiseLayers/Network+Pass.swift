@@ -48,10 +48,13 @@ extension Network {
     /// (laid out as `layout`, every element overwritten) and returns the loss sum
     /// over the rows. With `lossDivisor` = the global batch size, the shards'
     /// gradients add up to the gradient of the global batch's mean loss.
+    /// `finished(k)` is called as soon as layer k's part of `gradient` (``parameterRange(ofLayer:)``)
+    /// is final, last layer first, for each layer with parameters: a cross-rank exchange can
+    /// send it while the earlier layers' backward runs.
     @discardableResult
     public func backward(
         parameters: UnsafePointer<Float>, workspace ws: Workspace, rows n: Int,
-        lossDivisor: Int, gradient: UnsafeMutablePointer<Float>
+        lossDivisor: Int, gradient: UnsafeMutablePointer<Float>, finished: (Int) -> Void = { _ in }
     ) -> Double {
         var dy = ws.gradientA.pointer
         var dx = ws.gradientB.pointer
@@ -70,9 +73,18 @@ extension Network {
                     parameterGradients: ParameterGradients(base: gradient, offsets: offsets),
                     scratch: ws.scratch(k)))
             }
+            if !parameterOffsets[k].isEmpty { finished(k) }
             if needsInputGradient[k] { swap(&dx, &dy) }
         }
         return loss
+    }
+
+    /// The part of the flat parameter vector that holds layer `k`'s tensors (with the padding
+    /// after them, up to the next layer's first tensor); empty for a layer without parameters.
+    public func parameterRange(ofLayer k: Int) -> Range<Int> {
+        guard let first = parameterOffsets[k].first else { return 0..<0 }
+        let next = parameterOffsets[(k + 1)...].first { !$0.isEmpty }?.first ?? layout.count
+        return first..<next
     }
 
     /// Sums of squared and of absolute differences between outputs and targets over the

@@ -111,12 +111,16 @@ public final class Topology: @unchecked Sendable {
     public let isThisSystem: Bool
     let handle: OpaquePointer
 
-    /// Reads a topology from `source`; throws when hwloc cannot.
-    public init(_ source: Source) throws(TopologyError) {
+    /// Reads a topology from `source`; throws when hwloc cannot. `onlyBoundCPUs` (this machine
+    /// only): PUs outside the process's CPU binding (`taskset`, `numactl`, `mpirun --bind-to`)
+    /// count as not allowed, as PUs outside its cgroup always do.
+    public init(_ source: Source, onlyBoundCPUs: Bool = false) throws(TopologyError) {
         var message = [CChar](repeating: 0, count: 512)
         let handle: OpaquePointer?
         switch source {
-        case .thisMachine: handle = sw_topology_load(Int32(SW_TOPOLOGY_THIS_SYSTEM), nil, &message, message.count)
+        case .thisMachine:
+            let code = onlyBoundCPUs ? SW_TOPOLOGY_THIS_SYSTEM_BOUND : SW_TOPOLOGY_THIS_SYSTEM
+            handle = sw_topology_load(Int32(code), nil, &message, message.count)
         case .xml(let path):
             // Only a regular file: hwloc would block on a FIFO and read a device without end.
             var info = stat()
@@ -160,8 +164,10 @@ public final class Topology: @unchecked Sendable {
 
     deinit { sw_topology_destroy(handle) }
 
-    /// The running machine.
-    public static func thisMachine() throws(TopologyError) -> Topology { try Topology(.thisMachine) }
+    /// The running machine; with `onlyBoundCPUs`, only the PUs of the process's CPU binding are allowed.
+    public static func thisMachine(onlyBoundCPUs: Bool = false) throws(TopologyError) -> Topology {
+        try Topology(.thisMachine, onlyBoundCPUs: onlyBoundCPUs)
+    }
 
     /// Binds the calling thread to one PU (a singlified cpuset, `HWLOC_CPUBIND_THREAD`).
     public func bindCurrentThread(to pu: OSIndex) throws(TopologyError) {

@@ -9,7 +9,8 @@
 
 typedef struct sw_topology sw_topology;
 
-enum { SW_TOPOLOGY_THIS_SYSTEM = 0, SW_TOPOLOGY_XML = 1, SW_TOPOLOGY_SYNTHETIC = 2 };
+/// SW_TOPOLOGY_THIS_SYSTEM_BOUND: this system, with only the PUs of the process's CPU binding allowed.
+enum { SW_TOPOLOGY_THIS_SYSTEM = 0, SW_TOPOLOGY_XML = 1, SW_TOPOLOGY_SYNTHETIC = 2, SW_TOPOLOGY_THIS_SYSTEM_BOUND = 3 };
 
 /// One processing unit and the objects above it (logical indices; -1 when absent).
 typedef struct {

@@ -48,6 +48,20 @@ int sw_mpi_allgatherv_floats(float *buffer, const int *counts, const int *displa
 int sw_mpi_allreduce_floats(float *values, int count, int op, double timeout, char *error, size_t error_length);
 int sw_mpi_allreduce_doubles(double *values, int count, int op, double timeout, char *error, size_t error_length);
 int sw_mpi_allreduce_longs(long *values, int count, int op, double timeout, char *error, size_t error_length);
+/// Overlapped steps: operations posted one by one into a table of requests (slots), then
+/// tested for completion while computing goes on. The table is the process's (calls are serialized).
+/// Makes room for `count` slots; call before a step, never during one.
+int sw_mpi_reserve_requests(int count, char *error, size_t error_length);
+/// Posts transfer `t` (MPI_Isend or MPI_Irecv) into slot `slot`.
+int sw_mpi_post(const sw_mpi_transfer *t, int slot, char *error, size_t error_length);
+/// Posts an in-place MPI_Iallreduce (sum) of `count` floats into slot `slot`; every rank must
+/// post its all-reduces in the same order.
+int sw_mpi_post_allreduce(float *values, long count, int slot, char *error, size_t error_length);
+/// Tests slots [0, count) once (MPI_Testsome): writes the slots that completed since the last
+/// call into `completed` (room for `count`) and their number into `completed_count`.
+int sw_mpi_test(int count, int *completed, int *completed_count, char *error, size_t error_length);
+/// MPI_Wtime.
+double sw_mpi_time(void);
 /// `nap_microseconds` > 0: sleep between polls (a rank idling while another measures), else spin.
 int sw_mpi_barrier(double timeout, int nap_microseconds, char *error, size_t error_length);
 

@@ -1,0 +1,328 @@
+import CShardwiseMPI
+import ShardwiseKernels
+import ShardwiseLayers
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The cross-rank exchange overlapped with the backward pass: the same transfers and the
+/// same sums as ``RankExchange``, started as soon as their data exists.
+///
+/// The parameters are cut into segments, one per layer with parameters, in backward order
+/// (last layer first). A step then runs, with no barrier between its phases:
+///  - each local shard's backward pass announces every finished segment; the communication
+///    thread (``WorkerPool/communicationWorker()``) sends that segment's slices to the ranks
+///    that own them at once, while the earlier layers' backward goes on;
+///  - a segment is *ready* on this rank when every local shard finished it and every other
+///    rank's slices of it arrived (ordered), or when its all-reduce completed (fast);
+///  - the workers, done with their shards, reduce this rank's chunks last segment first,
+///    each chunk as soon as its segment is ready: shard order as always, so the same bits;
+///  - when this rank has updated all its chunks of a segment, it sends them to the other
+///    ranks (the allgather, per segment), and receives theirs.
+/// Only the communication thread calls MPI during a step; workers and it meet through
+/// atomic counters (acquire/release), never a lock.
+final class OverlappedExchange: @unchecked Sendable {
+    /// A layer with parameters: where it sits in the flat vector.
+    struct Segment {
+        let layer: Int
+        let range: Range<Int>
+    }
+
+    enum Kind { case gradientSend, gradientReceive, parameterSend, parameterReceive, allreduce }
+
+    let cluster: Cluster
+    let fast: Bool
+    /// Backward order: segments[0] is the last layer.
+    let segments: [Segment]
+    let localShards: Range<Int>
+    /// Chunks this rank reduces, in the order the workers claim them (last segment first).
+    let reductionOrder: [Int]
+    /// The segment of each chunk (by chunk index).
+    let segmentOfChunk: [Int]
+    /// How many of this rank's chunks lie in each segment.
+    let localChunksPerSegment: [Int]
+
+    /// Every transfer of a step; slot i of MPI's request table is transfer i (all-reduces after them).
+    let transfers: [sw_mpi_transfer]
+    let kinds: [Kind]
+    let slotSegment: [Int]
+    /// gradientSends[local shard][segment]: the transfers that send it.
+    let gradientSends: [[Range<Int>]]
+    let parameterSends: [Range<Int>]
+    /// Per segment: the receives of gradient slices (or its one all-reduce), then of parameter slices.
+    let receivesPerSegment: [Int]
+    let parameterReceivesPerSegment: [Int]
+    let slotCount: Int
+    /// The first local shard's buffer, where fast mode adds the local shards and all-reduces.
+    let sumBuffer: UnsafeMutablePointer<Float>
+    let localGradients: [UnsafeMutablePointer<Float>]
+
+    // Shared with the workers (each counter on its own cache line).
+    /// Segments finished by each local shard this step.
+    let shardProgress: [PaddedCounter]
+    /// 1 when the segment may be reduced.
+    let segmentReady: [PaddedCounter]
+    /// This rank's chunks of the segment reduced so far.
+    let segmentReduced: [PaddedCounter]
+    /// Workers still computing their shards this step.
+    let computing = PaddedCounter()
+    /// Nonzero when the communication failed: waiting workers give up.
+    let failed = PaddedCounter()
+    /// Set by the communication thread when it fails (read after the step's task group).
+    var failure: ClusterError?
+
+    // The communication thread's own state, allocated once.
+    let pending: UnsafeMutablePointer<Int>  // per segment: gradient receives (or the all-reduce) not yet complete; then parameter receives
+    let sent: UnsafeMutablePointer<Int>  // per local shard: segments sent
+    let flags: UnsafeMutablePointer<UInt8>  // per segment: bit 0 ready published, bit 1 parameters sent, bit 2 all-reduce posted
+    let completed: UnsafeMutablePointer<Int32>
+    private let error = UnsafeMutablePointer<CChar>.allocate(capacity: 512)
+
+    /// Microseconds the communication thread naps when nothing moved (SHARDWISE_POLL_MICROSECONDS).
+    let napMicroseconds: Int
+
+    init(
+        exchange: RankExchange, network: Network, chunks: [SGDOptimizer.Chunk], shards: Int, localShards: Range<Int>,
+        shardGradients: [FloatBuffer], parameters: UnsafeMutablePointer<Float>
+    ) throws(ClusterError) {
+        self.localShards = localShards
+        let cluster = exchange.cluster, fast = exchange.fast
+        let ranks = cluster.size, me = cluster.rank
+        let segments: [Segment] = network.layers.indices.reversed().compactMap { k in
+            let range = network.parameterRange(ofLayer: k)
+            return range.isEmpty ? nil : Segment(layer: k, range: range)
+        }
+        self.segments = segments
+        let segmentOfChunk = chunks.map { chunk in segments.firstIndex { $0.range.contains(chunk.range.lowerBound) }! }
+        self.segmentOfChunk = segmentOfChunk
+        reductionOrder = exchange.localChunks.reversed()
+        localChunksPerSegment = segments.indices.map { g in exchange.localChunks.filter { segmentOfChunk[$0] == g }.count }
+        let owned = (0..<ranks).map { r in
+            (Int(exchange.rankOffsets[r])..<Int(exchange.rankOffsets[r] + exchange.rankCounts[r]))
+        }
+        func slice(_ g: Int, _ r: Int) -> Range<Int> { segments[g].range.clamped(to: owned[r]) }
+        var transfers: [sw_mpi_transfer] = [], kinds: [Kind] = [], slotSegment: [Int] = []
+        var receives = [Int](repeating: 0, count: segments.count), parameterReceives = receives
+        func add(_ kind: Kind, _ g: Int, peer: Int, send: Bool, tag: Int, buffer: UnsafeMutablePointer<Float>, range: Range<Int>) {
+            transfers.append(sw_mpi_transfer(peer: Int32(peer), send: send ? 1 : 0, tag: Int32(tag), buffer: buffer + range.lowerBound, count: range.count))
+            kinds.append(kind)
+            slotSegment.append(g)
+            if kind == .gradientReceive { receives[g] += 1 }
+            if kind == .parameterReceive { parameterReceives[g] += 1 }
+        }
+        // Tags: a gradient slice is (shard, segment); a parameter slice (segment), above every gradient tag.
+        let parameterTag = shards * segments.count
+        var gradientSends: [[Range<Int>]] = [], parameterSends: [Range<Int>] = []
+        if !fast {
+            for s in localShards {
+                gradientSends.append(segments.indices.map { g in
+                    let first = transfers.count
+                    for q in 0..<ranks where q != me && !slice(g, q).isEmpty {
+                        add(.gradientSend, g, peer: q, send: true, tag: s * segments.count + g, buffer: shardGradients[s].pointer, range: slice(g, q))
+                    }
+                    return first..<transfers.count
+                })
+            }
+            for g in segments.indices {
+                let first = transfers.count
+                for q in 0..<ranks where q != me && !slice(g, me).isEmpty {
+                    add(.parameterSend, g, peer: q, send: true, tag: parameterTag + g, buffer: parameters, range: slice(g, me))
+                }
+                parameterSends.append(first..<transfers.count)
+            }
+            for g in segments.indices where !slice(g, me).isEmpty {
+                for q in 0..<ranks where q != me {
+                    for s in cluster.block(of: shards, rank: q) {
+                        add(.gradientReceive, g, peer: q, send: false, tag: s * segments.count + g, buffer: shardGradients[s].pointer, range: slice(g, me))
+                    }
+                }
+            }
+            for g in segments.indices {
+                for q in 0..<ranks where q != me && !slice(g, q).isEmpty {
+                    add(.parameterReceive, g, peer: q, send: false, tag: parameterTag + g, buffer: parameters, range: slice(g, q))
+                }
+            }
+        }
+        self.cluster = cluster
+        self.fast = fast
+        self.transfers = transfers
+        self.kinds = kinds + (fast ? segments.map { _ in .allreduce } : [])
+        self.slotSegment = slotSegment + (fast ? Array(segments.indices) : [])
+        self.gradientSends = gradientSends
+        self.parameterSends = parameterSends
+        receivesPerSegment = fast ? segments.map { _ in 1 } : receives
+        parameterReceivesPerSegment = parameterReceives
+        slotCount = self.kinds.count
+        sumBuffer = shardGradients[localShards.lowerBound].pointer
+        localGradients = localShards.map { shardGradients[$0].pointer }
+        shardProgress = localShards.map { _ in PaddedCounter() }
+        segmentReady = segments.map { _ in PaddedCounter() }
+        segmentReduced = segments.map { _ in PaddedCounter() }
+        pending = .allocate(capacity: 2 * segments.count)
+        sent = .allocate(capacity: localShards.count)
+        flags = .allocate(capacity: segments.count)
+        completed = .allocate(capacity: max(1, slotCount))
+        error.initialize(repeating: 0, count: 512)
+        napMicroseconds = Int(getenv("SHARDWISE_POLL_MICROSECONDS").map { String(cString: $0) } ?? "") ?? 500
+        try cluster.check(sw_mpi_reserve_requests(Int32(max(1, slotCount)), error, 512), "preparing the overlapped exchange")
+    }
+
+    deinit {
+        pending.deallocate()
+        sent.deallocate()
+        flags.deallocate()
+        completed.deallocate()
+        error.deallocate()
+    }
+
+    /// Before a step's tasks start (by the training loop, with no task of the step running).
+    func reset(workers: Int) {
+        for c in shardProgress { c.value.store(0, ordering: .relaxed) }
+        for c in segmentReady { c.value.store(0, ordering: .relaxed) }
+        for c in segmentReduced { c.value.store(0, ordering: .relaxed) }
+        failed.value.store(0, ordering: .relaxed)
+        computing.value.store(workers, ordering: .relaxed)
+        failure = nil
+    }
+
+    /// A worker: local shard `local` finished the next segment of its backward pass.
+    @inline(__always)
+    func finishedSegment(localShard local: Int) {
+        // Releasing: publishes the segment's gradient to the communication thread.
+        shardProgress[local].value.add(1, ordering: .releasing)
+    }
+
+    /// A worker: waits until chunk's segment may be reduced; false when the exchange failed.
+    func waitUntilReady(segment g: Int) -> Bool {
+        var spins = 0
+        // Acquiring: pairs with the communication thread's releasing store, which follows the
+        // local shards' releasing progress and the arrival of the other ranks' slices.
+        while segmentReady[g].value.load(ordering: .acquiring) == 0 {
+            if failed.value.load(ordering: .relaxed) != 0 { return false }
+            spins += 1
+            // The communication thread may share this core: leave it the core soon.
+            if spins > 200 { usleep(20) } else if spins > 50 { sched_yield() }
+        }
+        return true
+    }
+
+    /// A worker: one more of this rank's chunks of segment `g` is updated.
+    @inline(__always)
+    func reduced(segment g: Int) {
+        segmentReduced[g].value.add(1, ordering: .releasing)
+    }
+
+    /// The communication thread's part of a step: posts, tests and publishes until every
+    /// transfer of the step completed. Returns false (with `failure` set) on an MPI error or
+    /// when nothing moved for the cluster's timeout.
+    func drive() -> Bool {
+        let G = segments.count
+        var outstanding = 0
+        for g in 0..<G { (pending[g], pending[G + g], flags[g]) = (receivesPerSegment[g], parameterReceivesPerSegment[g], 0) }
+        for l in localShards.indices { sent[l - localShards.lowerBound] = 0 }
+        func fail(_ status: Int32, _ doing: String) -> Bool {
+            do { try cluster.check(status, doing) } catch { failure = error }
+            if failure == nil { failure = ClusterError(message: "\(doing): failed") }
+            failed.value.store(1, ordering: .releasing)
+            return false
+        }
+        func post(_ slots: Range<Int>) -> Int32 {
+            for i in slots {
+                let status = transfers.withUnsafeBufferPointer { sw_mpi_post($0.baseAddress! + i, Int32(i), error, 512) }
+                if status != SW_MPI_OK { return status }
+                outstanding += 1
+            }
+            return Int32(SW_MPI_OK)
+        }
+        // Receives first, so the other ranks' sends find their buffers.
+        for i in transfers.indices where kinds[i] == .gradientReceive || kinds[i] == .parameterReceive {
+            let status = post(i..<i + 1)
+            if status != SW_MPI_OK { return fail(status, "posting receives") }
+        }
+        var lastProgress = monotonicSeconds(), idle = 0
+        while true {
+            var moved = false
+            // Segments every local shard finished (progress is monotonic).
+            var allDone = Int.max
+            for l in 0..<localShards.count {
+                let done = shardProgress[l].value.load(ordering: .acquiring)
+                allDone = min(allDone, done)
+                if !fast {
+                    while sent[l] < done {
+                        let status = post(gradientSends[l][sent[l]])
+                        if status != SW_MPI_OK { return fail(status, "sending shard gradients") }
+                        sent[l] += 1
+                        moved = true
+                    }
+                }
+            }
+            if fast {
+                // All-reduces in segment order on every rank (collectives must match).
+                for g in 0..<min(allDone, G) where flags[g] & 4 == 0 {
+                    let range = segments[g].range
+                    for other in localGradients.dropFirst() {
+                        Elementwise.add(count: range.count, x: other + range.lowerBound, y: sumBuffer + range.lowerBound)
+                    }
+                    let status = sw_mpi_post_allreduce(sumBuffer + range.lowerBound, range.count, Int32(transfers.count + g), error, 512)
+                    if status != SW_MPI_OK { return fail(status, "posting an all-reduce") }
+                    outstanding += 1
+                    flags[g] |= 4
+                    moved = true
+                }
+            }
+            var count: Int32 = 0
+            let status = sw_mpi_test(Int32(slotCount), completed, &count, error, 512)
+            if status != SW_MPI_OK { return fail(status, "exchanging shard gradients") }
+            for i in 0..<Int(count) {
+                let slot = Int(completed[i])
+                outstanding -= 1
+                switch kinds[slot] {
+                case .gradientReceive, .allreduce: pending[slotSegment[slot]] -= 1
+                case .parameterReceive: pending[G + slotSegment[slot]] -= 1
+                case .gradientSend, .parameterSend: break
+                }
+                moved = true
+            }
+            var finished = true
+            for g in 0..<G {
+                if flags[g] & 1 == 0 {
+                    // Ready: every local shard finished it and the other ranks' slices arrived.
+                    if g < allDone && pending[g] == 0 {
+                        segmentReady[g].value.store(1, ordering: .releasing)
+                        flags[g] |= 1
+                        moved = true
+                    }
+                }
+                if !fast, flags[g] & 3 == 1, segmentReduced[g].value.load(ordering: .acquiring) == localChunksPerSegment[g] {
+                    let status = post(parameterSends[g])
+                    if status != SW_MPI_OK { return fail(status, "sending updated parameters") }
+                    flags[g] |= 2
+                    moved = true
+                }
+                let done = fast ? flags[g] & 1 != 0 : flags[g] & 3 == 3 && pending[G + g] == 0
+                if !done { finished = false }
+            }
+            // Counted after the loop above, which may have posted sends.
+            if finished && outstanding == 0 { return true }
+            let now = monotonicSeconds()
+            if moved {
+                lastProgress = now
+                idle = 0
+                continue
+            }
+            if now - lastProgress > cluster.timeout {
+                let text = "no answer from the other ranks within \(Int(cluster.timeout)) s (\(outstanding) transfers pending)"
+                failure = ClusterError(rank: cluster.rank, size: cluster.size, host: cluster.host, doing: "exchanging shard gradients", detail: text, timedOut: true)
+                failed.value.store(1, ordering: .releasing)
+                return false
+            }
+            idle += 1
+            guard idle > 20 else { continue }
+            // While the workers compute, poll seldom: each poll takes the core from a worker (on a
+            // host with as many workers as cores), and a poll moves a socket buffer's worth of data.
+            // Once they wait for segments, poll at once, yielding the core to them in between.
+            if computing.value.load(ordering: .relaxed) > 0 { usleep(UInt32(napMicroseconds)) } else { sched_yield() }
+        }
+    }
+}
