@@ -2,18 +2,18 @@
 # Both install what is missing first (Debian packages through apt-get when run as root).
 
 SWIFT        ?= swift
-DEB_PACKAGES := libopenblas-dev libopenblas-serial-dev libblis-dev zlib1g-dev libhwloc-dev hwloc gzip libopenmpi-dev openmpi-bin python3-sklearn
+DEB_PACKAGES := libopenblas-dev libopenblas-serial-dev libblis-dev zlib1g-dev libhwloc-dev hwloc gzip libopenmpi-dev openmpi-bin python3-sklearn iproute2
 # Files whose presence shows each package is installed (dpkg -s is slower and noisier).
 DEB_PROBES   := /usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0 \
                 /usr/lib/x86_64-linux-gnu/openblas-serial/libopenblas.so.0 \
                 /usr/lib/x86_64-linux-gnu/libblis.so.4 /usr/include/zlib.h /usr/include/hwloc.h /usr/bin/lstopo-no-graphics \
-                /usr/include/x86_64-linux-gnu/openmpi/mpi.h /usr/bin/mpirun /usr/lib/python3/dist-packages/sklearn/__init__.py
+                /usr/include/x86_64-linux-gnu/openmpi/mpi.h /usr/bin/mpirun /usr/lib/python3/dist-packages/sklearn/__init__.py /usr/sbin/tc
 RUN_DIR      ?= runs/reference
 # mpirun refuses to run as root unless told.
 MPIRUN_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
 TRAIN_FLAGS  ?=
 
-.PHONY: dist install dist-check all deps build train train-no-dropout reproduce-dropout test fuzz example docs bench bench-mpi bench-portable bench-data sklearn-data sklearn-compare clean
+.PHONY: dist install dist-check all deps build train train-no-dropout reproduce-dropout test fuzz example docs bench bench-mpi bench-multihost bench-portable bench-data sklearn-data sklearn-compare clean
 
 all: build
 
@@ -97,6 +97,12 @@ bench-portable: build
 # Two ranks on this machine: the cross-rank step against MPI_Allreduce, 2 ranks against 1 process.
 bench-mpi: build
 	mpirun $(MPIRUN_FLAGS) -np 2 .build/release/shardwise bench
+
+# Two "hosts" (network namespaces with one core each, Tests/multihost/testbed.sh) over TCP at 10 and
+# 1 Gbit/s: the step split into compute, reduction and exposed communication, overlapped or not, each
+# exchange pattern, against one process on the same cores, in one run (README, "Across machines"). Root.
+bench-multihost: build
+	/usr/bin/python3 Benchmarks/multihost/bench_multihost.py .build/release/shardwise
 
 # A relocatable release: the binary with the Swift standard library and Foundation linked
 # statically (its own build folder), completions, man pages, README and license, in

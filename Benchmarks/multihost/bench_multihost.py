@@ -33,9 +33,9 @@ def kernel_seconds():
                 total += int(parts[3]) + int(parts[6]) + int(parts[7])
     return total / TICK
 
-def train(out, launcher, extra):
+def train(out, launcher, extra, shard):
     args = [BINARY, "train", "--train-samples", str(BATCH * STEPS), "--test-samples", "100", "--epochs", "1",
-            "--batch-size", str(BATCH), "--shard-size", str(PER_HOST), "--seed", "1", "--affinity",
+            "--batch-size", str(BATCH), "--shard-size", str(shard), "--seed", "1", "--affinity",
             "--out", out, "--overwrite"] + extra
     before = kernel_seconds()
     result = subprocess.run(launcher + args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -61,29 +61,40 @@ def main():
     if check.returncode != 0:
         sys.exit(check.stdout.strip() or check.stderr.strip())
     work = tempfile.mkdtemp(prefix="shardwise-multihost-")
-    rows = []
-    single = best([train(f"{work}/one", ["taskset", "-c", ",".join(CORES)], ["--workers", str(HOSTS)]) for _ in range(REPEATS)])
-    rows.append(("1 process x 2 workers (the ideal)", "-", single))
-    for rate in ("10gbit", "1gbit"):
-        for overlap in (True, False):
-            launcher = [TESTBED, "--hosts", str(HOSTS), "--rate", rate, "--cores", ";".join(CORES), "--timeout", "600", "--"]
-            runs = [train(f"{work}/two", launcher, [] if overlap else ["--no-overlap"]) for _ in range(REPEATS)]
-            rows.append((f"2 hosts x 1 core, {rate.replace('gbit', ' Gbit/s')}", "overlapped" if overlap else "not overlapped", best(runs)))
-    print(f"Reference network (784-1024x3-10, {2913290:,} parameters, 11.7 MB of gradient), {PER_HOST} samples per host per step "
-          f"(global batch {BATCH}, shards of {PER_HOST}), {STEPS} steps, median of {REPEATS} runs; cores {','.join(CORES)}.\n")
-    print("| configuration | exchange | step ms | compute ms | reduction ms | exposed communication ms | efficiency | kernel CPU ms/step (both cores) | sent MB/step/rank | ring all-reduce MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for name, mode, r in rows:
-        exposed = r["wall"] - r["compute"] - r["reduction"]
-        traffic = r["traffic"]
-        sent = f"{traffic['sent_bytes'] / 1e6:.2f}" if traffic else "-"
-        ring = f"{traffic['ring_allreduce_bytes'] / 1e6:.2f}" if traffic else "-"
-        print(f"| {name} | {mode} | {r['wall'] * 1e3:.1f} | {r['compute'] * 1e3:.1f} | {r['reduction'] * 1e3:.1f} | "
-              f"{max(exposed, 0) * 1e3:.1f} | {100 * single['wall'] / r['wall']:.0f}% | {r['kernel'] * 1e3:.1f} | {sent} | {ring} |")
-    shas = {r["sha"] for _, _, r in rows}
-    print(f"\nweights: {'identical in every configuration' if len(shas) == 1 else 'DIFFER: ' + ', '.join(sorted(shas))}")
+    print(f"Reference network (784-1024x3-10, 2,913,290 parameters, 11.7 MB of gradient), {PER_HOST} samples per host per step "
+          f"(global batch {BATCH}), {STEPS} steps, median of {REPEATS} runs; cores {','.join(CORES)}; efficiency: one process "
+          f"with {HOSTS} workers on the same cores (the ideal on this machine) over the configuration's step time.\n")
+    print("| shards | configuration | exchange | step ms | compute ms | reduction ms | exposed communication ms | efficiency | kernel CPU ms/step (both cores) | sent MB/step/rank | ring all-reduce MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    mismatch = False
+    # One shard per host (auto: the scatter, a ring all-reduce's bytes), then four (auto: the chain,
+    # beside the scatter it replaces).
+    for shard, patterns in ((PER_HOST, ["auto"]), (PER_HOST // 4, ["auto", "scatter"])):
+        median = lambda launcher, extra: best([train(f"{work}/run", launcher, extra, shard) for _ in range(REPEATS)])
+        single = median(["taskset", "-c", ",".join(CORES)], ["--workers", str(HOSTS)])
+        rows = [("1 process x 2 workers (the ideal)", "-", single)]
+        for rate in ("10gbit", "1gbit"):
+            for pattern in patterns:
+                for overlap in ((True, False) if pattern == "auto" else (True,)):
+                    launcher = [TESTBED, "--hosts", str(HOSTS), "--rate", rate, "--cores", ";".join(CORES), "--timeout", "600", "--"]
+                    extra = ["--exchange", pattern] + ([] if overlap else ["--no-overlap"])
+                    run = median(launcher, extra)
+                    name = f"{run['traffic']['pattern']}, {'overlapped' if overlap else 'not overlapped'}"
+                    rows.append((f"2 hosts x 1 core, {rate.replace('gbit', ' Gbit/s')}", name, run))
+        for name, mode, r in rows:
+            exposed = r["wall"] - r["compute"] - r["reduction"]
+            traffic = r["traffic"]
+            sent = f"{traffic['sent_bytes'] / 1e6:.2f}" if traffic else "-"
+            ring = f"{traffic['ring_allreduce_bytes'] / 1e6:.2f}" if traffic else "-"
+            print(f"| {BATCH // shard} of {shard} | {name} | {mode} | {r['wall'] * 1e3:.1f} | {r['compute'] * 1e3:.1f} | {r['reduction'] * 1e3:.1f} | "
+                  f"{max(exposed, 0) * 1e3:.1f} | {100 * single['wall'] / r['wall']:.0f}% | {r['kernel'] * 1e3:.1f} | {sent} | {ring} |")
+        shas = {r["sha"] for _, _, r in rows}
+        if len(shas) != 1:
+            mismatch = True
+            print(f"\nweights DIFFER with shards of {shard}: {', '.join(sorted(shas))}")
+    print("\nweights: " + ("DIFFER (see above)" if mismatch else "identical to the one process's in every configuration of each shard size"))
     subprocess.run(["rm", "-rf", work])
-    if len(shas) != 1:
+    if mismatch:
         sys.exit(1)
 
 main()

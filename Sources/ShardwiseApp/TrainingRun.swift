@@ -85,6 +85,8 @@ public struct RunOptions: Sendable {
     public var fastAllreduce = false
     /// Under MPI: overlap the exchange with the backward pass (the same weights either way).
     public var overlap = true
+    /// Under MPI, ordered: how the ranks combine their gradients (the same weights either way).
+    public var exchange = ExchangePattern.auto
     /// The matrix kernels: the portable ones (the same bits on any CPU; the default), or the
     /// BLAS library. A resumed run keeps its checkpoint's (a checkpoint without one: BLAS).
     public var kernels: MatrixKernels = .portable
@@ -152,7 +154,7 @@ public enum TrainingRun {
         // the job in moments), then the data they read.
         if let cluster {
             try agree(cluster, on: configuration.settings + [
-                (.fastAllreduce, "\(options.fastAllreduce)"), (.overlap, "\(options.overlap)"), (.kernels, options.kernels.rawValue), (.resume, resumed.map { "step \($0.state.globalStep)" } ?? "none"),
+                (.fastAllreduce, "\(options.fastAllreduce)"), (.overlap, "\(options.overlap)"), (.exchange, options.exchange.rawValue), (.kernels, options.kernels.rawValue), (.resume, resumed.map { "step \($0.state.globalStep)" } ?? "none"),
             ])
         }
         let pool: WorkerPool
@@ -179,7 +181,7 @@ public enum TrainingRun {
         do {
             trainer = try Trainer(
                 network: configuration.network, data: data.train, configuration: configuration.training, workers: pool,
-                validation: data.validation, cluster: cluster, fastAllreduce: options.fastAllreduce, overlap: options.overlap)
+                validation: data.validation, cluster: cluster, fastAllreduce: options.fastAllreduce, overlap: options.overlap, exchange: options.exchange)
             if let resumed { try trainer.restore(from: resumed) }
         } catch { throw RunError(error) }
         if let resumed, !trainer.isFinished {

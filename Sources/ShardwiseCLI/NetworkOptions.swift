@@ -39,3 +39,4 @@ struct NetworkOptions: ParsableArguments {
 
 extension DropoutKind: ExpressibleByArgument {}
 extension MatrixKernels: ExpressibleByArgument {}
+extension ExchangePattern: ExpressibleByArgument {}

@@ -142,6 +142,7 @@ func flag(_ field: ConfigurationError.Field) -> String {
     case .dropoutKind: "--dropout-kind"
     case .fastAllreduce: "--fast-allreduce"
     case .overlap: "--no-overlap"
+    case .exchange: "--exchange"
     case .resume: "--resume"
     case .kernels: "--kernels"
     }

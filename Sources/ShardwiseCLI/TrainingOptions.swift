@@ -108,6 +108,9 @@ struct MachineOptions: ParsableArguments {
     @Flag(help: "Under mpirun: compute every shard, then exchange, then reduce (the same weights, slower). By default each layer's gradients are sent as soon as the backward pass produced them, and reduced and gathered layer by layer.")
     var noOverlap = false
 
+    @Option(help: "Under mpirun, ordered: auto, scatter (each shard's slice to the rank that updates it) or chain (one partial sum a rank, passed along the ranks). The same weights; auto moves the fewest bytes through the busiest rank.")
+    var exchange: ExchangePattern = .auto
+
     @Option(help: "Under mpirun: seconds to wait for the other ranks in any one exchange before ending the job.")
     var mpiTimeout = 120.0
 
@@ -143,6 +146,7 @@ struct MachineOptions: ParsableArguments {
         options.affinity = affinity
         options.fastAllreduce = fastAllreduce
         options.overlap = !noOverlap
+        options.exchange = exchange
         options.mpiTimeout = mpiTimeout
         options.kernels = kernels
         return options

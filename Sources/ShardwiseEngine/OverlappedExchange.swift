@@ -36,6 +36,11 @@ final class OverlappedExchange: @unchecked Sendable {
     /// Backward order: segments[0] is the last layer.
     let segments: [Segment]
     let localShards: Range<Int>
+    let folds: Bool
+    /// True on a chain's rank 0: the last local shard to finish a layer adds the layer's shards.
+    let foldsEarly: Bool
+    /// Per segment: local shards that finished it this step.
+    let segmentFinished: [PaddedCounter]
     /// Chunks this rank reduces, in the order the workers claim them (last segment first).
     let reductionOrder: [Int]
     /// The segment of each chunk (by chunk index).
@@ -49,7 +54,14 @@ final class OverlappedExchange: @unchecked Sendable {
     let slotSegment: [Int]
     /// gradientSends[local shard][segment]: the transfers that send it.
     let gradientSends: [[Range<Int>]]
-    let parameterSends: [Range<Int>]
+    /// Per segment: what this rank sends once it reduced its chunks of the segment (its updated
+    /// parameters; in a chain, the partial sum or, from the last rank, the parameters), and
+    /// what it sends once the segment's parameters arrived (a chain passing them on).
+    let afterReduction: [Range<Int>]
+    let afterParameters: [Range<Int>]
+    let pattern: RankExchange.Pattern
+    /// True when this rank's reduction only adds its shards onto the partial sums (a chain's
+    /// ranks before the last): the workers fold instead of updating.
     /// Per segment: the receives of gradient slices (or its one all-reduce), then of parameter slices.
     let receivesPerSegment: [Int]
     let parameterReceivesPerSegment: [Int]
@@ -75,7 +87,7 @@ final class OverlappedExchange: @unchecked Sendable {
     // The communication thread's own state, allocated once.
     let pending: UnsafeMutablePointer<Int>  // per segment: gradient receives (or the all-reduce) not yet complete; then parameter receives
     let sent: UnsafeMutablePointer<Int>  // per local shard: segments sent
-    let flags: UnsafeMutablePointer<UInt8>  // per segment: bit 0 ready published, bit 1 parameters sent, bit 2 all-reduce posted
+    let flags: UnsafeMutablePointer<UInt8>  // per segment: bit 0 ready published, 1 sent after reduction, 2 all-reduce posted, 3 sent after parameters
     let completed: UnsafeMutablePointer<Int32>
     private let error = UnsafeMutablePointer<CChar>.allocate(capacity: 512)
 
@@ -96,8 +108,15 @@ final class OverlappedExchange: @unchecked Sendable {
         self.segments = segments
         let segmentOfChunk = chunks.map { chunk in segments.firstIndex { $0.range.contains(chunk.range.lowerBound) }! }
         self.segmentOfChunk = segmentOfChunk
-        reductionOrder = exchange.localChunks.reversed()
-        localChunksPerSegment = segments.indices.map { g in exchange.localChunks.filter { segmentOfChunk[$0] == g }.count }
+        // In a chain every rank adds its shards onto every chunk's partial sum (the last rank's
+        // addition is the update); otherwise a rank reduces its own chunks.
+        // Rank 0 of a chain adds its shards as soon as they all finished a layer (no partial sum to
+        // wait for), in the backward pass of the last of them: its workers have no reduction phase.
+        let reduced = exchange.pattern == .chain ? 0..<chunks.count : exchange.localChunks
+        localChunksPerSegment = segments.indices.map { g in reduced.filter { segmentOfChunk[$0] == g }.count }
+        folds = exchange.pattern == .chain && me < ranks - 1
+        foldsEarly = folds && me == 0
+        reductionOrder = foldsEarly ? [] : Array(reduced.reversed())
         let owned = (0..<ranks).map { r in
             (Int(exchange.rankOffsets[r])..<Int(exchange.rankOffsets[r] + exchange.rankCounts[r]))
         }
@@ -113,8 +132,32 @@ final class OverlappedExchange: @unchecked Sendable {
         }
         // Tags: a gradient slice is (shard, segment); a parameter slice (segment), above every gradient tag.
         let parameterTag = shards * segments.count
-        var gradientSends: [[Range<Int>]] = [], parameterSends: [Range<Int>] = []
-        if !fast {
+        var gradientSends: [[Range<Int>]] = [], afterReduction: [Range<Int>] = [], afterParameters: [Range<Int>] = []
+        func group(_ body: () -> Void) -> Range<Int> {
+            let first = transfers.count
+            body()
+            return first..<transfers.count
+        }
+        if exchange.pattern == .chain {
+            // Partial sums down the ranks (tag: segment), parameters back from the last rank to rank 0,
+            // then on to 1, 2, ... (tag: above every segment).
+            let partial = shardGradients[exchange.chainBase].pointer, last = ranks - 1
+            for g in segments.indices where me > 0 {
+                add(.gradientReceive, g, peer: me - 1, send: false, tag: g, buffer: partial, range: segments[g].range)
+            }
+            for g in segments.indices where me != last {
+                add(.parameterReceive, g, peer: me == 0 ? last : me - 1, send: false, tag: parameterTag + g, buffer: parameters, range: segments[g].range)
+            }
+            for g in segments.indices {
+                afterReduction.append(group {
+                    if me < last { add(.gradientSend, g, peer: me + 1, send: true, tag: g, buffer: partial, range: segments[g].range) }
+                    if me == last { add(.parameterSend, g, peer: 0, send: true, tag: parameterTag + g, buffer: parameters, range: segments[g].range) }
+                })
+                afterParameters.append(group {
+                    if me < last - 1 { add(.parameterSend, g, peer: me + 1, send: true, tag: parameterTag + g, buffer: parameters, range: segments[g].range) }
+                })
+            }
+        } else if !fast {
             for s in localShards {
                 gradientSends.append(segments.indices.map { g in
                     let first = transfers.count
@@ -125,11 +168,11 @@ final class OverlappedExchange: @unchecked Sendable {
                 })
             }
             for g in segments.indices {
-                let first = transfers.count
-                for q in 0..<ranks where q != me && !slice(g, me).isEmpty {
-                    add(.parameterSend, g, peer: q, send: true, tag: parameterTag + g, buffer: parameters, range: slice(g, me))
-                }
-                parameterSends.append(first..<transfers.count)
+                afterReduction.append(group {
+                    for q in 0..<ranks where q != me && !slice(g, me).isEmpty {
+                        add(.parameterSend, g, peer: q, send: true, tag: parameterTag + g, buffer: parameters, range: slice(g, me))
+                    }
+                })
             }
             for g in segments.indices where !slice(g, me).isEmpty {
                 for q in 0..<ranks where q != me {
@@ -150,7 +193,9 @@ final class OverlappedExchange: @unchecked Sendable {
         self.kinds = kinds + (fast ? segments.map { _ in .allreduce } : [])
         self.slotSegment = slotSegment + (fast ? Array(segments.indices) : [])
         self.gradientSends = gradientSends
-        self.parameterSends = parameterSends
+        self.afterReduction = afterReduction
+        self.afterParameters = afterParameters.isEmpty ? segments.map { _ in 0..<0 } : afterParameters
+        self.pattern = exchange.pattern
         receivesPerSegment = fast ? segments.map { _ in 1 } : receives
         parameterReceivesPerSegment = parameterReceives
         slotCount = self.kinds.count
@@ -159,12 +204,13 @@ final class OverlappedExchange: @unchecked Sendable {
         shardProgress = localShards.map { _ in PaddedCounter() }
         segmentReady = segments.map { _ in PaddedCounter() }
         segmentReduced = segments.map { _ in PaddedCounter() }
+        segmentFinished = segments.map { _ in PaddedCounter() }
         pending = .allocate(capacity: 2 * segments.count)
         sent = .allocate(capacity: localShards.count)
         flags = .allocate(capacity: segments.count)
         completed = .allocate(capacity: max(1, slotCount))
         error.initialize(repeating: 0, count: 512)
-        napMicroseconds = Int(getenv("SHARDWISE_POLL_MICROSECONDS").map { String(cString: $0) } ?? "") ?? 500
+        napMicroseconds = Int(getenv("SHARDWISE_POLL_MICROSECONDS").map { String(cString: $0) } ?? "") ?? 1000
         try cluster.check(sw_mpi_reserve_requests(Int32(max(1, slotCount)), error, 512), "preparing the overlapped exchange")
     }
 
@@ -181,16 +227,23 @@ final class OverlappedExchange: @unchecked Sendable {
         for c in shardProgress { c.value.store(0, ordering: .relaxed) }
         for c in segmentReady { c.value.store(0, ordering: .relaxed) }
         for c in segmentReduced { c.value.store(0, ordering: .relaxed) }
+        for c in segmentFinished { c.value.store(0, ordering: .relaxed) }
         failed.value.store(0, ordering: .relaxed)
         computing.value.store(workers, ordering: .relaxed)
         failure = nil
     }
 
-    /// A worker: local shard `local` finished the next segment of its backward pass.
+    /// A worker: local shard `local` finished the next segment of its backward pass. Returns
+    /// true when the caller must add the segment's shards now (``foldsEarly``, the last local
+    /// shard to finish it), then call ``reduced(segment:count:)`` with the segment's chunk count.
     @inline(__always)
-    func finishedSegment(localShard local: Int) {
+    func finishedSegment(localShard local: Int) -> (segment: Int, foldNow: Bool) {
         // Releasing: publishes the segment's gradient to the communication thread.
-        shardProgress[local].value.add(1, ordering: .releasing)
+        let g = shardProgress[local].value.add(1, ordering: .releasing).oldValue
+        guard foldsEarly else { return (g, false) }
+        // Acquiring and releasing: the last to finish sees every other shard's gradient of the segment.
+        let before = segmentFinished[g].value.add(1, ordering: .acquiringAndReleasing).oldValue
+        return (g, before == localShards.count - 1)
     }
 
     /// A worker: waits until chunk's segment may be reduced; false when the exchange failed.
@@ -209,8 +262,8 @@ final class OverlappedExchange: @unchecked Sendable {
 
     /// A worker: one more of this rank's chunks of segment `g` is updated.
     @inline(__always)
-    func reduced(segment g: Int) {
-        segmentReduced[g].value.add(1, ordering: .releasing)
+    func reduced(segment g: Int, count: Int = 1) {
+        segmentReduced[g].value.add(count, ordering: .releasing)
     }
 
     /// The communication thread's part of a step: posts, tests and publishes until every
@@ -248,7 +301,7 @@ final class OverlappedExchange: @unchecked Sendable {
             for l in 0..<localShards.count {
                 let done = shardProgress[l].value.load(ordering: .acquiring)
                 allDone = min(allDone, done)
-                if !fast {
+                if pattern == .scatter {
                     while sent[l] < done {
                         let status = post(gradientSends[l][sent[l]])
                         if status != SW_MPI_OK { return fail(status, "sending shard gradients") }
@@ -295,12 +348,18 @@ final class OverlappedExchange: @unchecked Sendable {
                     }
                 }
                 if !fast, flags[g] & 3 == 1, segmentReduced[g].value.load(ordering: .acquiring) == localChunksPerSegment[g] {
-                    let status = post(parameterSends[g])
-                    if status != SW_MPI_OK { return fail(status, "sending updated parameters") }
+                    let status = post(afterReduction[g])
+                    if status != SW_MPI_OK { return fail(status, pattern == .chain ? "passing partial sums on" : "sending updated parameters") }
                     flags[g] |= 2
                     moved = true
                 }
-                let done = fast ? flags[g] & 1 != 0 : flags[g] & 3 == 3 && pending[G + g] == 0
+                if !fast, flags[g] & 8 == 0, pending[G + g] == 0 {
+                    let status = post(afterParameters[g])
+                    if status != SW_MPI_OK { return fail(status, "passing parameters on") }
+                    flags[g] |= 8
+                    moved = true
+                }
+                let done = fast ? flags[g] & 1 != 0 : flags[g] & 3 == 3 && flags[g] & 8 != 0 && pending[G + g] == 0
                 if !done { finished = false }
             }
             // Counted after the loop above, which may have posted sends.

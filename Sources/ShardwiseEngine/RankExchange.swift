@@ -13,12 +13,31 @@ import ShardwiseLayers
 ///  3. each rank sums, in shard order, and updates its chunks;
 ///  4. an allgather of the updated parameters.
 /// The sums are the single-process sums, element for element, so the weights are
-/// bit-identical for any rank count. In fast mode a rank instead adds its own shards,
+/// bit-identical for any rank count.
+///
+/// That scatter sends every local shard's slice: with k shards a rank, k times what a ring
+/// all-reduce sends. With more shards than ranks the ordered mode runs as a **chain** instead,
+/// which sends one partial sum a rank whatever k is, and adds in the same order:
+///  1. rank 0 adds its shards, `(g₀ + g₁) + …`, and sends that partial sum to rank 1;
+///  2. rank r adds its shards onto the partial sum it received, in shard order, and passes it on;
+///  3. the last rank's reduction starts from the partial sum and adds its own shards (the fused
+///     update), so every element is the single-process left fold, and it updates all parameters;
+///  4. the new parameters go back along the ranks (last, 0, 1, …), each forwarding them.
+/// The last rank then holds the whole momentum buffer; a checkpoint gathers it from there.
+///
+/// In fast mode a rank instead adds its own shards,
 /// `MPI_Allreduce` adds the ranks' sums (in an order MPI chooses), and every rank updates
 /// all parameters: less data moved, not reproducible across rank counts.
 final class RankExchange: @unchecked Sendable {
+    /// How the ranks combine their gradients.
+    enum Pattern: String { case scatter, chain, allreduce }
+
     let cluster: Cluster
     let fast: Bool
+    let pattern: Pattern
+    /// The chain's partial sum: the buffer this rank folds its shards into (rank 0: its first
+    /// shard's; others: the buffer of the shard before its first, which receives the partial sum).
+    let chainBase: Int
     /// The chunks this rank updates.
     let localChunks: Range<Int>
     /// This rank's transfers of one step, and each rank's parameter range (allgather).
@@ -27,11 +46,36 @@ final class RankExchange: @unchecked Sendable {
     let rankCounts: UnsafeMutablePointer<Int32>
     let rankOffsets: UnsafeMutablePointer<Int32>
 
-    init(cluster: Cluster, fast: Bool, shards: Int, chunks: [SGDOptimizer.Chunk], shardGradients: [FloatBuffer]) {
+    /// `largestLayer`: the most parameters one layer holds (a chain passes each layer's partial
+    /// sum along every rank before the next rank can finish it).
+    init(
+        cluster: Cluster, fast: Bool, preferred: ExchangePattern, overlap: Bool, shards: Int, chunks: [SGDOptimizer.Chunk],
+        largestLayer: Int, shardGradients: [FloatBuffer]
+    ) {
         self.cluster = cluster
         self.fast = fast
         let ranks = cluster.size, me = cluster.rank
-        let chunkBlocks = (0..<ranks).map { r in fast ? 0..<chunks.count : Cluster.block(r, of: chunks.count, parts: ranks) }
+        let pattern: Pattern
+        switch preferred {
+        case _ where fast: pattern = .allreduce
+        case .scatter: pattern = .scatter
+        case .chain: pattern = .chain
+        case .auto:
+            let n = chunks.last.map { $0.range.upperBound } ?? 0
+            pattern = Self.faster(
+                ranks: ranks, shardsOnBusiestRank: Cluster.block(0, of: shards, parts: ranks).count,
+                largestLayerFraction: Double(largestLayer) / Double(max(n, 1)), overlap: overlap)
+        }
+        self.pattern = pattern
+        let local = cluster.block(of: shards)
+        chainBase = me == 0 ? local.lowerBound : local.lowerBound - 1
+        let chunkBlocks = (0..<ranks).map { r in
+            switch pattern {
+            case .allreduce: 0..<chunks.count
+            case .chain: r == ranks - 1 ? 0..<chunks.count : 0..<0
+            case .scatter: Cluster.block(r, of: chunks.count, parts: ranks)
+            }
+        }
         let elementRanges = chunkBlocks.map { b in
             b.isEmpty ? 0..<0 : chunks[b.lowerBound].range.lowerBound..<chunks[b.upperBound - 1].range.upperBound
         }
@@ -43,7 +87,7 @@ final class RankExchange: @unchecked Sendable {
             rankOffsets[r] = Int32(elementRanges[r].lowerBound)
         }
         var plan: [sw_mpi_transfer] = []
-        for q in 0..<ranks where q != me && !fast {
+        for q in 0..<ranks where q != me && pattern == .scatter {
             let theirs = elementRanges[q], mine = elementRanges[me]
             for s in cluster.block(of: shards) where !theirs.isEmpty {
                 plan.append(sw_mpi_transfer(peer: Int32(q), send: 1, tag: Int32(s), buffer: shardGradients[s].pointer + theirs.lowerBound, count: theirs.count))
@@ -52,9 +96,29 @@ final class RankExchange: @unchecked Sendable {
                 plan.append(sw_mpi_transfer(peer: Int32(q), send: 0, tag: Int32(s), buffer: shardGradients[s].pointer + mine.lowerBound, count: mine.count))
             }
         }
+        if pattern == .chain {
+            // The partial sum of every chunk, received from the rank before and sent to the rank after.
+            let whole = elementRanges[ranks - 1]
+            let partial = shardGradients[chainBase].pointer + whole.lowerBound
+            if me > 0 { plan.append(sw_mpi_transfer(peer: Int32(me - 1), send: 0, tag: 0, buffer: partial, count: whole.count)) }
+            if me < ranks - 1 { plan.append(sw_mpi_transfer(peer: Int32(me + 1), send: 1, tag: 0, buffer: partial, count: whole.count)) }
+        }
         transferCount = plan.count
         transfers = .allocate(capacity: max(1, plan.count))
         transfers.initialize(from: plan, count: plan.count)
+    }
+
+    /// The pattern whose exchange should take less time on full-duplex links, each rank's link
+    /// the bottleneck, in units of one gradient's transfer time. A scatter sends (k + 1)(R - 1)/R
+    /// gradients out of each rank while as much comes in, gradients then parameters. A chain
+    /// sends one partial sum down the ranks and the parameters back: without overlap one after
+    /// the other, hop by hop, 2(R - 1); overlapped, the two directions at once and pipelined by
+    /// layer, about 1 plus a largest layer per hop each way.
+    package static func faster(ranks: Int, shardsOnBusiestRank k: Int, largestLayerFraction: Double, overlap: Bool) -> Pattern {
+        let r = Double(ranks)
+        let scatter = Double(k + 1) * (r - 1) / r
+        let chain = overlap ? 1 + 2 * (r - 1) * largestLayerFraction : 2 * (r - 1)
+        return chain < scatter ? .chain : .scatter
     }
 
     /// What this rank sends and receives in one step: its shards' gradient slices and its
@@ -64,7 +128,14 @@ final class RankExchange: @unchecked Sendable {
         let ranks = cluster.size
         let total = (0..<ranks).reduce(0) { $0 + Int(rankCounts[$1]) }
         let ring = Traffic.ringAllreduceBytes(floats: fast ? Int(rankCounts[0]) : total, ranks: ranks)
-        if fast { return Traffic(sentBytes: ring, receivedBytes: ring, ringAllreduceBytes: ring) }
+        if fast { return Traffic(pattern: pattern.rawValue, sentBytes: ring, receivedBytes: ring, ringAllreduceBytes: ring) }
+        if pattern == .chain {
+            // The partial sum in and out, and the parameters passed along (last, 0, 1, ...).
+            let whole = Int(rankCounts[ranks - 1]) * 4, me = cluster.rank
+            let sent = (me < ranks - 1 ? whole : 0) + (me == ranks - 1 || me < ranks - 2 ? whole : 0)
+            let received = (me > 0 ? whole : 0) + (me < ranks - 1 ? whole : 0)
+            return Traffic(pattern: pattern.rawValue, sentBytes: sent, receivedBytes: received, ringAllreduceBytes: ring)
+        }
         var sent = 0, received = 0
         for t in UnsafeBufferPointer(start: transfers, count: transferCount) {
             if t.send != 0 { sent += t.count * 4 } else { received += t.count * 4 }
@@ -72,7 +143,7 @@ final class RankExchange: @unchecked Sendable {
         let mine = Int(rankCounts[cluster.rank])
         sent += mine * (ranks - 1) * 4
         received += (total - mine) * 4
-        return Traffic(sentBytes: sent, receivedBytes: received, ringAllreduceBytes: ring)
+        return Traffic(pattern: pattern.rawValue, sentBytes: sent, receivedBytes: received, ringAllreduceBytes: ring)
     }
 
     deinit {
@@ -89,6 +160,16 @@ final class RankExchange: @unchecked Sendable {
             let sum = shardGradients[localShards.lowerBound]
             for s in localShards.dropFirst() { Elementwise.add(count: sum.count, x: shardGradients[s].pointer, y: sum.pointer) }
             try cluster.allreduceSum(sum.pointer, count: sum.count)
+        } else if pattern == .chain {
+            // Receive the partial sum, add this rank's shards onto it in shard order, pass it on;
+            // the last rank's reduction adds its own (the pointers from `chainBase`).
+            let me = cluster.rank, last = cluster.size - 1
+            if me > 0 { try cluster.exchange(transfers, count: 1) }
+            if me < last {
+                let base = shardGradients[chainBase]
+                for s in localShards where s != chainBase { Elementwise.add(count: base.count, x: shardGradients[s].pointer, y: base.pointer) }
+                try cluster.exchange(transfers + (me > 0 ? 1 : 0), count: 1)
+            }
         } else {
             try cluster.exchange(transfers, count: transferCount)
         }
@@ -107,8 +188,22 @@ final class RankExchange: @unchecked Sendable {
     }
 }
 
+/// How the ranks of an ordered (bit-reproducible) job combine their gradients: `auto` picks the
+/// one that moves fewer bytes through the busiest rank (see ``Traffic``); both give the same weights.
+public enum ExchangePattern: String, Sendable, CaseIterable {
+    /// A scatter when each rank has one shard, a chain when ranks have several (in the main).
+    case auto
+    /// Every shard's slice goes to the rank that updates it: a ring all-reduce's bytes with one shard a rank.
+    case scatter
+    /// One partial sum a rank, passed along the ranks in shard order: the bytes do not grow with the shards.
+    case chain
+}
+
 /// Bytes one rank moves per step, beside a ring all-reduce of the same gradient.
 public struct Traffic: Codable, Sendable, Equatable {
+    /// How the ranks combined their gradients: "scatter" (each shard's slice to the rank that
+    /// owns it), "chain" (one partial sum passed along the ranks) or "allreduce" (fast mode).
+    public var pattern: String
     public var sentBytes: Int
     public var receivedBytes: Int
     /// What each rank sends (and receives) in a ring all-reduce: 2 (R - 1) / R of the gradient.

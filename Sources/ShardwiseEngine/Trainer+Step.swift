@@ -100,14 +100,26 @@ extension Trainer {
             let t = monotonicSeconds()
             guard overlapped.waitUntilReady(segment: segment) else { break }
             waiting += monotonicSeconds() - t
-            let finite = optimizer.update(
-                chunk: chunk, parameters: parameters.pointer, shardGradients: reductionPointers,
-                shardCount: reductionShardCount, hyperparameters: hyper)
-            if !finite { badChunk.value.min(chunk, ordering: .relaxed) }
+            if overlapped.folds {
+                addShardsOntoPartialSum(optimizer.chunks[chunk].range)
+            } else {
+                let finite = optimizer.update(
+                    chunk: chunk, parameters: parameters.pointer, shardGradients: reductionPointers,
+                    shardCount: reductionShardCount, hyperparameters: hyper)
+                if !finite { badChunk.value.min(chunk, ordering: .relaxed) }
+            }
             overlapped.reduced(segment: segment)
         }
         let t2 = monotonicSeconds()
         timing.add(worker: w, compute: t1 - t0, waiting: waiting, reduction: t2 - t1 - waiting)
+    }
+
+    /// A chain's rank before the last: its shards onto the partial sum (the first reduction
+    /// pointer), in shard order, over `range`.
+    func addShardsOntoPartialSum(_ range: Range<Int>) {
+        for s in 1..<reductionShardCount {
+            Elementwise.add(count: range.count, x: reductionPointers[s] + range.lowerBound, y: reductionPointers[0] + range.lowerBound)
+        }
     }
 
     /// After the update: every rank gets the new parameters and the shard losses, and the
@@ -193,7 +205,13 @@ extension Trainer {
             if fault, network.parameterRange(ofLayer: layer).contains(network.layout.tensors[2].offset) {
                 shardGradients[shard][network.layout.tensors[2].offset] = .nan
             }
-            overlapped?.finishedSegment(localShard: local)
+            guard let overlapped else { return }
+            let (segment, foldNow) = overlapped.finishedSegment(localShard: local)
+            if foldNow {
+                // A chain's rank 0: this layer's partial sum, in shard order, into its first shard's buffer.
+                addShardsOntoPartialSum(overlapped.segments[segment].range)
+                overlapped.reduced(segment: segment, count: overlapped.localChunksPerSegment[segment])
+            }
         }
         return loss
     }

@@ -97,6 +97,7 @@ public final class Trainer: @unchecked Sendable {
     ///   - loss: what training minimises (default: softmax cross-entropy for classification, mean squared error for regression).
     ///   - cluster: under MPI, the job this process is one rank of.
     ///   - fastAllreduce: under MPI, combine ranks with a plain all-reduce (not reproducible across rank counts).
+    ///   - exchange: under MPI, ordered: scatter shard slices or chain partial sums (the same weights).
     ///   - overlap: under MPI, send each layer's gradients as soon as the backward pass produced
     ///     them and reduce and gather per layer (the same bits; false: compute, then exchange).
     ///   - chunkElements: the reduction's chunk size (see `SGDOptimizer`); it does not change results.
@@ -106,7 +107,8 @@ public final class Trainer: @unchecked Sendable {
     public init(
         model: Sequential, data: Dataset, configuration: TrainingConfiguration, workers pool: WorkerPool,
         loss: (any Loss)? = nil, validation: Dataset? = nil, cluster: Cluster? = nil, fastAllreduce: Bool = false,
-        overlap: Bool = true, chunkElements: Int = 16_384, description: NetworkConfiguration? = nil
+        overlap: Bool = true, exchange preferred: ExchangePattern = .auto, chunkElements: Int = 16_384,
+        description: NetworkConfiguration? = nil
     ) throws(TrainingError) {
         do { _ = try BLAS.load() } catch { throw .blas(error) }
         do { try configuration.validate(trainingSamples: data.count, validationGiven: validation != nil) } catch { throw .configuration(error) }
@@ -163,7 +165,10 @@ public final class Trainer: @unchecked Sendable {
             Workspace(network: network, capacity: configuration.shardSize, allocator: owners[$0].flatMap { allocators[$0] })
         }
         let exchange = cluster.map {
-            RankExchange(cluster: $0, fast: fastAllreduce, shards: shards, chunks: optimizer.chunks, shardGradients: shardGradients)
+            RankExchange(
+                cluster: $0, fast: fastAllreduce, preferred: preferred, overlap: overlap, shards: shards, chunks: optimizer.chunks,
+                largestLayer: network.layers.indices.map { network.parameterRange(ofLayer: $0).count }.max() ?? 0,
+                shardGradients: shardGradients)
         }
         self.exchange = exchange
         if let exchange, overlap {
@@ -185,6 +190,11 @@ public final class Trainer: @unchecked Sendable {
             reductionPointers = .allocate(capacity: 1)
             reductionPointers[0] = shardGradients[local.lowerBound].pointer
             reductionShardCount = 1
+        } else if let exchange, exchange.pattern == .chain {
+            // The partial sum (rank 0: its first shard's buffer), then this rank's other shards.
+            reductionPointers = .allocate(capacity: local.upperBound - exchange.chainBase)
+            for (i, s) in (exchange.chainBase..<local.upperBound).enumerated() { reductionPointers[i] = shardGradients[s].pointer }
+            reductionShardCount = local.upperBound - exchange.chainBase
         } else {
             reductionPointers = shardGradientPointers
             reductionShardCount = shards
@@ -204,7 +214,8 @@ public final class Trainer: @unchecked Sendable {
     /// the other parameters are the main initializer's.
     public convenience init(
         network description: NetworkConfiguration, data: Dataset, configuration: TrainingConfiguration, workers pool: WorkerPool,
-        validation: Dataset? = nil, cluster: Cluster? = nil, fastAllreduce: Bool = false, overlap: Bool = true, chunkElements: Int = 16_384
+        validation: Dataset? = nil, cluster: Cluster? = nil, fastAllreduce: Bool = false, overlap: Bool = true,
+        exchange: ExchangePattern = .auto, chunkElements: Int = 16_384
     ) throws(TrainingError) {
         do { try description.validate() } catch { throw .configuration(error) }
         guard data.features == description.inputSize else {
@@ -212,7 +223,7 @@ public final class Trainer: @unchecked Sendable {
         }
         try self.init(
             model: description.model(), data: data, configuration: configuration, workers: pool, validation: validation, cluster: cluster,
-            fastAllreduce: fastAllreduce, overlap: overlap, chunkElements: chunkElements, description: description)
+            fastAllreduce: fastAllreduce, overlap: overlap, exchange: exchange, chunkElements: chunkElements, description: description)
     }
 
     deinit {

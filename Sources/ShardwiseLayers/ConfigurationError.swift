@@ -21,7 +21,7 @@ public struct ConfigurationError: Error, CustomStringConvertible, Equatable {
         case memory
         /// The learning-rate schedule's kind, the dropout noise, how MPI ranks combine
         /// gradients, and the checkpoint a run resumes from (settings ranks must agree on).
-        case schedule, dropoutKind, fastAllreduce, overlap, resume
+        case schedule, dropoutKind, fastAllreduce, overlap, exchange, resume
         /// The matrix kernels (BLAS or portable), which set the weights' bits.
         case kernels
     }

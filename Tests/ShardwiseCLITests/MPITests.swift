@@ -134,17 +134,25 @@ final class MPITests: XCTestCase {
         let reference = try summary("\(folder)/single")
         XCTAssertNil(reference.ranks)
         XCTAssertNil(reference.stepSeconds.crossRank)
-        // (ranks, workers per rank): even and uneven shard splits, one and two workers a rank.
-        for (ranks, workers) in [(2, 1), (2, 2), (3, 1), (4, 1)] {
-            let out = "\(folder)/ranks\(ranks)x\(workers)"
-            let result = try run(ranks: ranks, training(out) + ["--workers", "\(workers)", "--oversubscribe"])
+        // (ranks, workers per rank, flags): even and uneven shard splits, one and two workers a rank,
+        // each exchange pattern, overlapped with the backward pass (the default) or not.
+        for (ranks, workers, flags) in [
+            (2, 1, []), (2, 2, ["--exchange", "scatter"]), (3, 1, ["--exchange", "chain"]), (4, 1, []),
+            (3, 2, ["--exchange", "chain", "--no-overlap"]), (2, 1, ["--exchange", "scatter", "--no-overlap"]),
+        ] {
+            let out = "\(folder)/ranks\(ranks)x\(workers)\(flags.joined())"
+            let result = try run(ranks: ranks, training(out) + ["--workers", "\(workers)", "--oversubscribe"] + flags)
             XCTAssertEqual(result.status, 0, "\(ranks) ranks: \(result.error)")
             let multi = try summary(out)
             XCTAssertEqual(multi.ranks, ranks)
             XCTAssertEqual(multi.crossRank, "ordered")
             XCTAssertEqual(multi.workers, workers)
             XCTAssertGreaterThan(try XCTUnwrap(multi.stepSeconds.crossRank), 0)
-            XCTAssertEqual(multi.weightsSha256, reference.weightsSha256, "\(ranks) ranks x \(workers) workers")
+            XCTAssertEqual(multi.weightsSha256, reference.weightsSha256, "\(ranks) ranks x \(workers) workers \(flags)")
+            XCTAssertEqual(multi.overlap, !flags.contains("--no-overlap"))
+            // 4 shards, a first layer of 85% of the parameters: auto chooses the scatter (see the next test).
+            let pattern = flags.count > 1 ? flags[1] : "scatter"
+            XCTAssertEqual(multi.traffic?.pattern, pattern, "\(ranks) ranks \(flags)")
             XCTAssertEqual(multi.epochs.map(\.testErrorPercent), reference.epochs.map(\.testErrorPercent))
             XCTAssertEqual(multi.epochs.map(\.trainLoss), reference.epochs.map(\.trainLoss))
             // Rank 0 alone prints: one line per epoch, not one per rank.
@@ -156,6 +164,31 @@ final class MPITests: XCTestCase {
         let fastSummary = try summary("\(folder)/fast")
         XCTAssertEqual(fastSummary.crossRank, "fast")
         XCTAssertLessThan(try XCTUnwrap(fastSummary.finalTestErrorPercent), 60)
+    }
+
+    /// 16 shards on 2 ranks: the scatter moves each rank's 8 shard slices and its part of the
+    /// parameters (9/2 of the gradient each way, on average), the chain one partial sum (1 gradient,
+    /// a ring all-reduce's bytes); the same weights, which auto gets by choosing the chain.
+    func testChainSendsOnePartialSumWhateverTheShards() throws {
+        let flags = ["train", "--layers", "128,128", "--train-samples", "1024", "--test-samples", "100", "--epochs", "1",
+                     "--batch-size", "128", "--shard-size", "8", "--seed", "7", "--workers", "2", "--oversubscribe"]
+        var sent: [String: Traffic] = [:], hashes: Set<String> = []
+        for pattern in ["scatter", "chain", "auto"] {
+            let out = "\(folder)/\(pattern)"
+            let result = try run(ranks: 2, flags + ["--out", out, "--exchange", pattern])
+            XCTAssertEqual(result.status, 0, result.error)
+            let summary = try summary(out)
+            sent[pattern] = try XCTUnwrap(summary.traffic)
+            hashes.insert(summary.weightsSha256)
+        }
+        XCTAssertEqual(hashes.count, 1, "every pattern trains the same weights")
+        let scatter = try XCTUnwrap(sent["scatter"]), chain = try XCTUnwrap(sent["chain"])
+        XCTAssertEqual(scatter.pattern, "scatter")
+        XCTAssertEqual(sent["auto"]?.pattern, "chain")
+        XCTAssertEqual(chain.sentBytes, chain.ringAllreduceBytes)
+        XCTAssertEqual(chain.receivedBytes, chain.ringAllreduceBytes)
+        // A rank sends 8 slices of the other's part and its own part, and receives the mirror: 9 gradients in all.
+        XCTAssertEqual(Double(scatter.sentBytes + scatter.receivedBytes) / Double(chain.sentBytes + chain.receivedBytes), 4.5, accuracy: 0.01)
     }
 
     /// A checkpoint written by 2 ranks (after epoch 1) resumes on 1 process to the same weights.

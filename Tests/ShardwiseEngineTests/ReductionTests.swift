@@ -68,3 +68,33 @@ final class ShardMemoryTests: XCTestCase {
         }
     }
 }
+
+/// Which ordered exchange `--exchange auto` takes: the one whose transfers take less time,
+/// in units of one gradient's transfer (both give the same weights; MPITests checks that).
+final class ExchangePatternTests: XCTestCase {
+    func testAutoTakesTheChainOnlyWhereItMovesLess() {
+        // The reference network: its largest layer (1024 x 1024 + 1024) is 36% of the parameters.
+        let reference = 1_049_600.0 / 2_913_290.0
+        func pick(_ ranks: Int, _ k: Int, overlap: Bool = true, _ fraction: Double = reference) -> RankExchange.Pattern {
+            RankExchange.faster(ranks: ranks, shardsOnBusiestRank: k, largestLayerFraction: fraction, overlap: overlap)
+        }
+        // One shard a rank: the scatter is a ring all-reduce's bytes, which the chain cannot beat.
+        XCTAssertEqual(pick(2, 1), .scatter)
+        XCTAssertEqual(pick(8, 1), .scatter)
+        // Two ranks: the scatter sends (k + 1)/2 gradients, the overlapped chain about 1.7.
+        XCTAssertEqual(pick(2, 2), .scatter)
+        XCTAssertEqual(pick(2, 3), .chain)
+        XCTAssertEqual(pick(2, 16), .chain)
+        // Without overlap the chain runs its two directions one after the other: 2 gradients.
+        XCTAssertEqual(pick(2, 3, overlap: false), .scatter)
+        XCTAssertEqual(pick(2, 4, overlap: false), .chain)
+        // Many ranks: the chain's pipeline fill grows with them; many shards a rank still favour it.
+        XCTAssertEqual(pick(16, 4), .scatter)
+        XCTAssertEqual(pick(16, 16), .chain)
+        XCTAssertEqual(pick(16, 64, overlap: false), .chain)
+        XCTAssertEqual(pick(16, 16, overlap: false), .scatter)
+        // A network with one dominant layer pipelines badly: the scatter up to 3 shards a rank.
+        XCTAssertEqual(pick(2, 4, 0.85), .scatter)
+        XCTAssertEqual(pick(2, 8, 0.85), .chain)
+    }
+}
