@@ -13,13 +13,16 @@ import Glibc
 /// (last layer first). A step then runs, with no barrier between its phases:
 ///  - each local shard's backward pass announces every finished segment; the communication
 ///    thread (``WorkerPool/communicationWorker()``) sends that segment's slices to the ranks
-///    that own them at once, while the earlier layers' backward goes on;
-///  - a segment is *ready* on this rank when every local shard finished it and every other
-///    rank's slices of it arrived (ordered), or when its all-reduce completed (fast);
+///    that own them at once (scatter), while the earlier layers' backward goes on;
+///  - a segment is *ready* on this rank when every local shard finished it and the other
+///    ranks' data for it arrived: their slices (scatter), the partial sum from the rank
+///    before (chain), or its all-reduce (fast);
 ///  - the workers, done with their shards, reduce this rank's chunks last segment first,
-///    each chunk as soon as its segment is ready: shard order as always, so the same bits;
-///  - when this rank has updated all its chunks of a segment, it sends them to the other
-///    ranks (the allgather, per segment), and receives theirs.
+///    each chunk as soon as its segment is ready: shard order as always, so the same bits.
+///    A chain's ranks before the last add their shards onto the partial sum instead (rank 0
+///    as soon as its shards finished the layer, in the backward pass), then pass it on;
+///  - once this rank has updated its chunks of a segment, it sends them on (the allgather
+///    per segment; a chain passes the parameters back along the ranks), and receives the rest.
 /// Only the communication thread calls MPI during a step; workers and it meet through
 /// atomic counters (acquire/release), never a lock.
 final class OverlappedExchange: @unchecked Sendable {
@@ -36,6 +39,8 @@ final class OverlappedExchange: @unchecked Sendable {
     /// Backward order: segments[0] is the last layer.
     let segments: [Segment]
     let localShards: Range<Int>
+    /// True when this rank's reduction only adds its shards onto the partial sums (a chain's
+    /// ranks before the last): the workers fold instead of updating.
     let folds: Bool
     /// True on a chain's rank 0: the last local shard to finish a layer adds the layer's shards.
     let foldsEarly: Bool
@@ -60,8 +65,6 @@ final class OverlappedExchange: @unchecked Sendable {
     let afterReduction: [Range<Int>]
     let afterParameters: [Range<Int>]
     let pattern: RankExchange.Pattern
-    /// True when this rank's reduction only adds its shards onto the partial sums (a chain's
-    /// ranks before the last): the workers fold instead of updating.
     /// Per segment: the receives of gradient slices (or its one all-reduce), then of parameter slices.
     let receivesPerSegment: [Int]
     let parameterReceivesPerSegment: [Int]

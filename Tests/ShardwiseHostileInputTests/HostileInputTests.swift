@@ -319,6 +319,7 @@ final class HostileInputTests: XCTestCase {
             Case(name: "dropout 0.99999999999 (1 as a Float)", arguments: shared + ["--dropout-hidden", "0.99999999999"], mentions: ["--dropout-hidden"]),
             Case(name: "momentum 1", arguments: shared + ["--momentum", "1"], mentions: ["--momentum"]),
             Case(name: "mpi-timeout inf", arguments: shared + ["--mpi-timeout", "inf"], mentions: ["--mpi-timeout"]),
+            Case(name: "an exchange pattern that does not exist", arguments: shared + ["--exchange", "ring"], mentions: ["--exchange"]),
             Case(name: "validation set as large as the data", arguments: shared + ["--validation", "512"], mentions: ["--validation"]),
             Case(name: "batch of 2^31 samples", arguments: shared + ["--batch-size", "2147483648", "--shard-size", "1"], mentions: ["--batch-size"]),
             Case(name: "checkpoint every 0 steps", arguments: shared + ["--checkpoint-every", "0"], mentions: ["--checkpoint-every"]),

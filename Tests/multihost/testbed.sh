@@ -4,7 +4,7 @@
 # the ranks into them through an rsh agent with TCP only. Everything it creates is removed
 # when it exits, whether the job succeeded, failed or was killed (SIGINT, SIGTERM, SIGHUP).
 #
-#   testbed.sh [--hosts N] [--ranks-per-host K] [--rate 10gbit|1gbit|none] [--cores LIST;LIST;...]
+#   testbed.sh [--hosts N] [--ranks-per-host K] [--rate 10gbit|1gbit|none] [--mtu 1500] [--cores LIST;LIST;...]
 #              [--timeout SECONDS] [--mca NAME VALUE]... -- PROGRAM [ARGUMENTS...]
 #   testbed.sh --check          exit 0 if namespaces can be created here, else say why, exit 77
 #   testbed.sh --leftovers      list namespaces, links and processes a test bed left behind
@@ -15,7 +15,7 @@
 # mpirun itself stays in the root namespace, reaching the hosts' daemons over the bridge.
 set -uo pipefail
 
-hosts=2; per_host=1; rate=10gbit; cores=""; timeout=""; mca=()
+hosts=2; per_host=1; rate=10gbit; mtu=1500; cores=""; timeout=""; mca=()
 tag="swtb$$"                        # every name this run creates starts with it
 subnet="10.213.$(( $$ % 250 + 1 ))"  # a private /24 per run, so concurrent runs do not meet
 
@@ -40,6 +40,7 @@ while [ $# -gt 0 ]; do
         --hosts) hosts="$2"; shift 2 ;;
         --ranks-per-host) per_host="$2"; shift 2 ;;
         --rate) rate="$2"; shift 2 ;;
+        --mtu) mtu="$2"; shift 2 ;;
         --cores) cores="$2"; shift 2 ;;
         --timeout) timeout="$2"; shift 2 ;;
         --mca) mca+=(--mca "$2" "$3"); shift 3 ;;
@@ -52,6 +53,7 @@ done
 [ $# -gt 0 ] || die "no program given after --"
 [[ "$hosts" =~ ^[1-9][0-9]?$ ]] && [ "$hosts" -le 16 ] || die "--hosts $hosts: expected 1 to 16"
 [[ "$per_host" =~ ^[1-9][0-9]?$ ]] || die "--ranks-per-host $per_host: expected a positive count"
+[[ "$mtu" =~ ^[0-9]+$ ]] && [ "$mtu" -ge 576 ] && [ "$mtu" -le 65535 ] || die "--mtu $mtu: expected 576 to 65535 (9000: jumbo frames)"
 
 # Each host's CPUs: given, or dealt out round-robin over the CPUs this process may use.
 IFS=';' read -r -a host_cores <<< "$cores"
@@ -98,6 +100,7 @@ shape() {  # shape NAMESPACE-OR-EMPTY DEVICE: the link's sending rate
 
 ip link add "${tag}br" type bridge || die "cannot create a bridge (ip link add type bridge)"
 ip addr add "$subnet.254/24" dev "${tag}br"
+ip link set "${tag}br" mtu "$mtu"
 ip link set "${tag}br" up
 hostfile="$work/hosts"
 agent="$work/agent"
@@ -112,9 +115,9 @@ for ((h = 0; h < hosts; h++)); do
     ns="${tag}h$h"
     ip netns add "$ns" || die "cannot create network namespace $ns (needs root)"
     ip link add "${tag}v$h" type veth peer name eth0 netns "$ns" || die "cannot create a veth pair"
-    ip link set "${tag}v$h" master "${tag}br" up
+    ip link set "${tag}v$h" mtu "$mtu" master "${tag}br" up
     ip netns exec "$ns" ip addr add "$subnet.$((h + 1))/24" dev eth0
-    ip netns exec "$ns" ip link set eth0 up
+    ip netns exec "$ns" ip link set eth0 mtu "$mtu" up
     ip netns exec "$ns" ip link set lo up
     shape "$ns" eth0        # what the host sends
     shape "" "${tag}v$h"    # what it receives
