@@ -7,7 +7,8 @@ import Synchronization
 /// (`mpirun -np N shardwise ...`). Without a launcher there is no cluster and
 /// MPI is never initialised: the single-process mode.
 ///
-/// Every MPI call is made by one thread at a time (the training loop's, on worker 0).
+/// Every MPI call is made by one thread at a time: the training loop's, and during an
+/// overlapped step only the worker pool's communication thread (``OverlappedExchange``).
 /// Calls that wait for other ranks give up after `timeout` seconds and throw a
 /// ``ClusterError``; the program then ends the whole job with ``abortJob(status:)``
 /// (nothing can be recovered: the other ranks' state is unknown), so a rank that died
