@@ -140,7 +140,13 @@ final class MultiHostTests: XCTestCase {
     /// namespaces, links and processes.
     func testTestbedCleansUpWhenKilled() throws {
         let out = "\(folder)/interrupted"
-        let (process, _, _) = try Self.launch([Self.testbed, "--hosts", "2", "--"] + training(out) + ["--epochs", "50", "--layers", "256,256"])
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.testbed)
+        process.arguments = ["--hosts", "2", "--"] + training(out) + ["--epochs", "50", "--layers", "256,256"]
+        // Nothing reads its output: a pipe left full would block the test bed, not test it.
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
         let deadline = Date().addingTimeInterval(120)
         while access("\(out)/metrics.jsonl", F_OK) != 0 && Date() < deadline && process.isRunning { usleep(50_000) }
         XCTAssertFalse(processes(matching: out).isEmpty, "the job never started")
@@ -148,5 +154,6 @@ final class MultiHostTests: XCTestCase {
         process.waitUntilExit()
         XCTAssertEqual(process.terminationStatus, 143)
         XCTAssertEqual(try leftovers(), [])
+        XCTAssertEqual(processes(matching: "swtb").map(\.pid), [], "an mpirun or daemon of the test bed outlived it")
     }
 }

@@ -73,7 +73,13 @@ mpirun_pid=""
 cleanup() {
     local status=$?
     trap - EXIT INT TERM HUP
-    [ -n "$mpirun_pid" ] && kill -TERM "$mpirun_pid" 2>/dev/null
+    if [ -n "$mpirun_pid" ]; then
+        # mpirun (with `timeout`, in its own process group) forwards SIGTERM to the ranks, which
+        # checkpoint and exit; give the group 5 s, as the daemons may never answer, then end it.
+        kill -TERM -- "-$mpirun_pid" 2>/dev/null
+        for _ in $(seq 50); do kill -0 -- "-$mpirun_pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL -- "-$mpirun_pid" 2>/dev/null
+    fi
     for ((h = 0; h < hosts; h++)); do
         local ns="${tag}h$h"
         # Whatever still runs in the host (a daemon, a rank) goes with it.
@@ -137,9 +143,9 @@ run=(mpirun "${root[@]}" -np $((hosts * per_host)) --hostfile "$hostfile" --map-
      --mca oob_tcp_if_include "$subnet.0/24" --mca btl_tcp_if_include "$subnet.0/24" "${mca[@]}" "$@")
 for ((h = 0; h < hosts; h++)); do echo "testbed: host h$h = namespace ${tag}h$h, $subnet.$((h + 1)), CPUs ${host_cores[$h]}, link $rate" >&2; done
 if [ -n "$timeout" ]; then
-    timeout --signal=TERM --kill-after=10 "$timeout" "${run[@]}" &
+    setsid timeout --signal=TERM --kill-after=10 "$timeout" "${run[@]}" &
 else
-    "${run[@]}" &
+    setsid "${run[@]}" &
 fi
 mpirun_pid=$!
 wait "$mpirun_pid"
