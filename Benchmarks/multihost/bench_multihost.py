@@ -51,7 +51,7 @@ def train(out, launcher, extra, shard):
         "system": (after[0] - before[0]) / STEPS, "softirq": (after[1] - before[1]) / STEPS, "sha": summary["weights_sha256"], "traffic": summary.get("traffic"),
     }
 
-def best(runs):
+def median_run(runs):
     """The run with the median wall time (the machine is shared and noisy)."""
     return sorted(runs, key=lambda r: r["wall"])[len(runs) // 2]
 
@@ -71,15 +71,15 @@ def main():
     # One shard per host (auto: the scatter, a ring all-reduce's bytes), then four (auto: the chain,
     # beside the scatter it replaces).
     for shard, patterns in ((PER_HOST, ["auto"]), (PER_HOST // 4, ["auto", "scatter"])):
-        median = lambda launcher, extra: best([train(f"{work}/run", launcher, extra, shard) for _ in range(REPEATS)])
-        single = median(["taskset", "-c", ",".join(CORES)], ["--workers", str(HOSTS)])
+        measure = lambda launcher, extra: median_run([train(f"{work}/run", launcher, extra, shard) for _ in range(REPEATS)])
+        single = measure(["taskset", "-c", ",".join(CORES)], ["--workers", str(HOSTS)])
         rows = [("1 process x 2 workers (the ideal)", "-", single)]
         for rate in ("10gbit", "1gbit"):
             for pattern in patterns:
                 for overlap in ((True, False) if pattern == "auto" else (True,)):
                     launcher = [TESTBED, "--hosts", str(HOSTS), "--rate", rate, "--cores", ";".join(CORES), "--timeout", "600", "--"]
                     extra = ["--exchange", pattern] + ([] if overlap else ["--no-overlap"])
-                    run = median(launcher, extra)
+                    run = measure(launcher, extra)
                     name = f"{run['traffic']['pattern']}, {'overlapped' if overlap else 'not overlapped'}"
                     rows.append((f"2 hosts x 1 core, {rate.replace('gbit', ' Gbit/s')}", name, run))
         for name, mode, r in rows:

@@ -171,8 +171,6 @@ int sw_mpi_test(int count, int *completed, int *completed_count, char *error, si
     return SW_MPI_OK;
 }
 
-double sw_mpi_time(void) { return MPI_Wtime(); }
-
 int sw_mpi_barrier(double timeout, int nap_microseconds, char *error, size_t error_length) {
     MPI_Request request;
     int code = MPI_Ibarrier(MPI_COMM_WORLD, &request);
@@ -200,7 +198,6 @@ int sw_mpi_reserve_requests(int c, char *e, size_t l) { (void)c; return missing(
 int sw_mpi_post(const sw_mpi_transfer *t, int s, char *e, size_t l) { (void)t; (void)s; return missing(e, l); }
 int sw_mpi_post_allreduce(float *v, long c, int s, char *e, size_t l) { (void)v; (void)c; (void)s; return missing(e, l); }
 int sw_mpi_test(int c, int *d, int *n, char *e, size_t l) { (void)c; (void)d; *n = 0; return missing(e, l); }
-double sw_mpi_time(void) { return 0; }
 int sw_mpi_allgatherv_floats(float *b, const int *c, const int *d, double s, char *e, size_t l) { (void)b; (void)c; (void)d; (void)s; return missing(e, l); }
 int sw_mpi_allreduce_floats(float *v, int c, int o, double s, char *e, size_t l) { (void)v; (void)c; (void)o; (void)s; return missing(e, l); }
 int sw_mpi_allreduce_doubles(double *v, int c, int o, double s, char *e, size_t l) { (void)v; (void)c; (void)o; (void)s; return missing(e, l); }

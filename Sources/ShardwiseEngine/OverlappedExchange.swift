@@ -26,18 +26,13 @@ import Glibc
 /// Only the communication thread calls MPI during a step; workers and it meet through
 /// atomic counters (acquire/release), never a lock.
 final class OverlappedExchange: @unchecked Sendable {
-    /// A layer with parameters: where it sits in the flat vector.
-    struct Segment {
-        let layer: Int
-        let range: Range<Int>
-    }
-
     enum Kind { case gradientSend, gradientReceive, parameterSend, parameterReceive, allreduce }
 
+    let exchange: RankExchange
     let cluster: Cluster
     let fast: Bool
-    /// Backward order: segments[0] is the last layer.
-    let segments: [Segment]
+    /// Where each layer with parameters sits in the flat vector, in backward order: segments[0] is the last layer.
+    let segments: [Range<Int>]
     let localShards: Range<Int>
     /// True when this rank's reduction only adds its shards onto the partial sums (a chain's
     /// ranks before the last): the workers fold instead of updating.
@@ -69,9 +64,6 @@ final class OverlappedExchange: @unchecked Sendable {
     let receivesPerSegment: [Int]
     let parameterReceivesPerSegment: [Int]
     let slotCount: Int
-    /// The first local shard's buffer, where fast mode adds the local shards and all-reduces.
-    let sumBuffer: UnsafeMutablePointer<Float>
-    let localGradients: [UnsafeMutablePointer<Float>]
 
     // Shared with the workers (each counter on its own cache line).
     /// Segments finished by each local shard this step.
@@ -104,12 +96,9 @@ final class OverlappedExchange: @unchecked Sendable {
         self.localShards = localShards
         let cluster = exchange.cluster, fast = exchange.fast
         let ranks = cluster.size, me = cluster.rank
-        let segments: [Segment] = network.layers.indices.reversed().compactMap { k in
-            let range = network.parameterRange(ofLayer: k)
-            return range.isEmpty ? nil : Segment(layer: k, range: range)
-        }
+        let segments = network.layers.indices.reversed().map { network.parameterRange(ofLayer: $0) }.filter { !$0.isEmpty }
         self.segments = segments
-        let segmentOfChunk = chunks.map { chunk in segments.firstIndex { $0.range.contains(chunk.range.lowerBound) }! }
+        let segmentOfChunk = chunks.map { chunk in segments.firstIndex { $0.contains(chunk.range.lowerBound) }! }
         self.segmentOfChunk = segmentOfChunk
         // In a chain every rank adds its shards onto every chunk's partial sum (the last rank's
         // addition is the update); otherwise a rank reduces its own chunks.
@@ -123,7 +112,7 @@ final class OverlappedExchange: @unchecked Sendable {
         let owned = (0..<ranks).map { r in
             (Int(exchange.rankOffsets[r])..<Int(exchange.rankOffsets[r] + exchange.rankCounts[r]))
         }
-        func slice(_ g: Int, _ r: Int) -> Range<Int> { segments[g].range.clamped(to: owned[r]) }
+        func slice(_ g: Int, _ r: Int) -> Range<Int> { segments[g].clamped(to: owned[r]) }
         var transfers: [sw_mpi_transfer] = [], kinds: [Kind] = [], slotSegment: [Int] = []
         var receives = [Int](repeating: 0, count: segments.count), parameterReceives = receives
         func add(_ kind: Kind, _ g: Int, peer: Int, send: Bool, tag: Int, buffer: UnsafeMutablePointer<Float>, range: Range<Int>) {
@@ -144,20 +133,20 @@ final class OverlappedExchange: @unchecked Sendable {
         if exchange.pattern == .chain {
             // Partial sums down the ranks (tag: segment), parameters back from the last rank to rank 0,
             // then on to 1, 2, ... (tag: above every segment).
-            let partial = shardGradients[exchange.chainBase].pointer, last = ranks - 1
+            let partial = exchange.sumSources[0], last = ranks - 1
             for g in segments.indices where me > 0 {
-                add(.gradientReceive, g, peer: me - 1, send: false, tag: g, buffer: partial, range: segments[g].range)
+                add(.gradientReceive, g, peer: me - 1, send: false, tag: g, buffer: partial, range: segments[g])
             }
             for g in segments.indices where me != last {
-                add(.parameterReceive, g, peer: me == 0 ? last : me - 1, send: false, tag: parameterTag + g, buffer: parameters, range: segments[g].range)
+                add(.parameterReceive, g, peer: me == 0 ? last : me - 1, send: false, tag: parameterTag + g, buffer: parameters, range: segments[g])
             }
             for g in segments.indices {
                 afterReduction.append(group {
-                    if me < last { add(.gradientSend, g, peer: me + 1, send: true, tag: g, buffer: partial, range: segments[g].range) }
-                    if me == last { add(.parameterSend, g, peer: 0, send: true, tag: parameterTag + g, buffer: parameters, range: segments[g].range) }
+                    if me < last { add(.gradientSend, g, peer: me + 1, send: true, tag: g, buffer: partial, range: segments[g]) }
+                    if me == last { add(.parameterSend, g, peer: 0, send: true, tag: parameterTag + g, buffer: parameters, range: segments[g]) }
                 })
                 afterParameters.append(group {
-                    if me < last - 1 { add(.parameterSend, g, peer: me + 1, send: true, tag: parameterTag + g, buffer: parameters, range: segments[g].range) }
+                    if me < last - 1 { add(.parameterSend, g, peer: me + 1, send: true, tag: parameterTag + g, buffer: parameters, range: segments[g]) }
                 })
             }
         } else if !fast {
@@ -190,6 +179,7 @@ final class OverlappedExchange: @unchecked Sendable {
                 }
             }
         }
+        self.exchange = exchange
         self.cluster = cluster
         self.fast = fast
         self.transfers = transfers
@@ -202,8 +192,6 @@ final class OverlappedExchange: @unchecked Sendable {
         receivesPerSegment = fast ? segments.map { _ in 1 } : receives
         parameterReceivesPerSegment = parameterReceives
         slotCount = self.kinds.count
-        sumBuffer = shardGradients[localShards.lowerBound].pointer
-        localGradients = localShards.map { shardGradients[$0].pointer }
         shardProgress = localShards.map { _ in PaddedCounter() }
         segmentReady = segments.map { _ in PaddedCounter() }
         segmentReduced = segments.map { _ in PaddedCounter() }
@@ -316,11 +304,9 @@ final class OverlappedExchange: @unchecked Sendable {
             if fast {
                 // All-reduces in segment order on every rank (collectives must match).
                 for g in 0..<min(allDone, G) where flags[g] & 4 == 0 {
-                    let range = segments[g].range
-                    for other in localGradients.dropFirst() {
-                        Elementwise.add(count: range.count, x: other + range.lowerBound, y: sumBuffer + range.lowerBound)
-                    }
-                    let status = sw_mpi_post_allreduce(sumBuffer + range.lowerBound, range.count, Int32(transfers.count + g), error, 512)
+                    let range = segments[g]
+                    exchange.addInShardOrder(over: range)
+                    let status = sw_mpi_post_allreduce(exchange.sumSources[0] + range.lowerBound, range.count, Int32(transfers.count + g), error, 512)
                     if status != SW_MPI_OK { return fail(status, "posting an all-reduce") }
                     outstanding += 1
                     flags[g] |= 4

@@ -35,9 +35,14 @@ final class RankExchange: @unchecked Sendable {
     let cluster: Cluster
     let fast: Bool
     let pattern: Pattern
-    /// The chain's partial sum: the buffer this rank folds its shards into (rank 0: its first
-    /// shard's; others: the buffer of the shard before its first, which receives the partial sum).
-    let chainBase: Int
+    /// What this rank adds before or while reducing, in shard order: the buffer the sum goes
+    /// into (fast and a chain's rank 0: its first shard's; a chain's other ranks: the buffer of
+    /// the shard before their first, which receives the partial sum), then its other shards. The fused
+    /// update reads the same list on a chain's last rank (fast: its first entry alone).
+    let sumSources: UnsafeMutablePointer<UnsafeMutablePointer<Float>>
+    let sumSourceCount: Int
+    /// Floats in each gradient buffer.
+    let gradientCount: Int
     /// The chunks this rank updates.
     let localChunks: Range<Int>
     /// This rank's transfers of one step, and each rank's parameter range (allgather).
@@ -68,7 +73,11 @@ final class RankExchange: @unchecked Sendable {
         }
         self.pattern = pattern
         let local = cluster.block(of: shards)
-        chainBase = me == 0 ? local.lowerBound : local.lowerBound - 1
+        let sumBase = pattern == .chain && me > 0 ? local.lowerBound - 1 : local.lowerBound
+        sumSourceCount = local.upperBound - sumBase
+        sumSources = .allocate(capacity: sumSourceCount)
+        for (i, s) in (sumBase..<local.upperBound).enumerated() { sumSources[i] = shardGradients[s].pointer }
+        gradientCount = shardGradients[0].count
         let chunkBlocks = (0..<ranks).map { r in
             switch pattern {
             case .allreduce: 0..<chunks.count
@@ -99,7 +108,7 @@ final class RankExchange: @unchecked Sendable {
         if pattern == .chain {
             // The partial sum of every chunk, received from the rank before and sent to the rank after.
             let whole = elementRanges[ranks - 1]
-            let partial = shardGradients[chainBase].pointer + whole.lowerBound
+            let partial = sumSources[0] + whole.lowerBound
             if me > 0 { plan.append(sw_mpi_transfer(peer: Int32(me - 1), send: 0, tag: 0, buffer: partial, count: whole.count)) }
             if me < ranks - 1 { plan.append(sw_mpi_transfer(peer: Int32(me + 1), send: 1, tag: 0, buffer: partial, count: whole.count)) }
         }
@@ -148,30 +157,37 @@ final class RankExchange: @unchecked Sendable {
 
     deinit {
         transfers.deallocate()
+        sumSources.deallocate()
         rankCounts.deallocate()
         rankOffsets.deallocate()
     }
 
     /// Between computing and reducing: gives this rank what its chunks need from the other
     /// ranks' shards (ordered), or the sum over all ranks in its first shard's buffer (fast).
-    func combine(shardGradients: [FloatBuffer], localShards: Range<Int>) throws(ClusterError) {
+    func combine() throws(ClusterError) {
         if fast {
             // This rank's shards, added in shard order into its first shard's buffer.
-            let sum = shardGradients[localShards.lowerBound]
-            for s in localShards.dropFirst() { Elementwise.add(count: sum.count, x: shardGradients[s].pointer, y: sum.pointer) }
-            try cluster.allreduceSum(sum.pointer, count: sum.count)
+            addInShardOrder(over: 0..<gradientCount)
+            try cluster.allreduceSum(sumSources[0], count: gradientCount)
         } else if pattern == .chain {
             // Receive the partial sum, add this rank's shards onto it in shard order, pass it on;
-            // the last rank's reduction adds its own (the pointers from `chainBase`).
+            // the last rank's reduction adds its own (the fused update reads `sumSources`).
             let me = cluster.rank, last = cluster.size - 1
             if me > 0 { try cluster.exchange(transfers, count: 1) }
             if me < last {
-                let base = shardGradients[chainBase]
-                for s in localShards where s != chainBase { Elementwise.add(count: base.count, x: shardGradients[s].pointer, y: base.pointer) }
+                addInShardOrder(over: 0..<gradientCount)
                 try cluster.exchange(transfers + (me > 0 ? 1 : 0), count: 1)
             }
         } else {
             try cluster.exchange(transfers, count: transferCount)
+        }
+    }
+
+    /// `sumSources[0] += sumSources[1]`, then `+= sumSources[2]`, ... over `range`: this rank's
+    /// shards added onto the sum in shard order, `((p + gₖ) + gₖ₊₁) + …` for every element.
+    func addInShardOrder(over range: Range<Int>) {
+        for s in 1..<sumSourceCount {
+            Elementwise.add(count: range.count, x: sumSources[s] + range.lowerBound, y: sumSources[0] + range.lowerBound)
         }
     }
 

@@ -34,7 +34,7 @@ extension Trainer {
             await runWorkers(stepInEpoch: stepInEpoch, hyper: hyper, reduce: false)
             do {
                 let t0 = monotonicSeconds()
-                try exchange.combine(shardGradients: shardGradients, localShards: localShards)
+                try exchange.combine()
                 shardsDone.value.store(Int.max / 2, ordering: .relaxed)  // every shard is in place
                 let t1 = monotonicSeconds()
                 await runWorkers(stepInEpoch: nil, hyper: hyper, reduce: true)
@@ -101,7 +101,7 @@ extension Trainer {
             guard overlapped.waitUntilReady(segment: segment) else { break }
             waiting += monotonicSeconds() - t
             if overlapped.folds {
-                addShardsOntoPartialSum(optimizer.chunks[chunk].range)
+                exchange?.addInShardOrder(over: optimizer.chunks[chunk].range)
             } else {
                 let finite = optimizer.update(
                     chunk: chunk, parameters: parameters.pointer, shardGradients: reductionPointers,
@@ -112,14 +112,6 @@ extension Trainer {
         }
         let t2 = monotonicSeconds()
         timing.add(worker: w, compute: t1 - t0, waiting: waiting, reduction: t2 - t1 - waiting)
-    }
-
-    /// A chain's rank before the last: its shards onto the partial sum (the first reduction
-    /// pointer), in shard order, over `range`.
-    func addShardsOntoPartialSum(_ range: Range<Int>) {
-        for s in 1..<reductionShardCount {
-            Elementwise.add(count: range.count, x: reductionPointers[s] + range.lowerBound, y: reductionPointers[0] + range.lowerBound)
-        }
     }
 
     /// After the update: every rank gets the new parameters and the shard losses, and the
@@ -209,7 +201,7 @@ extension Trainer {
             let (segment, foldNow) = overlapped.finishedSegment(localShard: local)
             if foldNow {
                 // A chain's rank 0: this layer's partial sum, in shard order, into its first shard's buffer.
-                addShardsOntoPartialSum(overlapped.segments[segment].range)
+                exchange?.addInShardOrder(over: overlapped.segments[segment])
                 overlapped.reduced(segment: segment, count: overlapped.localChunksPerSegment[segment])
             }
         }
@@ -231,7 +223,7 @@ extension Trainer {
     package func crossRankOnly(hyperparameters: SGDHyperparameters) async throws(ClusterError) {
         guard let exchange else { return }
         nextChunk.value.store(localChunks.lowerBound, ordering: .relaxed)
-        try exchange.combine(shardGradients: shardGradients, localShards: localShards)
+        try exchange.combine()
         shardsDone.value.store(Int.max / 2, ordering: .relaxed)
         await runWorkers(stepInEpoch: nil, hyper: hyperparameters, reduce: true)
         try agree(exchange)

@@ -187,14 +187,11 @@ public final class Trainer: @unchecked Sendable {
         }
         localChunks = exchange?.localChunks ?? 0..<optimizer.chunks.count
         if let exchange, exchange.fast {
-            reductionPointers = .allocate(capacity: 1)
-            reductionPointers[0] = shardGradients[local.lowerBound].pointer
-            reductionShardCount = 1
+            // The sum over all ranks, in the first local shard's buffer.
+            (reductionPointers, reductionShardCount) = (exchange.sumSources, 1)
         } else if let exchange, exchange.pattern == .chain {
             // The partial sum (rank 0: its first shard's buffer), then this rank's other shards.
-            reductionPointers = .allocate(capacity: local.upperBound - exchange.chainBase)
-            for (i, s) in (exchange.chainBase..<local.upperBound).enumerated() { reductionPointers[i] = shardGradients[s].pointer }
-            reductionShardCount = local.upperBound - exchange.chainBase
+            (reductionPointers, reductionShardCount) = (exchange.sumSources, exchange.sumSourceCount)
         } else {
             reductionPointers = shardGradientPointers
             reductionShardCount = shards
@@ -227,7 +224,6 @@ public final class Trainer: @unchecked Sendable {
     }
 
     deinit {
-        if reductionPointers != shardGradientPointers { reductionPointers.deallocate() }
         shardGradientPointers.deallocate()
         shardLoss.deallocate()
     }

@@ -60,8 +60,6 @@ int sw_mpi_post_allreduce(float *values, long count, int slot, char *error, size
 /// Tests slots [0, count) once (MPI_Testsome): writes the slots that completed since the last
 /// call into `completed` (room for `count`) and their number into `completed_count`.
 int sw_mpi_test(int count, int *completed, int *completed_count, char *error, size_t error_length);
-/// MPI_Wtime.
-double sw_mpi_time(void);
 /// `nap_microseconds` > 0: sleep between polls (a rank idling while another measures), else spin.
 int sw_mpi_barrier(double timeout, int nap_microseconds, char *error, size_t error_length);
 
