@@ -45,6 +45,10 @@ let package = Package(
     dependencies: [
         // The command line's flags, help and errors (the CLI target only).
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
+        // Model files (`--model FILE`): YAML, the format people write configurations in, with line
+        // and column in its errors (the application layer only; the library takes layers in code
+        // or in the layer language, which needs no parser but its own).
+        .package(url: "https://github.com/jpsim/Yams", exact: "6.2.2"),
         // `swift package generate-documentation --target Shardwise`: the DocC catalog. A plugin, linked into nothing.
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", exact: "1.5.0"),
     ],
@@ -68,7 +72,7 @@ let package = Package(
         .target(
             name: "Shardwise",
             dependencies: ["ShardwiseKernels", "ShardwiseLayers", "ShardwiseData", "ShardwiseTopology", "ShardwiseIO", "ShardwiseEngine"]),
-        .target(name: "ShardwiseApp", dependencies: ["Shardwise"]),
+        .target(name: "ShardwiseApp", dependencies: ["Shardwise", .product(name: "Yams", package: "Yams")]),
         .executableTarget(
             name: "ShardwiseCLI",
             dependencies: [

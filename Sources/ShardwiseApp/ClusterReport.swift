@@ -45,7 +45,7 @@ public enum ClusterReport {
                     network: configuration.network, data: data, configuration: configuration.training, workers: pool,
                     cluster: cluster, fastAllreduce: fast)
                 _ = try await trainer.step(epoch: 0, stepInEpoch: 0)
-                let hyper = SGDHyperparameters(learningRate: 1e-9, momentum: 0.9)
+                let hyper = UpdateHyperparameters(learningRate: 1e-9, momentum: 0.9)
                 medians.append(try await timed(repetitions, cluster) { try await trainer.crossRankOnly(hyperparameters: hyper) })
             }
             let buffer = FloatBuffer(count: network.layout.parameterCount)

@@ -73,9 +73,13 @@ public struct SavedModel: Sendable {
         _ data: Dataset, passes: Int?, seed: UInt64, _ body: (_ pass: Int, _ start: Int, _ rows: Int, _ outputs: UnsafePointer<Float>) -> Void
     ) throws {
         let compiled: Network
-        do { compiled = try Network(network.model(), inputWidth: network.inputSize, loss: task == .classification ? SoftmaxCrossEntropy() : MeanSquaredError()) } catch {
+        do {
+            let loss = try network.lossFunction() ?? (task == .classification ? SoftmaxCrossEntropy() : MeanSquaredError())
+            compiled = try Network(network.model(), inputShape: network.sampleShape, loss: loss)
+        } catch {
             throw RunError("\(path): \(error)")
         }
+        if let problem = compiled.categoricalProblem(in: data) { throw RunError(problem) }
         let weights = FloatBuffer(count: compiled.layout.count)
         parameters.withUnsafeBufferPointer { weights.pointer.update(from: $0.baseAddress!, count: $0.count) }
         let ws = Workspace(network: compiled, capacity: 256)

@@ -98,7 +98,7 @@ public enum MachineLimits {
     public static func reductionBandwidth(pool: WorkerPool, configuration: RunConfiguration, repetitions: Int = 20) async throws -> Double {
         let data = randomData(count: configuration.batchSize, features: configuration.network.inputSize, classes: configuration.network.outputSize)
         let trainer = try Trainer(network: configuration.network, data: data, configuration: configuration.training, workers: pool)
-        let hyper = SGDHyperparameters(learningRate: 1e-6, momentum: 0.9)
+        let hyper = UpdateHyperparameters(learningRate: 1e-6, momentum: 0.9)
         await trainer.reduceOnly(hyperparameters: hyper)
         let start = monotonicSeconds()
         for _ in 0..<repetitions { await trainer.reduceOnly(hyperparameters: hyper) }

@@ -13,7 +13,7 @@ public enum ONNXExport {
     /// The ONNX model's bytes.
     public static func model(_ saved: SavedModel) throws -> [UInt8] {
         let network: Network
-        do { network = try Network(saved.network.model(), inputWidth: saved.network.inputSize) } catch {
+        do { network = try Network(saved.network) } catch {
             throw RunError("\(saved.path): \(error)")
         }
         var nodes: [[UInt8]] = []
@@ -60,10 +60,13 @@ public enum ONNXExport {
                 }
                 node("Gemm", [current, weight.name, bias.name], "layers.\(k).output", ints: [("transB", 1)], floats: [("alpha", 1), ("beta", 1)])
                 current = "layers.\(k).output"
-            case is ReLU:
-                node("Relu", [current], "layers.\(k).output")
+            case is ReLU, is Tanh, is Sigmoid:
+                node(layer is ReLU ? "Relu" : layer is Tanh ? "Tanh" : "Sigmoid", [current], "layers.\(k).output")
                 current = "layers.\(k).output"
-            case is Dropout, is GaussianDropout:
+            case let leaky as LeakyReLU:
+                node("LeakyRelu", [current], "layers.\(k).output", floats: [("alpha", leaky.slope)])
+                current = "layers.\(k).output"
+            case is Dropout, is GaussianDropout, is Dropout2d:
                 continue  // the identity at inference
             default:
                 throw RunError("\(saved.path): layer \(k) (\(type(of: layer))) has no ONNX form in this exporter")

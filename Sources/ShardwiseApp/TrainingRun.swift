@@ -306,7 +306,7 @@ public enum TrainingRun {
             do { try state.configuration.validate(validationGiven: true) } catch { throw CheckpointError("\(path)/state.json: \(error)") }
             do { try state.validate() } catch { throw CheckpointError("\(path)/state.json: \(error)") }
             return try layout(of: network, in: "\(path)/state.json")
-        }
+        } stateNames: { $0.configuration.optimizer.stateNames }
     }
 
     /// The parameter layout of a stored network description, after the checks the command line makes.
@@ -366,10 +366,14 @@ public enum TrainingRun {
 
     /// "dropout 0.2/0.5" or "no dropout", for legends.
     public static func label(_ network: NetworkConfiguration) -> String {
-        network.allRates.allSatisfy { $0 == 0 } ? "no dropout" : "\(kindName(network))\(rates(network))"
+        if network.layers != nil { return "model" }
+        return network.allRates.allSatisfy { $0 == 0 } ? "no dropout" : "\(kindName(network))\(rates(network))"
     }
 
     static func describe(_ network: NetworkConfiguration) -> String {
+        if let layers = network.layers {
+            return "model \(layers.split(whereSeparator: \.isNewline).joined(separator: " ")) on \(Network.describe(network.sampleShape))\(network.loss.map { ", loss \($0)" } ?? "")"
+        }
         let sizes = ([network.inputSize] + network.hiddenSizes + [network.outputSize]).map(String.init).joined(separator: "-")
         return "\(sizes) ReLU, \(kindName(network))\(network.dropoutInput) input / \(rates(network).split(separator: "/").dropFirst().joined(separator: ",")) hidden"
     }

@@ -4,6 +4,9 @@ import ShardwiseApp
 
 /// The architecture flags shared by `train` and `scale`.
 struct NetworkOptions: ParsableArguments {
+    @Option(help: "A model file (YAML: input shape, layers such as 'conv(32, 5, pad: 2) relu maxpool(2) flatten linear(10)', optional loss) instead of the ReLU perceptron of --layers and the dropout flags. See docs/models.md.")
+    var model: String?
+
     @Option(help: "Hidden layer sizes, comma-separated.")
     var layers = "1024,1024,1024"
 
@@ -20,6 +23,7 @@ struct NetworkOptions: ParsableArguments {
     var noDropout = false
 
     func configuration() throws -> NetworkConfiguration {
+        if let model { return try ModelFile.load(model) }
         let sizes = try parseLayerSizes(layers)
         let parts = dropoutHidden.split(separator: ",", omittingEmptySubsequences: false)
         let rates = try parts.map { part -> Double in

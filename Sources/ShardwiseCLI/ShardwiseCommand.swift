@@ -145,6 +145,12 @@ func flag(_ field: ConfigurationError.Field) -> String {
     case .exchange: "--exchange"
     case .resume: "--resume"
     case .kernels: "--kernels"
+    case .optimizer: "--optimizer"
+    case .beta1: "--beta1"
+    case .beta2: "--beta2"
+    case .epsilon: "--eps"
+    case .clipNorm: "--clip-norm"
+    case .model: "--model"
     }
 }
 

@@ -48,6 +48,9 @@ struct TrainCommand: AsyncParsableCommand {
         } catch let error as ConfigurationError {
             throw ValidationError("\(flag(error.field)): \(error.problem(naming: flag))")
         }
+        if compareNoDropout && network.model != nil {
+            throw ValidationError("--compare-no-dropout: works on the perceptron of --layers; a --model file sets its own dropout layers")
+        }
         if compareNoDropout && out == nil && resume == nil {
             throw ValidationError("--compare-no-dropout: needs --out DIR for the two runs and their curves")
         }

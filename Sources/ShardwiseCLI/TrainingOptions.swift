@@ -20,8 +20,26 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "For --schedule cosine: the final rate as a fraction of the base rate.")
     var lrFloor = 0.01
 
-    @Option(help: "Momentum coefficient (reached at the end of the ramp, if any).")
-    var momentum = 0.9
+    @Option(help: "The optimizer: sgd (momentum SGD), adam, adamw or rmsprop, each as PyTorch's torch.optim class.")
+    var optimizer: OptimizerAlgorithm = .sgd
+
+    @Option(help: "Adam and AdamW: β₁, the first moment's decay.")
+    var beta1 = 0.9
+
+    @Option(help: "Adam and AdamW: β₂, the second moment's decay.")
+    var beta2 = 0.999
+
+    @Option(help: "RMSprop: α, the smoothing constant of the mean square.")
+    var alpha = 0.99
+
+    @Option(help: "Adam, AdamW and RMSprop: ε, added to the denominator outside the square root.")
+    var eps = 1e-8
+
+    @Option(help: "Clip the summed gradient to this global L2 norm before each update (PyTorch's clip_grad_norm_). Under mpirun it turns off --no-overlap's alternative: the exchange is not overlapped.")
+    var clipNorm: Double?
+
+    @Option(help: "Momentum coefficient, reached at the end of the ramp, if any (default 0.9 for sgd; rmsprop's momentum, default 0; unused by adam and adamw).")
+    var momentum: Double?
 
     @Option(help: "Momentum at the start of the ramp (default: --momentum, no ramp).")
     var momentumStart: Double?
@@ -32,8 +50,8 @@ struct TrainingOptions: ParsableArguments {
     @Flag(help: "Nesterov momentum.")
     var nesterov = false
 
-    @Option(help: "L2 weight decay (added to the gradient, as in PyTorch's SGD).")
-    var weightDecay = 0.0
+    @Option(help: "Weight decay: L2, added to the gradient (sgd, adam, rmsprop; default 0), or decoupled (adamw; default 0.01), as in PyTorch.")
+    var weightDecay: Double?
 
     @Option(help: "Max-norm bound on each hidden unit's incoming weight vector.")
     var maxNorm = 3.5
@@ -73,17 +91,28 @@ struct TrainingOptions: ParsableArguments {
         default:
             throw ValidationError("--schedule: unknown schedule '\(self.schedule)', expected constant, step, exponential or cosine")
         }
+        let momentum = self.momentum ?? (optimizer == .sgd ? 0.9 : 0)
+        if optimizer == .adam || optimizer == .adamw, self.momentum != nil || momentumStart != nil {
+            throw ValidationError("--momentum: \(optimizer.rawValue) has no momentum coefficient (its moments are --beta1 and --beta2)")
+        }
+        var settings = OptimizerConfiguration(
+            learningRate: lr, schedule: schedule,
+            momentum: MomentumRamp(start: momentumStart ?? momentum, end: momentum, epochs: momentumRamp),
+            nesterov: nesterov, weightDecay: weightDecay ?? (optimizer == .adamw ? 0.01 : 0), maxNorm: noMaxNorm ? nil : maxNorm)
+        settings.algorithm = optimizer
+        (settings.beta1, settings.beta2) = (beta1, optimizer == .rmsprop ? alpha : beta2)
+        settings.epsilon = eps
+        settings.clipNorm = clipNorm
         let training = TrainingConfiguration(
-            optimizer: OptimizerConfiguration(
-                learningRate: lr, schedule: schedule,
-                momentum: MomentumRamp(start: momentumStart ?? momentum, end: momentum, epochs: momentumRamp),
-                nesterov: nesterov, weightDecay: weightDecay, maxNorm: noMaxNorm ? nil : maxNorm),
+            optimizer: settings,
             epochs: epochs, batchSize: batchSize, shardSize: shardSize, seed: seed,
             validationSamples: validation, earlyStoppingPatience: earlyStopping, evaluateEvery: evaluateEvery)
         return RunConfiguration(network: network, training: training)
     }
 
 }
+
+extension OptimizerAlgorithm: ExpressibleByArgument {}
 
 /// Where a run's data comes from and which workers run it: shared by `train` and `sweep`.
 struct MachineOptions: ParsableArguments {

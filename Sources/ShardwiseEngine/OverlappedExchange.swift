@@ -90,7 +90,7 @@ final class OverlappedExchange: @unchecked Sendable {
     let napMicroseconds: Int
 
     init(
-        exchange: RankExchange, network: Network, chunks: [SGDOptimizer.Chunk], shards: Int, localShards: Range<Int>,
+        exchange: RankExchange, network: Network, chunks: [ChunkedOptimizer.Chunk], shards: Int, localShards: Range<Int>,
         shardGradients: [FloatBuffer], parameters: UnsafeMutablePointer<Float>
     ) throws(ClusterError) {
         self.localShards = localShards

@@ -54,7 +54,7 @@ final class RankExchange: @unchecked Sendable {
     /// `largestLayer`: the most parameters one layer holds (a chain passes each layer's partial
     /// sum along every rank before the next rank can finish it).
     init(
-        cluster: Cluster, fast: Bool, preferred: ExchangePattern, overlap: Bool, shards: Int, chunks: [SGDOptimizer.Chunk],
+        cluster: Cluster, fast: Bool, preferred: ExchangePattern, overlap: Bool, shards: Int, chunks: [ChunkedOptimizer.Chunk],
         largestLayer: Int, shardGradients: [FloatBuffer]
     ) {
         self.cluster = cluster

@@ -172,7 +172,9 @@ extension Trainer {
     /// state (a collective) and rank 0 alone writes; the others return the path rank 0 writes.
     @discardableResult
     public func writeCheckpoint(_ policy: CheckpointPolicy, kind: CheckpointKind = .scheduled) throws(TrainingError) -> String {
-        do { try exchange?.gatherOptimizerState(optimizer.velocity.pointer) } catch { throw .cluster(error) }
+        do {
+            for k in 0..<optimizer.stateCount { try exchange?.gatherOptimizerState(optimizer.state.pointer + k * optimizer.stateStride) }
+        } catch { throw .cluster(error) }
         guard (cluster?.rank ?? 0) == 0 else { return "\(policy.directory)/\(Checkpoint.folderName(step: state.globalStep))" }
         var metadata: [String: String] = [:]
         if let networkDescription, let json = try? JSON.line(networkDescription) { metadata["network"] = json }
@@ -181,7 +183,8 @@ extension Trainer {
         if let preprocessing = state.preprocessing, let json = try? JSON.line(preprocessing) { metadata["preprocessing"] = json }
         do {
             return try Checkpoint.write(
-                parameters: parameters.pointer, optimizerState: optimizer.velocity.pointer, layout: network.layout,
+                parameters: parameters.pointer, optimizerState: optimizer.state.pointer,
+                optimizerStateNames: configuration.optimizer.stateNames, layout: network.layout,
                 state: state, step: state.globalStep, metadata: metadata, directory: policy.directory, keep: policy.keep)
         } catch { throw .checkpoint(error) }
     }

@@ -13,7 +13,8 @@ extension Trainer {
     /// before its update, leaving parameters, optimizer and counters as they were.
     public func step(epoch: Int, stepInEpoch: Int) async throws(TrainingError) -> Double {
         let progress = Double(epoch) + Double(stepInEpoch) / Double(stepsPerEpoch)
-        let hyper = configuration.optimizer.hyperparameters(progress: progress)
+        var hyper = configuration.optimizer.hyperparameters(progress: progress, step: optimizer.stepsTaken)
+        let clipping = configuration.optimizer.clipNorm != nil
         shardsDone.value.store(0, ordering: .relaxed)
         nextChunk.value.store(localChunks.lowerBound, ordering: .relaxed)
         badChunk.value.store(Int.max, ordering: .relaxed)
@@ -31,22 +32,35 @@ extension Trainer {
             communicationSeconds += (monotonicSeconds() - start) - (timing.busySeconds() - busy) / Double(pool.workers.count)
         } else if let exchange {
             // Compute, combine across ranks, reduce: the workers run twice, around the exchange.
-            await runWorkers(stepInEpoch: stepInEpoch, hyper: hyper, reduce: false)
+            await runWorkers(stepInEpoch: stepInEpoch, hyper: hyper, reduce: .none)
             do {
                 let t0 = monotonicSeconds()
                 try exchange.combine()
                 shardsDone.value.store(Int.max / 2, ordering: .relaxed)  // every shard is in place
                 let t1 = monotonicSeconds()
-                await runWorkers(stepInEpoch: nil, hyper: hyper, reduce: true)
+                if clipping {
+                    await runWorkers(stepInEpoch: nil, hyper: hyper, reduce: .sumSquares)
+                    // Ordered modes: each rank summed its own chunks (others' entries are 0, x + 0 is exact).
+                    if !exchange.fast { try exchange.cluster.allreduceSum(chunkSquares, count: optimizer.chunks.count, "summing gradient norms") }
+                    hyper.gradientScale = clippingFactor()
+                    nextChunk.value.store(localChunks.lowerBound, ordering: .relaxed)
+                }
+                await runWorkers(stepInEpoch: nil, hyper: hyper, reduce: .update(shardCount: clipping ? 1 : reductionShardCount))
                 let t2 = monotonicSeconds()
                 try agree(exchange)
                 communicationSeconds += (t1 - t0) + (monotonicSeconds() - t2)
             } catch { throw .cluster(error) }
         } else {
             abandoned.value.store(0, ordering: .relaxed)
-            await runWorkers(stepInEpoch: stepInEpoch, hyper: hyper, reduce: true)
+            await runWorkers(stepInEpoch: stepInEpoch, hyper: hyper, reduce: clipping ? .sumSquares : .update(shardCount: reductionShardCount))
             // Cancelled before every shard ran: nothing was updated, the step never happened.
             if abandoned.value.load(ordering: .relaxed) != 0 { throw .cancelled(completedSteps: state.globalStep) }
+            if clipping {
+                // The norm of the summed gradient, then the update from the sums, scaled.
+                hyper.gradientScale = clippingFactor()
+                nextChunk.value.store(localChunks.lowerBound, ordering: .relaxed)
+                await runWorkers(stepInEpoch: nil, hyper: hyper, reduce: .update(shardCount: 1))
+            }
         }
         optimizer.stepsTaken += 1
         state.globalStep += 1
@@ -55,8 +69,23 @@ extension Trainer {
         return loss
     }
 
+    /// Gradient clipping's factor from the chunks' sums of squares (all chunks, in chunk order).
+    func clippingFactor() -> Float {
+        ChunkedOptimizer.clippingFactor(chunkSquares: chunkSquares, count: optimizer.chunks.count, maxNorm: configuration.optimizer.clipNorm ?? .infinity)
+    }
+
+    /// What the workers do after computing their shards.
+    enum ReducePhase {
+        /// Nothing (an exchange comes next).
+        case none
+        /// Update every local chunk from the first `shardCount` reduction buffers.
+        case update(shardCount: Int)
+        /// Gradient clipping's first pass: each local chunk's shard sum into the first buffer, and its sum of squares.
+        case sumSquares
+    }
+
     /// One child task per worker, each pinned to its worker.
-    func runWorkers(stepInEpoch: Int?, hyper: SGDHyperparameters, reduce: Bool) async {
+    func runWorkers(stepInEpoch: Int?, hyper: UpdateHyperparameters, reduce: ReducePhase) async {
         await withTaskGroup(of: Void.self) { group in
             for worker in pool.workers {
                 group.addTask(executorPreference: worker) {
@@ -68,7 +97,7 @@ extension Trainer {
 
     /// The workers (computing, then reducing as segments become ready) and the communication
     /// thread driving the transfers, as children of one task group.
-    func runOverlapped(_ overlapped: OverlappedExchange, stepInEpoch: Int, hyper: SGDHyperparameters) async {
+    func runOverlapped(_ overlapped: OverlappedExchange, stepInEpoch: Int, hyper: UpdateHyperparameters) async {
         await withTaskGroup(of: Void.self) { group in
             if let communicator {
                 group.addTask(executorPreference: communicator) { _ = overlapped.drive() }
@@ -83,7 +112,7 @@ extension Trainer {
 
     /// One worker's part of an overlapped step: its shards (announcing each finished layer),
     /// then this rank's chunks, last layer first, each once its layer is ready.
-    func workOverlapped(worker w: Int, _ overlapped: OverlappedExchange, stepInEpoch: Int, hyper: SGDHyperparameters) {
+    func workOverlapped(worker w: Int, _ overlapped: OverlappedExchange, stepInEpoch: Int, hyper: UpdateHyperparameters) {
         let t0 = monotonicSeconds()
         for shard in shards(of: w) {
             shardLoss[shard] = computeShard(shard, stepInEpoch: stepInEpoch, overlapped: overlapped)
@@ -131,8 +160,8 @@ extension Trainer {
     }
 
     /// One worker's part of a step: computing its shards (unless `stepInEpoch` is nil),
-    /// then, if `reduce`, the reduction. Runs on that worker's pinned thread.
-    func work(worker w: Int, stepInEpoch: Int?, hyper: SGDHyperparameters, reduce: Bool) {
+    /// then `reduce`'s part of the reduction. Runs on that worker's pinned thread.
+    func work(worker w: Int, stepInEpoch: Int?, hyper: UpdateHyperparameters, reduce: ReducePhase) {
         let t0 = monotonicSeconds()
         let mine = stepInEpoch == nil ? 0..<0 : shards(of: w)
         for shard in mine {
@@ -145,7 +174,7 @@ extension Trainer {
             shardLoss[shard] = computeShard(shard, stepInEpoch: stepInEpoch!)
         }
         let t1 = monotonicSeconds()
-        guard reduce else {
+        if case .none = reduce {
             timing.add(worker: w, compute: t1 - t0, waiting: 0, reduction: 0)
             return
         }
@@ -168,9 +197,15 @@ extension Trainer {
         while true {
             let chunk = nextChunk.value.add(1, ordering: .relaxed).oldValue
             if chunk >= localChunks.upperBound { break }
+            guard case .update(let shardCount) = reduce else {
+                chunkSquares[chunk] = optimizer.sumForClipping(chunk: chunk, shardGradients: reductionPointers, shardCount: reductionShardCount)
+                // A NaN or infinite sum shows in its square; the update's own check follows.
+                if !chunkSquares[chunk].isFinite { badChunk.value.min(chunk, ordering: .relaxed) }
+                continue
+            }
             let finite = optimizer.update(
                 chunk: chunk, parameters: parameters.pointer, shardGradients: reductionPointers,
-                shardCount: reductionShardCount, hyperparameters: hyper)
+                shardCount: shardCount, hyperparameters: hyper)
             // Relaxed: read after the task group completes, which orders it.
             if !finite { badChunk.value.min(chunk, ordering: .relaxed) }
         }
@@ -211,21 +246,21 @@ extension Trainer {
     /// The reduction phase alone (sum of the shard gradients already in place, update,
     /// max-norm), by all workers: for measuring it against the machine's bandwidth.
     /// Changes the weights like a step would; use on a trainer made for measuring.
-    package func reduceOnly(hyperparameters: SGDHyperparameters) async {
+    package func reduceOnly(hyperparameters: UpdateHyperparameters) async {
         shardsDone.value.store(Int.max / 2, ordering: .relaxed)
         nextChunk.value.store(localChunks.lowerBound, ordering: .relaxed)
-        await runWorkers(stepInEpoch: nil, hyper: hyperparameters, reduce: true)
+        await runWorkers(stepInEpoch: nil, hyper: hyperparameters, reduce: .update(shardCount: reductionShardCount))
     }
 
     /// Everything of a step after computing the shards (exchange or all-reduce, update,
     /// allgather, agreement), on whatever the gradient buffers hold: for measuring the
     /// cross-rank step. Changes the weights like a step would.
-    package func crossRankOnly(hyperparameters: SGDHyperparameters) async throws(ClusterError) {
+    package func crossRankOnly(hyperparameters: UpdateHyperparameters) async throws(ClusterError) {
         guard let exchange else { return }
         nextChunk.value.store(localChunks.lowerBound, ordering: .relaxed)
         try exchange.combine()
         shardsDone.value.store(Int.max / 2, ordering: .relaxed)
-        await runWorkers(stepInEpoch: nil, hyper: hyperparameters, reduce: true)
+        await runWorkers(stepInEpoch: nil, hyper: hyperparameters, reduce: .update(shardCount: reductionShardCount))
         try agree(exchange)
     }
 

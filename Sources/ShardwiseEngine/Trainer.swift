@@ -32,7 +32,7 @@ public final class Trainer: @unchecked Sendable {
     /// (parameters) laid out as `network.layout`.
     public let parameters: FloatBuffer
     /// The optimizer and its state (the momentum buffer).
-    public let optimizer: SGDOptimizer
+    public let optimizer: ChunkedOptimizer
     /// The pinned workers that run the steps.
     public let pool: WorkerPool
     /// The MPI job this trainer is one rank of; nil in a single process.
@@ -58,6 +58,8 @@ public final class Trainer: @unchecked Sendable {
     let workspaces: [Workspace]
     /// Loss sum of each shard in the last step, summed in shard order afterwards.
     let shardLoss: UnsafeMutablePointer<Double>
+    /// Gradient clipping: each chunk's sum of squared summed gradients, added in chunk order.
+    let chunkSquares: UnsafeMutablePointer<Double>
     /// The samples trained on (the validation split held out) and the held-out samples.
     public let trainingData: Dataset
     /// The held-out validation samples, with a validation split.
@@ -100,21 +102,33 @@ public final class Trainer: @unchecked Sendable {
     ///   - exchange: under MPI, ordered: scatter shard slices or chain partial sums (the same weights).
     ///   - overlap: under MPI, send each layer's gradients as soon as the backward pass produced
     ///     them and reduce and gather per layer (the same bits; false: compute, then exchange).
-    ///   - chunkElements: the reduction's chunk size (see `SGDOptimizer`); it does not change results.
+    ///   - chunkElements: the reduction's chunk size (see `ChunkedOptimizer`); it does not change results.
     ///   - description: the model's description, stored in checkpoints, when it was built from one.
+    ///   - inputShape: the shape of one sample (e.g. [1, 28, 28] for a convolutional model); its
+    ///     sizes must multiply to the data's features. nil: flat rows.
+    /// Gradient clipping (``OptimizerConfiguration/clipNorm``) needs the whole gradient's norm
+    /// before any update, so under MPI it runs the exchange without overlap.
     // Longer than 60 lines: every buffer is a `let` allocated once, here, in dependency order
     // (network, optimizer chunks, shard owners, buffers, exchange plan), so none is optional.
     public init(
         model: Sequential, data: Dataset, configuration: TrainingConfiguration, workers pool: WorkerPool,
         loss: (any Loss)? = nil, validation: Dataset? = nil, cluster: Cluster? = nil, fastAllreduce: Bool = false,
         overlap: Bool = true, exchange preferred: ExchangePattern = .auto, chunkElements: Int = 16_384,
-        description: NetworkConfiguration? = nil
+        description: NetworkConfiguration? = nil, inputShape: [Int]? = nil
     ) throws(TrainingError) {
+        let overlap = overlap && configuration.optimizer.clipNorm == nil
         do { _ = try BLAS.load() } catch { throw .blas(error) }
         do { try configuration.validate(trainingSamples: data.count, validationGiven: validation != nil) } catch { throw .configuration(error) }
         let network: Network
         let loss = loss ?? (data.task == .classification ? SoftmaxCrossEntropy() : MeanSquaredError())
-        do { network = try Network(model, inputWidth: data.features, loss: loss) } catch { throw .model(error) }
+        let shape = inputShape ?? [data.features]
+        guard CheckedSize.product(shape) == data.features else {
+            throw .configuration(ConfigurationError(.data, "rows of \(data.features) values, the model's input shape \(Network.describe(shape)) holds \(CheckedSize.product(shape).map(String.init) ?? "too many")"))
+        }
+        do { network = try Network(model, inputShape: shape, loss: loss) } catch { throw .model(error) }
+        for set in [data, validation].compactMap({ $0 }) {
+            if let problem = network.categoricalProblem(in: set) { throw .configuration(ConfigurationError(.data, problem)) }
+        }
         guard network.widths.last == data.outputWidth else {
             let wanted = data.task == .classification ? "\(data.classes) classes" : "\(data.targetWidth) targets per sample"
             throw .configuration(ConfigurationError(.data, "\(wanted), the model gives \(network.widths.last!) outputs"))
@@ -147,7 +161,7 @@ public final class Trainer: @unchecked Sendable {
         localShards = local
         parameters = FloatBuffer(count: network.layout.count)
         network.initialize(parameters: parameters, seed: configuration.seed)
-        let optimizer = SGDOptimizer(configuration: configuration.optimizer, layout: network.layout, chunkElements: chunkElements)
+        let optimizer = ChunkedOptimizer(configuration: configuration.optimizer, layout: network.layout, chunkElements: chunkElements)
         self.optimizer = optimizer
         // Each shard's buffers live on the NUMA node of the worker that computes it
         // (shards are assigned to workers in fixed blocks, see `shards(of:)`). Another
@@ -198,6 +212,8 @@ public final class Trainer: @unchecked Sendable {
         }
         shardLoss = .allocate(capacity: shards)
         shardLoss.initialize(repeating: 0, count: shards)
+        chunkSquares = .allocate(capacity: optimizer.chunks.count)
+        chunkSquares.initialize(repeating: 0, count: optimizer.chunks.count)
         order = Array(0..<Int32(trainingData.count))
         state = TrainingState(configuration: configuration, network: description)
         state.trainingData = data.fingerprint
@@ -218,14 +234,18 @@ public final class Trainer: @unchecked Sendable {
         guard data.features == description.inputSize else {
             throw .configuration(ConfigurationError(.data, "rows of \(data.features) values, the network expects \(description.inputSize)"))
         }
+        let model: Sequential, loss: (any Loss)?
+        do { (model, loss) = (try description.model(), try description.lossFunction()) } catch { throw .model(error) }
         try self.init(
-            model: description.model(), data: data, configuration: configuration, workers: pool, validation: validation, cluster: cluster,
-            fastAllreduce: fastAllreduce, overlap: overlap, exchange: exchange, chunkElements: chunkElements, description: description)
+            model: model, data: data, configuration: configuration, workers: pool, loss: loss, validation: validation, cluster: cluster,
+            fastAllreduce: fastAllreduce, overlap: overlap, exchange: exchange, chunkElements: chunkElements, description: description,
+            inputShape: description.inputShape)
     }
 
     deinit {
         shardGradientPointers.deallocate()
         shardLoss.deallocate()
+        chunkSquares.deallocate()
     }
 
     /// Refuses a configuration whose buffers would not fit in this process's ``MemoryBudget``,
@@ -293,11 +313,11 @@ public final class Trainer: @unchecked Sendable {
         else {
             throw .checkpoint(CheckpointError("\(checkpoint.path)/state.json: global step \(checkpoint.state.globalStep) at epoch \(checkpoint.state.epoch + 1), step \(checkpoint.state.stepInEpoch), expected \(stepsPerEpoch) steps an epoch"))
         }
-        guard checkpoint.parameters.count == parameters.count, checkpoint.optimizerState.count == parameters.count else {
+        guard checkpoint.parameters.count == parameters.count, checkpoint.optimizerState.count == optimizer.state.count else {
             throw .checkpoint(CheckpointError("\(checkpoint.path): \(checkpoint.parameters.count) parameters, the model has \(parameters.count)"))
         }
         checkpoint.parameters.withUnsafeBufferPointer { parameters.pointer.update(from: $0.baseAddress!, count: $0.count) }
-        checkpoint.optimizerState.withUnsafeBufferPointer { optimizer.velocity.pointer.update(from: $0.baseAddress!, count: $0.count) }
+        checkpoint.optimizerState.withUnsafeBufferPointer { optimizer.state.pointer.update(from: $0.baseAddress!, count: $0.count) }
         let fingerprint = state.trainingData
         state = checkpoint.state
         state.trainingData = fingerprint

@@ -5,8 +5,9 @@ import ShardwiseLayers
 
 /// A checkpoint is a folder `checkpoint-<step>` holding `model.safetensors` (the
 /// parameters, named as the model's `ParameterLayout`, e.g. `layers.0.weight`),
-/// `optimizer.safetensors` (the optimizer's state, one tensor per parameter tensor,
-/// prefixed `momentum_buffer.`), `state.json` (the caller's training state) and
+/// `optimizer.safetensors` (the optimizer's state: per state buffer, one tensor per parameter
+/// tensor, prefixed with the buffer's PyTorch name, `momentum_buffer.` for SGD, `exp_avg.` and
+/// `exp_avg_sq.` for Adam), `state.json` (the caller's training state) and
 /// `SHA256SUMS` over the three (checkable with `sha256sum -c`).
 ///
 /// It is written into a temporary folder, every file fsynced, then renamed into place
@@ -16,7 +17,6 @@ public enum Checkpoint {
     /// The prefix of checkpoint folder names.
     public static let prefix = "checkpoint-"
     static let files = ["model.safetensors", "optimizer.safetensors", "state.json"]
-    static let optimizerPrefix = "momentum_buffer."
 
     /// What a checkpoint holds.
     public struct Contents<State: Decodable> {
@@ -26,7 +26,7 @@ public enum Checkpoint {
         public var state: State
         /// Laid out as the layout given to ``load(_:as:layout:)``.
         public var parameters: [Float]
-        /// The optimizer's flat state, laid out as the parameters.
+        /// The optimizer's flat state: each state buffer laid out as the parameters, one after another.
         public var optimizerState: [Float]
     }
 
@@ -40,7 +40,8 @@ public enum Checkpoint {
     ///
     /// - Parameters:
     ///   - parameters: the flat parameter vector, laid out as `layout`.
-    ///   - optimizerState: the optimizer's flat state (momentum buffers), laid out as `layout`.
+    ///   - optimizerState: the optimizer's state buffers, each laid out as `layout`, one after another.
+    ///   - optimizerStateNames: their names (PyTorch's: `momentum_buffer`, `exp_avg`, ...).
     ///   - layout: names, shapes and offsets of the tensors.
     ///   - state: the training state, written as `state.json`.
     ///   - step: the global step, which names the folder.
@@ -49,8 +50,8 @@ public enum Checkpoint {
     ///   - keep: checkpoints kept, the newest.
     @discardableResult
     public static func write<State: Encodable>(
-        parameters: UnsafePointer<Float>, optimizerState: UnsafePointer<Float>, layout: ParameterLayout,
-        state: State, step: Int, metadata: [String: String] = [:], directory: String, keep: Int
+        parameters: UnsafePointer<Float>, optimizerState: UnsafePointer<Float>, optimizerStateNames: [String] = ["momentum_buffer"],
+        layout: ParameterLayout, state: State, step: Int, metadata: [String: String] = [:], directory: String, keep: Int
     ) throws(CheckpointError) -> String {
         let final = "\(directory)/\(folderName(step: step))"
         let temporary = "\(directory)/.\(folderName(step: step)).tmp-\(getpid())"
@@ -59,7 +60,9 @@ public enum Checkpoint {
             AtomicFile.removeFolder(temporary)
             try AtomicFile.makeDirectory(temporary)
             let model = SafeTensors.encode(tensors(layout, parameters, prefix: ""), metadata: ["format": "pt"].merging(metadata) { a, _ in a })
-            let optimizer = SafeTensors.encode(tensors(layout, optimizerState, prefix: optimizerPrefix), metadata: ["format": "pt"])
+            let optimizer = SafeTensors.encode(
+                optimizerStateNames.enumerated().flatMap { k, name in tensors(layout, optimizerState + k * layout.count, prefix: name + ".") },
+                metadata: ["format": "pt"])
             let stateJSON: [UInt8]
             do { stateJSON = Array(try JSON.encoder(pretty: true).encode(state)) + [0x0A] } catch {
                 throw CheckpointError("cannot encode the training state: \(error)")
@@ -114,11 +117,13 @@ public enum Checkpoint {
     }
 
     /// Loads and verifies a checkpoint folder: checksums, state, tensor names and shapes.
-    /// `layout` gives the parameter layout the state describes (it may throw for a state it cannot use).
+    /// `layout` gives the parameter layout the state describes (it may throw for a state it cannot use),
+    /// `stateNames` the names of the optimizer's state buffers it implies (SGD's momentum buffer by default).
     /// Every file must be a regular file, and no read is larger than its format allows: the
     /// state first (at most 64 MiB), then tensors of at most the size its layout implies.
     public static func load<State: Decodable>(
-        _ path: String, as: State.Type, layout: (State) throws(CheckpointError) -> ParameterLayout
+        _ path: String, as: State.Type, layout: (State) throws(CheckpointError) -> ParameterLayout,
+        stateNames: (State) -> [String] = { _ in ["momentum_buffer"] }
     ) throws(CheckpointError) -> Contents<State> {
         let sums = try expectedSums(path)
         let stateBytes = try verifiedRead(path, "state.json", limit: stateLimit, sums: sums)
@@ -126,19 +131,26 @@ public enum Checkpoint {
         do { state = try JSON.decoder().decode(State.self, from: Data(stateBytes)) } catch {
             throw CheckpointError("\(path)/state.json: not a training state (\(error))")
         }
-        let layout = try layout(state)
+        let layout = try layout(state), names = stateNames(state)
         // The header: a JSON entry of at most ~200 bytes per tensor, plus the metadata.
-        guard let limit = CheckedSize.sum([8, 1 << 20, 256 * layout.tensors.count, 4 * layout.parameterCount]) else {
+        guard let limit = CheckedSize.sum([8, 1 << 20, 256 * layout.tensors.count, 4 * layout.parameterCount]),
+              let optimizerLimit = CheckedSize.sum([8, 1 << 20, 256 * layout.tensors.count * names.count, 4 * layout.parameterCount * names.count])
+        else {
             throw CheckpointError("\(path)/state.json: its network has more parameters than can be addressed")
         }
         let model = try SafeTensors.decode(
             try verifiedRead(path, "model.safetensors", limit: limit, sums: sums), path: "\(path)/model.safetensors")
         let optimizer = try SafeTensors.decode(
-            try verifiedRead(path, "optimizer.safetensors", limit: limit, sums: sums), path: "\(path)/optimizer.safetensors")
+            try verifiedRead(path, "optimizer.safetensors", limit: optimizerLimit, sums: sums), path: "\(path)/optimizer.safetensors")
+        var optimizerState: [Float] = []
+        for name in names {
+            optimizerState += try flatten(
+                optimizer.tensors, layout: layout, prefix: name + ".", path: "\(path)/optimizer.safetensors", expectedCount: layout.tensors.count * names.count)
+        }
         return Contents(
             path: path, state: state,
             parameters: try flatten(model.tensors, layout: layout, prefix: "", path: "\(path)/model.safetensors"),
-            optimizerState: try flatten(optimizer.tensors, layout: layout, prefix: optimizerPrefix, path: "\(path)/optimizer.safetensors"))
+            optimizerState: optimizerState)
     }
 
     /// Largest `state.json` read (a state grows by one metrics record per epoch, ~200 bytes).
@@ -210,20 +222,24 @@ public enum Checkpoint {
     }
 
     /// Places named tensors into the flat layout, checking that names and shapes match the architecture.
-    public static func flatten(_ tensors: [SafeTensors.Tensor], layout: ParameterLayout, prefix: String, path: String) throws(CheckpointError) -> [Float] {
+    /// `expectedCount`: the tensors the file must hold (default: the layout's).
+    public static func flatten(
+        _ tensors: [SafeTensors.Tensor], layout: ParameterLayout, prefix: String, path: String, expectedCount: Int? = nil
+    ) throws(CheckpointError) -> [Float] {
         let byName = Dictionary(tensors.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         var flat = [Float](repeating: 0, count: layout.count)
         for t in layout.tensors {
             guard let found = byName[prefix + t.name] else {
-                throw CheckpointError("\(path): no tensor '\(prefix + t.name)'; the checkpoint is for another architecture")
+                throw CheckpointError("\(path): no tensor '\(prefix + t.name)'; the checkpoint is for another architecture or optimizer")
             }
             guard found.shape == t.shape else {
                 throw CheckpointError("\(path): tensor '\(prefix + t.name)' has shape \(found.shape), the network expects \(t.shape) (another architecture)")
             }
             for i in 0..<t.count { flat[t.offset + i] = found.values[i] }
         }
-        if tensors.count != layout.tensors.count {
-            throw CheckpointError("\(path): \(tensors.count) tensors, the network has \(layout.tensors.count) (another architecture)")
+        let expected = expectedCount ?? layout.tensors.count
+        if tensors.count != expected {
+            throw CheckpointError("\(path): \(tensors.count) tensors, expected \(expected) (another architecture or optimizer)")
         }
         return flat
     }

@@ -141,10 +141,12 @@ public enum Elementwise {
     /// Rows are independent; C is small (10 classes), so this stays scalar, with
     /// the log-sum-exp in Double for accuracy. With the portable kernels, `exp` and `log` are
     /// ``PortableMath``'s.
+    /// With `labelSmoothing` ε > 0 the target is (1 - ε) one-hot + ε / C, as PyTorch's
+    /// `label_smoothing`: the row's loss is (1 - ε)(lse - z_label) + ε (lse - mean z), its gradient p - target.
     /// logits: (N, C), labels: (N), grad: (N, C), may alias logits.
     public static func softmaxCrossEntropy(
         rows: Int, classes: Int, logits: UnsafePointer<Float>, labels: UnsafePointer<Int32>,
-        gradientScale: Float, grad: UnsafeMutablePointer<Float>
+        gradientScale: Float, labelSmoothing: Float = 0, grad: UnsafeMutablePointer<Float>
     ) -> Double {
         var lossSum = 0.0
         let portable = StepMath.portable
@@ -160,11 +162,25 @@ public enum Elementwise {
             }
             let logSum = Double(maximum) + (portable ? PortableMath.log(sum) : log(sum))
             let label = Int(labels[n])
-            lossSum += logSum - Double(z[label])
             let g = grad + n * classes
-            for c in 0..<classes {
-                let probability = Float(portable ? PortableMath.exp(Double(z[c]) - logSum) : exp(Double(z[c]) - logSum))
-                g[c] = (probability - (c == label ? 1 : 0)) * gradientScale
+            if labelSmoothing == 0 {
+                lossSum += logSum - Double(z[label])
+                for c in 0..<classes {
+                    let probability = Float(portable ? PortableMath.exp(Double(z[c]) - logSum) : exp(Double(z[c]) - logSum))
+                    g[c] = (probability - (c == label ? 1 : 0)) * gradientScale
+                }
+            } else {
+                let e = Double(labelSmoothing)
+                var mean = 0.0
+                for c in 0..<classes { mean += Double(z[c]) }
+                mean /= Double(classes)
+                lossSum += (1 - e) * (logSum - Double(z[label])) + e * (logSum - mean)
+                let share = e / Double(classes)
+                for c in 0..<classes {
+                    let probability = portable ? PortableMath.exp(Double(z[c]) - logSum) : exp(Double(z[c]) - logSum)
+                    let target = (c == label ? 1 - e : 0) + share
+                    g[c] = Float(probability - target) * gradientScale
+                }
             }
         }
         return lossSum

@@ -104,6 +104,8 @@ public struct RandomPurpose: RawRepresentable, Sendable, Hashable {
     public static let trainSubset = RandomPurpose(rawValue: 9)
     /// The assignment of samples to cross-validation folds.
     public static let folds = RandomPurpose(rawValue: 10)
+    /// Channel dropout masks (`Dropout2d`).
+    public static let dropout2d = RandomPurpose(rawValue: 11)
 
     /// A purpose reserved for layers and code outside Shardwise: `n` in 0...127.
     public static func user(_ n: UInt8) -> RandomPurpose {

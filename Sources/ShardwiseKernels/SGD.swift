@@ -1,20 +1,42 @@
-/// The stochastic-gradient-descent update, in PyTorch's `torch.optim.SGD` form.
+/// Which update rule the chunked reduction applies, each as PyTorch's `torch.optim` class.
+public enum OptimizerAlgorithm: String, Sendable, Codable, CaseIterable {
+    /// `torch.optim.SGD`: momentum, Nesterov, L2 weight decay added to the gradient.
+    case sgd
+    /// `torch.optim.Adam`: bias-corrected moments, eps outside the square root, L2 decay added to the gradient.
+    case adam
+    /// `torch.optim.AdamW`: Adam with decoupled weight decay (w ← w (1 - lr λ) before the step).
+    case adamw
+    /// `torch.optim.RMSprop` (not centered): a running mean of g², eps outside the square root, optional momentum.
+    case rmsprop
+}
+
+/// One step's hyperparameters for the update kernels, in PyTorch's `torch.optim` forms.
 ///
-/// For each element: `g = grad + weightDecay * w`; with momentum μ > 0,
+/// SGD, for each element: `g = grad + weightDecay * w`; with momentum μ > 0,
 /// `buf = g` on the first step and `buf = μ * buf + g` after; the step direction
 /// is `g + μ * buf` (Nesterov) or `buf`; then `w -= lr * direction`.
-/// (Dampening is 0, as in PyTorch's default.)
-public struct SGDHyperparameters: Sendable, Equatable {
+/// (Dampening is 0, as in PyTorch's default.) Adam, AdamW and RMSprop: see ``AdaptiveKernel``.
+public struct UpdateHyperparameters: Sendable, Equatable {
     /// The learning rate of this step.
     public var learningRate: Float
-    /// The momentum of this step (0: plain SGD).
+    /// The momentum of this step (0: plain SGD; RMSprop's momentum).
     public var momentum: Float
-    /// L2 decay added to the gradient.
+    /// L2 decay added to the gradient (AdamW: the decoupled decay rate λ).
     public var weightDecay: Float
     /// Nesterov momentum.
     public var nesterov: Bool
+    /// The update rule.
+    public var algorithm: OptimizerAlgorithm = .sgd
+    /// Adam's β₁ and β₂; RMSprop's smoothing constant α is `beta2`.
+    public var beta1: Float = 0.9, beta2: Float = 0.999
+    /// Added to the denominator, outside the square root.
+    public var epsilon: Float = 1e-8
+    /// Adam: lr / (1 - β₁ᵗ) and √(1 - β₂ᵗ) for this step t (computed once a step, in Double).
+    public var stepSize: Float = 0, biasCorrection2Root: Float = 1
+    /// The factor on the summed gradient (gradient clipping's min(1, c / (‖g‖ + 1e-6))); 1: none.
+    public var gradientScale: Float = 1
 
-    /// One step's hyperparameters.
+    /// One step's SGD hyperparameters.
     public init(learningRate: Float, momentum: Float = 0, weightDecay: Float = 0, nesterov: Bool = false) {
         self.learningRate = learningRate
         self.momentum = momentum
@@ -41,7 +63,7 @@ package enum SGDKernel {
     public static func update(
         range: Range<Int>, weights w: UnsafeMutablePointer<Float>,
         gradients: UnsafePointer<UnsafeMutablePointer<Float>>, shardCount: Int,
-        velocity: UnsafeMutablePointer<Float>, hyper h: SGDHyperparameters, firstStep: Bool
+        velocity: UnsafeMutablePointer<Float>, hyper h: UpdateHyperparameters, firstStep: Bool
     ) -> Bool {
         precondition(shardCount > 0)
         let limit = Vector16(repeating: .greatestFiniteMagnitude)
@@ -50,6 +72,7 @@ package enum SGDKernel {
         let lr = Vector16(repeating: h.learningRate)
         let mu = Vector16(repeating: h.momentum)
         let wd = Vector16(repeating: h.weightDecay)
+        let scale = Vector16(repeating: h.gradientScale)
         var i = range.lowerBound
         while i + 16 <= count {
             var g = load16(gradients[0] + i)
@@ -60,6 +83,7 @@ package enum SGDKernel {
             }
             // NaN fails both comparisons; ±inf fails one.
             finite = finite .& (g .<= limit) .& (g .>= -limit)
+            if h.gradientScale != 1 { g = g * scale }
             let weight = load16(w + i)
             if h.weightDecay != 0 { g = g + wd * weight }
             if h.momentum != 0 {
@@ -86,7 +110,7 @@ package enum SGDKernel {
     public static func updateReference(
         range: Range<Int>, weights w: UnsafeMutablePointer<Float>,
         gradients: UnsafePointer<UnsafeMutablePointer<Float>>, shardCount: Int,
-        velocity: UnsafeMutablePointer<Float>, hyper h: SGDHyperparameters, firstStep: Bool
+        velocity: UnsafeMutablePointer<Float>, hyper h: UpdateHyperparameters, firstStep: Bool
     ) -> Bool {
         var finite = true
         for i in range {
@@ -101,9 +125,10 @@ package enum SGDKernel {
     @inline(__always)
     static func scalarStep(
         _ w: UnsafeMutablePointer<Float>, _ gradient: Float, _ velocity: UnsafeMutablePointer<Float>,
-        _ h: SGDHyperparameters, _ firstStep: Bool
+        _ h: UpdateHyperparameters, _ firstStep: Bool
     ) {
         var g = gradient
+        if h.gradientScale != 1 { g = g * h.gradientScale }
         if h.weightDecay != 0 { g = g + h.weightDecay * w.pointee }
         if h.momentum != 0 {
             let buf = firstStep ? g : h.momentum * velocity.pointee + g

@@ -1,4 +1,5 @@
 import Foundation
+import ShardwiseData
 
 /// A setting that cannot work: which field, the value found and what was expected.
 /// The command line names the field by its flag.
@@ -24,6 +25,10 @@ public struct ConfigurationError: Error, CustomStringConvertible, Equatable {
         case schedule, dropoutKind, fastAllreduce, overlap, exchange, resume
         /// The matrix kernels (BLAS or portable), which set the weights' bits.
         case kernels
+        /// The optimizer, its β₁, β₂ (RMSprop's α) and ε, and gradient clipping's norm bound.
+        case optimizer, beta1, beta2, epsilon, clipNorm
+        /// A model description (its file, layers and loss).
+        case model
     }
 
     /// The field that holds the bad value.
@@ -57,6 +62,14 @@ extension NetworkConfiguration {
         }
         try check((1...Network.maximumWidth).contains(inputSize), .data, "inputs of \(inputSize) values, expected 1 to \(Network.maximumWidth)")
         try check((1...Network.maximumWidth).contains(outputSize), .data, "\(outputSize) outputs, expected 1 to \(Network.maximumWidth) (classes, or targets of a regression)")
+        if layers != nil {
+            // A described model: it must parse, fit its input shape and give the data's outputs.
+            try check(inputShape.flatMap { CheckedSize.product($0) } == inputSize, .model, "input shape \(inputShape.map(Network.describe) ?? "none") does not hold the \(inputSize) values of a row")
+            let network: Network
+            do { network = try Network(self) } catch { throw ConfigurationError(.model, error.description) }
+            try check(network.widths.last == outputSize, .model, "the last layer gives \(network.widths.last!) outputs, the data has \(outputSize) (classes or targets)")
+            return
+        }
         try check(!hiddenSizes.isEmpty, .hiddenSizes, "no hidden layers given, expected sizes like 1024,1024,1024")
         for size in hiddenSizes {
             try check(size > 0 && size <= Network.maximumWidth, .hiddenSizes, "layer size \(size) in \(hiddenSizes.map(String.init).joined(separator: ",")), expected sizes from 1 to \(Network.maximumWidth)")
@@ -87,6 +100,18 @@ extension OptimizerConfiguration {
         if let c = maxNorm {
             // The kernel compares squared norms: the bound's square must be a normal Float too.
             try check(isPositiveFloat(c) && Float(c * c).isNormal && Float(c * c).isFinite, .maxNorm, "\(c), expected a positive norm bound between 1e-19 and 1e19")
+        }
+        try check(isProbability(beta1), .beta1, "\(beta1), expected a value in [0, 1) (below 1 as a Float)")
+        try check(isProbability(beta2), .beta2, "\(beta2), expected a value in [0, 1) (below 1 as a Float)")
+        try check(isPositiveFloat(epsilon), .epsilon, "\(epsilon), expected a positive value that is finite and not 0 as a Float")
+        if let c = clipNorm {
+            try check(isPositiveFloat(c), .clipNorm, "\(c), expected a positive norm bound, finite and not 0 as a Float")
+        }
+        if algorithm == .adam || algorithm == .adamw {
+            try check(!nesterov, .nesterov, "applies to SGD only, the optimizer is \(algorithm.rawValue)")
+        }
+        if algorithm == .rmsprop {
+            try check(!nesterov, .nesterov, "applies to SGD only, the optimizer is rmsprop")
         }
         switch schedule {
         case .constant: break

@@ -2,6 +2,8 @@ import ShardwiseKernels
 
 // Shape key for this module: N rows (the samples of one shard), I a layer's input
 // width, O its output width. Every buffer is row-major: a shard's activations are (N, I).
+// A sample may also have a shape, e.g. (C, H, W) for images: its I values are then that
+// tensor in row-major order (NCHW over the shard, as PyTorch's default memory format).
 
 /// One step of a feed-forward model, written against memory the engine provides.
 ///
@@ -16,6 +18,9 @@ import ShardwiseKernels
 /// - ``parameters(inputWidth:)`` declares the parameter tensors (name, shape, initialiser);
 /// - ``scratchCount(inputWidth:rows:)`` asks for per-shard memory kept from the forward
 ///   to the backward pass (masks, say);
+/// - layers that need more than a width (convolutions, pooling) implement the shape forms,
+///   ``outputShape(inputShape:)``, ``parameters(inputShape:)`` and ``scratchCount(inputShape:rows:)``,
+///   and read ``ForwardPass/inputShape``;
 /// - ``forward(_:)`` writes every element of the output rows;
 /// - ``backward(_:)`` overwrites every element of its parameter gradients and, when asked,
 ///   of the input gradient.
@@ -35,6 +40,17 @@ public protocol Layer: Sendable {
     /// ``backward(_:)`` of the same shard. Default: 0.
     func scratchCount(inputWidth: Int, rows: Int) -> Int
 
+    /// The shape of one output sample for input samples of `inputShape` (sizes whose product is I).
+    /// Default: the input shape when ``outputWidth(inputWidth:)`` keeps the width (elementwise
+    /// layers keep an image's shape), else one dimension of the output width.
+    func outputShape(inputShape: [Int]) throws(ModelError) -> [Int]
+
+    /// The parameter tensors for input samples of `inputShape`. Default: ``parameters(inputWidth:)``.
+    func parameters(inputShape: [Int]) -> [ParameterSpec]
+
+    /// Per-shard scratch floats for input samples of `inputShape`. Default: ``scratchCount(inputWidth:rows:)``.
+    func scratchCount(inputShape: [Int], rows: Int) -> Int
+
     /// Computes `output` (N, O) from `input` (N, I). Must not write the parameters.
     func forward(_ pass: ForwardPass)
 
@@ -46,6 +62,16 @@ public protocol Layer: Sendable {
 extension Layer {
     public func parameters(inputWidth: Int) -> [ParameterSpec] { [] }
     public func scratchCount(inputWidth: Int, rows: Int) -> Int { 0 }
+
+    public func outputShape(inputShape: [Int]) throws(ModelError) -> [Int] {
+        let width = inputShape.reduce(1, *)
+        let output = try outputWidth(inputWidth: width)
+        return output == width ? inputShape : [output]
+    }
+
+    public func parameters(inputShape: [Int]) -> [ParameterSpec] { parameters(inputWidth: inputShape.reduce(1, *)) }
+
+    public func scratchCount(inputShape: [Int], rows: Int) -> Int { scratchCount(inputWidth: inputShape.reduce(1, *), rows: rows) }
 }
 
 /// A model that cannot be built: which layer (its position in the model) and why.
@@ -79,14 +105,14 @@ public struct ParameterSpec: Sendable {
 
     /// The name within the layer, e.g. "weight"; the model prefixes "layers.<k>.".
     public var name: String
-    /// One or two dimensions: (rows, columns) or (count). A weight is stored (O, I), as PyTorch's.
+    /// One to four dimensions, as PyTorch's: a linear weight (O, I), a convolution's (O, C, kH, kW), a bias (O).
     public var shape: [Int]
     /// How the tensor's values start.
     public var initializer: ParameterInitializer
     /// How the optimizer treats the tensor (max-norm applies to hidden layers' `.weight` rows).
     public var role: Role
 
-    /// A tensor named `name` of `shape` (one or two positive sizes).
+    /// A tensor named `name` of `shape` (one to four positive sizes).
     public init(name: String, shape: [Int], initializer: ParameterInitializer, role: Role = .other) {
         self.name = name
         self.shape = shape
@@ -168,6 +194,10 @@ public struct ForwardPass {
     public let inputWidth: Int
     /// O: values per output row, as `outputWidth(inputWidth:)` gave.
     public let outputWidth: Int
+    /// One input sample's shape (product I), e.g. [C, H, W].
+    public let inputShape: [Int]
+    /// One output sample's shape (product O), as ``Layer/outputShape(inputShape:)`` gave.
+    public let outputShape: [Int]
     /// (N, I).
     public let input: UnsafePointer<Float>
     /// (N, O): write every element.
@@ -188,6 +218,10 @@ public struct BackwardPass {
     public let inputWidth: Int
     /// O, as in the forward pass.
     public let outputWidth: Int
+    /// One input sample's shape, as in the forward pass.
+    public let inputShape: [Int]
+    /// One output sample's shape, as in the forward pass.
+    public let outputShape: [Int]
     /// The forward pass's input (N, I) and output (N, O).
     public let input: UnsafePointer<Float>
     /// The forward pass's output (N, O).

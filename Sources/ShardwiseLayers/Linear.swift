@@ -30,6 +30,14 @@ public struct Linear: Layer {
         return outputs
     }
 
+    /// Flat rows only: on (C, H, W) samples PyTorch's `nn.Linear` would act on the last dimension alone.
+    public func outputShape(inputShape: [Int]) throws(ModelError) -> [Int] {
+        guard inputShape.count == 1 else {
+            throw ModelError("Linear(\(inputs), \(outputs)) takes flat rows, got samples of shape \(Network.describe(inputShape)); add Flatten() before it")
+        }
+        return [try outputWidth(inputWidth: inputShape[0])]
+    }
+
     public func parameters(inputWidth: Int) -> [ParameterSpec] {
         [
             ParameterSpec(name: "weight", shape: [outputs, inputs], initializer: .heUniform(fanIn: inputs), role: .weight),

@@ -31,7 +31,7 @@ extension Network {
         for (k, layer) in layers.enumerated() {
             parameterOffsets[k].withUnsafeBufferPointer { offsets in
                 layer.forward(ForwardPass(
-                    rows: n, inputWidth: widths[k], outputWidth: widths[k + 1],
+                    rows: n, inputWidth: widths[k], outputWidth: widths[k + 1], inputShape: shapes[k], outputShape: shapes[k + 1],
                     input: ws.activations[k].pointer, output: ws.activations[k + 1].pointer,
                     parameters: ParameterValues(base: parameters, offsets: offsets),
                     scratch: ws.scratch(k),
@@ -59,14 +59,14 @@ extension Network {
         var dy = ws.gradientA.pointer
         var dx = ws.gradientB.pointer
         let loss = loss.evaluate(
-            outputs: ws.output, targets: LossTargets(labels: ws.labels, values: ws.targets), rows: n, width: widths[widths.count - 1],
+            outputs: ws.output, targets: LossTargets(labels: ws.labels, values: ws.targets, areLabels: ws.holdsLabels), rows: n, width: widths[widths.count - 1],
             gradientScale: 1 / Float(lossDivisor), gradient: dy)
         for k in stride(from: layers.count - 1, through: 0, by: -1) {
             // Layers before the first one with parameters need no gradient at all.
             guard needsInputGradient[k] || !parameterOffsets[k].isEmpty else { break }
             parameterOffsets[k].withUnsafeBufferPointer { offsets in
                 layers[k].backward(BackwardPass(
-                    rows: n, inputWidth: widths[k], outputWidth: widths[k + 1],
+                    rows: n, inputWidth: widths[k], outputWidth: widths[k + 1], inputShape: shapes[k], outputShape: shapes[k + 1],
                     input: ws.activations[k].pointer, output: ws.activations[k + 1].pointer,
                     outputGradient: dy, inputGradient: needsInputGradient[k] ? dx : nil,
                     parameters: ParameterValues(base: parameters, offsets: offsets),

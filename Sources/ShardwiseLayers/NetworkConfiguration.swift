@@ -13,9 +13,11 @@ public enum DropoutKind: String, Sendable, Codable, CaseIterable {
     case dropconnect
 }
 
-/// A multi-layer perceptron with ReLU and dropout described by its sizes and rates: the
-/// networks the command line trains, and the description checkpoints carry so that
-/// `shardwise eval` can rebuild them. ``model()`` gives the equivalent ``Sequential``.
+/// The networks the command line trains, and the description checkpoints carry so that
+/// `shardwise eval` can rebuild them: a multi-layer perceptron with ReLU and dropout described
+/// by its sizes and rates, or, when ``layers`` is set (`--model FILE`), any model in the layer
+/// language of ``ModelDescription`` with an input shape and a loss. ``model()`` gives the
+/// equivalent ``Sequential``.
 public struct NetworkConfiguration: Sendable, Codable, Equatable {
     /// Values per input row (784 for MNIST).
     public var inputSize: Int
@@ -31,6 +33,31 @@ public struct NetworkConfiguration: Sendable, Codable, Equatable {
     public var dropoutHiddenPerLayer: [Double]?
     /// Which noise the rates drive.
     public var dropoutKind: DropoutKind
+    /// A model in the layer language (``ModelDescription``); nil: the perceptron the sizes describe.
+    public var layers: String?
+    /// The shape of one input sample, e.g. [1, 28, 28] (product `inputSize`); nil: flat rows.
+    public var inputShape: [Int]?
+    /// The loss in the layer language's form (`cross_entropy(label_smoothing: 0.1)`,
+    /// `bce_with_logits`, `mse`); nil: cross-entropy for classification, MSE for regression.
+    public var loss: String?
+
+    /// A model described in the layer language, for samples of `inputShape`, with `outputSize`
+    /// outputs (the data's classes or targets) and optionally a loss.
+    public init(layers: String, inputShape: [Int], outputSize: Int, loss: String? = nil) {
+        self.init(inputShape: inputShape, outputSize: outputSize)
+        self.layers = layers
+        self.loss = loss
+    }
+
+    private init(inputShape: [Int], outputSize: Int) {
+        inputSize = inputShape.reduce(1, *)
+        hiddenSizes = []
+        self.outputSize = outputSize
+        dropoutInput = 0
+        dropoutHidden = 0
+        dropoutKind = .bernoulli
+        self.inputShape = inputShape
+    }
 
     /// A perceptron with these widths and dropout rates (probabilities of zeroing); MNIST-shaped by default.
     public init(
@@ -55,7 +82,7 @@ public struct NetworkConfiguration: Sendable, Codable, Equatable {
     public var allRates: [Double] { [dropoutInput] + hiddenSizes.indices.map(hiddenRate) }
 
     enum CodingKeys: String, CodingKey {
-        case inputSize, hiddenSizes, outputSize, dropoutInput, dropoutHidden, dropoutHiddenPerLayer, dropoutKind
+        case inputSize, hiddenSizes, outputSize, dropoutInput, dropoutHidden, dropoutHiddenPerLayer, dropoutKind, layers, inputShape, loss
     }
 
     /// Files written before per-layer rates and kinds existed decode as uniform Bernoulli dropout.
@@ -68,12 +95,25 @@ public struct NetworkConfiguration: Sendable, Codable, Equatable {
         dropoutHidden = try c.decode(Double.self, forKey: .dropoutHidden)
         dropoutHiddenPerLayer = try c.decodeIfPresent([Double].self, forKey: .dropoutHiddenPerLayer)
         dropoutKind = try c.decodeIfPresent(DropoutKind.self, forKey: .dropoutKind) ?? .bernoulli
+        layers = try c.decodeIfPresent(String.self, forKey: .layers)
+        inputShape = try c.decodeIfPresent([Int].self, forKey: .inputShape)
+        loss = try c.decodeIfPresent(String.self, forKey: .loss)
     }
 
-    /// The model: [dropout] (Linear, ReLU, [dropout]) per hidden layer, Linear.
-    /// A rate of 0 adds no dropout layer; DropConnect moves each rate onto the weights
-    /// of the Linear layer its units feed.
-    public func model() -> Sequential {
+    /// The shape of one sample: ``inputShape``, or flat rows of ``inputSize``.
+    public var sampleShape: [Int] { inputShape ?? [inputSize] }
+
+    /// The loss ``loss`` names, or nil for the task's default.
+    public func lossFunction() throws(ModelError) -> (any Loss)? {
+        try loss.map { (text) throws(ModelError) in try ModelDescription.loss(text) }
+    }
+
+    /// The model: ``layers`` parsed for ``sampleShape`` when set; otherwise [dropout] (Linear,
+    /// ReLU, [dropout]) per hidden layer, Linear. A rate of 0 adds no dropout layer;
+    /// DropConnect moves each rate onto the weights of the Linear layer its units feed.
+    /// Throws when the layers do not parse or do not fit the shapes.
+    public func model() throws(ModelError) -> Sequential {
+        if let layers { return Sequential(try ModelDescription.layers(layers, inputShape: sampleShape)) }
         let rates = allRates  // rates[k]: the rate on linear layer k's input units
         let connect = dropoutKind == .dropconnect
         func dropout(_ p: Double) -> [any Layer] {
@@ -92,9 +132,10 @@ public struct NetworkConfiguration: Sendable, Codable, Equatable {
 }
 
 extension Network {
-    /// The network a ``NetworkConfiguration`` describes, with softmax cross-entropy.
-    /// Throws when a size is not positive or a rate not in [0, 1).
+    /// The network a ``NetworkConfiguration`` describes, with its loss (softmax cross-entropy
+    /// unless it names another). Throws when a size is not positive or a rate not in [0, 1),
+    /// or its layers do not parse or fit.
     public init(_ configuration: NetworkConfiguration) throws(ModelError) {
-        try self.init(configuration.model(), inputWidth: configuration.inputSize)
+        try self.init(configuration.model(), inputShape: configuration.sampleShape, loss: configuration.lossFunction() ?? SoftmaxCrossEntropy())
     }
 }

@@ -9,16 +9,16 @@ public struct ParameterLayout: Sendable, Equatable {
     public struct Tensor: Sendable, Equatable {
         /// The full name, e.g. `layers.0.weight`.
         public var name: String
-        /// One or two dimensions, as declared (``ParameterSpec/shape``).
+        /// One to four dimensions, as declared (``ParameterSpec/shape``).
         public var shape: [Int]
         /// Its first element in the flat vector (a multiple of 16 floats).
         public var offset: Int
         /// Whether max-norm constrains its rows (a hidden layer's weights).
         public var maxNormApplies: Bool
-        /// Rows: the first dimension; columns: the second, or 1.
+        /// Rows: the first dimension; columns: the product of the others, or 1.
         public var rows: Int { shape[0] }
-        /// The second dimension, or 1 for a vector.
-        public var columns: Int { shape.count > 1 ? shape[1] : 1 }
+        /// The product of the dimensions after the first (1 for a vector): a row's length.
+        public var columns: Int { shape.dropFirst().reduce(1, *) }
         /// Its number of values.
         public var count: Int { rows * columns }
     }

@@ -20,6 +20,8 @@ public final class Workspace: @unchecked Sendable {
     public let labels: UnsafeMutablePointer<Int32>
     /// Target values of the shard's rows, (capacity, output width) (regression).
     public let targets: UnsafeMutablePointer<Float>
+    /// Whether the last loaded rows were labelled (classification) rather than given target values.
+    public private(set) var holdsLabels = true
     /// Handed to layers that asked for no scratch memory.
     private let empty = FloatBuffer(count: 16)
 
@@ -32,7 +34,7 @@ public final class Workspace: @unchecked Sendable {
         self.capacity = capacity
         activations = network.widths.map { FloatBuffer(count: capacity * $0, allocator: allocator) }
         scratch = network.layers.enumerated().map { k, layer in
-            let count = layer.scratchCount(inputWidth: network.widths[k], rows: capacity)
+            let count = layer.scratchCount(inputShape: network.shapes[k], rows: capacity)
             return count > 0 ? FloatBuffer(count: count, allocator: allocator) : nil
         }
         let widest = network.widths.max()!
@@ -54,7 +56,8 @@ public final class Workspace: @unchecked Sendable {
     public func load(_ data: Dataset, sample i: Int, row r: Int) {
         data.copyInputs(i, into: input + r * data.features)
         guard data.targets != nil else { return }
-        if data.task == .classification {
+        holdsLabels = data.task == .classification
+        if holdsLabels {
             labels[r] = data.label(i)
         } else {
             data.copyTargets(i, into: targets + r * data.targetWidth)

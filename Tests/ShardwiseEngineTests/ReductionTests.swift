@@ -28,7 +28,7 @@ final class ReductionTests: XCTestCase {
                     }
                     let expected = FloatBuffer(count: count), velocity = FloatBuffer(count: count)
                     expected.copy(from: trainer.parameters)
-                    let hyper = SGDHyperparameters(learningRate: 0.1, momentum: 0.9, weightDecay: 1e-4)
+                    let hyper = UpdateHyperparameters(learningRate: 0.1, momentum: 0.9, weightDecay: 1e-4)
                     for step in 0..<2 {
                         for tensor in trainer.network.layout.tensors {
                             SGDKernel.updateReference(
@@ -40,7 +40,7 @@ final class ReductionTests: XCTestCase {
                         trainer.optimizer.stepsTaken += 1
                     }
                     XCTAssertEqual(trainer.parameters.array, expected.array, "workers \(workers) chunk \(chunkElements) seed \(seed)")
-                    XCTAssertEqual(trainer.optimizer.velocity.array, velocity.array)
+                    XCTAssertEqual(trainer.optimizer.state.array, velocity.array)
                 }
             }
             pool.shutdown()

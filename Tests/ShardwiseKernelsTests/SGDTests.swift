@@ -2,7 +2,7 @@ import ShardwiseKernels
 import XCTest
 
 final class SGDTests: XCTestCase {
-    func run(_ h: SGDHyperparameters, weight: Float, gradients: [Float]) -> [Float] {
+    func run(_ h: UpdateHyperparameters, weight: Float, gradients: [Float]) -> [Float] {
         let w = FloatBuffer(count: 1), g = FloatBuffer(count: 1), v = FloatBuffer(count: 1)
         w[0] = weight
         var trace: [Float] = []
@@ -39,7 +39,7 @@ final class SGDTests: XCTestCase {
         for momentum: Float in [0, 0.9] {
             for nesterov in [false, true] where !nesterov || momentum > 0 {
                 for decay: Float in [0, 1e-3] {
-                    let h = SGDHyperparameters(learningRate: 0.05, momentum: momentum, weightDecay: decay, nesterov: nesterov)
+                    let h = UpdateHyperparameters(learningRate: 0.05, momentum: momentum, weightDecay: decay, nesterov: nesterov)
                     let w = randomBuffer(n, seed: 1), wRef = FloatBuffer(count: n)
                     wRef.copy(from: w)
                     let v = FloatBuffer(count: n), vRef = FloatBuffer(count: n)

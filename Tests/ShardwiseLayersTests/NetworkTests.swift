@@ -61,7 +61,7 @@ final class NetworkTests: XCTestCase {
         p.fill(10)
         let zero = FloatBuffer(count: network.layout.count)
         var shards = [zero.pointer]
-        let optimizer = SGDOptimizer(configuration: OptimizerConfiguration(learningRate: 0.1, maxNorm: 2), layout: network.layout, chunkElements: 8)
+        let optimizer = ChunkedOptimizer(configuration: OptimizerConfiguration(learningRate: 0.1, maxNorm: 2), layout: network.layout, chunkElements: 8)
         for chunk in optimizer.chunks.indices {
             optimizer.update(chunk: chunk, parameters: p.pointer, shardGradients: &shards, shardCount: 1, hyperparameters: .init(learningRate: 0.1))
         }
@@ -76,7 +76,7 @@ final class ChunkTests: XCTestCase {
     func testChunksCoverEveryParameterOnce() throws {
         let network = try Network(NetworkConfiguration(inputSize: 30, hiddenSizes: [20, 7], outputSize: 10, dropoutInput: 0, dropoutHidden: 0))
         for target in [1, 16, 100, 1 << 20] {
-            let optimizer = SGDOptimizer(configuration: OptimizerConfiguration(learningRate: 1), layout: network.layout, chunkElements: target)
+            let optimizer = ChunkedOptimizer(configuration: OptimizerConfiguration(learningRate: 1), layout: network.layout, chunkElements: target)
             var covered = [Int](repeating: 0, count: network.layout.count)
             for chunk in optimizer.chunks {
                 XCTAssertEqual(chunk.range.count % chunk.columns, 0)

@@ -1,0 +1,223 @@
+/// The layer language of model files (`--model FILE`) and of ``NetworkConfiguration/layers``:
+/// layers separated by spaces, commas or new lines, each a name with optional arguments,
+/// positional first, then `key: value`:
+///
+/// ```
+/// conv(32, 5, pad: 2) relu maxpool(2) conv(64, 5, pad: 2) relu maxpool(2)
+/// flatten dropout(0.5) linear(1024) relu dropout(0.5) linear(10)
+/// ```
+///
+/// Widths and channels come from the shapes: `conv(32, 5)` takes whatever channels reach it,
+/// `linear(10)` whatever width. Names (PyTorch's class in brackets): `conv(out, kernel, stride:,
+/// pad:, dilation:)` [Conv2d], `maxpool(kernel, stride:, pad:)` [MaxPool2d], `avgpool(...)`
+/// [AvgPool2d], `flatten` [Flatten], `linear(out, dropconnect: p)` [Linear], `embedding(count, dim)`
+/// [Embedding], `relu`, `tanh`, `sigmoid`, `gelu(approximate: tanh|none)`, `leaky_relu(slope)`,
+/// `dropout(p)`, `dropout2d(p)`, `gaussian_dropout(p)`.
+public enum ModelDescription {
+    /// One parsed item: its text (for errors), name, positional and named arguments.
+    struct Item {
+        var text: String
+        var name: String
+        var positional: [String]
+        var named: [String: String]
+    }
+
+    /// The layers `text` describes for samples of `inputShape`, with each layer's output shape.
+    /// Throws ``ModelError`` naming the layer (its position and text) and what does not fit.
+    public static func layers(_ text: String, inputShape: [Int]) throws(ModelError) -> [any Layer] {
+        var shape = inputShape
+        var layers: [any Layer] = []
+        for (k, item) in try items(text).enumerated() {
+            let layer: any Layer
+            do { layer = try make(item, shape: shape) } catch { throw ModelError(layer: k, "\(item.text): \(error.problem)") }
+            do { shape = try layer.outputShape(inputShape: shape) } catch {
+                throw ModelError(layer: k, "\(item.text) on input \(Network.describe(shape)): \(error.problem)")
+            }
+            layers.append(layer)
+        }
+        guard !layers.isEmpty else { throw ModelError("the model has no layers") }
+        return layers
+    }
+
+    /// Splits the text into items: a name, then optionally arguments in parentheses.
+    static func items(_ text: String) throws(ModelError) -> [Item] {
+        var result: [Item] = []
+        let characters = Array(text)
+        var i = 0
+        func isSeparator(_ c: Character) -> Bool { c == " " || c == "," || c == "\n" || c == "\t" || c == "\r" || c == ";" }
+        while i < characters.count {
+            if isSeparator(characters[i]) { i += 1; continue }
+            if characters[i] == "#" {  // a comment to the end of the line
+                while i < characters.count && characters[i] != "\n" { i += 1 }
+                continue
+            }
+            let start = i
+            while i < characters.count, characters[i].isLetter || characters[i].isNumber || characters[i] == "_" { i += 1 }
+            let name = String(characters[start..<i]).lowercased()
+            guard !name.isEmpty else {
+                throw ModelError("unexpected '\(characters[i])' at character \(i + 1) of the layers, expected a layer name such as conv, relu or linear")
+            }
+            var arguments: [String] = []
+            if i < characters.count && characters[i] == "(" {
+                guard let close = characters[i...].firstIndex(of: ")") else {
+                    throw ModelError("\(name)( at character \(start + 1) of the layers has no closing parenthesis")
+                }
+                arguments = String(characters[(i + 1)..<close]).split(separator: ",").map { $0.trimmingWhitespace() }
+                if arguments == [""] { arguments = [] }
+                i = close + 1
+            }
+            var item = Item(text: String(characters[start..<i]), name: name, positional: [], named: [:])
+            for argument in arguments {
+                if let colon = argument.firstIndex(of: ":") {
+                    let key = argument[..<colon].trimmingWhitespace().lowercased()
+                    guard item.named[key] == nil else { throw ModelError("\(item.text): '\(key)' given twice") }
+                    item.named[key] = argument[argument.index(after: colon)...].trimmingWhitespace()
+                } else {
+                    guard item.named.isEmpty else { throw ModelError("\(item.text): positional argument '\(argument)' after a named one") }
+                    item.positional.append(argument)
+                }
+            }
+            result.append(item)
+        }
+        return result
+    }
+
+    /// The layer an item names, for samples of `shape`.
+    static func make(_ item: Item, shape: [Int]) throws(ModelError) -> any Layer {
+        var arguments = Arguments(item)
+        let layer: any Layer
+        switch item.name {
+        case "conv", "conv2d":
+            guard shape.count == 3 else { throw ModelError("takes samples of shape (C, H, W), got \(Network.describe(shape)); give the model an input shape such as [1, 28, 28]") }
+            let out = try arguments.int(0, "out_channels")
+            let kernel = try arguments.int(1, "kernel")
+            layer = Conv2D(
+                shape[0], out, kernel: Size2D(kernel, kernel), stride: Size2D(integerLiteral: try arguments.int(nil, "stride", default: 1)),
+                padding: Size2D(integerLiteral: try arguments.int(nil, "pad", alias: "padding", default: 0)),
+                dilation: Size2D(integerLiteral: try arguments.int(nil, "dilation", default: 1)))
+        case "maxpool", "maxpool2d", "avgpool", "avgpool2d":
+            let kernel = Size2D(integerLiteral: try arguments.int(0, "kernel"))
+            let stride = try arguments.optionalInt("stride").map { Size2D(integerLiteral: $0) }
+            let padding = Size2D(integerLiteral: try arguments.int(nil, "pad", alias: "padding", default: 0))
+            layer = item.name.hasPrefix("max")
+                ? MaxPool2D(kernel, stride: stride, padding: padding) : AvgPool2D(kernel, stride: stride, padding: padding)
+        case "flatten":
+            layer = Flatten()
+        case "linear", "dense":
+            guard shape.count == 1 else { throw ModelError("takes flat rows, got samples of shape \(Network.describe(shape)); add flatten before it") }
+            layer = Linear(shape[0], try arguments.int(0, "out_features"), dropConnect: try arguments.double(nil, "dropconnect", default: 0))
+        case "embedding":
+            layer = Embedding(try arguments.int(0, "count"), try arguments.int(1, "dim"))
+        case "relu":
+            layer = ReLU()
+        case "tanh":
+            layer = Tanh()
+        case "sigmoid":
+            layer = Sigmoid()
+        case "gelu":
+            let form = arguments.named.removeValue(forKey: "approximate") ?? "none"
+            guard let approximation = GELU.Approximation(rawValue: form.lowercased().trimmingCharacters(in: "'\"")) else {
+                throw ModelError("approximate: \(form), expected none or tanh")
+            }
+            layer = GELU(approximate: approximation)
+        case "leaky_relu", "leakyrelu":
+            layer = LeakyReLU(Float(try arguments.double(0, "slope", default: 0.01)))
+        case "dropout":
+            layer = Dropout(try arguments.double(0, "p"))
+        case "dropout2d":
+            layer = Dropout2d(try arguments.double(0, "p"))
+        case "gaussian_dropout":
+            layer = GaussianDropout(try arguments.double(0, "p"))
+        default:
+            throw ModelError("unknown layer '\(item.name)', expected one of conv, maxpool, avgpool, flatten, linear, embedding, relu, tanh, sigmoid, gelu, leaky_relu, dropout, dropout2d, gaussian_dropout")
+        }
+        try arguments.finish()
+        return layer
+    }
+
+    /// An item's arguments, consumed as the layer reads them; left-overs are errors.
+    struct Arguments {
+        var positional: [String?]
+        var named: [String: String]
+
+        init(_ item: Item) {
+            positional = item.positional
+            named = item.named
+        }
+
+        mutating func text(_ index: Int?, _ key: String, alias: String? = nil) -> String? {
+            if let value = named.removeValue(forKey: key) { return value }
+            if let alias, let value = named.removeValue(forKey: alias) { return value }
+            guard let index, index < positional.count else { return nil }
+            defer { positional[index] = nil }
+            return positional[index]
+        }
+
+        mutating func int(_ index: Int?, _ key: String, alias: String? = nil, default value: Int? = nil) throws(ModelError) -> Int {
+            guard let text = text(index, key, alias: alias) else {
+                if let value { return value }
+                throw ModelError("missing \(key)")
+            }
+            guard let number = Int(text) else { throw ModelError("\(key) '\(text)', expected a whole number") }
+            return number
+        }
+
+        mutating func optionalInt(_ key: String) throws(ModelError) -> Int? {
+            guard named[key] != nil else { return nil }
+            return try int(nil, key)
+        }
+
+        mutating func double(_ index: Int?, _ key: String, default value: Double? = nil) throws(ModelError) -> Double {
+            guard let text = text(index, key) else {
+                if let value { return value }
+                throw ModelError("missing \(key)")
+            }
+            guard let number = Double(text), number.isFinite else { throw ModelError("\(key) '\(text)', expected a number") }
+            return number
+        }
+
+        func finish() throws(ModelError) {
+            if let extra = positional.compactMap({ $0 }).first { throw ModelError("unexpected argument '\(extra)'") }
+            if let key = named.keys.sorted().first { throw ModelError("unknown argument '\(key)'") }
+        }
+    }
+
+    /// The loss a description names: `cross_entropy` (optionally `(label_smoothing: ε)`),
+    /// `bce_with_logits`, `mse`.
+    public static func loss(_ text: String) throws(ModelError) -> any Loss {
+        let parsed = try items(text)
+        guard parsed.count == 1, let item = parsed.first else { throw ModelError("loss '\(text)', expected one of cross_entropy, bce_with_logits, mse") }
+        var arguments = Arguments(item)
+        let loss: any Loss
+        switch item.name {
+        case "cross_entropy", "crossentropy":
+            let smoothing = try arguments.double(0, "label_smoothing", default: 0)
+            guard (0...1).contains(smoothing) else { throw ModelError("loss \(item.text): label_smoothing \(smoothing), expected a value in [0, 1]") }
+            loss = SoftmaxCrossEntropy(labelSmoothing: smoothing)
+        case "bce_with_logits", "bcewithlogits":
+            loss = BinaryCrossEntropyWithLogits()
+        case "mse":
+            loss = MeanSquaredError()
+        default:
+            throw ModelError("loss '\(item.name)', expected one of cross_entropy, bce_with_logits, mse")
+        }
+        do { try arguments.finish() } catch { throw ModelError("loss \(item.text): \(error.problem)") }
+        return loss
+    }
+}
+
+extension StringProtocol {
+    func trimmingWhitespace() -> String {
+        var s = Substring(self)
+        while let c = s.first, c.isWhitespace { s = s.dropFirst() }
+        while let c = s.last, c.isWhitespace { s = s.dropLast() }
+        return String(s)
+    }
+
+    func trimmingCharacters(in set: String) -> String {
+        var s = Substring(self)
+        while let c = s.first, set.contains(c) { s = s.dropFirst() }
+        while let c = s.last, set.contains(c) { s = s.dropLast() }
+        return String(s)
+    }
+}
