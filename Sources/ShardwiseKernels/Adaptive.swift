@@ -79,15 +79,15 @@ package enum AdaptiveKernel {
         switch h.algorithm {
         case .adam, .adamw:
             if h.weightDecay != 0 {
-                if h.algorithm == .adamw { w = w * Vector16(repeating: 1 - h.learningRate * h.weightDecay) } else { g = g + wd * w }
+                if h.algorithm == .adamw { w = w * Vector16(repeating: h.decayFactor) } else { g = g + wd * w }
             }
-            a = a + Vector16(repeating: 1 - h.beta1) * (g - a)
-            b = b * Vector16(repeating: h.beta2) + Vector16(repeating: 1 - h.beta2) * g * g
+            a = a + Vector16(repeating: h.beta1Complement) * (g - a)
+            b = b * Vector16(repeating: h.beta2) + Vector16(repeating: h.beta2Complement) * g * g
             let denominator = b.squareRoot() / Vector16(repeating: h.biasCorrection2Root) + Vector16(repeating: h.epsilon)
             w = w - Vector16(repeating: h.stepSize) * (a / denominator)
         case .rmsprop:
             if h.weightDecay != 0 { g = g + wd * w }
-            a = a * Vector16(repeating: h.beta2) + Vector16(repeating: 1 - h.beta2) * g * g
+            a = a * Vector16(repeating: h.beta2) + Vector16(repeating: h.beta2Complement) * g * g
             let average = a.squareRoot() + Vector16(repeating: h.epsilon)
             let lr = Vector16(repeating: h.learningRate)
             if h.momentum != 0 {
@@ -113,16 +113,16 @@ package enum AdaptiveKernel {
         switch h.algorithm {
         case .adam, .adamw:
             if h.weightDecay != 0 {
-                if h.algorithm == .adamw { w.pointee = w.pointee * (1 - h.learningRate * h.weightDecay) } else { g = g + h.weightDecay * w.pointee }
+                if h.algorithm == .adamw { w.pointee = w.pointee * h.decayFactor } else { g = g + h.weightDecay * w.pointee }
             }
-            a = a + (1 - h.beta1) * (g - a)
-            b = b * h.beta2 + (1 - h.beta2) * g * g
+            a = a + h.beta1Complement * (g - a)
+            b = b * h.beta2 + h.beta2Complement * g * g
             let denominator = b.squareRoot() / h.biasCorrection2Root + h.epsilon
             w.pointee = w.pointee - h.stepSize * (a / denominator)
             second.pointee = b
         case .rmsprop:
             if h.weightDecay != 0 { g = g + h.weightDecay * w.pointee }
-            a = a * h.beta2 + (1 - h.beta2) * g * g
+            a = a * h.beta2 + h.beta2Complement * g * g
             let average = a.squareRoot() + h.epsilon
             if h.momentum != 0 {
                 b = b * h.momentum + g / average

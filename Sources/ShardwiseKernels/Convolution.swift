@@ -38,56 +38,71 @@ public struct WindowGeometry: Sendable, Equatable {
 /// Every loop runs in one fixed order, so results never depend on threads; col2im and
 /// the pooling gradients add into the input gradient in that order.
 public enum ConvolutionKernel {
+    /// The output positions `lo..<hi` whose input index `o · stride + offset` falls in `0..<size`.
+    @inline(__always)
+    static func validRange(offset: Int, stride: Int, size: Int, outputs: Int) -> (lo: Int, hi: Int) {
+        let lo = offset >= 0 ? 0 : min(outputs, (-offset + stride - 1) / stride)
+        let hi = offset > size - 1 ? 0 : min(outputs, (size - 1 - offset) / stride + 1)
+        return (lo, max(lo, hi))
+    }
+
     /// Writes one sample's (K, P) lowered matrix into columns `column..<column + P` of `cols`
     /// (row stride `ld`): row (c kH + i) kW + j, column oy Wo + ox holds
-    /// x[c, oy s - pad + i d, ox s - pad + j d], or 0 in the padding.
+    /// x[c, oy s - pad + i d, ox s - pad + j d], or 0 in the padding. Each output row is a
+    /// zeroed margin, a copy (contiguous at stride 1) and another margin: no test per element.
     public static func im2col(
         _ g: WindowGeometry, x: UnsafePointer<Float>, cols: UnsafeMutablePointer<Float>, ld: Int, column: Int
     ) {
-        let ho = g.outputHeight, wo = g.outputWidth
+        let ho = g.outputHeight, wo = g.outputWidth, sw = g.strideWidth
         for c in 0..<g.channels {
             let plane = x + c * g.height * g.width
             for i in 0..<g.kernelHeight {
+                let y0 = i * g.dilationHeight - g.padHeight
+                let rowsIn = validRange(offset: y0, stride: g.strideHeight, size: g.height, outputs: ho)
                 for j in 0..<g.kernelWidth {
                     let row = cols + ((c * g.kernelHeight + i) * g.kernelWidth + j) * ld + column
-                    for oy in 0..<ho {
-                        let iy = oy * g.strideHeight - g.padHeight + i * g.dilationHeight
+                    let x0 = j * g.dilationWidth - g.padWidth
+                    let (lo, hi) = validRange(offset: x0, stride: sw, size: g.width, outputs: wo)
+                    if rowsIn.lo > 0 { row.update(repeating: 0, count: rowsIn.lo * wo) }
+                    for oy in rowsIn.lo..<rowsIn.hi {
                         let out = row + oy * wo
-                        guard iy >= 0 && iy < g.height else {
-                            out.update(repeating: 0, count: wo)
-                            continue
+                        let line = plane + (oy * g.strideHeight + y0) * g.width + x0
+                        if lo > 0 { out.update(repeating: 0, count: lo) }
+                        if sw == 1 {
+                            (out + lo).update(from: line + lo, count: hi - lo)
+                        } else {
+                            for ox in lo..<hi { out[ox] = line[ox &* sw] }
                         }
-                        let line = plane + iy * g.width
-                        let x0 = j * g.dilationWidth - g.padWidth
-                        for ox in 0..<wo {
-                            let ix = ox * g.strideWidth + x0
-                            out[ox] = ix >= 0 && ix < g.width ? line[ix] : 0
-                        }
+                        if hi < wo { (out + hi).update(repeating: 0, count: wo - hi) }
                     }
+                    if rowsIn.hi < ho { (row + rowsIn.hi * wo).update(repeating: 0, count: (ho - rowsIn.hi) * wo) }
                 }
             }
         }
     }
 
     /// The adjoint of ``im2col(_:x:cols:ld:column:)``: adds each lowered gradient back onto the
-    /// input position it came from. `dx` (C, H, W) must be zeroed by the caller.
+    /// input position it came from, in (c, i, j, oy, ox) order. `dx` (C, H, W) must be zeroed by the caller.
     public static func col2im(
         _ g: WindowGeometry, cols: UnsafePointer<Float>, ld: Int, column: Int, dx: UnsafeMutablePointer<Float>
     ) {
-        let ho = g.outputHeight, wo = g.outputWidth
+        let ho = g.outputHeight, wo = g.outputWidth, sw = g.strideWidth
         for c in 0..<g.channels {
             let plane = dx + c * g.height * g.width
             for i in 0..<g.kernelHeight {
+                let y0 = i * g.dilationHeight - g.padHeight
+                let rowsIn = validRange(offset: y0, stride: g.strideHeight, size: g.height, outputs: ho)
                 for j in 0..<g.kernelWidth {
                     let row = cols + ((c * g.kernelHeight + i) * g.kernelWidth + j) * ld + column
-                    for oy in 0..<ho {
-                        let iy = oy * g.strideHeight - g.padHeight + i * g.dilationHeight
-                        guard iy >= 0 && iy < g.height else { continue }
-                        let line = plane + iy * g.width, values = row + oy * wo
-                        let x0 = j * g.dilationWidth - g.padWidth
-                        for ox in 0..<wo {
-                            let ix = ox * g.strideWidth + x0
-                            if ix >= 0 && ix < g.width { line[ix] += values[ox] }
+                    let x0 = j * g.dilationWidth - g.padWidth
+                    let (lo, hi) = validRange(offset: x0, stride: sw, size: g.width, outputs: wo)
+                    for oy in rowsIn.lo..<rowsIn.hi {
+                        let values = row + oy * wo
+                        let line = plane + (oy * g.strideHeight + y0) * g.width + x0
+                        if sw == 1 {
+                            for ox in lo..<hi { line[ox] += values[ox] }
+                        } else {
+                            for ox in lo..<hi { line[ox &* sw] += values[ox] }
                         }
                     }
                 }
@@ -96,27 +111,61 @@ public enum ConvolutionKernel {
     }
 
     /// Max pooling of one sample (C, H, W) into (C, Ho, Wo); `argmax` gets each output's input
-    /// index within the sample (the first maximum in window order, as PyTorch's; padding never wins).
+    /// index within the sample (the first maximum in window order, as PyTorch's; padding never
+    /// wins; a NaN wins and propagates, as in PyTorch).
     public static func maxPool(_ g: WindowGeometry, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>) {
-        let ho = g.outputHeight, wo = g.outputWidth
+        let ho = g.outputHeight, wo = g.outputWidth, h = g.height, w = g.width
+        if g.kernelHeight == 2 && g.kernelWidth == 2 && g.padHeight == 0 && g.padWidth == 0 {
+            maxPool2x2(g, x: x, y: y, argmax: argmax)
+            return
+        }
+        var o = 0
         for c in 0..<g.channels {
+            let base = c * h * w
             for oy in 0..<ho {
+                let y0 = oy * g.strideHeight - g.padHeight
+                let iLo = max(0, -y0), iHi = min(g.kernelHeight, h - y0)
                 for ox in 0..<wo {
+                    let x0 = ox * g.strideWidth - g.padWidth
+                    let jLo = max(0, -x0), jHi = min(g.kernelWidth, w - x0)
                     var best = -Float.infinity, at = -1
-                    for i in 0..<g.kernelHeight {
-                        let iy = oy * g.strideHeight - g.padHeight + i * g.dilationHeight
-                        guard iy >= 0 && iy < g.height else { continue }
-                        for j in 0..<g.kernelWidth {
-                            let ix = ox * g.strideWidth - g.padWidth + j * g.dilationWidth
-                            guard ix >= 0 && ix < g.width else { continue }
-                            let index = (c * g.height + iy) * g.width + ix
-                            // NaN propagates, as in PyTorch.
-                            if at < 0 || x[index] > best || x[index].isNaN && !best.isNaN { (best, at) = (x[index], index) }
+                    for i in iLo..<iHi {
+                        let start = base + (y0 + i) * w + x0
+                        for j in jLo..<jHi {
+                            let v = x[start + j]
+                            if at < 0 || !(v <= best) && !best.isNaN { (best, at) = (v, start + j) }
                         }
                     }
-                    let o = (c * ho + oy) * wo + ox
                     y[o] = best
                     argmax[o] = Int32(at)
+                    o += 1
+                }
+            }
+        }
+    }
+
+    /// `maxPool` for the common 2x2 window without padding: the same choices (first maximum in
+    /// window order, NaN wins), unrolled.
+    static func maxPool2x2(_ g: WindowGeometry, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>) {
+        let ho = g.outputHeight, wo = g.outputWidth, w = g.width, sh = g.strideHeight, sw = g.strideWidth
+        var o = 0
+        for c in 0..<g.channels {
+            let base = c * g.height * w
+            for oy in 0..<ho {
+                let top = base + oy * sh * w
+                for ox in 0..<wo {
+                    let first = top + ox * sw
+                    var at = first, best = x[first]
+                    @inline(__always) func consider(_ candidate: Int) {
+                        let v = x[candidate]
+                        if !(v <= best) && best == best { (best, at) = (v, candidate) }
+                    }
+                    consider(first + 1)
+                    consider(first + w)
+                    consider(first + w + 1)
+                    y[o] = best
+                    argmax[o] = Int32(truncatingIfNeeded: at)
+                    o += 1
                 }
             }
         }

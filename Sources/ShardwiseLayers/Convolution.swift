@@ -35,7 +35,9 @@ func imageShape(_ shape: [Int], _ what: String) throws(ModelError) -> (Int, Int,
 /// the group's outputs. The group is sized for GEMMs of at least ~512 columns. The backward
 /// pass recomputes the lowered matrix (cheaper than keeping it for the whole shard), adds
 /// each group's weight gradient onto the previous groups' in group order, and gives the
-/// input gradient through col2im: every sum in a fixed order, whatever the threads.
+/// input gradient through col2im: every sum in a fixed order, whatever the threads. Every
+/// product is a plain (β = 0) GEMM, so the portable kernels compute all of them: the same
+/// bits on any CPU.
 /// Weights start He-uniform over the fan-in C kH kW, biases at zero.
 public struct Conv2D: Layer {
     public let inChannels: Int
@@ -93,10 +95,11 @@ public struct Conv2D: Layer {
     /// Samples per GEMM: enough for ~512 columns, at most `rows`.
     func groupSize(_ g: WindowGeometry, rows: Int) -> Int { max(1, min(rows, (512 + g.positions - 1) / g.positions)) }
 
-    /// The lowered matrix, the group's outputs and the lowered gradient: (2 C kH kW + O) g P floats.
+    /// The lowered matrix, the group's outputs and the lowered gradient, (2 C kH kW + O) g P
+    /// floats, and one group's weight gradient, O C kH kW.
     public func scratchCount(inputShape: [Int], rows: Int) -> Int {
         let g = geometry(inputShape)
-        return (2 * g.windowValues + outChannels) * groupSize(g, rows: rows) * g.positions
+        return (2 * g.windowValues + outChannels) * groupSize(g, rows: rows) * g.positions + outChannels * g.windowValues
     }
 
     /// Multiply-adds per sample in the forward pass: O · C kH kW · P.
@@ -149,6 +152,7 @@ public struct Conv2D: Layer {
         let g = geometry(pass.inputShape), p = g.positions, o = outChannels, k = g.windowValues
         let group = groupSize(g, rows: pass.rows)
         let (cols, block, dcols) = regions(g, group, pass.scratch)
+        let groupGradient = dcols + k * group * p
         let dW = pass.parameterGradients[0], db = pass.parameterGradients[1]
         // The bias gradient: per channel, over samples then positions, in Double.
         for c in 0..<o {
@@ -168,10 +172,12 @@ public struct Conv2D: Layer {
                 let dy = pass.outputGradient + (first + j) * o * p
                 for c in 0..<o { (block + c * columns + j * p).update(from: dy + c * p, count: p) }
             }
-            // dW (O, K) (+)= block (O, count P) · colsᵀ (count P, K): groups add in order.
+            // dW (O, K) = Σ over groups, in group order, of block (O, count P) · colsᵀ (count P, K).
+            // Each product is a β = 0 GEMM (the portable kernels' form: the same bits on any CPU).
             BLAS.gemm(
                 transposeA: false, transposeB: true, m: o, n: k, k: columns,
-                a: block, lda: columns, b: cols, ldb: columns, beta: first == 0 ? 0 : 1, c: dW, ldc: k)
+                a: block, lda: columns, b: cols, ldb: columns, beta: 0, c: first == 0 ? dW : groupGradient, ldc: k)
+            if first > 0 { Elementwise.add(count: o * k, x: groupGradient, y: dW) }
             if let dx = pass.inputGradient {
                 // dcols (K, count P) = Wᵀ (K, O) · block (O, count P), then back onto the inputs.
                 BLAS.gemm(

@@ -72,6 +72,8 @@ public struct OptimizerConfiguration: Sendable, Codable, Equatable {
         h.algorithm = algorithm
         guard algorithm != .sgd else { return h }
         (h.beta1, h.beta2, h.epsilon) = (Float(beta1), Float(beta2), Float(epsilon))
+        (h.beta1Complement, h.beta2Complement) = (Float(1 - beta1), Float(1 - beta2))
+        h.decayFactor = Float(1 - lr * weightDecay)
         let t = step + 1
         h.stepSize = Float(lr / (1 - Self.power(beta1, t)))
         h.biasCorrection2Root = Float((1 - Self.power(beta2, t)).squareRoot())
