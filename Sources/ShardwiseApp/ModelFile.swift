@@ -13,7 +13,9 @@ import Yams
 /// loss: cross_entropy(label_smoothing: 0.1)   # optional
 /// ```
 ///
-/// `layers` may also be a list, one layer (or several) per entry. JSON is YAML too.
+/// `layers` may also be a list, one layer (or several) per entry; there YAML reads `pad: 2` as
+/// a mapping, so write `pad=2` or quote the entry. JSON is YAML too. Errors in the file are
+/// usage errors (exit status 2), as a bad flag value is.
 public enum ModelFile {
     /// The most bytes a model file may have.
     static let limit = 1 << 20
@@ -24,7 +26,10 @@ public enum ModelFile {
         do { bytes = try RegularFile.read(path, limit: limit, what: "a model file") } catch { throw RunError("--model: \(error.description)") }
         guard let text = String(validating: bytes, as: UTF8.self) else { throw RunError("--model: \(path) is not UTF-8 text") }
         let node: Node?
-        do { node = try Yams.compose(yaml: text) } catch { throw RunError("--model: \(path): not YAML (\(error))") }
+        do { node = try Yams.compose(yaml: text) } catch {
+            let reason = "\(error)".split(separator: "\n").first.map(String.init) ?? "\(error)"
+            throw RunError("--model: \(path): not YAML (\(reason)); in a YAML list, write arguments as pad=2 or quote the entry, or give the layers as a block (layers: >)")
+        }
         guard let mapping = node?.mapping else {
             throw RunError("--model: \(path): expected a mapping with 'input' (e.g. [1, 28, 28]) and 'layers', found \(node.map { "\($0)" } ?? "an empty file")")
         }
@@ -44,7 +49,10 @@ public enum ModelFile {
         let layers: String
         if let list = layersNode.sequence {
             layers = try list.map { item throws(RunError) -> String in
-                guard let s = item.string else { throw RunError("--model: \(path), line \(item.mark?.line ?? 0): a layer must be text such as conv(32, 5)") }
+                guard let s = item.string else {
+                    let hint = item.mapping != nil ? "; YAML read 'name: value' in it as a mapping: write arguments as pad=2 or quote the entry" : ""
+                    throw RunError("--model: \(path), line \(item.mark?.line ?? 0): a layer must be text such as conv(32, 5)\(hint)")
+                }
                 return s
             }.joined(separator: "\n")
         } else if let s = layersNode.string {

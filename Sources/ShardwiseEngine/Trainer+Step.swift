@@ -39,8 +39,9 @@ extension Trainer {
                 shardsDone.value.store(Int.max / 2, ordering: .relaxed)  // every shard is in place
                 let t1 = monotonicSeconds()
                 if clipping {
+                    // Each rank sums its own chunks; the others' entries stay 0 (x + 0 is exact), not last step's sums.
+                    chunkSquares.update(repeating: 0, count: optimizer.chunks.count)
                     await runWorkers(stepInEpoch: nil, hyper: hyper, reduce: .sumSquares)
-                    // Ordered modes: each rank summed its own chunks (others' entries are 0, x + 0 is exact).
                     if !exchange.fast { try exchange.cluster.allreduceSum(chunkSquares, count: optimizer.chunks.count, "summing gradient norms") }
                     hyper.gradientScale = clippingFactor()
                     nextChunk.value.store(localChunks.lowerBound, ordering: .relaxed)

@@ -1,6 +1,6 @@
 /// The layer language of model files (`--model FILE`) and of ``NetworkConfiguration/layers``:
 /// layers separated by spaces, commas or new lines, each a name with optional arguments,
-/// positional first, then `key: value`:
+/// positional first, then `key: value` or `key=value` (the second needs no quotes in a YAML list):
 ///
 /// ```
 /// conv(32, 5, pad: 2) relu maxpool(2) conv(64, 5, pad: 2) relu maxpool(2)
@@ -68,7 +68,7 @@ public enum ModelDescription {
             }
             var item = Item(text: String(characters[start..<i]), name: name, positional: [], named: [:])
             for argument in arguments {
-                if let colon = argument.firstIndex(of: ":") {
+                if let colon = argument.firstIndex(where: { $0 == ":" || $0 == "=" }) {
                     let key = argument[..<colon].trimmingWhitespace().lowercased()
                     guard item.named[key] == nil else { throw ModelError("\(item.text): '\(key)' given twice") }
                     item.named[key] = argument[argument.index(after: colon)...].trimmingWhitespace()

@@ -1,0 +1,182 @@
+import Foundation
+import ShardwiseApp
+import Shardwise
+import XCTest
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Networks from model files (`--model`) with the new layers, losses and optimizers: the
+/// determinism contract (one hash for 1-4 workers and 2 MPI ranks, dropout on), bit-exact
+/// resumption of Adam and AdamW with another worker count, clear errors for bad model files,
+/// and a tabular model with embeddings whose checkpoint PyTorch loads and predicts alike.
+final class ModelTests: XCTestCase {
+    var folder = ""
+
+    override func setUpWithError() throws {
+        folder = NSTemporaryDirectory() + "shardwise-model-\(getpid())-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+    }
+
+    override func tearDown() { try? FileManager.default.removeItem(atPath: folder) }
+
+    func write(_ name: String, _ text: String) throws -> String {
+        let path = "\(folder)/\(name)"
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    func summary(_ out: String) throws -> RunSummary {
+        try JSON.decoder().decode(RunSummary.self, from: Data(contentsOf: URL(fileURLWithPath: "\(out)/summary.json")))
+    }
+
+    /// Every new layer kind in one small CNN, with dropout of three kinds on.
+    var cnn: String {
+        get throws {
+            try write("cnn.yaml", """
+                input: [1, 28, 28]
+                layers:
+                  - conv(6, 5, pad=2) leaky_relu(0.1) maxpool(2) dropout2d(0.2)
+                  - "conv(8, 3, stride: 2) gelu avgpool(2, stride: 1)"
+                  - flatten dropout(0.3) linear(32) tanh gaussian_dropout(0.2) linear(24) gelu(approximate=tanh) sigmoid linear(10)
+                loss: cross_entropy(label_smoothing=0.1)
+                """)
+        }
+    }
+
+    func training(_ out: String, model: String, _ extra: [String]) throws -> [String] {
+        ["train", "--data", try sharedMNIST(), "--model", model, "--train-samples", "512", "--test-samples", "200", "--epochs", "2",
+         "--batch-size", "128", "--shard-size", "32", "--seed", "3", "--out", out, "--oversubscribe"] + extra
+    }
+
+    func testWeightsIdenticalForAnyWorkerAndRankCount() throws {
+        let model = try cnn
+        for (name, flags, counts) in [
+            ("adam, clip-norm", ["--optimizer", "adam", "--lr", "2e-3", "--clip-norm", "0.5"], [1, 2, 3, 4]),
+            ("adamw", ["--optimizer", "adamw", "--lr", "2e-3"], [1, 3]),
+            ("rmsprop, momentum", ["--optimizer", "rmsprop", "--lr", "1e-3", "--momentum", "0.5"], [2, 4]),
+        ] {
+            var hashes: [String: [Int]] = [:]
+            for workers in counts {
+                let out = "\(folder)/\(name)-\(workers)"
+                let run = try runShardwise(try training(out, model: model, flags + ["--workers", "\(workers)"]))
+                XCTAssertEqual(run.status, 0, "\(name), \(workers) workers: \(run.error)")
+                hashes[try summary(out).weightsSha256, default: []].append(workers)
+            }
+            if access("/usr/bin/mpirun", X_OK) == 0 {
+                let out = "\(folder)/\(name)-ranks"
+                let mpi = Process()
+                mpi.executableURL = URL(fileURLWithPath: "/usr/bin/mpirun")
+                mpi.arguments = (geteuid() == 0 ? ["--allow-run-as-root"] : []) + ["--oversubscribe", "-np", "2", shardwiseExecutable]
+                    + (try training(out, model: model, flags + ["--workers", "1"]))
+                mpi.environment = ProcessInfo.processInfo.environment.merging(["OMPI_MCA_btl_vader_single_copy_mechanism": "none"]) { $1 }
+                mpi.standardOutput = FileHandle.nullDevice
+                try mpi.run()
+                mpi.waitUntilExit()
+                XCTAssertEqual(mpi.terminationStatus, 0, "\(name): 2 ranks")
+                hashes[try summary(out).weightsSha256, default: []].append(-2)
+            }
+            XCTAssertEqual(hashes.count, 1, "\(name): weights by worker count (-2: two MPI ranks): \(hashes)")
+        }
+    }
+
+    /// Adam and AdamW: stopped mid-epoch on 1 worker and resumed on 3, the weights equal the
+    /// uninterrupted run's on 2, bit for bit (the moments and the step count travel in the checkpoint).
+    func testAdamResumesBitExactWithAnotherWorkerCount() throws {
+        let model = try cnn
+        for optimizer in ["adam", "adamw"] {
+            let flags = ["--optimizer", optimizer, "--lr", "2e-3", "--checkpoint-every", "1"]
+            let whole = "\(folder)/\(optimizer)-whole", split = "\(folder)/\(optimizer)-split"
+            XCTAssertEqual(try runShardwise(try training(whole, model: model, flags + ["--workers", "2"])).status, 0)
+            let first = try runShardwise(try training(split, model: model, flags + ["--workers", "1", "--stop-after-steps", "5"]))
+            XCTAssertTrue(first.error.contains("interrupted after step 5") || first.output.contains("interrupted after step 5"), first.error)
+            let optimizerFile = try String(decoding: Data(contentsOf: URL(fileURLWithPath: "\(Checkpoint.newest(in: split))/optimizer.safetensors")), as: UTF8.self)
+            XCTAssertTrue(optimizerFile.contains("exp_avg_sq.layers.0.weight"), "the checkpoint holds Adam's moments")
+            let second = try runShardwise(try training(split, model: model, flags + ["--workers", "3", "--resume", split]))
+            XCTAssertEqual(second.status, 0, second.error)
+            XCTAssertEqual(try summary(split).weightsSha256, try summary(whole).weightsSha256, optimizer)
+        }
+    }
+
+    func testBadModelFilesAreRefusedNamingTheFileAndLayer() throws {
+        let mnist = try sharedMNIST()
+        // The file alone is wrong: a usage error (2), found before any data is read. The file
+        // does not fit the data: found when the data is read (1).
+        for (text, expected, status) in [
+            ("input: [1, 28, 28]\nlayers: conv(8, 5) relu linear(10)\n", "layer 2: linear(10): takes flat rows, got samples of shape (8, 24, 24); add flatten", 2),
+            ("input: [1, 28, 28]\nlayers: flatten linear(10) softmaxx\n", "unknown layer 'softmaxx'", 2),
+            ("input: [1, 28, 28]\nlayer: flatten linear(10)\n", "unknown key 'layer'", 2),
+            ("input: [1, 28, 28]\nlayers: [flatten, linear(10)\n", "not YAML", 2),
+            ("input: [1, 28, 28]\nlayers:\n  - conv(8, 5, pad: 2)\n", "write arguments as pad=2", 2),
+            ("input: [0, 28]\nlayers: flatten\n", "expected positive sizes", 2),
+            ("input: [1, 28, 28]\nlayers: flatten linear(10)\nloss: hinge\n", "loss 'hinge'", 2),
+            ("input: [3, 28, 28]\nlayers: flatten linear(10)\n", "input shape (3, 28, 28) does not hold the 784 values", 1),
+            ("input: [1, 28, 28]\nlayers: flatten linear(7)\n", "the last layer gives 7 outputs, the data has 10", 1),
+        ] {
+            let path = try write("bad.yaml", text)
+            let run = try runShardwise(["train", "--data", mnist, "--model", path, "--train-samples", "256", "--test-samples", "100", "--epochs", "1"])
+            XCTAssertEqual(run.status, Int32(status), text)
+            XCTAssertTrue(run.error.contains(expected), "'\(run.error)' lacks '\(expected)'")
+            XCTAssertTrue(run.error.contains("--model") || run.error.contains("data"), run.error)
+            XCTAssertFalse(run.error.contains("Fatal error"), run.error)
+        }
+        let missing = try runShardwise(["train", "--data", mnist, "--model", "\(folder)/absent.yaml"])
+        XCTAssertEqual(missing.status, 2)
+        XCTAssertTrue(missing.error.contains("absent.yaml"), missing.error)
+    }
+
+    /// Two categorical columns (6 and 4 categories), two numeric ones, three classes.
+    func tabularRows(_ count: Int, seed: UInt64, labels: Bool) -> String {
+        var state = seed
+        func next() -> Double {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Double(state >> 11) / Double(1 << 53)
+        }
+        let city: [[Double]] = [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 1, 1], [0.5, 0, 1]]
+        let kind: [[Double]] = [[0.8, 0, 0], [0, 0.8, 0], [0, 0, 0.8], [0.3, 0.3, 0]]
+        var text = "city,kind,x1,x2" + (labels ? ",label" : "") + "\n"
+        for _ in 0..<count {
+            let c = Int(next() * 6), k = Int(next() * 4), x1 = next() * 2 - 1, x2 = next() * 2 - 1
+            let scores = (0..<3).map { city[c][$0] + kind[k][$0] + [x1, x2, -x1 - x2][$0] * 0.7 }
+            let label = scores.indices.max { scores[$0] < scores[$1] }!
+            text += "\(c),\(k),\(String(format: "%.4f", x1)),\(String(format: "%.4f", x2))" + (labels ? ",\(label)" : "") + "\n"
+        }
+        return text
+    }
+
+    func testTabularEmbeddingsTrainAndLoadIntoPyTorch() throws {
+        let train = try write("tabular.csv", tabularRows(3000, seed: 5, labels: true))
+        let new = try write("new.csv", tabularRows(300, seed: 9, labels: false))
+        let model = try write("tabular.yaml", "input: [4]\nlayers: embedding(6, 3) embedding(4, 2) linear(16) relu dropout(0.1) linear(3)\n")
+        let out = "\(folder)/tabular"
+        let run = try runShardwise(["train", "--data", train, "--model", model, "--optimizer", "adamw", "--lr", "0.01", "--epochs", "20",
+                                    "--batch-size", "64", "--shard-size", "32", "--test-fraction", "0.2", "--out", out, "--cache-dir", "\(folder)/cache"])
+        XCTAssertEqual(run.status, 0, run.error)
+        let error = try XCTUnwrap(try summary(out).finalTestErrorPercent)
+        XCTAssertLessThan(error, 8, "the embeddings learn the categories' effects")
+        let predict = try runShardwise(["predict", "--checkpoint", out, "--data", new, "--out", "\(folder)/p.csv", "--cache-dir", "\(folder)/cache"])
+        XCTAssertEqual(predict.status, 0, predict.error)
+        // A category outside the table is refused with the file, the sample and the column.
+        let bad = try write("bad.csv", "city,kind,x1,x2\n1,2,0.5,0.5\n6,1,0.1,0.2\n")
+        let refused = try runShardwise(["predict", "--checkpoint", out, "--data", bad, "--out", "\(folder)/q.csv", "--cache-dir", "\(folder)/cache"])
+        XCTAssertEqual(refused.status, 1)
+        XCTAssertTrue(refused.error.contains("sample 2, column 1 holds 6.0, expected a category in 0...5"), refused.error)
+        let compare = try python(["Tests/python/tabular_torch.py", "\(try Checkpoint.newest(in: out))/model.safetensors", new, "\(folder)/p.csv"])
+        if compare.status == 77 { throw XCTSkip("PyTorch is not available: \(compare.output)") }
+        XCTAssertEqual(compare.status, 0, compare.output)
+    }
+
+    func python(_ arguments: [String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3"] + arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationStatus, text)
+    }
+}
