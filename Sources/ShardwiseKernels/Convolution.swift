@@ -38,6 +38,35 @@ public struct WindowGeometry: Sendable, Equatable {
 /// Every loop runs in one fixed order, so results never depend on threads; col2im and
 /// the pooling gradients add into the input gradient in that order.
 public enum ConvolutionKernel {
+    /// Copies `count` floats 8 at a time (rows of a lowered matrix are short: a memmove call each would cost more than the copy).
+    @inline(__always)
+    static func copy(from source: UnsafePointer<Float>, to target: UnsafeMutablePointer<Float>, count: Int) {
+        var k = 0
+        while k + 8 <= count {
+            UnsafeMutableRawPointer(target + k).storeBytes(of: UnsafeRawPointer(source + k).loadUnaligned(as: SIMD8<Float>.self), as: SIMD8<Float>.self)
+            k += 8
+        }
+        while k < count {
+            target[k] = source[k]
+            k += 1
+        }
+    }
+
+    /// target[k] += source[k], 8 at a time, in element order (each element has one addition: the order across calls is the caller's).
+    @inline(__always)
+    static func add(_ source: UnsafePointer<Float>, onto target: UnsafeMutablePointer<Float>, count: Int) {
+        var k = 0
+        while k + 8 <= count {
+            let sum = UnsafeRawPointer(target + k).loadUnaligned(as: SIMD8<Float>.self) + UnsafeRawPointer(source + k).loadUnaligned(as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(target + k).storeBytes(of: sum, as: SIMD8<Float>.self)
+            k += 8
+        }
+        while k < count {
+            target[k] += source[k]
+            k += 1
+        }
+    }
+
     /// The output positions `lo..<hi` whose input index `o · stride + offset` falls in `0..<size`.
     @inline(__always)
     static func validRange(offset: Int, stride: Int, size: Int, outputs: Int) -> (lo: Int, hi: Int) {
@@ -69,7 +98,7 @@ public enum ConvolutionKernel {
                         let line = plane + (oy * g.strideHeight + y0) * g.width + x0
                         if lo > 0 { out.update(repeating: 0, count: lo) }
                         if sw == 1 {
-                            (out + lo).update(from: line + lo, count: hi - lo)
+                            copy(from: line + lo, to: out + lo, count: hi - lo)
                         } else {
                             for ox in lo..<hi { out[ox] = line[ox &* sw] }
                         }
@@ -100,7 +129,7 @@ public enum ConvolutionKernel {
                         let values = row + oy * wo
                         let line = plane + (oy * g.strideHeight + y0) * g.width + x0
                         if sw == 1 {
-                            for ox in lo..<hi { line[ox] += values[ox] }
+                            add(values + lo, onto: line + lo, count: hi - lo)
                         } else {
                             for ox in lo..<hi { line[ox &* sw] += values[ox] }
                         }

@@ -175,6 +175,12 @@ public struct ParameterValues {
 
     /// Tensor `i` (declaration order), laid out as its shape, row-major.
     public subscript(i: Int) -> UnsafePointer<Float> { base + offsets[i] }
+
+    /// Tensors at `base + offsets[i]` (for running a layer outside a ``Network``: tests, benchmarks).
+    public init(base: UnsafePointer<Float>, offsets: UnsafeBufferPointer<Int>) {
+        self.base = base
+        self.offsets = offsets
+    }
 }
 
 /// A layer's parameter gradients, in declaration order: every element must be written.
@@ -184,6 +190,12 @@ public struct ParameterGradients {
 
     /// The gradient of tensor `i` (declaration order), laid out as its shape, row-major.
     public subscript(i: Int) -> UnsafeMutablePointer<Float> { base + offsets[i] }
+
+    /// Gradients at `base + offsets[i]`.
+    public init(base: UnsafeMutablePointer<Float>, offsets: UnsafeBufferPointer<Int>) {
+        self.base = base
+        self.offsets = offsets
+    }
 }
 
 /// What ``Layer/forward(_:)`` reads and writes for one shard.
@@ -208,6 +220,15 @@ public struct ForwardPass {
     public let scratch: UnsafeMutablePointer<Float>
     /// Training: where random draws come from. nil in evaluation (dropout is then the identity).
     public let random: LayerRandomness?
+
+    /// A pass over `rows` samples (for running a layer outside a ``Network``: tests, benchmarks).
+    public init(
+        rows: Int, inputWidth: Int, outputWidth: Int, inputShape: [Int], outputShape: [Int], input: UnsafePointer<Float>,
+        output: UnsafeMutablePointer<Float>, parameters: ParameterValues, scratch: UnsafeMutablePointer<Float>, random: LayerRandomness?
+    ) {
+        (self.rows, self.inputWidth, self.outputWidth, self.inputShape, self.outputShape) = (rows, inputWidth, outputWidth, inputShape, outputShape)
+        (self.input, self.output, self.parameters, self.scratch, self.random) = (input, output, parameters, scratch, random)
+    }
 }
 
 /// What ``Layer/backward(_:)`` reads and writes for one shard, after its forward pass.
@@ -236,4 +257,15 @@ public struct BackwardPass {
     public let parameterGradients: ParameterGradients
     /// The same scratch memory the forward pass had.
     public let scratch: UnsafeMutablePointer<Float>
+
+    /// The backward pass matching a forward pass (for running a layer outside a ``Network``).
+    public init(
+        rows: Int, inputWidth: Int, outputWidth: Int, inputShape: [Int], outputShape: [Int], input: UnsafePointer<Float>,
+        output: UnsafePointer<Float>, outputGradient: UnsafeMutablePointer<Float>, inputGradient: UnsafeMutablePointer<Float>?,
+        parameters: ParameterValues, parameterGradients: ParameterGradients, scratch: UnsafeMutablePointer<Float>
+    ) {
+        (self.rows, self.inputWidth, self.outputWidth, self.inputShape, self.outputShape) = (rows, inputWidth, outputWidth, inputShape, outputShape)
+        (self.input, self.output, self.outputGradient, self.inputGradient) = (input, output, outputGradient, inputGradient)
+        (self.parameters, self.parameterGradients, self.scratch) = (parameters, parameterGradients, scratch)
+    }
 }

@@ -1,0 +1,101 @@
+import Foundation
+import Shardwise
+
+/// `shardwise bench --model FILE`: a described network's training step on random data, and
+/// each convolution's forward and backward pass on one pinned worker, with the machine's
+/// single-thread GEMM rate measured in the same run to judge them by.
+public enum ModelBenchmark {
+    /// One convolution layer, timed alone.
+    public struct LayerTiming: Codable, Sendable {
+        public var layer: Int
+        public var description: String
+        /// Milliseconds of one forward plus backward pass over the batch, on one thread.
+        public var milliseconds: Double
+        /// Its matrix-product FLOPs (2 per multiply-add: forward, weight gradient and, past the
+        /// first layer, input gradient) over the time.
+        public var gflops: Double
+        /// ``gflops`` over the machine's single-thread GEMM rate.
+        public var gemmFraction: Double
+    }
+
+    public struct Report: Codable, Sendable {
+        public var model: String
+        public var batchSize: Int
+        public var workers: Int
+        /// Milliseconds of one training step (forward, backward, reduction, update) of the whole batch.
+        public var stepMilliseconds: Double
+        public var samplesPerSecond: Double
+        /// Single-thread `sgemm` GFLOP/s at the reference network's shapes, in this run.
+        public var gemmGflops: Double
+        public var convolutions: [LayerTiming]
+    }
+
+    /// The report for `configuration` with `kernels` (the single-thread GEMM rate is the BLAS's,
+    /// the machine's limit, whichever kernels run the model).
+    public static func run(configuration: RunConfiguration, workers: Int?, steps: Int, kernels: MatrixKernels) async throws -> Report {
+        let pool = try WorkerPool.onThisMachine(workers: workers)
+        defer { pool.shutdown() }
+        let network = try Network(configuration.network)
+        let reference = try Network(RunConfiguration.reference().network)
+        try MatrixKernels.select(.blas)
+        let gemm = try await withTaskExecutorPreference(pool.workers[0]) {
+            try KernelProbe.TrainingGEMMs(network: reference, rows: 128).gflops(seconds: 1)
+        }
+        try MatrixKernels.select(kernels)
+        var convolutions: [LayerTiming] = []
+        for (k, layer) in network.layers.enumerated() {
+            guard let conv = layer as? Conv2D else { continue }
+            let seconds = await withTaskExecutorPreference(pool.workers[0]) {
+                time(conv, inputShape: network.shapes[k], rows: configuration.batchSize, inputGradient: k > 0)
+            }
+            let products = k > 0 ? 3.0 : 2.0
+            let flops = 2 * products * Double(conv.multiplyAdds(inputShape: network.shapes[k]) * configuration.batchSize)
+            convolutions.append(LayerTiming(
+                layer: k, description: "conv \(network.shapes[k]) -> \(network.shapes[k + 1]), kernel \(conv.kernel.height)x\(conv.kernel.width)",
+                milliseconds: seconds * 1e3, gflops: flops / seconds * 1e-9, gemmFraction: flops / seconds * 1e-9 / gemm))
+        }
+        let data = MachineLimits.randomData(
+            count: configuration.batchSize * (steps + 2), features: configuration.network.inputSize, classes: configuration.network.outputSize)
+        let trainer = try Trainer(network: configuration.network, data: data, configuration: configuration.training, workers: pool)
+        let (rates, _) = try await MachineLimits.timedSteps(trainer, windows: 1, stepsPerWindow: steps)
+        return Report(
+            model: configuration.network.layers ?? "perceptron", batchSize: configuration.batchSize, workers: pool.workers.count,
+            stepMilliseconds: 1e3 * Double(configuration.batchSize) / rates[0], samplesPerSecond: rates[0], gemmGflops: gemm,
+            convolutions: convolutions)
+    }
+
+    /// Seconds of one forward and backward pass of `layer` over `rows` samples (best of 5, after a warm-up).
+    static func time(_ layer: any Layer, inputShape: [Int], rows: Int, inputGradient: Bool) -> Double {
+        let outputShape = (try? layer.outputShape(inputShape: inputShape)) ?? inputShape
+        let inWidth = inputShape.reduce(1, *), outWidth = outputShape.reduce(1, *)
+        let specs = layer.parameters(inputShape: inputShape)
+        let offsets = specs.map { $0.shape.reduce(1, *) }.reduce(into: [0]) { $0.append($0.last! + $1) }
+        let parameters = FloatBuffer(count: offsets.last!), gradients = FloatBuffer(count: offsets.last!)
+        let x = FloatBuffer(count: rows * inWidth), y = FloatBuffer(count: rows * outWidth)
+        let dy = FloatBuffer(count: rows * outWidth), dx = FloatBuffer(count: rows * inWidth)
+        let scratch = FloatBuffer(count: max(1, layer.scratchCount(inputShape: inputShape, rows: rows)))
+        for i in 0..<rows * inWidth { x[i] = Float(i % 13) * 0.1 - 0.6 }
+        for i in 0..<parameters.count { parameters[i] = Float(i % 7) * 0.01 - 0.03 }
+        return offsets.withUnsafeBufferPointer { offsets in
+            let values = ParameterValues(base: parameters.pointer, offsets: offsets)
+            func pass() {
+                layer.forward(ForwardPass(
+                    rows: rows, inputWidth: inWidth, outputWidth: outWidth, inputShape: inputShape, outputShape: outputShape,
+                    input: x.pointer, output: y.pointer, parameters: values, scratch: scratch.pointer, random: nil))
+                for i in 0..<rows * outWidth { dy[i] = 0.001 }
+                layer.backward(BackwardPass(
+                    rows: rows, inputWidth: inWidth, outputWidth: outWidth, inputShape: inputShape, outputShape: outputShape,
+                    input: x.pointer, output: y.pointer, outputGradient: dy.pointer, inputGradient: inputGradient ? dx.pointer : nil,
+                    parameters: values, parameterGradients: ParameterGradients(base: gradients.pointer, offsets: offsets), scratch: scratch.pointer))
+            }
+            pass()
+            var best = Double.infinity
+            for _ in 0..<5 {
+                let start = monotonicSeconds()
+                pass()
+                best = min(best, monotonicSeconds() - start)
+            }
+            return best
+        }
+    }
+}
