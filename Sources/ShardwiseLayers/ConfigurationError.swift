@@ -95,6 +95,7 @@ extension OptimizerConfiguration {
         try check(isProbability(momentum.start), .momentumStart, "\(momentum.start), expected a value in [0, 1) (below 1 as a Float)")
         try check(isProbability(momentum.end), .momentum, "\(momentum.end), expected a value in [0, 1) (below 1 as a Float)")
         try check(momentum.epochs >= 0 && momentum.epochs.isFinite, .momentumRamp, "\(momentum.epochs), expected a finite number of epochs >= 0")
+        try check(!nesterov || algorithm == .sgd, .nesterov, "applies to SGD only, the optimizer is \(algorithm.rawValue)")
         try check(!nesterov || momentum.end > 0, .nesterov, "needs momentum > 0 (as in PyTorch)")
         try check(weightDecay >= 0 && Float(weightDecay).isFinite, .weightDecay, "\(weightDecay), expected a value >= 0, finite as a Float")
         if let c = maxNorm {
@@ -106,12 +107,6 @@ extension OptimizerConfiguration {
         try check(isPositiveFloat(epsilon), .epsilon, "\(epsilon), expected a positive value that is finite and not 0 as a Float")
         if let c = clipNorm {
             try check(isPositiveFloat(c), .clipNorm, "\(c), expected a positive norm bound, finite and not 0 as a Float")
-        }
-        if algorithm == .adam || algorithm == .adamw {
-            try check(!nesterov, .nesterov, "applies to SGD only, the optimizer is \(algorithm.rawValue)")
-        }
-        if algorithm == .rmsprop {
-            try check(!nesterov, .nesterov, "applies to SGD only, the optimizer is rmsprop")
         }
         switch schedule {
         case .constant: break

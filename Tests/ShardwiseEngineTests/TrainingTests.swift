@@ -86,6 +86,35 @@ final class TrainingTests: XCTestCase {
         XCTAssertNotEqual(other, reference)
     }
 
+    /// A convolutional model (20 features read as (1, 4, 5)) with channel dropout, trained with
+    /// Adam and gradient clipping (two reduction passes a step) or RMSprop: the same weights for
+    /// 1, 2, 3 and 5 workers; clipping changes them (it is active).
+    func testConvolutionsAdamAndClippingIndependentOfWorkerCount() async throws {
+        let data = syntheticDataset(count: 512, seed: 8)
+        var network = NetworkConfiguration(
+            layers: "conv(4, 3, pad=1) gelu dropout2d(0.25) maxpool(2, stride=1) flatten dropout(0.2) linear(16) tanh linear(10)",
+            inputShape: [1, 4, 5], outputSize: 10, loss: "cross_entropy(label_smoothing=0.05)")
+        network.outputSize = 10
+        for (algorithm, clip) in [(OptimizerAlgorithm.adam, 0.05), (.rmsprop, nil)] {
+            var configuration = smallConfiguration(shardSize: 8)
+            configuration.network = network
+            configuration.batchSize = 64
+            configuration.optimizer.algorithm = algorithm
+            configuration.optimizer.learningRate = 0.01
+            configuration.optimizer.clipNorm = clip
+            let reference = try await train(configuration, data: data, workers: 1).weightsSHA256
+            for workers in [2, 3, 5] {
+                let hash = try await train(configuration, data: data, workers: workers).weightsSHA256
+                XCTAssertEqual(hash, reference, "\(algorithm), \(workers) workers")
+            }
+            if clip != nil {
+                configuration.optimizer.clipNorm = nil
+                let unclipped = try await train(configuration, data: data, workers: 2).weightsSHA256
+                XCTAssertNotEqual(unclipped, reference, "clipping is active")
+            }
+        }
+    }
+
     /// The same contract for Gaussian dropout and DropConnect, with per-layer rates.
     func testVariantsIndependentOfWorkerCount() async throws {
         let data = syntheticDataset(count: 1024, seed: 6)
