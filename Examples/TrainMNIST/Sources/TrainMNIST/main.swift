@@ -13,8 +13,8 @@ if let samples { mnist.train = mnist.train.prefix(samples) }
 
 let model = Sequential {
     UniformNoise(amplitude: 0.05)
-    Linear(784, 256); LeakyReLU(slope: 0.01); Dropout(0.3)
-    Linear(256, 256); LeakyReLU(slope: 0.01); Dropout(0.3)
+    Linear(784, 256); Swish(); Dropout(0.3)
+    Linear(256, 256); Swish(); Dropout(0.3)
     Linear(256, 10)
 }
 let configuration = TrainingConfiguration(

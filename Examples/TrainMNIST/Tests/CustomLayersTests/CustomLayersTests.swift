@@ -8,8 +8,8 @@ import XCTest
 final class CustomLayersTests: XCTestCase {
     let rows = 4, inputs = 6, hidden = 5, classes = 3
 
-    /// Softmax cross-entropy of Linear -> LeakyReLU -> Linear in Double, divided by `divisor`.
-    func oracleLoss(_ theta: [Double], _ layout: ParameterLayout, input: [Double], labels: [Int32], slope: Double, divisor: Int) -> Double {
+    /// Softmax cross-entropy of Linear -> Swish -> Linear in Double, divided by `divisor`.
+    func oracleLoss(_ theta: [Double], _ layout: ParameterLayout, input: [Double], labels: [Int32], divisor: Int) -> Double {
         func linear(_ k: Int, _ x: [Double], _ i: Int, _ o: Int) -> [Double] {
             let w = layout.tensor(named: "layers.\(k).weight")!, b = layout.tensor(named: "layers.\(k).bias")!
             return (0..<rows * o).map { e in
@@ -17,7 +17,7 @@ final class CustomLayersTests: XCTestCase {
                 return (0..<i).reduce(theta[b.offset + u]) { $0 + x[n * i + $1] * theta[w.offset + u * i + $1] }
             }
         }
-        let h = linear(0, input, inputs, hidden).map { $0 > 0 ? $0 : slope * $0 }
+        let h = linear(0, input, inputs, hidden).map { $0 / (1 + exp(-$0)) }
         let z = linear(1, h, hidden, classes)
         var loss = 0.0
         for n in 0..<rows {
@@ -28,10 +28,9 @@ final class CustomLayersTests: XCTestCase {
         return loss / Double(divisor)
     }
 
-    func testLeakyReLUGradientsMatchFiniteDifferences() throws {
+    func testSwishGradientsMatchFiniteDifferences() throws {
         _ = try BLAS.load()
-        let slope = 0.1
-        let network = try Network(Sequential { Linear(inputs, hidden); LeakyReLU(slope: Float(slope)); Linear(hidden, classes) }, inputWidth: inputs)
+        let network = try Network(Sequential { Linear(inputs, hidden); Swish(); Linear(hidden, classes) }, inputWidth: inputs)
         for seed in UInt64(1)...3 {
             let parameters = FloatBuffer(count: network.layout.count)
             network.initialize(parameters: parameters, seed: seed)
@@ -46,7 +45,7 @@ final class CustomLayersTests: XCTestCase {
             let lossSum = network.backward(parameters: parameters.pointer, workspace: ws, rows: rows, lossDivisor: divisor, gradient: gradient.pointer)
             var theta = (0..<network.layout.count).map { Double(parameters[$0]) }
             let input = (0..<rows * inputs).map { Double(ws.input[$0]) }
-            let loss = { (t: [Double]) in self.oracleLoss(t, network.layout, input: input, labels: labels, slope: slope, divisor: divisor) }
+            let loss = { (t: [Double]) in self.oracleLoss(t, network.layout, input: input, labels: labels, divisor: divisor) }
             XCTAssertEqual(lossSum / Double(divisor), loss(theta), accuracy: 1e-5)
             let h = 1e-6
             for tensor in network.layout.tensors {
@@ -85,7 +84,7 @@ final class CustomLayersTests: XCTestCase {
             let pool = try WorkerPool.onThisMachine(workers: workers, oversubscribe: true)
             let model = Sequential {
                 UniformNoise(amplitude: 0.1)
-                Linear(features, 32); LeakyReLU(slope: 0.05); Dropout(0.3)
+                Linear(features, 32); Swish(); Dropout(0.3)
                 Linear(32, 10)
             }
             let trainer = try Trainer(model: model, data: data, configuration: configuration, workers: pool)

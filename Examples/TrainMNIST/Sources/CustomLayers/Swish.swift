@@ -1,24 +1,25 @@
 import Shardwise
 
-/// `y = x` for x > 0, `y = slope · x` otherwise, elementwise (PyTorch's `nn.LeakyReLU`).
-public struct LeakyReLU: Layer {
-    public var slope: Float
-
-    public init(slope: Float = 0.01) { self.slope = slope }
+/// Swish (SiLU), `y = x σ(x)` with σ the logistic function, elementwise (PyTorch's `nn.SiLU`):
+/// a layer Shardwise does not ship, written outside it.
+public struct Swish: Layer {
+    public init() {}
 
     public func outputWidth(inputWidth: Int) throws(ModelError) -> Int { inputWidth }
 
     public func forward(_ pass: ForwardPass) {
         for i in 0..<pass.rows * pass.inputWidth {
             let x = pass.input[i]
-            pass.output[i] = x > 0 ? x : slope * x
+            pass.output[i] = x / (1 + Float(StepMath.exp(Double(-x))))
         }
     }
 
+    /// dy/dx = σ(x) + x σ(x)(1 - σ(x)).
     public func backward(_ pass: BackwardPass) {
         guard let dx = pass.inputGradient else { return }
         for i in 0..<pass.rows * pass.inputWidth {
-            dx[i] = pass.input[i] > 0 ? pass.outputGradient[i] : slope * pass.outputGradient[i]
+            let x = pass.input[i], s = 1 / (1 + Float(StepMath.exp(Double(-x))))
+            dx[i] = pass.outputGradient[i] * (s + x * s * (1 - s))
         }
     }
 }
