@@ -23,7 +23,7 @@ public struct MemoryEstimate: Sendable {
         let widths = CheckedSize.sum(network.widths + [2 * (network.widths.max() ?? 0)])
         var scratch = 0
         for (k, layer) in network.layers.enumerated() {
-            guard let s = CheckedSize.sum([scratch, layer.scratchCount(inputWidth: network.widths[k], rows: shardSize)]) else { return nil }
+            guard let s = CheckedSize.sum([scratch, layer.scratchCount(inputShape: network.shapes[k], rows: shardSize)]) else { return nil }
             scratch = s
         }
         guard let widths, let perShardFloats = CheckedSize.sum([CheckedSize.product([shardSize, widths]) ?? -1, scratch]),
