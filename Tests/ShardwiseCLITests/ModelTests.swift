@@ -162,6 +162,8 @@ final class ModelTests: XCTestCase {
         let refused = try runShardwise(["predict", "--checkpoint", out, "--data", bad, "--out", "\(folder)/q.csv", "--cache-dir", "\(folder)/cache"])
         XCTAssertEqual(refused.status, 1)
         XCTAssertTrue(refused.error.contains("sample 2, column 1 holds 6.0, expected a category in 0...5"), refused.error)
+        // PyTorch's CPU build, where the machine's wheels hold it (PyTorchComparisonTests says more).
+        if try python(["-c", "import torch"]).status != 0 { _ = try python(["-m", "pip", "install", "--quiet", "torch==2.13.0+cpu", "numpy"]) }
         let compare = try python(["Tests/python/tabular_torch.py", "\(try Checkpoint.newest(in: out))/model.safetensors", new, "\(folder)/p.csv"])
         if compare.status == 77 { throw XCTSkip("PyTorch is not available: \(compare.output)") }
         XCTAssertEqual(compare.status, 0, compare.output)

@@ -189,8 +189,9 @@ final class PyTorchComparisonTests: XCTestCase {
         print(result.output)
     }
 
-    /// `python3 arguments`, after making `torch` importable when it can be (pip, from the
-    /// machine's wheels or PyPI); exit status 77 and the reason when it cannot.
+    /// `python3 arguments`, after making `torch` importable when it can be (pip, the CPU build
+    /// 2.13.0+cpu where the machine's wheels hold it; PyPI's default build pulls gigabytes of CUDA
+    /// libraries, too much for a test run); exit status 77 and the reason when it cannot.
     func python(_ arguments: [String]) throws -> (status: Int32, output: String) {
         func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
             let process = Process()
@@ -205,10 +206,7 @@ final class PyTorchComparisonTests: XCTestCase {
             return (process.terminationStatus, text)
         }
         if try run(["-c", "import torch, numpy"]).status != 0 {
-            // The CPU build first (a local wheel where the machine has one), then PyPI's.
-            for package in ["torch==2.13.0+cpu", "torch"] where try run(["-c", "import torch"]).status != 0 {
-                _ = try run(["-m", "pip", "install", "--quiet", package, "numpy"])
-            }
+            _ = try run(["-m", "pip", "install", "--quiet", "torch==2.13.0+cpu", "numpy"])
             let check = try run(["-c", "import torch, numpy"])
             if check.status != 0 { return (77, "torch cannot be installed here: \(check.output.suffix(200))") }
         }
