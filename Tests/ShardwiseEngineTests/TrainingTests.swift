@@ -95,9 +95,10 @@ final class TrainingTests: XCTestCase {
             layers: "conv(4, 3, pad=1) gelu dropout2d(0.25) maxpool(2, stride=1) flatten dropout(0.2) linear(16) tanh linear(10)",
             inputShape: [1, 4, 5], outputSize: 10, loss: "cross_entropy(label_smoothing=0.05)")
         network.outputSize = 10
-        for (algorithm, clip) in [(OptimizerAlgorithm.adam, 0.05), (.rmsprop, nil)] {
+        for (algorithm, clip, loss) in [(OptimizerAlgorithm.adam, 0.05, nil), (.rmsprop, nil, nil), (.adamw, nil, "bce_with_logits")] {
             var configuration = smallConfiguration(shardSize: 8)
             configuration.network = network
+            if let loss { configuration.network.loss = loss }
             configuration.batchSize = 64
             configuration.optimizer.algorithm = algorithm
             configuration.optimizer.learningRate = 0.01
@@ -113,6 +114,39 @@ final class TrainingTests: XCTestCase {
                 XCTAssertNotEqual(unclipped, reference, "clipping is active")
             }
         }
+    }
+
+    /// Embeddings (sparse gradients written densely per shard, summed in shard order): the
+    /// same weights for 1, 2 and 3 workers, with a category column the label depends on.
+    func testEmbeddingsIndependentOfWorkerCount() async throws {
+        let count = 512, features = 4
+        let stream = RandomAddress(seed: 12, purpose: .synthetic)
+        var rows = [Float](repeating: 0, count: count * features), labels = [Int32](repeating: 0, count: count)
+        for n in 0..<count {
+            let category = stream.integer(n, below: 7)
+            rows[n * features] = Float(category)
+            for f in 1..<features { rows[n * features + f] = stream.uniform(count + n * features + f) }
+            labels[n] = Int32((category + (rows[n * features + 1] > 0.5 ? 3 : 0)) % 10)
+        }
+        let data = Dataset(features: features, classes: 10, images: rows, labels: labels)
+        var configuration = smallConfiguration(shardSize: 8)
+        configuration.network = NetworkConfiguration(
+            layers: "embedding(7, 3) linear(16) relu dropout(0.3) linear(10)", inputShape: [features], outputSize: 10)
+        configuration.batchSize = 64
+        configuration.optimizer.algorithm = .adam
+        configuration.optimizer.learningRate = 0.01
+        let reference = try await train(configuration, data: data, workers: 1)
+        for workers in [2, 3] {
+            let hash = try await train(configuration, data: data, workers: workers).weightsSHA256
+            XCTAssertEqual(hash, reference.weightsSHA256, "\(workers) workers")
+        }
+        // Training moved the table (finite, and not the initial values).
+        let untrained = try Trainer(
+            network: configuration.network, data: data, configuration: configuration.training, workers: try WorkerPool.onThisMachine(workers: 1))
+        XCTAssertNotEqual(untrained.weightsSHA256, reference.weightsSHA256)
+        let table = reference.network.layout.tensors[0]
+        XCTAssertEqual(table.name, "layers.0.weight")
+        XCTAssertTrue((0..<table.count).allSatisfy { reference.parameters[table.offset + $0].isFinite })
     }
 
     /// The same contract for Gaussian dropout and DropConnect, with per-layer rates.
