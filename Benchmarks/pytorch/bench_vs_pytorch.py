@@ -16,8 +16,11 @@ import subprocess
 import sys
 import time
 
-import torch
-import torch.nn as nn
+try:
+    import torch
+    import torch.nn as nn
+except ImportError:
+    sys.exit("bench_vs_pytorch.py needs PyTorch: python3 -m pip install torch (the CPU build: torch==2.13.0+cpu where the machine's wheels hold it)")
 
 shardwise = sys.argv[1]
 repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 3
