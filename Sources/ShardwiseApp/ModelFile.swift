@@ -41,7 +41,7 @@ public enum ModelFile {
             fields[name] = value
         }
         guard let inputNode = fields["input"] else { throw RunError("--model: \(path): no 'input', expected one sample's shape such as [1, 28, 28] or [784]") }
-        let shape = inputNode.sequence.map { $0.map { $0.int } } ?? inputNode.int.map { [$0] }.map { $0.map { Optional($0) } }
+        let shape: [Int?]? = inputNode.sequence.map { $0.map(\.int) } ?? inputNode.int.map { [$0] }
         guard let shape, !shape.isEmpty, shape.allSatisfy({ ($0 ?? 0) > 0 }) else {
             throw RunError("--model: \(path), line \(inputNode.mark?.line ?? 0): input '\(inputNode.string ?? "\(inputNode)")', expected positive sizes such as [1, 28, 28]")
         }

@@ -23,7 +23,9 @@ public enum ActivationMath {
 
     /// 1 / (1 + e^-x).
     public static func sigmoid(_ x: Double) -> Double {
-        x >= 0 ? 1 / (1 + StepMath.exp(-x)) : { let e = StepMath.exp(x); return e / (1 + e) }()
+        if x >= 0 { return 1 / (1 + StepMath.exp(-x)) }
+        let e = StepMath.exp(x)  // e^x / (1 + e^x): no overflow for large -x
+        return e / (1 + e)
     }
 
     /// The error function, to double precision: the series e^-x² Σ (2x²)ⁿ x / (2n+1)!! (all

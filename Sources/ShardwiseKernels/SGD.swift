@@ -27,8 +27,8 @@ public struct UpdateHyperparameters: Sendable, Equatable {
     public var nesterov: Bool
     /// The update rule.
     public var algorithm: OptimizerAlgorithm = .sgd
-    /// Adam's β₁ and β₂; RMSprop's smoothing constant α is `beta2`.
-    public var beta1: Float = 0.9, beta2: Float = 0.999
+    /// Adam's β₂ (the second moment's decay); RMSprop's smoothing constant α.
+    public var beta2: Float = 0.999
     /// 1 - β₁ and 1 - β₂, rounded once from Double (as PyTorch passes them: 1 - Float(0.999) would be 1.3e-5 off).
     public var beta1Complement: Float = 0.1, beta2Complement: Float = 0.001
     /// AdamW's factor on the weights, 1 - lr λ, rounded once from Double.

@@ -1,3 +1,5 @@
+import Foundation
+
 /// The layer language of model files (`--model FILE`) and of ``NetworkConfiguration/layers``:
 /// layers separated by spaces, commas or new lines, each a name with optional arguments,
 /// positional first, then `key: value` or `key=value` (the second needs no quotes in a YAML list):
@@ -62,16 +64,16 @@ public enum ModelDescription {
                 guard let close = characters[i...].firstIndex(of: ")") else {
                     throw ModelError("\(name)( at character \(start + 1) of the layers has no closing parenthesis")
                 }
-                arguments = String(characters[(i + 1)..<close]).split(separator: ",").map { $0.trimmingWhitespace() }
+                arguments = String(characters[(i + 1)..<close]).split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
                 if arguments == [""] { arguments = [] }
                 i = close + 1
             }
             var item = Item(text: String(characters[start..<i]), name: name, positional: [], named: [:])
             for argument in arguments {
                 if let colon = argument.firstIndex(where: { $0 == ":" || $0 == "=" }) {
-                    let key = argument[..<colon].trimmingWhitespace().lowercased()
+                    let key = argument[..<colon].trimmingCharacters(in: .whitespaces).lowercased()
                     guard item.named[key] == nil else { throw ModelError("\(item.text): '\(key)' given twice") }
-                    item.named[key] = argument[argument.index(after: colon)...].trimmingWhitespace()
+                    item.named[key] = argument[argument.index(after: colon)...].trimmingCharacters(in: .whitespaces)
                 } else {
                     guard item.named.isEmpty else { throw ModelError("\(item.text): positional argument '\(argument)' after a named one") }
                     item.positional.append(argument)
@@ -116,7 +118,7 @@ public enum ModelDescription {
             layer = Sigmoid()
         case "gelu":
             let form = arguments.named.removeValue(forKey: "approximate") ?? "none"
-            guard let approximation = GELU.Approximation(rawValue: form.lowercased().trimmingCharacters(in: "'\"")) else {
+            guard let approximation = GELU.Approximation(rawValue: form.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "'\""))) else {
                 throw ModelError("approximate: \(form), expected none or tanh")
             }
             layer = GELU(approximate: approximation)
@@ -203,21 +205,5 @@ public enum ModelDescription {
         }
         do { try arguments.finish() } catch { throw ModelError("loss \(item.text): \(error.problem)") }
         return loss
-    }
-}
-
-extension StringProtocol {
-    func trimmingWhitespace() -> String {
-        var s = Substring(self)
-        while let c = s.first, c.isWhitespace { s = s.dropFirst() }
-        while let c = s.last, c.isWhitespace { s = s.dropLast() }
-        return String(s)
-    }
-
-    func trimmingCharacters(in set: String) -> String {
-        var s = Substring(self)
-        while let c = s.first, set.contains(c) { s = s.dropFirst() }
-        while let c = s.last, set.contains(c) { s = s.dropLast() }
-        return String(s)
     }
 }

@@ -71,7 +71,7 @@ public struct OptimizerConfiguration: Sendable, Codable, Equatable {
             weightDecay: Float(weightDecay), nesterov: nesterov)
         h.algorithm = algorithm
         guard algorithm != .sgd else { return h }
-        (h.beta1, h.beta2, h.epsilon) = (Float(beta1), Float(beta2), Float(epsilon))
+        (h.beta2, h.epsilon) = (Float(beta2), Float(epsilon))
         (h.beta1Complement, h.beta2Complement) = (Float(1 - beta1), Float(1 - beta2))
         h.decayFactor = Float(1 - lr * weightDecay)
         let t = step + 1

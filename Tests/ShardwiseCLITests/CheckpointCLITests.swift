@@ -134,18 +134,7 @@ final class CheckpointCLITests: XCTestCase {
         let train = try launch(["train", "--data", data, "--out", out, "--epochs", "1", "--layers", "128,64", "--train-samples", "4096", "--batch-size", "64", "--shard-size", "32"])
         train.waitUntilExit()
         XCTAssertEqual(train.terminationStatus, 0)
-        func python(_ arguments: [String]) throws -> (Int32, String) {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            process.arguments = ["python3"] + arguments
-            let pipe = Pipe()
-            process.standardOutput = pipe
-            process.standardError = pipe
-            try process.run()
-            let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            process.waitUntilExit()
-            return (process.terminationStatus, text)
-        }
+        let python = runPython
         if try python(["-c", "import safetensors, numpy"]).0 != 0 {
             let (status, text) = try python(["-m", "pip", "install", "--quiet", "safetensors", "numpy"])
             guard status == 0 else { throw XCTSkip("the safetensors package cannot be had here: \(text.suffix(300))") }

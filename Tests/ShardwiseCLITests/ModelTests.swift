@@ -163,22 +163,9 @@ final class ModelTests: XCTestCase {
         XCTAssertEqual(refused.status, 1)
         XCTAssertTrue(refused.error.contains("sample 2, column 1 holds 6.0, expected a category in 0...5"), refused.error)
         // PyTorch's CPU build, where the machine's wheels hold it (PyTorchComparisonTests says more).
-        if try python(["-c", "import torch"]).status != 0 { _ = try python(["-m", "pip", "install", "--quiet", "torch==2.13.0+cpu", "numpy"]) }
-        let compare = try python(["Tests/python/tabular_torch.py", "\(try Checkpoint.newest(in: out))/model.safetensors", new, "\(folder)/p.csv"])
+        if try runPython(["-c", "import torch"]).status != 0 { _ = try runPython(["-m", "pip", "install", "--quiet", "torch==2.13.0+cpu", "numpy"]) }
+        let compare = try runPython(["Tests/python/tabular_torch.py", "\(try Checkpoint.newest(in: out))/model.safetensors", new, "\(folder)/p.csv"])
         if compare.status == 77 { throw XCTSkip("PyTorch is not available: \(compare.output)") }
         XCTAssertEqual(compare.status, 0, compare.output)
-    }
-
-    func python(_ arguments: [String]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3"] + arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, text)
     }
 }

@@ -17,6 +17,20 @@ func sharedMNIST() throws -> String {
     return found
 }
 
+/// `python3 arguments` (through env): its exit status and its standard output and error together.
+func runPython(_ arguments: [String]) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["python3"] + arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    return (process.terminationStatus, text)
+}
+
 /// Runs the built `shardwise` with `arguments`: its exit status, standard output and standard error.
 func runShardwise(_ arguments: [String]) throws -> (status: Int32, output: String, error: String) {
     let process = Process()
