@@ -67,7 +67,9 @@ TSAN_TESTS := ReductionTests|WorkerPoolTests|SweepTests.testTrialsSideBySideOnAS
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
-	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan --filter '$(TSAN_TESTS)'
+	rm -f .build-tsan/race-report.*
+	TSAN_OPTIONS=log_path=$(CURDIR)/.build-tsan/race-report $(SWIFT) test --sanitize=thread --scratch-path .build-tsan --filter '$(TSAN_TESTS)' \
+	  || { cat .build-tsan/race-report.* 2>/dev/null; exit 1; }
 	$(MAKE) example
 	$(MAKE) dist-check
 

@@ -12,6 +12,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -141,7 +142,9 @@ static const struct isa isas[] = {
 #endif
 };
 
-static int chosen = -1;
+// Set by sw_portable_select or on the first product; several workers may make their first
+// product at once, so it is atomic (relaxed: every thread that finds it unset picks the same set).
+static _Atomic int chosen = -1;
 
 int sw_portable_isa_available(const char *name) {
 #if defined(__x86_64__)
@@ -153,20 +156,24 @@ int sw_portable_isa_available(const char *name) {
 
 int sw_portable_select(const char *name) {
     for (int i = 0; i < (int)(sizeof isas / sizeof isas[0]); i++) {
-        if (strcmp(isas[i].name, name) == 0 && sw_portable_isa_available(name)) { chosen = i; return 0; }
+        if (strcmp(isas[i].name, name) == 0 && sw_portable_isa_available(name)) { atomic_store_explicit(&chosen, i, memory_order_relaxed); return 0; }
     }
     return -1;
 }
 
-const char *sw_portable_isa(void) {
-    if (chosen < 0) {
-        chosen = 0;
+static int chosen_index(void) {
+    int index = atomic_load_explicit(&chosen, memory_order_relaxed);
+    if (index < 0) {
+        index = 0;
         for (int i = (int)(sizeof isas / sizeof isas[0]) - 1; i > 0; i--) {
-            if (sw_portable_isa_available(isas[i].name)) { chosen = i; break; }
+            if (sw_portable_isa_available(isas[i].name)) { index = i; break; }
         }
+        atomic_store_explicit(&chosen, index, memory_order_relaxed);
     }
-    return isas[chosen].name;
+    return index;
 }
+
+const char *sw_portable_isa(void) { return isas[chosen_index()].name; }
 
 // Packing buffers, one pair per thread, allocated on a thread's first product and kept until
 // the thread ends (a pthread key's destructor frees them: pools come and go in long processes).
@@ -201,8 +208,7 @@ static inline float element(const float *x, int ld, int transposed, int row, int
 
 void sw_portable_sgemm(int transpose_a, int transpose_b, int m, int n, int k,
                        const float *a, int lda, const float *b, int ldb, float *c, int ldc) {
-    sw_portable_isa();  // sets `chosen` on the first product
-    const struct isa *isa = &isas[chosen];
+    const struct isa *isa = &isas[chosen_index()];
     const int mr = isa->mr, nr = isa->nr;
 #if defined(__x86_64__)
     const int fast_packing = sw_cpu_has_avx2_fma();

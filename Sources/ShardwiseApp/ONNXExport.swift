@@ -5,10 +5,14 @@ import Shardwise
 /// ONNX Runtime and other inference engines. The input `input` takes samples as stored in the
 /// training data (a dynamic batch dimension `batch`); the preprocessing Shardwise applied in
 /// training is the graph's first nodes (`Div` by the divisor, then `Sub` shift and `Div` scale
-/// per feature), in the same order as Shardwise computes it. `Linear` becomes `Gemm` (weights in
-/// PyTorch's (out, in) layout, `transB` = 1), `ReLU` becomes `Relu`, and dropout layers, the
-/// identity at inference, are left out. Outputs: `logits` and `probabilities` (`Softmax`) for a
-/// classification; `prediction` for a regression (standardized targets mapped back).
+/// per feature), in the same order as Shardwise computes it; a model over (C, H, W) samples
+/// then reshapes the rows to NCHW. Each layer becomes the standard operators computing it
+/// (`Linear`: `Gemm` with PyTorch's (out, in) weights, `transB` = 1; `Conv2D`: `Conv` with its
+/// (O, C, kH, kW) weights; pooling, `Flatten`, activations by their ONNX names; `GELU`, which
+/// opset 17 lacks, from `Erf` or `Tanh` as PyTorch defines it; `Embedding`: `Slice`, `Cast`,
+/// `Gather`, `Concat`); dropout layers, the identity at inference, are left out. Outputs:
+/// `logits` and `probabilities` (`Softmax`) for a classification; `prediction` for a
+/// regression (standardized targets mapped back).
 public enum ONNXExport {
     /// The ONNX model's bytes.
     public static func model(_ saved: SavedModel) throws -> [UInt8] {
@@ -16,75 +20,70 @@ public enum ONNXExport {
         do { network = try Network(saved.network) } catch {
             throw RunError("\(saved.path): \(error)")
         }
-        var nodes: [[UInt8]] = []
-        var initializers: [[UInt8]] = []
-        func tensor(_ name: String, _ dims: [Int], _ values: [Float]) {
-            initializers.append(Protobuf { t in
-                t.packedInts(1, dims)
-                t.int(2, 1)  // FLOAT
-                t.string(8, name)
-                t.data(9, values.withUnsafeBytes { Array($0) })
-            }.bytes)
-        }
-        func node(_ op: String, _ inputs: [String], _ output: String, ints: [(String, Int)] = [], floats: [(String, Float)] = []) {
-            nodes.append(Protobuf { n in
-                for i in inputs { n.string(1, i) }
-                n.string(2, output)
-                n.string(3, "\(op.lowercased())_\(nodes.count)")
-                n.string(4, op)
-                for (name, value) in ints { n.message(5) { a in a.string(1, name); a.int(3, value); a.int(20, 2) } }
-                for (name, value) in floats { n.message(5) { a in a.string(1, name); a.float(2, value); a.int(20, 1) } }
-            }.bytes)
-        }
+        var graph = Graph()
         var current = "input"
         let p = saved.preprocessing
         if p.divisor != 1 {
-            tensor("preprocess.divisor", [], [p.divisor])
-            node("Div", [current, "preprocess.divisor"], "preprocess.scaled")
-            current = "preprocess.scaled"
+            current = graph.node("Div", [current, graph.constant("preprocess.divisor", [], [p.divisor])], "preprocess.scaled")
         }
         if let shift = p.shift, let scale = p.scale {
-            tensor("preprocess.shift", [shift.count], shift)
-            tensor("preprocess.scale", [scale.count], scale)
-            node("Sub", [current, "preprocess.shift"], "preprocess.centred")
-            node("Div", ["preprocess.centred", "preprocess.scale"], "preprocess.normalized")
-            current = "preprocess.normalized"
+            let centred = graph.node("Sub", [current, graph.constant("preprocess.shift", [shift.count], shift)], "preprocess.centred")
+            current = graph.node("Div", [centred, graph.constant("preprocess.scale", [scale.count], scale)], "preprocess.normalized")
         }
-        var tensors = network.layout.tensors.makeIterator()
+        if network.shapes[0].count > 1 {
+            current = graph.node("Reshape", [current, graph.integers("input.shape", [-1] + network.shapes[0])], "input.samples")
+        }
         for (k, layer) in network.layers.enumerated() {
+            let name = "layers.\(k)"
+            // This layer's tensors, under the checkpoint's names, into the graph.
+            let range = network.parameterRange(ofLayer: k)
+            let parameters = network.layout.tensors.filter { range.contains($0.offset) }.map { t in
+                graph.constant(t.name, t.shape, Array(saved.parameters[t.offset..<t.offset + t.count]))
+            }
+            func window(_ kernel: Size2D, _ stride: Size2D, _ padding: Size2D) -> [(String, [Int])] {
+                [("kernel_shape", [kernel.height, kernel.width]), ("strides", [stride.height, stride.width]),
+                 ("pads", [padding.height, padding.width, padding.height, padding.width])]
+            }
             switch layer {
             case is Linear:
-                guard let weight = tensors.next(), let bias = tensors.next() else { throw RunError("\(saved.path): layer \(k) has no parameters") }
-                for t in [weight, bias] {
-                    tensor(t.name, t.shape, Array(saved.parameters[t.offset..<t.offset + t.count]))
-                }
-                node("Gemm", [current, weight.name, bias.name], "layers.\(k).output", ints: [("transB", 1)], floats: [("alpha", 1), ("beta", 1)])
-                current = "layers.\(k).output"
+                current = graph.node("Gemm", [current] + parameters, "\(name).output", ints: [("transB", 1)], floats: [("alpha", 1), ("beta", 1)])
+            case let conv as Conv2D:
+                current = graph.node(
+                    "Conv", [current] + parameters, "\(name).output",
+                    lists: window(conv.kernel, conv.stride, conv.padding) + [("dilations", [conv.dilation.height, conv.dilation.width])])
+            case let pool as MaxPool2D:
+                current = graph.node("MaxPool", [current], "\(name).output", lists: window(pool.kernel, pool.stride, pool.padding))
+            case let pool as AvgPool2D:
+                current = graph.node(
+                    "AveragePool", [current], "\(name).output", ints: [("count_include_pad", 1)], lists: window(pool.kernel, pool.stride, pool.padding))
+            case is Flatten:
+                current = graph.node("Flatten", [current], "\(name).output", ints: [("axis", 1)])
             case is ReLU, is Tanh, is Sigmoid:
-                node(layer is ReLU ? "Relu" : layer is Tanh ? "Tanh" : "Sigmoid", [current], "layers.\(k).output")
-                current = "layers.\(k).output"
+                current = graph.node(layer is ReLU ? "Relu" : layer is Tanh ? "Tanh" : "Sigmoid", [current], "\(name).output")
             case let leaky as LeakyReLU:
-                node("LeakyRelu", [current], "layers.\(k).output", floats: [("alpha", leaky.slope)])
-                current = "layers.\(k).output"
+                current = graph.node("LeakyRelu", [current], "\(name).output", floats: [("alpha", leaky.slope)])
+            case let gelu as GELU:
+                current = graph.gelu(current, tanh: gelu.approximate == .tanh, name)
+            case let embedding as Embedding:
+                current = graph.embedding(current, table: parameters[0], inputWidth: network.widths[k], dimension: embedding.dimension, name)
             case is Dropout, is GaussianDropout, is Dropout2d:
                 continue  // the identity at inference
             default:
                 throw RunError("\(saved.path): layer \(k) (\(type(of: layer))) has no ONNX form in this exporter")
             }
         }
+        if network.shapes.last!.count > 1 { current = graph.node("Flatten", [current], "output.flat", ints: [("axis", 1)]) }
         let outputs: [String]
         if saved.task == .classification {
-            node("Identity", [current], "logits")
-            node("Softmax", ["logits"], "probabilities", ints: [("axis", 1)])
+            graph.node("Identity", [current], "logits")
+            graph.node("Softmax", ["logits"], "probabilities", ints: [("axis", 1)])
             outputs = ["logits", "probabilities"]
         } else if let shift = p.targetShift, let scale = p.targetScale {
-            tensor("targets.scale", [scale.count], scale)
-            tensor("targets.shift", [shift.count], shift)
-            node("Mul", [current, "targets.scale"], "targets.scaled")
-            node("Add", ["targets.scaled", "targets.shift"], "prediction")
+            let scaled = graph.node("Mul", [current, graph.constant("targets.scale", [scale.count], scale)], "targets.scaled")
+            graph.node("Add", [scaled, graph.constant("targets.shift", [shift.count], shift)], "prediction")
             outputs = ["prediction"]
         } else {
-            node("Identity", [current], "prediction")
+            graph.node("Identity", [current], "prediction")
             outputs = ["prediction"]
         }
         func valueInfo(_ name: String, width: Int) -> (inout Protobuf) -> Void {
@@ -106,9 +105,9 @@ public enum ONNXExport {
             m.string(2, "shardwise")
             m.string(3, ShardwiseVersion.current)
             m.message(7) { g in
-                for n in nodes { g.data(1, n) }
+                for n in graph.nodes { g.data(1, n) }
                 g.string(2, "shardwise_\(saved.task.rawValue)")
-                for t in initializers { g.data(5, t) }
+                for t in graph.initializers { g.data(5, t) }
                 g.message(11, valueInfo("input", width: saved.network.inputSize))
                 for o in outputs { g.message(12, valueInfo(o, width: saved.network.outputSize)) }
             }
@@ -117,5 +116,80 @@ public enum ONNXExport {
                 o.int(2, 17)
             }
         }.bytes
+    }
+
+    /// An ONNX graph's nodes and initializers (GraphProto fields 1 and 5), as they are added.
+    struct Graph {
+        var nodes: [[UInt8]] = []
+        var initializers: [[UInt8]] = []
+
+        /// A float tensor initializer; returns its name.
+        @discardableResult
+        mutating func constant(_ name: String, _ dims: [Int], _ values: [Float]) -> String {
+            tensor(name, dims, type: 1, values.withUnsafeBytes { Array($0) })  // FLOAT
+        }
+
+        /// A 1-D int64 tensor initializer (shapes, slice bounds); returns its name.
+        mutating func integers(_ name: String, _ values: [Int]) -> String {
+            tensor(name, [values.count], type: 7, values.map(Int64.init).withUnsafeBytes { Array($0) })  // INT64, little-endian
+        }
+
+        private mutating func tensor(_ name: String, _ dims: [Int], type: Int, _ raw: [UInt8]) -> String {
+            initializers.append(Protobuf { t in
+                t.packedInts(1, dims)
+                t.int(2, type)
+                t.string(8, name)
+                t.data(9, raw)
+            }.bytes)
+            return name
+        }
+
+        /// A node computing `output` from `inputs`; returns `output`.
+        @discardableResult
+        mutating func node(
+            _ op: String, _ inputs: [String], _ output: String,
+            ints: [(String, Int)] = [], floats: [(String, Float)] = [], lists: [(String, [Int])] = []
+        ) -> String {
+            let index = nodes.count
+            nodes.append(Protobuf { n in
+                for i in inputs { n.string(1, i) }
+                n.string(2, output)
+                n.string(3, "\(op.lowercased())_\(index)")
+                n.string(4, op)
+                for (name, value) in ints { n.message(5) { a in a.string(1, name); a.int(3, value); a.int(20, 2) } }  // INT
+                for (name, value) in floats { n.message(5) { a in a.string(1, name); a.float(2, value); a.int(20, 1) } }  // FLOAT
+                for (name, values) in lists { n.message(5) { a in a.string(1, name); a.packedInts(8, values); a.int(20, 7) } }  // INTS
+            }.bytes)
+            return output
+        }
+
+        /// GELU as PyTorch defines it: x · ½ (1 + erf(x / √2)), or with `tanh`
+        /// x · ½ (1 + tanh(√(2/π) (x + 0.044715 x³))).
+        mutating func gelu(_ x: String, tanh: Bool, _ name: String) -> String {
+            let inner: String
+            if tanh {
+                let cube = node("Mul", [node("Mul", [x, x], "\(name).x2"), x], "\(name).x3")
+                let cubic = node("Mul", [cube, constant("\(name).c", [], [0.044715])], "\(name).cx3")
+                let scaled = node("Mul", [node("Add", [x, cubic], "\(name).u"), constant("\(name).k", [], [Float((2 / Double.pi).squareRoot())])], "\(name).ku")
+                inner = node("Tanh", [scaled], "\(name).t")
+            } else {
+                inner = node("Erf", [node("Mul", [x, constant("\(name).k", [], [Float(0.5.squareRoot())])], "\(name).z")], "\(name).t")
+            }
+            let onePlus = node("Add", [inner, constant("\(name).one", [], [1])], "\(name).p")
+            return node("Mul", [node("Mul", [x, onePlus], "\(name).xp"), constant("\(name).half", [], [0.5])], "\(name).output")
+        }
+
+        /// Shardwise's embedding: the row's first value is a category; the other values pass
+        /// through and the category's vector follows them.
+        mutating func embedding(_ x: String, table: String, inputWidth: Int, dimension: Int, _ name: String) -> String {
+            let axis = integers("\(name).axis", [1])
+            let first = node("Slice", [x, integers("\(name).first.start", [0]), integers("\(name).first.end", [1]), axis], "\(name).category")
+            let index = node("Cast", [first], "\(name).index", ints: [("to", 7)])  // INT64
+            let gathered = node("Gather", [table, index], "\(name).gathered", ints: [("axis", 0)])  // (batch, 1, dimension)
+            let vector = node("Reshape", [gathered, integers("\(name).vector.shape", [-1, dimension])], "\(name).vector")
+            guard inputWidth > 1 else { return node("Identity", [vector], "\(name).output") }
+            let rest = node("Slice", [x, integers("\(name).rest.start", [1]), integers("\(name).rest.end", [inputWidth]), axis], "\(name).rest")
+            return node("Concat", [rest, vector], "\(name).output", ints: [("axis", 1)])
+        }
     }
 }

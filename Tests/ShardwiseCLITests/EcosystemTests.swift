@@ -53,14 +53,18 @@ final class EcosystemTests: XCTestCase {
         XCTAssertEqual(check.status, 0, check.output)
     }
 
-    /// A seeded synthetic data set as an NPY pair: `count` samples of `features` float32 values.
-    func writeData(_ name: String, count: Int, features: Int, regression: Bool) throws -> (x: String, y: String) {
+    /// A seeded synthetic data set as an NPY pair: `count` samples of `features` float32 values,
+    /// the first `categorical` of them integer categories (column j: 0 ..< 5 - j).
+    func writeData(_ name: String, count: Int, features: Int, regression: Bool, categorical: Int = 0) throws -> (x: String, y: String) {
         var state: UInt64 = 11
         func next() -> Float {
             state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
             return Float(state >> 40) / Float(1 << 24) * 8 - 2
         }
-        let x = (0..<count * features).map { _ in next() }
+        let x = (0..<count * features).map { i in
+            let column = i % features
+            return column < categorical ? ((next() + 2) / 8 * Float(5 - column)).rounded(.down) : next()
+        }
         let rows = (0..<count).map { Array(x[$0 * features..<($0 + 1) * features]) }
         let xPath = "\(folder)/\(name)-x.npy", yPath = "\(folder)/\(name)-y.npy"
         try Data(NPY.encodeHeader(type: .float32, shape: [count, features]) + x.withUnsafeBytes { Array($0) }).write(to: URL(fileURLWithPath: xPath))
@@ -74,22 +78,43 @@ final class EcosystemTests: XCTestCase {
         return (xPath, yPath)
     }
 
-    /// Every layer the command line builds (Linear, ReLU, dropout of each kind) and both tasks,
-    /// with each kind of preprocessing: ONNX Runtime's outputs equal `shardwise predict`'s to 1e-5.
+    /// A model file in `folder`; returns its path.
+    func modelFile(_ name: String, _ text: String) throws -> String {
+        let path = "\(folder)/\(name).yaml"
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    /// Every layer kind (Linear, convolutions, pooling, flatten, every activation, embeddings,
+    /// dropout of each kind) and both tasks, with each kind of preprocessing: ONNX Runtime's
+    /// outputs equal `shardwise predict`'s to 1e-5.
     func testONNXExportAgreesWithPredict() throws {
         try python(with: ["onnx", "onnxruntime", "numpy"], packages: ["onnx", "onnxruntime", "numpy"])
         let small = ["--layers", "32,16", "--epochs", "3", "--batch-size", "32", "--shard-size", "16"]
-        let cases: [(name: String, regression: Bool, features: Int, flags: [String])] = [
-            ("bernoulli", false, 12, small + ["--normalize", "standard"]),
-            ("gaussian", false, 12, small + ["--dropout-kind", "gaussian", "--normalize", "minmax"]),
-            ("dropconnect", false, 12, small + ["--dropout-kind", "dropconnect", "--normalize", "scale:4"]),
-            ("regression", true, 12, small + ["--normalize", "standard"]),
-            ("plain", true, 12, small + ["--no-dropout"]),
+        let few = ["--epochs", "3", "--batch-size", "32", "--shard-size", "16", "--optimizer", "adam", "--lr", "0.003"]
+        // Padding, stride and dilation in both dimensions, both poolings with padding, every activation.
+        let cnn = try modelFile("cnn", """
+            input: [2, 6, 6]
+            layers:
+              - conv(4, 3, pad=1) leaky_relu(0.2) dropout2d(0.1) maxpool(2, stride=1, pad=1)
+              - conv(5, 3, stride=2, dilation=2) gelu avgpool(2, pad=1) tanh
+              - flatten dropout(0.2) linear(12) gelu(approximate=tanh) sigmoid linear(4)
+            """)
+        // Two categorical columns (the data's first two, integer-coded) and the numeric rest.
+        let tabular = try modelFile("tabular", "input: [6]\nlayers: embedding(5, 3) embedding(4, 2) linear(16) relu dropout(0.1) linear(4)\n")
+        let cases: [(name: String, regression: Bool, features: Int, categorical: Int, flags: [String])] = [
+            ("bernoulli", false, 12, 0, small + ["--normalize", "standard"]),
+            ("gaussian", false, 12, 0, small + ["--dropout-kind", "gaussian", "--normalize", "minmax"]),
+            ("dropconnect", false, 12, 0, small + ["--dropout-kind", "dropconnect", "--normalize", "scale:4"]),
+            ("regression", true, 12, 0, small + ["--normalize", "standard"]),
+            ("plain", true, 12, 0, small + ["--no-dropout"]),
             // The reference network's shape (784-1024x3-10, dropout 0.2/0.5), a few steps.
-            ("reference", false, 784, ["--epochs", "1", "--stop-after-steps", "3"]),
+            ("reference", false, 784, 0, ["--epochs", "1", "--stop-after-steps", "3"]),
+            ("cnn", false, 72, 0, few + ["--model", cnn, "--normalize", "standard"]),
+            ("tabular", false, 6, 2, few + ["--model", tabular]),
         ]
         for c in cases {
-            let data = try writeData(c.name, count: 600, features: c.features, regression: c.regression)
+            let data = try writeData(c.name, count: 600, features: c.features, regression: c.regression, categorical: c.categorical)
             let out = "\(folder)/\(c.name)"
             let train = try run("shardwise", ["train", "--data", "\(data.x),\(data.y)", "--lr", "0.01", "--out", out] + c.flags)
             XCTAssert(train.status == 0 || train.output.contains("interrupted after step 3"), "\(c.name): \(train.output)")
