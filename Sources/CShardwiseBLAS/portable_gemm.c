@@ -206,8 +206,108 @@ static inline float element(const float *x, int ld, int transposed, int row, int
     return transposed ? x[(size_t)column * ld + row] : x[(size_t)row * ld + column];
 }
 
+// Where B comes from: stored (b, ldb, transposed) or gathered (x at k_offsets[p] + n_offsets[j]).
+struct b_source {
+    const float *b;
+    int ldb, transposed;
+    const float *x;
+    const int *k_offsets, *n_offsets;
+};
+
+// Gathers kc x width of B (rows pc.., columns j0..) into a panel of nr columns, p-major.
+// Whether offsets[0..<8] are consecutive.
+static inline int consecutive8(const int *offsets) {
+    int run = 1;
+    for (int t = 1; t < 8; t++) run &= offsets[t] == offsets[0] + t;
+    return run;
+}
+
+#if defined(__x86_64__)
+// 8 rows x `width` columns (a multiple of 8) of a gathered B whose 8 row offsets are consecutive:
+// column j's 8 values lie side by side in x, so each 8 x 8 tile is 8 vector loads transposed in
+// registers (a convolution's weight gradient: rows are output positions, columns window rows).
+__attribute__((target("avx2")))
+static void pack_gathered_tiles_avx2(float *out, int nr, const float *x, int row, const int *columns, int width) {
+    for (int j = 0; j < width; j += 8) {
+        const float *base = x + row;
+        __m256 r0 = _mm256_loadu_ps(base + columns[j + 0]), r1 = _mm256_loadu_ps(base + columns[j + 1]);
+        __m256 r2 = _mm256_loadu_ps(base + columns[j + 2]), r3 = _mm256_loadu_ps(base + columns[j + 3]);
+        __m256 r4 = _mm256_loadu_ps(base + columns[j + 4]), r5 = _mm256_loadu_ps(base + columns[j + 5]);
+        __m256 r6 = _mm256_loadu_ps(base + columns[j + 6]), r7 = _mm256_loadu_ps(base + columns[j + 7]);
+        __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+        __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5), t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+        __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE), u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE), u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+        float *o = out + j;
+        _mm256_storeu_ps(o + 0 * nr, _mm256_permute2f128_ps(u0, u4, 0x20));
+        _mm256_storeu_ps(o + 1 * nr, _mm256_permute2f128_ps(u1, u5, 0x20));
+        _mm256_storeu_ps(o + 2 * nr, _mm256_permute2f128_ps(u2, u6, 0x20));
+        _mm256_storeu_ps(o + 3 * nr, _mm256_permute2f128_ps(u3, u7, 0x20));
+        _mm256_storeu_ps(o + 4 * nr, _mm256_permute2f128_ps(u0, u4, 0x31));
+        _mm256_storeu_ps(o + 5 * nr, _mm256_permute2f128_ps(u1, u5, 0x31));
+        _mm256_storeu_ps(o + 6 * nr, _mm256_permute2f128_ps(u2, u6, 0x31));
+        _mm256_storeu_ps(o + 7 * nr, _mm256_permute2f128_ps(u3, u7, 0x31));
+    }
+}
+#endif
+
+// Gathers kc x width of B (rows pc.., columns j0..) into a panel of nr columns, p-major. Blocks
+// of 8 columns whose offsets are consecutive (output positions along a row, at stride 1) are
+// copied as one vector; else blocks of 8 consecutive rows as transposed tiles; the rest one
+// value at a time. Data movement only: the product's bits do not depend on it.
+static void pack_gathered(float *panel, int nr, const struct b_source *src, int pc, int kc, int j0, int width) {
+    const int *columns = src->n_offsets + j0, *rows = src->k_offsets + pc;
+    unsigned consecutive = 0;  // bit b: columns 8b ..< 8b + 8
+    for (int b = 0; b + 8 <= width; b += 8) consecutive |= (unsigned)consecutive8(columns + b) << (b / 8);
+#if defined(__x86_64__)
+    const int tiles = consecutive == 0 && width >= 8 && sw_cpu_has_avx2_fma();
+#else
+    const int tiles = 0;
+#endif
+    for (int p = 0; p < kc; p++) {
+#if defined(__x86_64__)
+        if (tiles && p % 8 == 0 && p + 8 <= kc && consecutive8(rows + p)) {
+            const int whole = width / 8 * 8;
+            pack_gathered_tiles_avx2(panel + (size_t)p * nr, nr, src->x, rows[p], columns, whole);
+            for (int t = 0; t < 8; t++)
+                for (int j = whole; j < width; j++) panel[(size_t)(p + t) * nr + j] = src->x[rows[p + t] + columns[j]];
+            p += 7;
+            continue;
+        }
+#endif
+        const float *row = src->x + rows[p];
+        float *out = panel + (size_t)p * nr;
+        int j = 0;
+        for (; j + 8 <= width; j += 8) {
+            if (consecutive >> (j / 8) & 1) {
+                memcpy(out + j, row + columns[j], 8 * sizeof(float));
+            } else {
+                for (int t = 0; t < 8; t++) out[j + t] = row[columns[j + t]];
+            }
+        }
+        for (; j < width; j++) out[j] = row[columns[j]];
+    }
+}
+
+static void portable_sgemm(int transpose_a, int m, int n, int k, const float *a, int lda,
+                           const struct b_source *src, float *c, int ldc);
+
 void sw_portable_sgemm(int transpose_a, int transpose_b, int m, int n, int k,
                        const float *a, int lda, const float *b, int ldb, float *c, int ldc) {
+    const struct b_source src = {b, ldb, transpose_b, NULL, NULL, NULL};
+    portable_sgemm(transpose_a, m, n, k, a, lda, &src, c, ldc);
+}
+
+void sw_portable_sgemm_gathered(int transpose_a, int m, int n, int k, const float *a, int lda,
+                                const float *x, const int *k_offsets, const int *n_offsets, float *c, int ldc) {
+    const struct b_source src = {NULL, 0, 0, x, k_offsets, n_offsets};
+    portable_sgemm(transpose_a, m, n, k, a, lda, &src, c, ldc);
+}
+
+static void portable_sgemm(int transpose_a, int m, int n, int k, const float *a, int lda,
+                           const struct b_source *src, float *c, int ldc) {
+    const float *b = src->b;
+    const int ldb = src->ldb, transpose_b = src->transposed;
     const struct isa *isa = &isas[chosen_index()];
     const int mr = isa->mr, nr = isa->nr;
 #if defined(__x86_64__)
@@ -220,7 +320,16 @@ void sw_portable_sgemm(int transpose_a, int transpose_b, int m, int n, int k,
     }
     if (!packed_a) allocate_buffers();
     if (!packed_a || !packed_b) {  // no memory for the panels: the definition itself, slower, the same bits
-        sw_reference_sgemm(transpose_a, transpose_b, m, n, k, a, lda, b, ldb, c, ldc);
+        if (src->x) {
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < n; j++) {
+                    float acc = 0.0f;
+                    for (int p = 0; p < k; p++) acc = fmaf(element(a, lda, transpose_a, i, p), src->x[src->k_offsets[p] + src->n_offsets[j]], acc);
+                    c[(size_t)i * ldc + j] = acc;
+                }
+        } else {
+            sw_reference_sgemm(transpose_a, transpose_b, m, n, k, a, lda, b, ldb, c, ldc);
+        }
         return;
     }
     float edge[MR_MAX * NR_MAX] __attribute__((aligned(64)));
@@ -230,7 +339,14 @@ void sw_portable_sgemm(int transpose_a, int transpose_b, int m, int n, int k,
             const int kc = k - pc < KC ? k - pc : KC;
             const int first = pc == 0;
             // B (kc x nc) into panels of nr columns, p-major, zero beyond n; read along B's rows.
-            if (!transpose_b) {
+            if (src->x) {
+                for (int jr = 0; jr < nc; jr += nr) {
+                    float *panel = packed_b + (size_t)jr * kc;
+                    const int width = nc - jr < nr ? nc - jr : nr;
+                    if (width < nr) memset(panel, 0, sizeof(float) * (size_t)kc * nr);
+                    pack_gathered(panel, nr, src, pc, kc, jc + jr, width);
+                }
+            } else if (!transpose_b) {
                 // Row by row of B (sequential reads), each row's pieces to every panel.
                 const int whole = nc / nr * nr;
                 for (int p = 0; p < kc; p++) {

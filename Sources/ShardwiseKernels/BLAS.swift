@@ -85,6 +85,19 @@ public enum BLAS {
             Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
 
+    /// `c = op(a) · B` with the portable kernels, B (k, n) gathered as it is packed:
+    /// `B[p][j] = x[kOffsets[p] + nOffsets[j]]` (a convolution's lowered matrix, never written out).
+    /// The same bits as ``gemm(transposeA:transposeB:m:n:k:alpha:a:lda:b:ldb:beta:c:ldc:)`` with
+    /// the portable kernels on that matrix.
+    @inline(__always)
+    public static func gemmGathered(
+        transposeA: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
+        x: UnsafePointer<Float>, kOffsets: UnsafePointer<Int32>, nOffsets: UnsafePointer<Int32>,
+        c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        sw_portable_sgemm_gathered(transposeA ? 1 : 0, Int32(m), Int32(n), Int32(k), a, Int32(lda), x, kOffsets, nOffsets, c, Int32(ldc))
+    }
+
     // MARK: - Loading
 
     static let libraryDirectory = "/usr/lib/x86_64-linux-gnu"

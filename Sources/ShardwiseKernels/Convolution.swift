@@ -110,6 +110,45 @@ public enum ConvolutionKernel {
         }
     }
 
+    /// The lowered matrix as offsets, for ``BLAS/gemmGathered(transposeA:m:n:k:a:lda:x:kOffsets:nOffsets:c:ldc:)``:
+    /// row (c kH + i) kW + j, column s P + oy Wo + ox of the lowering of `count` samples is
+    /// `x[windows[row] + positions[column]]`, x holding the samples padded (``pad(_:x:count:into:)``;
+    /// or as they are, without padding) one after another. The same values as ``im2col(_:x:cols:ld:column:)``.
+    public static func offsets(
+        _ g: WindowGeometry, count: Int, windows: UnsafeMutablePointer<Int32>, positions: UnsafeMutablePointer<Int32>
+    ) {
+        let h = g.height + 2 * g.padHeight, w = g.width + 2 * g.padWidth
+        var r = 0
+        for c in 0..<g.channels {
+            for i in 0..<g.kernelHeight {
+                for j in 0..<g.kernelWidth {
+                    windows[r] = Int32((c * h + i * g.dilationHeight) * w + j * g.dilationWidth)
+                    r += 1
+                }
+            }
+        }
+        var q = 0
+        for s in 0..<count {
+            for oy in 0..<g.outputHeight {
+                for ox in 0..<g.outputWidth {
+                    positions[q] = Int32(s * g.channels * h * w + oy * g.strideHeight * w + ox * g.strideWidth)
+                    q += 1
+                }
+            }
+        }
+    }
+
+    /// Copies `count` (C, H, W) samples into (C, H + 2 padH, W + 2 padW) planes with zero margins.
+    public static func pad(_ g: WindowGeometry, x: UnsafePointer<Float>, count: Int, into padded: UnsafeMutablePointer<Float>) {
+        let h = g.height + 2 * g.padHeight, w = g.width + 2 * g.padWidth
+        padded.update(repeating: 0, count: count * g.channels * h * w)
+        for plane in 0..<count * g.channels {
+            for y in 0..<g.height {
+                copy(from: x + (plane * g.height + y) * g.width, to: padded + (plane * h + y + g.padHeight) * w + g.padWidth, count: g.width)
+            }
+        }
+    }
+
     /// The adjoint of ``im2col(_:x:cols:ld:column:)``: adds each lowered gradient back onto the
     /// input position it came from, in (c, i, j, oy, ox) order. `dx` (C, H, W) must be zeroed by the caller.
     public static func col2im(

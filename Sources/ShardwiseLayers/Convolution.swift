@@ -96,10 +96,14 @@ public struct Conv2D: Layer {
     func groupSize(_ g: WindowGeometry, rows: Int) -> Int { max(1, min(rows, (512 + g.positions - 1) / g.positions)) }
 
     /// The lowered matrix, the group's outputs and the lowered gradient, (2 C kH kW + O) g P
-    /// floats, and one group's weight gradient, O C kH kW.
+    /// floats; one group's weight gradient, O C kH kW; the gathered lowering's offsets,
+    /// C kH kW + g P, and with padding the group's padded samples, g C (H + 2 padH) (W + 2 padW).
     public func scratchCount(inputShape: [Int], rows: Int) -> Int {
-        let g = geometry(inputShape)
-        return (2 * g.windowValues + outChannels) * groupSize(g, rows: rows) * g.positions + outChannels * g.windowValues
+        let g = geometry(inputShape), group = groupSize(g, rows: rows)
+        let padded = padding.height > 0 || padding.width > 0
+            ? group * g.channels * (g.height + 2 * g.padHeight) * (g.width + 2 * g.padWidth) : 0
+        return (2 * g.windowValues + outChannels) * group * g.positions + outChannels * g.windowValues
+            + g.windowValues + group * g.positions + padded
     }
 
     /// Multiply-adds per sample in the forward pass: O · C kH kW · P.
@@ -109,38 +113,82 @@ public struct Conv2D: Layer {
     }
 
     /// The scratch regions for groups of `group` samples.
-    private func regions(_ g: WindowGeometry, _ group: Int, _ scratch: UnsafeMutablePointer<Float>)
-        -> (cols: UnsafeMutablePointer<Float>, block: UnsafeMutablePointer<Float>, dcols: UnsafeMutablePointer<Float>)
-    {
-        let columns = group * g.positions
-        return (scratch, scratch + g.windowValues * columns, scratch + (g.windowValues + outChannels) * columns)
+    private struct Regions {
+        var cols, block, dcols, groupGradient: UnsafeMutablePointer<Float>
+        var windows, positions: UnsafeMutablePointer<Int32>
+        var padded: UnsafeMutablePointer<Float>
     }
 
-    /// Lowers samples `first..<first + count` of `x` side by side into `cols` (row stride count·P).
-    private func lower(_ g: WindowGeometry, _ x: UnsafePointer<Float>, first: Int, count: Int, into cols: UnsafeMutablePointer<Float>) {
+    private func regions(_ g: WindowGeometry, _ group: Int, _ scratch: UnsafeMutablePointer<Float>) -> Regions {
+        let columns = group * g.positions, k = g.windowValues
+        let cols = scratch, block = cols + k * columns, dcols = block + outChannels * columns
+        let groupGradient = dcols + k * columns, offsets = groupGradient + outChannels * k
+        let windows = UnsafeMutableRawPointer(offsets).assumingMemoryBound(to: Int32.self)
+        return Regions(
+            cols: cols, block: block, dcols: dcols, groupGradient: groupGradient, windows: windows,
+            positions: windows + k, padded: offsets + k + columns)
+    }
+
+    /// The lowering of samples `first..<first + count` of `x` for a product: written into
+    /// `cols` (row stride count·P) for the BLAS; for the portable kernels, the offsets (and the
+    /// padded samples) from which their GEMM gathers the same matrix as it packs it.
+    private func lower(_ g: WindowGeometry, _ x: UnsafePointer<Float>, first: Int, count: Int, _ r: Regions) -> UnsafePointer<Float>? {
         let inWidth = g.channels * g.height * g.width
-        for j in 0..<count {
-            ConvolutionKernel.im2col(g, x: x + (first + j) * inWidth, cols: cols, ld: count * g.positions, column: j * g.positions)
+        guard MatrixKernels.current == .portable else {
+            for j in 0..<count {
+                ConvolutionKernel.im2col(g, x: x + (first + j) * inWidth, cols: r.cols, ld: count * g.positions, column: j * g.positions)
+            }
+            return nil
+        }
+        ConvolutionKernel.offsets(g, count: count, windows: r.windows, positions: r.positions)
+        guard g.padHeight > 0 || g.padWidth > 0 else { return x + first * inWidth }
+        ConvolutionKernel.pad(g, x: x + first * inWidth, count: count, into: r.padded)
+        return UnsafePointer(r.padded)
+    }
+
+    /// c (m, columns) = a (m, K) · the lowered matrix (K, columns).
+    private func timesLowered(
+        _ g: WindowGeometry, _ gathered: UnsafePointer<Float>?, _ r: Regions, m: Int, columns: Int,
+        a: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>
+    ) {
+        let k = g.windowValues
+        if let gathered {
+            BLAS.gemmGathered(
+                transposeA: false, m: m, n: columns, k: k, a: a, lda: k, x: gathered, kOffsets: r.windows, nOffsets: r.positions, c: c, ldc: columns)
+        } else {
+            BLAS.gemm(transposeA: false, transposeB: false, m: m, n: columns, k: k, a: a, lda: k, b: r.cols, ldb: columns, beta: 0, c: c, ldc: columns)
+        }
+    }
+
+    /// c (m, K) = a (m, columns) · the lowered matrix transposed (columns, K).
+    private func timesLoweredTransposed(
+        _ g: WindowGeometry, _ gathered: UnsafePointer<Float>?, _ r: Regions, m: Int, columns: Int,
+        a: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>
+    ) {
+        let k = g.windowValues
+        if let gathered {
+            BLAS.gemmGathered(
+                transposeA: false, m: m, n: k, k: columns, a: a, lda: columns, x: gathered, kOffsets: r.positions, nOffsets: r.windows, c: c, ldc: k)
+        } else {
+            BLAS.gemm(transposeA: false, transposeB: true, m: m, n: k, k: columns, a: a, lda: columns, b: r.cols, ldb: columns, beta: 0, c: c, ldc: k)
         }
     }
 
     public func forward(_ pass: ForwardPass) {
         let g = geometry(pass.inputShape), p = g.positions, o = outChannels
         let group = groupSize(g, rows: pass.rows)
-        let (cols, block, _) = regions(g, group, pass.scratch)
+        let r = regions(g, group, pass.scratch)
         let bias = pass.parameters[1]
         var first = 0
         while first < pass.rows {
             let count = min(group, pass.rows - first), columns = count * p
-            lower(g, pass.input, first: first, count: count, into: cols)
-            // block (O, count P) = W (O, K) · cols (K, count P)
-            BLAS.gemm(
-                transposeA: false, transposeB: false, m: o, n: columns, k: g.windowValues,
-                a: pass.parameters[0], lda: g.windowValues, b: cols, ldb: columns, beta: 0, c: block, ldc: columns)
+            let gathered = lower(g, pass.input, first: first, count: count, r)
+            // block (O, count P) = W (O, K) · lowered (K, count P)
+            timesLowered(g, gathered, r, m: o, columns: columns, a: pass.parameters[0], c: r.block)
             for j in 0..<count {
                 let out = pass.output + (first + j) * o * p
                 for c in 0..<o {
-                    let from = block + c * columns + j * p, to = out + c * p, b = bias[c]
+                    let from = r.block + c * columns + j * p, to = out + c * p, b = bias[c]
                     for q in 0..<p { to[q] = from[q] + b }
                 }
             }
@@ -151,8 +199,7 @@ public struct Conv2D: Layer {
     public func backward(_ pass: BackwardPass) {
         let g = geometry(pass.inputShape), p = g.positions, o = outChannels, k = g.windowValues
         let group = groupSize(g, rows: pass.rows)
-        let (cols, block, dcols) = regions(g, group, pass.scratch)
-        let groupGradient = dcols + k * group * p
+        let r = regions(g, group, pass.scratch)
         let dW = pass.parameterGradients[0], db = pass.parameterGradients[1]
         // The bias gradient: per channel, over samples then positions, in Double.
         for c in 0..<o {
@@ -167,24 +214,22 @@ public struct Conv2D: Layer {
         var first = 0
         while first < pass.rows {
             let count = min(group, pass.rows - first), columns = count * p
-            lower(g, pass.input, first: first, count: count, into: cols)
+            let gathered = lower(g, pass.input, first: first, count: count, r)
             for j in 0..<count {
                 let dy = pass.outputGradient + (first + j) * o * p
-                for c in 0..<o { (block + c * columns + j * p).update(from: dy + c * p, count: p) }
+                for c in 0..<o { (r.block + c * columns + j * p).update(from: dy + c * p, count: p) }
             }
-            // dW (O, K) = Σ over groups, in group order, of block (O, count P) · colsᵀ (count P, K).
+            // dW (O, K) = Σ over groups, in group order, of block (O, count P) · loweredᵀ (count P, K).
             // Each product is a β = 0 GEMM (the portable kernels' form: the same bits on any CPU).
-            BLAS.gemm(
-                transposeA: false, transposeB: true, m: o, n: k, k: columns,
-                a: block, lda: columns, b: cols, ldb: columns, beta: 0, c: first == 0 ? dW : groupGradient, ldc: k)
-            if first > 0 { Elementwise.add(count: o * k, x: groupGradient, y: dW) }
+            timesLoweredTransposed(g, gathered, r, m: o, columns: columns, a: r.block, c: first == 0 ? dW : r.groupGradient)
+            if first > 0 { Elementwise.add(count: o * k, x: r.groupGradient, y: dW) }
             if let dx = pass.inputGradient {
                 // dcols (K, count P) = Wᵀ (K, O) · block (O, count P), then back onto the inputs.
                 BLAS.gemm(
                     transposeA: true, transposeB: false, m: k, n: columns, k: o,
-                    a: pass.parameters[0], lda: k, b: block, ldb: columns, beta: 0, c: dcols, ldc: columns)
+                    a: pass.parameters[0], lda: k, b: r.block, ldb: columns, beta: 0, c: r.dcols, ldc: columns)
                 for j in 0..<count {
-                    ConvolutionKernel.col2im(g, cols: dcols, ld: columns, column: j * p, dx: dx + (first + j) * pass.inputWidth)
+                    ConvolutionKernel.col2im(g, cols: r.dcols, ld: columns, column: j * p, dx: dx + (first + j) * pass.inputWidth)
                 }
             }
             first += count

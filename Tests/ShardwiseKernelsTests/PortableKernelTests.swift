@@ -46,6 +46,44 @@ final class PortableKernelTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(MatrixKernels.availableISAs.count, 1)
     }
 
+    /// B gathered while packed (x at kOffsets[p] + nOffsets[j]): the definition's bits on the
+    /// written-out B, for every instruction set, with offsets that run in blocks of 8 along the
+    /// columns, along the rows, both, or neither, and shapes around the block edges.
+    func testGatheredProductsGiveTheDefinitionsBits() {
+        let shapes: [(m: Int, n: Int, k: Int)] = [(1, 1, 1), (7, 17, 9), (8, 32, 8), (13, 40, 257), (64, 512, 800), (9, 2050, 24), (33, 24, 513)]
+        let x = values(40_000, seed: 9)
+        // 0: consecutive columns (runs of 8 along n), 1: consecutive rows, 2: both, 3: scattered.
+        func offsets(_ count: Int, consecutive: Bool, seed: UInt64) -> [Int32] {
+            var state = seed
+            return (0..<count).map { i in
+                state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                return consecutive ? Int32(i / 8 * 37 + i % 8) : Int32((state >> 33) % 19_000)
+            }
+        }
+        var checked = 0
+        for (index, (m, n, k)) in shapes.enumerated() {
+            for pattern in 0..<4 {
+                let kOffsets = offsets(k, consecutive: pattern == 1 || pattern == 2, seed: UInt64(index * 8 + pattern))
+                let nOffsets = offsets(n, consecutive: pattern == 0 || pattern == 2, seed: UInt64(index * 8 + pattern + 4))
+                var b = [Float](repeating: 0, count: k * n)
+                for p in 0..<k { for j in 0..<n { b[p * n + j] = x[Int(kOffsets[p] + nOffsets[j])] } }
+                for ta in [false, true] {
+                    let a = values(m * k, seed: UInt64(index * 2 + (ta ? 1 : 0) + 100)), lda = ta ? m : k
+                    var reference = [Float](repeating: .nan, count: m * n)
+                    sw_reference_sgemm(ta ? 1 : 0, 0, Int32(m), Int32(n), Int32(k), a, Int32(lda), b, Int32(n), &reference, Int32(n))
+                    for isa in MatrixKernels.availableISAs {
+                        XCTAssertEqual(sw_portable_select(isa), 0)
+                        var c = [Float](repeating: .nan, count: m * n)
+                        sw_portable_sgemm_gathered(ta ? 1 : 0, Int32(m), Int32(n), Int32(k), a, Int32(lda), x, kOffsets, nOffsets, &c, Int32(n))
+                        XCTAssertEqual(c.map(\.bitPattern), reference.map(\.bitPattern), "\(isa) \(m)x\(n)x\(k) pattern \(pattern) ta \(ta)")
+                        checked += 1
+                    }
+                }
+            }
+        }
+        XCTAssertEqual(checked, shapes.count * 4 * 2 * MatrixKernels.availableISAs.count)
+    }
+
     /// The definition is not what a plain sum gives: the test would catch a kernel that reassociates.
     func testTheDefinitionDiffersFromPairwiseSums() {
         let k = 1024

@@ -41,6 +41,12 @@ const char *sw_build_commit(void);
 /// each element one fma chain over k in increasing order from zero, on every instruction set.
 void sw_portable_sgemm(int transpose_a, int transpose_b, int m, int n, int k,
                        const float *a, int lda, const float *b, int ldb, float *c, int ldc);
+/// sw_portable_sgemm with B gathered as it is packed, never stored: element (p, j) of B (k, n) is
+/// x[k_offsets[p] + n_offsets[j]]. A convolution's lowered matrix is such a B (window rows and
+/// output positions add separable offsets into the padded input), so the product is computed
+/// without writing the matrix out; the same bits as sw_portable_sgemm on the written-out B.
+void sw_portable_sgemm_gathered(int transpose_a, int m, int n, int k, const float *a, int lda,
+                                const float *x, const int *k_offsets, const int *n_offsets, float *c, int ldc);
 /// The same by the definition, element by element with fmaf: the tests' oracle.
 void sw_reference_sgemm(int transpose_a, int transpose_b, int m, int n, int k,
                         const float *a, int lda, const float *b, int ldb, float *c, int ldc);
