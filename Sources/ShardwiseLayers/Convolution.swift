@@ -30,9 +30,11 @@ func imageShape(_ shape: [Int], _ what: String) throws(ModelError) -> (Int, Int,
 ///
 /// NCHW, because it is PyTorch's layout: a checkpoint's tensors, a `Flatten` after the last
 /// convolution and the data's rows all mean what they mean in PyTorch, with no transposes.
-/// The convolution is lowered onto the BLAS GEMM (im2col): a group of g samples becomes a
+/// The convolution is lowered onto the GEMM (im2col): a group of g samples becomes a
 /// (C kH kW, g P) matrix (P output positions per sample), and W (O, C kH kW) times it gives
-/// the group's outputs. The group is sized for GEMMs of at least ~512 columns. The backward
+/// the group's outputs. The portable kernels never write that matrix: their GEMM gathers it
+/// from the samples while packing its panels (the same bits); for the BLAS it is written out.
+/// The group is sized for GEMMs of at least ~512 columns. The backward
 /// pass recomputes the lowered matrix (cheaper than keeping it for the whole shard), adds
 /// each group's weight gradient onto the previous groups' in group order, and gives the
 /// input gradient through col2im: every sum in a fixed order, whatever the threads. Every
