@@ -98,6 +98,27 @@ static void kernel_avx512(int kc, const float *a, const float *b, float *c, int 
 #endif
 
 #if defined(__x86_64__)
+// Loads 8 floats from each of s0..s7 and stores them transposed: row t of `out` (row stride nr)
+// holds element t of each. Data movement only.
+__attribute__((target("avx2"), always_inline))
+static inline void transpose8x8_avx2(float *out, int nr, const float *s0, const float *s1, const float *s2, const float *s3,
+                                     const float *s4, const float *s5, const float *s6, const float *s7) {
+    __m256 r0 = _mm256_loadu_ps(s0), r1 = _mm256_loadu_ps(s1), r2 = _mm256_loadu_ps(s2), r3 = _mm256_loadu_ps(s3);
+    __m256 r4 = _mm256_loadu_ps(s4), r5 = _mm256_loadu_ps(s5), r6 = _mm256_loadu_ps(s6), r7 = _mm256_loadu_ps(s7);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5), t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE), u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE), u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    _mm256_storeu_ps(out + 0 * nr, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(out + 1 * nr, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(out + 2 * nr, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(out + 3 * nr, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(out + 4 * nr, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(out + 5 * nr, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(out + 6 * nr, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(out + 7 * nr, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+
 // Packs kc x width (width a multiple of 8) of a B stored transposed (column j of op(B) is row j of
 // the array) into a panel of nr columns, p-major: 8 x 8 blocks transposed in registers.
 // Data movement only: the bits of the product do not depend on it.
@@ -107,23 +128,9 @@ static int pack_transposed_avx2(float *panel, int nr, const float *source, int l
     int p = 0;
     for (; p + 8 <= kc; p += 8) {
         for (int j = 0; j < width; j += 8) {
-            __m256 r0 = _mm256_loadu_ps(source + (size_t)(j + 0) * ld + p), r1 = _mm256_loadu_ps(source + (size_t)(j + 1) * ld + p);
-            __m256 r2 = _mm256_loadu_ps(source + (size_t)(j + 2) * ld + p), r3 = _mm256_loadu_ps(source + (size_t)(j + 3) * ld + p);
-            __m256 r4 = _mm256_loadu_ps(source + (size_t)(j + 4) * ld + p), r5 = _mm256_loadu_ps(source + (size_t)(j + 5) * ld + p);
-            __m256 r6 = _mm256_loadu_ps(source + (size_t)(j + 6) * ld + p), r7 = _mm256_loadu_ps(source + (size_t)(j + 7) * ld + p);
-            __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-            __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5), t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-            __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE), u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-            __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE), u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-            float *out = panel + (size_t)p * nr + j;
-            _mm256_storeu_ps(out + 0 * nr, _mm256_permute2f128_ps(u0, u4, 0x20));
-            _mm256_storeu_ps(out + 1 * nr, _mm256_permute2f128_ps(u1, u5, 0x20));
-            _mm256_storeu_ps(out + 2 * nr, _mm256_permute2f128_ps(u2, u6, 0x20));
-            _mm256_storeu_ps(out + 3 * nr, _mm256_permute2f128_ps(u3, u7, 0x20));
-            _mm256_storeu_ps(out + 4 * nr, _mm256_permute2f128_ps(u0, u4, 0x31));
-            _mm256_storeu_ps(out + 5 * nr, _mm256_permute2f128_ps(u1, u5, 0x31));
-            _mm256_storeu_ps(out + 6 * nr, _mm256_permute2f128_ps(u2, u6, 0x31));
-            _mm256_storeu_ps(out + 7 * nr, _mm256_permute2f128_ps(u3, u7, 0x31));
+            const float *column = source + (size_t)j * ld + p;
+            transpose8x8_avx2(panel + (size_t)p * nr + j, nr, column, column + ld, column + 2 * (size_t)ld, column + 3 * (size_t)ld,
+                              column + 4 * (size_t)ld, column + 5 * (size_t)ld, column + 6 * (size_t)ld, column + 7 * (size_t)ld);
         }
     }
     for (; p < kc; p++)
@@ -214,7 +221,6 @@ struct b_source {
     const int *k_offsets, *n_offsets;
 };
 
-// Gathers kc x width of B (rows pc.., columns j0..) into a panel of nr columns, p-major.
 // Whether offsets[0..<8] are consecutive.
 static inline int consecutive8(const int *offsets) {
     int run = 1;
@@ -228,25 +234,10 @@ static inline int consecutive8(const int *offsets) {
 // registers (a convolution's weight gradient: rows are output positions, columns window rows).
 __attribute__((target("avx2")))
 static void pack_gathered_tiles_avx2(float *out, int nr, const float *x, int row, const int *columns, int width) {
+    const float *base = x + row;
     for (int j = 0; j < width; j += 8) {
-        const float *base = x + row;
-        __m256 r0 = _mm256_loadu_ps(base + columns[j + 0]), r1 = _mm256_loadu_ps(base + columns[j + 1]);
-        __m256 r2 = _mm256_loadu_ps(base + columns[j + 2]), r3 = _mm256_loadu_ps(base + columns[j + 3]);
-        __m256 r4 = _mm256_loadu_ps(base + columns[j + 4]), r5 = _mm256_loadu_ps(base + columns[j + 5]);
-        __m256 r6 = _mm256_loadu_ps(base + columns[j + 6]), r7 = _mm256_loadu_ps(base + columns[j + 7]);
-        __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-        __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5), t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-        __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE), u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-        __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE), u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-        float *o = out + j;
-        _mm256_storeu_ps(o + 0 * nr, _mm256_permute2f128_ps(u0, u4, 0x20));
-        _mm256_storeu_ps(o + 1 * nr, _mm256_permute2f128_ps(u1, u5, 0x20));
-        _mm256_storeu_ps(o + 2 * nr, _mm256_permute2f128_ps(u2, u6, 0x20));
-        _mm256_storeu_ps(o + 3 * nr, _mm256_permute2f128_ps(u3, u7, 0x20));
-        _mm256_storeu_ps(o + 4 * nr, _mm256_permute2f128_ps(u0, u4, 0x31));
-        _mm256_storeu_ps(o + 5 * nr, _mm256_permute2f128_ps(u1, u5, 0x31));
-        _mm256_storeu_ps(o + 6 * nr, _mm256_permute2f128_ps(u2, u6, 0x31));
-        _mm256_storeu_ps(o + 7 * nr, _mm256_permute2f128_ps(u3, u7, 0x31));
+        transpose8x8_avx2(out + j, nr, base + columns[j], base + columns[j + 1], base + columns[j + 2], base + columns[j + 3],
+                          base + columns[j + 4], base + columns[j + 5], base + columns[j + 6], base + columns[j + 7]);
     }
 }
 #endif
