@@ -135,6 +135,12 @@ public enum SweepRun {
                         configuration.network.dropoutInput = input
                         configuration.network.dropoutHidden = hidden
                         configuration.network.dropoutHiddenPerLayer = nil
+                        if let layers = base.network.layers {
+                            // A described model: the rates go into its dropout layers.
+                            do { configuration.network.layers = try ModelDescription.withDropoutRates(layers, input: input, hidden: hidden) } catch {
+                                throw RunError("--model: \(error)")
+                            }
+                        }
                         var selection: DataSelection?
                         if usesSelection {
                             // The sweep's seed chooses the samples: the same for every setting and seed.

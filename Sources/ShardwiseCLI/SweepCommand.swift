@@ -12,8 +12,11 @@ struct SweepCommand: AsyncParsableCommand {
     @Option(help: "Hidden dropout rates to try, comma-separated.")
     var dropoutHidden = "0,0.2,0.35,0.5,0.65"
 
-    @Option(help: "Input dropout rates to try, comma-separated.")
-    var dropoutInput = "0,0.2"
+    @Option(help: "Input dropout rates to try, comma-separated (default 0,0.2; with --model, 0).")
+    var dropoutInput: String?
+
+    /// The input rates as given, or the default for the network.
+    var inputRates: String { dropoutInput ?? (model == nil ? "0,0.2" : "0") }
 
     @Option(help: "Seeds per combination.")
     var seeds = 1
@@ -23,6 +26,9 @@ struct SweepCommand: AsyncParsableCommand {
 
     @Option(help: "Hidden layer sizes, comma-separated.")
     var layers = "1024,1024,1024"
+
+    @Option(help: "A model file (see docs/models.md) instead of --layers: each trial sets the rate of its dropout layers (dropout, dropout2d, gaussian_dropout) to the --dropout-input rate before its first layer with parameters and to the --dropout-hidden rate after it.")
+    var model: String?
 
     @Option(help: "Dropout noise: bernoulli, gaussian or dropconnect.")
     var dropoutKind: DropoutKind = .bernoulli
@@ -70,10 +76,20 @@ struct SweepCommand: AsyncParsableCommand {
 
     func validate() throws {
         _ = try rates(dropoutHidden, flag: "--dropout-hidden")
-        _ = try rates(dropoutInput, flag: "--dropout-input")
+        _ = try rates(inputRates, flag: "--dropout-input")
         guard seeds > 0 else { throw ValidationError("--seeds: \(seeds), expected at least 1") }
         guard validationSamples > 0 else { throw ValidationError("--validation-samples: \(validationSamples), expected at least 1") }
         _ = try parseLayerSizes(layers)
+        if let model, let layers = try ModelFile.load(model).layers {
+            // Every combination must have dropout layers to take its rates.
+            for input in try rates(inputRates, flag: "--dropout-input") {
+                for hidden in try rates(dropoutHidden, flag: "--dropout-hidden") {
+                    do { _ = try ModelDescription.withDropoutRates(layers, input: input, hidden: hidden) } catch {
+                        throw ValidationError("--model: \(model): \(error) (rates from --dropout-input \(inputRates), --dropout-hidden \(dropoutHidden))")
+                    }
+                }
+            }
+        }
         _ = try sizes()
         _ = try fewerSeeds()
         _ = try parallel()
@@ -114,7 +130,7 @@ struct SweepCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        var base = try training.configuration(network: NetworkConfiguration(
+        var base = try training.configuration(network: try model.map(ModelFile.load) ?? NetworkConfiguration(
             hiddenSizes: try parseLayerSizes(layers), dropoutInput: 0, dropoutHidden: 0, dropoutKind: dropoutKind))
         base.validationSamples = validationSamples
         let command = "shardwise " + CommandLine.arguments.dropFirst().joined(separator: " ")
@@ -123,7 +139,7 @@ struct SweepCommand: AsyncParsableCommand {
         options.owner = command
         options.stopAfterSteps = stopAfterSteps
         var settings = SweepSettings(
-            inputRates: try rates(dropoutInput, flag: "--dropout-input"), hiddenRates: try rates(dropoutHidden, flag: "--dropout-hidden"),
+            inputRates: try rates(inputRates, flag: "--dropout-input"), hiddenRates: try rates(dropoutHidden, flag: "--dropout-hidden"),
             seeds: seeds, sweepSeed: sweepSeed)
         settings.trainSamples = try sizes()
         settings.fewerSeedsAbove = try fewerSeeds()

@@ -41,6 +41,30 @@ public enum ModelDescription {
         return layers
     }
 
+    /// `text` with the rate of every dropout layer (`dropout`, `dropout2d`, `gaussian_dropout`)
+    /// replaced: `input` for those before the first layer with parameters, `hidden` for the
+    /// others; comments dropped, every other layer as written. For sweeping a described model's
+    /// rates. Throws when the text does not parse, when it has no dropout layer, or when a rate
+    /// would apply to no layer (`input` other than 0 without dropout on the input).
+    public static func withDropoutRates(_ text: String, input: Double, hidden: Double) throws(ModelError) -> String {
+        var parameterised = false, inputLayers = 0, hiddenLayers = 0
+        let rendered = try items(text).map { (item) throws(ModelError) -> String in
+            guard ["dropout", "dropout2d", "gaussian_dropout"].contains(item.name) else {
+                parameterised = parameterised || ["conv", "conv2d", "linear", "dense", "embedding"].contains(item.name)
+                return item.text
+            }
+            guard item.positional.count + item.named.count <= 1, item.named.keys.allSatisfy({ $0 == "p" }) else {
+                throw ModelError("\(item.text): expected one rate, p")
+            }
+            if parameterised { hiddenLayers += 1 } else { inputLayers += 1 }
+            return "\(item.name)(\(parameterised ? hidden : input))"
+        }
+        guard inputLayers + hiddenLayers > 0 else { throw ModelError("the model has no dropout, dropout2d or gaussian_dropout layer whose rate could vary") }
+        guard input == 0 || inputLayers > 0 else { throw ModelError("an input rate of \(input), but the model has no dropout layer before its first layer with parameters") }
+        guard hidden == 0 || hiddenLayers > 0 else { throw ModelError("a hidden rate of \(hidden), but the model has no dropout layer after a layer with parameters") }
+        return rendered.joined(separator: " ")
+    }
+
     /// Splits the text into items: a name, then optionally arguments in parentheses.
     static func items(_ text: String) throws(ModelError) -> [Item] {
         var result: [Item] = []

@@ -126,6 +126,40 @@ final class ModelTests: XCTestCase {
         XCTAssertTrue(missing.error.contains("absent.yaml"), missing.error)
     }
 
+    /// `sweep --model`: each trial's dropout layers take its rates (input rate before the first
+    /// layer with parameters, hidden rate after), the trials differ, and a second sweep with 2
+    /// workers gives each trial the same weights;
+    /// a model without dropout, or an input rate with no input dropout, is refused before any data is read.
+    func testSweepVariesTheModelsDropoutRates() throws {
+        let mnist = try sharedMNIST()
+        let model = try write("sweep.yaml", "input: [1, 28, 28]\nlayers: dropout(0.1) conv(4, 5) relu maxpool(2) dropout2d(0.1) flatten gaussian_dropout(0.3) linear(10)\n")
+        func sweep(_ out: String, workers: Int) throws -> SweepReport {
+            let run = try runShardwise([
+                "sweep", "--data", mnist, "--model", model, "--dropout-input", "0,0.2", "--dropout-hidden", "0,0.5", "--out", "\(folder)/\(out)",
+                "--train-samples", "512", "--test-samples", "200", "--epochs", "1", "--batch-size", "64", "--shard-size", "32",
+                "--validation-samples", "100", "--workers", "\(workers)"])
+            XCTAssertEqual(run.status, 0, run.error)
+            return try JSON.decoder().decode(SweepReport.self, from: Data(contentsOf: URL(fileURLWithPath: "\(folder)/\(out)/sweep.json")))
+        }
+        let one = try sweep("one", workers: 1)
+        XCTAssertEqual(one.trials.count, 4)
+        XCTAssertEqual(Set(one.trials.map(\.weightsSha256)).count, 4, "every combination of rates trains another network")
+        for (k, trial) in one.trials.enumerated() {
+            let expected = "dropout(\(trial.dropoutInput)) conv(4, 5) relu maxpool(2) dropout2d(\(trial.dropoutHidden)) flatten gaussian_dropout(\(trial.dropoutHidden)) linear(10)"
+            XCTAssertEqual(try summary("\(folder)/one/trial-00\(k)").configuration.network.layers, expected)
+        }
+        XCTAssertEqual(try sweep("two", workers: 2).trials.map(\.weightsSha256), one.trials.map(\.weightsSha256))
+        for (text, flags, expected) in [
+            ("layers: conv(4, 5) relu maxpool(2) flatten linear(10)", ["--dropout-hidden", "0,0.5"], "no dropout, dropout2d or gaussian_dropout layer"),
+            ("layers: conv(4, 5) relu maxpool(2) flatten dropout(0.5) linear(10)", ["--dropout-input", "0.2"], "no dropout layer before its first layer with parameters"),
+        ] {
+            let path = try write("bad-sweep.yaml", "input: [1, 28, 28]\n\(text)\n")
+            let run = try runShardwise(["sweep", "--data", "\(folder)/absent", "--model", path, "--out", "\(folder)/bad"] + flags)
+            XCTAssertEqual(run.status, 2, run.error)
+            XCTAssertTrue(run.error.contains("--model") && run.error.contains(expected), run.error)
+        }
+    }
+
     /// Two categorical columns (6 and 4 categories), two numeric ones, three classes.
     func tabularRows(_ count: Int, seed: UInt64, labels: Bool) -> String {
         var state = seed

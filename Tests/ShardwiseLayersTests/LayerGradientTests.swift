@@ -223,4 +223,25 @@ final class LayerGradientTests: XCTestCase {
         XCTAssertTrue(try ModelDescription.loss("cross_entropy(label_smoothing: 0.1)") is SoftmaxCrossEntropy)
         XCTAssertThrowsError(try ModelDescription.loss("hinge"))
     }
+
+    /// A sweep's rates in a described model: the input rate before the first layer with
+    /// parameters, the hidden rate after it; the other layers as written.
+    func testDropoutRatesGoIntoTheDescription() throws {
+        let text = "dropout(p: 0.2) # the pixels\nconv(8, 3, pad: 1) relu dropout2d(0.1), flatten, gaussian_dropout(0.4) linear(10)"
+        XCTAssertEqual(
+            try ModelDescription.withDropoutRates(text, input: 0.1, hidden: 0.5),
+            "dropout(0.1) conv(8, 3, pad: 1) relu dropout2d(0.5) flatten gaussian_dropout(0.5) linear(10)")
+        let rewritten = try ModelDescription.layers(try ModelDescription.withDropoutRates(text, input: 0, hidden: 0.3), inputShape: [1, 6, 6])
+        XCTAssertEqual((rewritten[3] as! Dropout2d).probability, 0.3)
+        for (text, input, hidden, expected) in [
+            ("flatten linear(10)", 0.0, 0.5, "no dropout, dropout2d or gaussian_dropout layer"),
+            ("flatten linear(10) dropout(0.5)", 0.2, 0.5, "no dropout layer before its first layer with parameters"),
+            ("dropout(0.5) flatten linear(10)", 0.0, 0.5, "no dropout layer after a layer with parameters"),
+            ("flatten linear(4) dropout(0.5, p: 0.2)", 0.0, 0.5, "expected one rate"),
+        ] {
+            XCTAssertThrowsError(try ModelDescription.withDropoutRates(text, input: input, hidden: hidden), text) { error in
+                XCTAssertTrue("\(error)".contains(expected), "\(text): \(error)")
+            }
+        }
+    }
 }
