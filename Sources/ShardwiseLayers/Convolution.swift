@@ -136,7 +136,9 @@ public struct Conv2D: Layer {
     /// padded samples) from which their GEMM gathers the same matrix as it packs it.
     private func lower(_ g: WindowGeometry, _ x: UnsafePointer<Float>, first: Int, count: Int, _ r: Regions) -> UnsafePointer<Float>? {
         let inWidth = g.channels * g.height * g.width
-        guard MatrixKernels.current == .portable else {
+        let paddedCount = count * g.channels * (g.height + 2 * g.padHeight) * (g.width + 2 * g.padWidth)
+        // The offsets are 32-bit: a group beyond 2^31 values is lowered the written-out way.
+        guard MatrixKernels.current == .portable, paddedCount <= Int(Int32.max) else {
             for j in 0..<count {
                 ConvolutionKernel.im2col(g, x: x + (first + j) * inWidth, cols: r.cols, ld: count * g.positions, column: j * g.positions)
             }
