@@ -63,7 +63,7 @@ reproduce-dropout: build
 
 # The whole suite, then the concurrency tests again under ThreadSanitizer
 # (its own build folder, so the two builds do not invalidate each other).
-TSAN_TESTS := ReductionTests|WorkerPoolTests|SweepTests.testTrialsSideBySideOnASmallCSV|TrainingTests.testWeightsIndependentOfWorkerCount|TrainingTests.testConvolutionsAdamAndClippingIndependentOfWorkerCount|TrainingTests.testCancelledStepIsAbandonedWithoutATrace
+TSAN_TESTS := ReductionTests|WorkerPoolTests|EventChannelTests|SweepTests.testTrialsSideBySideOnASmallCSV|TrainingTests.testWeightsIndependentOfWorkerCount|TrainingTests.testConvolutionsAdamAndClippingIndependentOfWorkerCount|TrainingTests.testCancelledStepIsAbandonedWithoutATrace
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build

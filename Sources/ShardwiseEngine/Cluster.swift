@@ -1,7 +1,6 @@
 import CShardwiseMPI
 import Foundation
 import ShardwiseTopology
-import Synchronization
 
 /// The ranks of an MPI job, when this process was started as one of them
 /// (`mpirun -np N shardwise ...`). Without a launcher there is no cluster and
@@ -37,7 +36,7 @@ public final class Cluster: @unchecked Sendable {
         launcherVariables.contains { ProcessInfo.processInfo.environment[$0] != nil }
     }
 
-    private static let joined = Mutex<Cluster?>(nil)
+    private static let joined = Locked<Cluster?>(nil)
 
     /// The job's cluster, initialising MPI on first use; nil when not launched by MPI.
     /// `topology` gives the allowed cores that this rank shares with others on its host.

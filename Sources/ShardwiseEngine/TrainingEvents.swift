@@ -1,5 +1,4 @@
 import ShardwiseKernels
-import Synchronization
 
 /// What ``Trainer/fit(epochs:test:checkpoints:stopAfterSteps:)`` reports, in order.
 public enum TrainingEvent: Sendable {
@@ -83,7 +82,7 @@ public struct TrainingEvents: AsyncSequence, Sendable {
     final class Run: Sendable {
         let channel = EventChannel()
         let start: @Sendable (EventChannel) -> Task<Void, Never>
-        let task = Mutex<Task<Void, Never>?>(nil)
+        let task = Locked<Task<Void, Never>?>(nil)
 
         init(start: @escaping @Sendable (EventChannel) -> Task<Void, Never>) { self.start = start }
 
@@ -112,7 +111,7 @@ final class EventChannel: Sendable {
         var lastWake = 0.0
     }
 
-    let state = Mutex(State())
+    let state = Locked(State())
     static let stepWakeInterval = 0.1
 
     func send(_ event: TrainingEvent) {
