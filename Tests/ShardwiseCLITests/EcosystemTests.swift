@@ -20,17 +20,11 @@ final class EcosystemTests: XCTestCase {
 
     override func tearDown() { try? FileManager.default.removeItem(atPath: folder) }
 
+    /// `shardwise` or `python3` with `arguments`: the exit status and everything it printed.
     func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable == "shardwise" ? shardwiseExecutable : "/usr/bin/env")
-        process.arguments = executable == "shardwise" ? arguments : [executable] + arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, text)
+        guard executable == "shardwise" else { return try runPython(arguments) }
+        let run = try runShardwise(arguments)
+        return (run.status, run.output + run.error)
     }
 
     /// `python3` with `modules` importable (installed with pip when missing), or a skip.
