@@ -19,7 +19,7 @@ public enum KernelProbe {
             _ = try BLAS.load()
             var products: [Product] = []
             var first = true
-            for linear in network.layers.compactMap({ $0 as? Linear }) {
+            for linear in network.nodes.compactMap({ $0.layer as? Linear }) {
                 let i = linear.inputs, o = linear.outputs
                 products.append(Product(transposeA: false, transposeB: true, m: rows, n: o, k: i))
                 products.append(Product(transposeA: true, transposeB: false, m: o, n: i, k: rows))

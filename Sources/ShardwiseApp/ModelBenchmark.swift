@@ -43,15 +43,16 @@ public enum ModelBenchmark {
         }
         try MatrixKernels.select(kernels)
         var convolutions: [LayerTiming] = []
-        for (k, layer) in network.layers.enumerated() {
-            guard let conv = layer as? Conv2D else { continue }
+        for (k, node) in network.nodes.enumerated() {
+            guard let conv = node.layer as? Conv2D else { continue }
+            let (input, output) = (network.shapes[node.inputs[0]], network.shapes[node.output])
             let seconds = await withTaskExecutorPreference(pool.workers[0]) {
-                time(conv, inputShape: network.shapes[k], rows: configuration.batchSize, inputGradient: k > 0)
+                time(conv, inputShape: input, rows: configuration.batchSize, inputGradient: k > 0)
             }
             let products = k > 0 ? 3.0 : 2.0
-            let flops = 2 * products * Double(conv.multiplyAdds(inputShape: network.shapes[k]) * configuration.batchSize)
+            let flops = 2 * products * Double(conv.multiplyAdds(inputShape: input) * configuration.batchSize)
             convolutions.append(LayerTiming(
-                layer: k, description: "conv \(network.shapes[k]) -> \(network.shapes[k + 1]), kernel \(conv.kernel.height)x\(conv.kernel.width)",
+                layer: k, description: "conv \(input) -> \(output), kernel \(conv.kernel.height)x\(conv.kernel.width)",
                 milliseconds: seconds * 1e3, gflops: flops / seconds * 1e-9, gemmFraction: flops / seconds * 1e-9 / gemm))
         }
         let data = MachineLimits.randomData(

@@ -33,45 +33,29 @@ public enum ONNXExport {
         if network.shapes[0].count > 1 {
             current = graph.node("Reshape", [current, graph.integers("input.shape", [-1] + network.shapes[0])], "input.samples")
         }
-        for (k, layer) in network.layers.enumerated() {
-            let name = "layers.\(k)"
-            // This layer's tensors, under the checkpoint's names, into the graph.
-            let range = network.parameterRange(ofLayer: k)
+        // Each value's name in the graph: the input's after preprocessing, then each node's output.
+        var values = [String](repeating: "", count: network.shapes.count)
+        values[0] = current
+        for (k, node) in network.nodes.enumerated() {
+            let name = "\(node.name).\(k)"
+            let inputs = node.inputs.map { values[$0] }
+            guard let layer = node.layer else {
+                guard case .combine(let combination) = node.operation else { continue }
+                values[node.output] = graph.combine(combination, inputs, shapes: node.inputs.map { network.shapes[$0] }, name)
+                continue
+            }
+            // This node's tensors, under the checkpoint's names, into the graph.
+            let range = network.parameterRange(ofNode: k)
             let parameters = network.layout.tensors.filter { range.contains($0.offset) }.map { t in
                 graph.constant(t.name, t.shape, Array(saved.parameters[t.offset..<t.offset + t.count]))
             }
-            func window(_ kernel: Size2D, _ stride: Size2D, _ padding: Size2D) -> [(String, [Int])] {
-                [("kernel_shape", [kernel.height, kernel.width]), ("strides", [stride.height, stride.width]),
-                 ("pads", [padding.height, padding.width, padding.height, padding.width])]
-            }
-            switch layer {
-            case is Linear:
-                current = graph.node("Gemm", [current] + parameters, "\(name).output", ints: [("transB", 1)], floats: [("alpha", 1), ("beta", 1)])
-            case let conv as Conv2D:
-                current = graph.node(
-                    "Conv", [current] + parameters, "\(name).output",
-                    lists: window(conv.kernel, conv.stride, conv.padding) + [("dilations", [conv.dilation.height, conv.dilation.width])])
-            case let pool as MaxPool2D:
-                current = graph.node("MaxPool", [current], "\(name).output", lists: window(pool.kernel, pool.stride, pool.padding))
-            case let pool as AvgPool2D:
-                current = graph.node(
-                    "AveragePool", [current], "\(name).output", ints: [("count_include_pad", 1)], lists: window(pool.kernel, pool.stride, pool.padding))
-            case is Flatten:
-                current = graph.node("Flatten", [current], "\(name).output", ints: [("axis", 1)])
-            case is ReLU, is Tanh, is Sigmoid:
-                current = graph.node(layer is ReLU ? "Relu" : layer is Tanh ? "Tanh" : "Sigmoid", [current], "\(name).output")
-            case let leaky as LeakyReLU:
-                current = graph.node("LeakyRelu", [current], "\(name).output", floats: [("alpha", leaky.slope)])
-            case let gelu as GELU:
-                current = graph.gelu(current, tanh: gelu.approximate == .tanh, name)
-            case let embedding as Embedding:
-                current = graph.embedding(current, table: parameters[0], inputWidth: network.widths[k], dimension: embedding.dimension, name)
-            case is Dropout, is GaussianDropout, is Dropout2d:
-                continue  // the identity at inference
-            default:
-                throw RunError("\(saved.path): layer \(k) (\(type(of: layer))) has no ONNX form in this exporter")
+            do {
+                values[node.output] = try graph.lower(layer, input: inputs[0], inputShape: network.shapes[node.inputs[0]], parameters: parameters, name)
+            } catch {
+                throw RunError("\(saved.path): layer \(node.name) (\(type(of: layer))) has no ONNX form in this exporter")
             }
         }
+        current = values[network.shapes.count - 1]
         if network.shapes.last!.count > 1 { current = graph.node("Flatten", [current], "output.flat", ints: [("axis", 1)]) }
         let outputs: [String]
         if saved.task == .classification {
@@ -161,6 +145,82 @@ public enum ONNXExport {
                 for (name, values) in lists { n.message(5) { a in a.string(1, name); a.packedInts(8, values); a.int(20, 7) } }  // INTS
             }.bytes)
             return output
+        }
+
+        struct NoLowering: Error {}
+
+        /// The operators computing a leaf layer on `x`; returns its output's name.
+        mutating func lower(_ layer: any Layer, input x: String, inputShape: [Int], parameters: [String], _ name: String) throws -> String {
+            func window(_ kernel: Size2D, _ stride: Size2D, _ padding: Size2D) -> [(String, [Int])] {
+                [("kernel_shape", [kernel.height, kernel.width]), ("strides", [stride.height, stride.width]),
+                 ("pads", [padding.height, padding.width, padding.height, padding.width])]
+            }
+            let output = "\(name).output"
+            switch layer {
+            case is Linear:
+                return node("Gemm", [x] + parameters, output, ints: [("transB", 1)], floats: [("alpha", 1), ("beta", 1)])
+            case let conv as Conv2D:
+                return node(
+                    "Conv", [x] + parameters, output,
+                    lists: window(conv.kernel, conv.stride, conv.padding) + [("dilations", [conv.dilation.height, conv.dilation.width])])
+            case let pool as MaxPool2D:
+                return node("MaxPool", [x], output, lists: window(pool.kernel, pool.stride, pool.padding))
+            case let pool as AvgPool2D:
+                return node("AveragePool", [x], output, ints: [("count_include_pad", 1)], lists: window(pool.kernel, pool.stride, pool.padding))
+            case is Flatten:
+                return node("Flatten", [x], output, ints: [("axis", 1)])
+            case is ReLU, is Tanh, is Sigmoid:
+                return node(layer is ReLU ? "Relu" : layer is Tanh ? "Tanh" : "Sigmoid", [x], output)
+            case let leaky as LeakyReLU:
+                return node("LeakyRelu", [x], output, floats: [("alpha", leaky.slope)])
+            case let gelu as GELU:
+                return self.gelu(x, tanh: gelu.approximate == .tanh, name)
+            case let embedding as Embedding:
+                return self.embedding(x, table: parameters[0], inputWidth: inputShape.reduce(1, *), dimension: embedding.dimension, name)
+            case is Dropout, is GaussianDropout, is Dropout2d:
+                return node("Identity", [x], output)  // the identity at inference
+            case let norm as LayerNorm:
+                let axis = -(norm.dimensions ?? inputShape.count)
+                return node("LayerNormalization", [x] + parameters, output, ints: [("axis", axis)], floats: [("epsilon", Float(norm.epsilon))])
+            case let norm as RMSNorm:
+                // x / √(mean(x²) + ε) · weight over the trailing dimensions.
+                let axes = Array((inputShape.count - (norm.dimensions ?? inputShape.count) + 1)...inputShape.count)
+                let meanSquare = node("ReduceMean", [node("Mul", [x, x], "\(name).square")], "\(name).meansquare", ints: [("keepdims", 1)], lists: [("axes", axes)])
+                let root = node("Sqrt", [node("Add", [meanSquare, constant("\(name).eps", [], [Float(norm.epsilon)])], "\(name).shifted")], "\(name).root")
+                return node("Mul", [node("Div", [x, root], "\(name).normalized"), parameters[0]], output)
+            case let norm as GroupNorm:
+                // Reshape to (N, G, rest), normalize over the last axis, reshape back, per-channel affine.
+                let grouped = node("Reshape", [x, integers("\(name).grouped.shape", [0, norm.groups, -1])], "\(name).grouped")
+                let mean = node("ReduceMean", [grouped], "\(name).mean", ints: [("keepdims", 1)], lists: [("axes", [2])])
+                let centred = node("Sub", [grouped, mean], "\(name).centred")
+                let variance = node("ReduceMean", [node("Mul", [centred, centred], "\(name).square")], "\(name).variance", ints: [("keepdims", 1)], lists: [("axes", [2])])
+                let root = node("Sqrt", [node("Add", [variance, constant("\(name).eps", [], [Float(norm.epsilon)])], "\(name).shifted")], "\(name).root")
+                let normalized = node("Reshape", [node("Div", [centred, root], "\(name).divided"), integers("\(name).sample.shape", [-1] + inputShape)], "\(name).normalized")
+                let perChannel = integers("\(name).channel.shape", [inputShape[0]] + Array(repeating: 1, count: inputShape.count - 1))
+                let weight = node("Reshape", [parameters[0], perChannel], "\(name).weight")
+                let bias = node("Reshape", [parameters[1], perChannel], "\(name).bias")
+                return node("Add", [node("Mul", [normalized, weight], "\(name).scaled"), bias], output)
+            default:
+                throw NoLowering()
+            }
+        }
+
+        /// A combination of `inputs` (of sample `shapes`): `Add`, `Concat` on the channel axis, `Mul` (a per-channel factor reshaped to broadcast).
+        mutating func combine(_ combination: Combination, _ inputs: [String], shapes: [[Int]], _ name: String) -> String {
+            switch combination {
+            case .add:
+                var sum = inputs[0]
+                for (i, x) in inputs.dropFirst().enumerated() { sum = node("Add", [sum, x], i == inputs.count - 2 ? "\(name).output" : "\(name).sum\(i)") }
+                return sum
+            case .concatenate:
+                return node("Concat", inputs, "\(name).output", ints: [("axis", 1)])
+            case .multiply:
+                var factor = inputs[1]
+                if shapes[1].count < shapes[0].count {
+                    factor = node("Reshape", [factor, integers("\(name).factor.shape", [-1, shapes[1][0]] + Array(repeating: 1, count: shapes[0].count - 1))], "\(name).factor")
+                }
+                return node("Mul", [inputs[0], factor], "\(name).output")
+            }
         }
 
         /// GELU as PyTorch defines it: x · ½ (1 + erf(x / √2)), or with `tanh`

@@ -20,10 +20,11 @@ public struct MemoryEstimate: Sendable {
     /// them computed here, on `samples` rows; nil when a product overflows.
     public init?(network: Network, shards: Int, localShards: Int, shardSize: Int, samples: Int) {
         let p = network.layout.count
-        let widths = CheckedSize.sum(network.widths + [2 * (network.widths.max() ?? 0)])
+        guard let gradientFloats = CheckedSize.product([network.gradientBufferCount, network.widths.max() ?? 0]) else { return nil }
+        let widths = CheckedSize.sum(network.widths + [gradientFloats])
         var scratch = 0
-        for (k, layer) in network.layers.enumerated() {
-            guard let s = CheckedSize.sum([scratch, layer.scratchCount(inputShape: network.shapes[k], rows: shardSize)]) else { return nil }
+        for node in network.nodes {
+            guard let s = CheckedSize.sum([scratch, node.layer?.scratchCount(inputShape: network.shapes[node.inputs[0]], rows: shardSize) ?? 0]) else { return nil }
             scratch = s
         }
         guard let widths, let perShardFloats = CheckedSize.sum([CheckedSize.product([shardSize, widths]) ?? -1, scratch]),

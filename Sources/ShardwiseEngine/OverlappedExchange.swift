@@ -96,7 +96,7 @@ final class OverlappedExchange: @unchecked Sendable {
         self.localShards = localShards
         let cluster = exchange.cluster, fast = exchange.fast
         let ranks = cluster.size, me = cluster.rank
-        let segments = network.layers.indices.reversed().map { network.parameterRange(ofLayer: $0) }.filter { !$0.isEmpty }
+        let segments = network.parameterSegments
         self.segments = segments
         let segmentOfChunk = chunks.map { chunk in segments.firstIndex { $0.contains(chunk.range.lowerBound) }! }
         self.segmentOfChunk = segmentOfChunk

@@ -230,7 +230,7 @@ extension Trainer {
             gradient: shardGradients[shard].pointer
         ) { layer in
             // Tests: the NaN goes in before the layer holding tensor 2 is announced as finished.
-            if fault, network.parameterRange(ofLayer: layer).contains(network.layout.tensors[2].offset) {
+            if fault, network.parameterRange(ofNode: layer).contains(network.layout.tensors[2].offset) {
                 shardGradients[shard][network.layout.tensors[2].offset] = .nan
             }
             guard let overlapped else { return }

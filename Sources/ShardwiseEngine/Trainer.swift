@@ -181,7 +181,7 @@ public final class Trainer: @unchecked Sendable {
         let exchange = cluster.map {
             RankExchange(
                 cluster: $0, fast: fastAllreduce, preferred: preferred, overlap: overlap, shards: shards, chunks: optimizer.chunks,
-                largestLayer: network.layers.indices.map { network.parameterRange(ofLayer: $0).count }.max() ?? 0,
+                largestLayer: network.parameterSegments.map(\.count).max() ?? 0,
                 shardGradients: shardGradients)
         }
         self.exchange = exchange

@@ -51,6 +51,10 @@ public protocol Layer: Sendable {
     /// Per-shard scratch floats for input samples of `inputShape`. Default: ``scratchCount(inputWidth:rows:)``.
     func scratchCount(inputShape: [Int], rows: Int) -> Int
 
+    /// Multiply-adds per sample in the forward pass's matrix products (what FLOP rates count:
+    /// a linear layer's I·O, a convolution's O·C·kH·kW·P). Default: 0.
+    func multiplyAdds(inputShape: [Int]) -> Int
+
     /// Computes `output` (N, O) from `input` (N, I). Must not write the parameters.
     func forward(_ pass: ForwardPass)
 
@@ -72,6 +76,8 @@ extension Layer {
     public func parameters(inputShape: [Int]) -> [ParameterSpec] { parameters(inputWidth: inputShape.reduce(1, *)) }
 
     public func scratchCount(inputShape: [Int], rows: Int) -> Int { scratchCount(inputWidth: inputShape.reduce(1, *), rows: rows) }
+
+    public func multiplyAdds(inputShape: [Int]) -> Int { 0 }
 }
 
 /// A model that cannot be built: which layer (its position in the model) and why.

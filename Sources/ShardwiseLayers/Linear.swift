@@ -45,6 +45,9 @@ public struct Linear: Layer {
         ]
     }
 
+    /// I·O per sample.
+    public func multiplyAdds(inputShape: [Int]) -> Int { inputs * outputs }
+
     /// DropConnect keeps the step's mask and the masked weights: 2 (O, I) matrices.
     public func scratchCount(inputWidth: Int, rows: Int) -> Int {
         dropConnect > 0 ? 2 * inputs * outputs : 0

@@ -22,16 +22,26 @@ public enum ModelDescription {
         var name: String
         var positional: [String]
         var named: [String: String]
+        /// The text between the parentheses, as written (a composite's layers).
+        var inner: String = ""
     }
+
+    /// Names of the composites, whose parentheses hold layers rather than arguments.
+    static let composites: Set<String> = ["residual", "parallel"]
 
     /// The layers `text` describes for samples of `inputShape`, with each layer's output shape.
     /// Throws ``ModelError`` naming the layer (its position and text) and what does not fit.
     public static func layers(_ text: String, inputShape: [Int]) throws(ModelError) -> [any Layer] {
+        try layers(text, inputShape: inputShape, depth: 0)
+    }
+
+    static func layers(_ text: String, inputShape: [Int], depth: Int) throws(ModelError) -> [any Layer] {
+        guard depth < ModelGraph.maximumDepth else { throw ModelError("composites nested deeper than \(ModelGraph.maximumDepth)") }
         var shape = inputShape
         var layers: [any Layer] = []
         for (k, item) in try items(text).enumerated() {
             let layer: any Layer
-            do { layer = try make(item, shape: shape) } catch { throw ModelError(layer: k, "\(item.text): \(error.problem)") }
+            do { layer = try make(item, shape: shape, depth: depth) } catch { throw ModelError(layer: k, "\(item.text): \(error.problem)") }
             do { shape = try layer.outputShape(inputShape: shape) } catch {
                 throw ModelError(layer: k, "\(item.text) on input \(Network.describe(shape)): \(error.problem)")
             }
@@ -50,7 +60,9 @@ public enum ModelDescription {
         var parameterised = false, inputLayers = 0, hiddenLayers = 0
         let rendered = try items(text).map { (item) throws(ModelError) -> String in
             guard ["dropout", "dropout2d", "gaussian_dropout"].contains(item.name) else {
-                parameterised = parameterised || ["conv", "conv2d", "linear", "dense", "embedding"].contains(item.name)
+                // A composite's own dropout layers keep their rates; what follows it is hidden.
+                parameterised = parameterised || ["conv", "conv2d", "linear", "dense", "embedding", "layernorm", "rmsnorm", "groupnorm"].contains(item.name)
+                    || composites.contains(item.name)
                 return item.text
             }
             guard item.positional.count + item.named.count <= 1, item.named.keys.allSatisfy({ $0 == "p" }) else {
@@ -84,15 +96,24 @@ public enum ModelDescription {
                 throw ModelError("unexpected '\(characters[i])' at character \(i + 1) of the layers, expected a layer name such as conv, relu or linear")
             }
             var arguments: [String] = []
+            var inner = ""
             if i < characters.count && characters[i] == "(" {
-                guard let close = characters[i...].firstIndex(of: ")") else {
+                // The matching parenthesis: a composite's layers have arguments of their own.
+                var depth = 0, close: Int? = nil
+                for j in i..<characters.count {
+                    if characters[j] == "(" { depth += 1 }
+                    if characters[j] == ")" { depth -= 1 }
+                    if depth == 0 { close = j; break }
+                }
+                guard let close else {
                     throw ModelError("\(name)( at character \(start + 1) of the layers has no closing parenthesis")
                 }
-                arguments = String(characters[(i + 1)..<close]).split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+                inner = String(characters[(i + 1)..<close])
+                arguments = composites.contains(name) ? [] : inner.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
                 if arguments == [""] { arguments = [] }
                 i = close + 1
             }
-            var item = Item(text: String(characters[start..<i]), name: name, positional: [], named: [:])
+            var item = Item(text: String(characters[start..<i]), name: name, positional: [], named: [:], inner: inner)
             for argument in arguments {
                 if let colon = argument.firstIndex(where: { $0 == ":" || $0 == "=" }) {
                     let key = argument[..<colon].trimmingCharacters(in: .whitespaces).lowercased()
@@ -109,7 +130,8 @@ public enum ModelDescription {
     }
 
     /// The layer an item names, for samples of `shape`.
-    static func make(_ item: Item, shape: [Int]) throws(ModelError) -> any Layer {
+    static func make(_ item: Item, shape: [Int], depth: Int = 0) throws(ModelError) -> any Layer {
+        if composites.contains(item.name) { return try composite(item, shape: shape, depth: depth) }
         var arguments = Arguments(item)
         let layer: any Layer
         switch item.name {
@@ -148,6 +170,12 @@ public enum ModelDescription {
             layer = GELU(approximate: approximation)
         case "leaky_relu", "leakyrelu":
             layer = LeakyReLU(Float(try arguments.double(0, "slope", default: 0.01)))
+        case "layernorm", "layer_norm":
+            layer = LayerNorm(dimensions: try arguments.optionalInt("dims"), epsilon: try arguments.double(nil, "eps", default: 1e-5))
+        case "rmsnorm", "rms_norm":
+            layer = RMSNorm(dimensions: try arguments.optionalInt("dims"), epsilon: try arguments.double(nil, "eps", default: Double(Float.ulpOfOne)))
+        case "groupnorm", "group_norm":
+            layer = GroupNorm(try arguments.int(0, "groups"), epsilon: try arguments.double(nil, "eps", default: 1e-5))
         case "dropout":
             layer = Dropout(try arguments.double(0, "p"))
         case "dropout2d":
@@ -155,10 +183,74 @@ public enum ModelDescription {
         case "gaussian_dropout":
             layer = GaussianDropout(try arguments.double(0, "p"))
         default:
-            throw ModelError("unknown layer '\(item.name)', expected one of conv, maxpool, avgpool, flatten, linear, embedding, relu, tanh, sigmoid, gelu, leaky_relu, dropout, dropout2d, gaussian_dropout")
+            throw ModelError("unknown layer '\(item.name)', expected one of conv, maxpool, avgpool, flatten, linear, embedding, relu, tanh, sigmoid, gelu, leaky_relu, layernorm, rmsnorm, groupnorm, dropout, dropout2d, gaussian_dropout, residual, parallel")
         }
         try arguments.finish()
         return layer
+    }
+
+    /// `residual(LAYERS)`, `residual(LAYERS, shortcut: LAYERS)`, `parallel(LAYERS | LAYERS ...)`,
+    /// `parallel(LAYERS | LAYERS, combine: concat|add)`: the layers inferred from `shape` as at the top level.
+    static func composite(_ item: Item, shape: [Int], depth: Int) throws(ModelError) -> any Layer {
+        let (body, named) = try sections(item.inner)
+        func build(_ text: String, _ what: String) throws(ModelError) -> [any Layer] {
+            do { return try layers(text, inputShape: shape, depth: depth + 1) } catch { throw ModelError("\(what): \(error.description)") }
+        }
+        switch item.name {
+        case "residual":
+            if let key = named.keys.sorted().first(where: { $0 != "shortcut" }) { throw ModelError("unknown argument '\(key)', expected shortcut") }
+            let shortcut = try named["shortcut"].map { (text) throws(ModelError) in try build(text, "shortcut") }
+            return Residual(body: try build(body, "body"), shortcut: shortcut)
+        default:
+            if let key = named.keys.sorted().first(where: { $0 != "combine" }) { throw ModelError("unknown argument '\(key)', expected combine") }
+            let combine = named["combine"]?.trimmingCharacters(in: .whitespacesAndNewlines).lowercased() ?? "concat"
+            guard let combination = ["concat": Combination.concatenate, "concatenate": .concatenate, "add": .add, "sum": .add][combine] else {
+                throw ModelError("combine: \(combine), expected concat or add")
+            }
+            let branches = splitTopLevel(body, "|")
+            guard branches.count >= 2 else { throw ModelError("expected at least two branches separated by |, got \(branches.count)") }
+            var built: [Sequential] = []
+            for (b, text) in branches.enumerated() { built.append(Sequential(try build(text, "branch \(b)"))) }
+            return Parallel(combination, branches: built)
+        }
+    }
+
+    /// A composite's text: the layers before the first `key:` at the top level, and each key's text up to the next.
+    static func sections(_ text: String) throws(ModelError) -> (body: String, named: [String: String]) {
+        let characters = Array(text)
+        var keys: [(key: String, start: Int, value: Int)] = []
+        var depth = 0, i = 0
+        while i < characters.count {
+            let c = characters[i]
+            if c == "(" { depth += 1 } else if c == ")" { depth -= 1 }
+            guard depth == 0, c.isLetter, i == 0 || !(characters[i - 1].isLetter || characters[i - 1].isNumber || characters[i - 1] == "_") else { i += 1; continue }
+            var j = i
+            while j < characters.count, characters[j].isLetter || characters[j].isNumber || characters[j] == "_" { j += 1 }
+            var k = j
+            while k < characters.count, characters[k] == " " { k += 1 }
+            if k < characters.count, characters[k] == ":" || characters[k] == "=" {
+                keys.append((String(characters[i..<j]).lowercased(), i, k + 1))
+            }
+            i = j
+        }
+        var named: [String: String] = [:]
+        for (n, key) in keys.enumerated() {
+            guard named[key.key] == nil else { throw ModelError("'\(key.key)' given twice") }
+            let end = n + 1 < keys.count ? keys[n + 1].start : characters.count
+            named[key.key] = String(characters[key.value..<end])
+        }
+        return (String(characters[..<(keys.first?.start ?? characters.count)]), named)
+    }
+
+    /// `text` split at `separator` outside parentheses.
+    static func splitTopLevel(_ text: String, _ separator: Character) -> [String] {
+        var parts: [String] = [], current = "", depth = 0
+        for c in text {
+            if c == "(" { depth += 1 } else if c == ")" { depth -= 1 }
+            if c == separator && depth == 0 { parts.append(current); current = "" } else { current.append(c) }
+        }
+        parts.append(current)
+        return parts
     }
 
     /// An item's arguments, consumed as the layer reads them; left-overs are errors.

@@ -28,16 +28,54 @@ extension Network {
     ///   - random: where stochastic layers draw from when training; nil means evaluation.
     public func forward(parameters: UnsafePointer<Float>, workspace ws: Workspace, rows n: Int, random: RandomContext?) {
         precondition(n > 0 && n <= ws.capacity, "forward: \(n) rows in a workspace of \(ws.capacity)")
-        for (k, layer) in layers.enumerated() {
-            parameterOffsets[k].withUnsafeBufferPointer { offsets in
-                layer.forward(ForwardPass(
-                    rows: n, inputWidth: widths[k], outputWidth: widths[k + 1], inputShape: shapes[k], outputShape: shapes[k + 1],
-                    input: ws.activations[k].pointer, output: ws.activations[k + 1].pointer,
-                    parameters: ParameterValues(base: parameters, offsets: offsets),
-                    scratch: ws.scratch(k),
-                    random: random.map {
-                        LayerRandomness(seed: $0.seed, step: $0.step, firstPosition: $0.firstPosition, layer: typeIndex[k])
-                    }))
+        for (k, node) in nodes.enumerated() {
+            let output = ws.activations[node.output].pointer
+            switch node.operation {
+            case .layer(let layer):
+                let v = node.inputs[0]
+                parameterOffsets[k].withUnsafeBufferPointer { offsets in
+                    layer.forward(ForwardPass(
+                        rows: n, inputWidth: widths[v], outputWidth: widths[node.output], inputShape: shapes[v], outputShape: shapes[node.output],
+                        input: ws.activations[v].pointer, output: output,
+                        parameters: ParameterValues(base: parameters, offsets: offsets),
+                        scratch: ws.scratch(k),
+                        random: random.map {
+                            LayerRandomness(seed: $0.seed, step: $0.step, firstPosition: $0.firstPosition, layer: typeIndex[k])
+                        }))
+                }
+            case .combine(let combination):
+                combine(combination, node, rows: n, ws)
+            }
+        }
+    }
+
+    /// A combination's forward pass: sums in input order, concatenation by rows, products.
+    private func combine(_ combination: Combination, _ node: ModelGraph.Node, rows n: Int, _ ws: Workspace) {
+        let out = ws.activations[node.output].pointer, width = widths[node.output]
+        switch combination {
+        case .add:
+            out.update(from: ws.activations[node.inputs[0]].pointer, count: n * width)
+            for v in node.inputs.dropFirst() { Elementwise.add(count: n * width, x: ws.activations[v].pointer, y: out) }
+        case .concatenate:
+            var column = 0
+            for v in node.inputs {
+                let x = ws.activations[v].pointer, w = widths[v]
+                for r in 0..<n { (out + r * width + column).update(from: x + r * w, count: w) }
+                column += w
+            }
+        case .multiply:
+            let a = ws.activations[node.inputs[0]].pointer, b = ws.activations[node.inputs[1]].pointer
+            let bw = widths[node.inputs[1]]
+            if bw == width {
+                Elementwise.multiply(count: n * width, a: a, b: b, out: out)
+            } else {
+                let plane = width / bw
+                for r in 0..<n {
+                    for c in 0..<bw {
+                        let o = r * width + c * plane, g = b[r * bw + c]
+                        for i in 0..<plane { out[o + i] = a[o + i] * g }
+                    }
+                }
             }
         }
     }
@@ -48,43 +86,100 @@ extension Network {
     /// (laid out as `layout`, every element overwritten) and returns the loss sum
     /// over the rows. With `lossDivisor` = the global batch size, the shards'
     /// gradients add up to the gradient of the global batch's mean loss.
-    /// `finished(k)` is called as soon as layer k's part of `gradient` (``parameterRange(ofLayer:)``)
-    /// is final, last layer first, for each layer with parameters: a cross-rank exchange can
+    /// `finished(k)` is called as soon as node k's part of `gradient` (``parameterRange(ofNode:)``)
+    /// is final, last node first, for each node with parameters: a cross-rank exchange can
     /// send it while the earlier layers' backward runs.
+    ///
+    /// A value read by several nodes (a residual's input, say) gets the sum of their gradients,
+    /// added in backward order: the first written, each later one added.
     @discardableResult
     public func backward(
         parameters: UnsafePointer<Float>, workspace ws: Workspace, rows n: Int,
         lossDivisor: Int, gradient: UnsafeMutablePointer<Float>, finished: (Int) -> Void = { _ in }
     ) -> Double {
-        var dy = ws.gradientA.pointer
-        var dx = ws.gradientB.pointer
         let loss = loss.evaluate(
             outputs: ws.output, targets: LossTargets(labels: ws.labels, values: ws.targets, areLabels: ws.holdsLabels), rows: n, width: widths[widths.count - 1],
-            gradientScale: 1 / Float(lossDivisor), gradient: dy)
-        for k in stride(from: layers.count - 1, through: 0, by: -1) {
-            // Layers before the first one with parameters need no gradient at all.
-            guard needsInputGradient[k] || !parameterOffsets[k].isEmpty else { break }
-            parameterOffsets[k].withUnsafeBufferPointer { offsets in
-                layers[k].backward(BackwardPass(
-                    rows: n, inputWidth: widths[k], outputWidth: widths[k + 1], inputShape: shapes[k], outputShape: shapes[k + 1],
-                    input: ws.activations[k].pointer, output: ws.activations[k + 1].pointer,
-                    outputGradient: dy, inputGradient: needsInputGradient[k] ? dx : nil,
-                    parameters: ParameterValues(base: parameters, offsets: offsets),
-                    parameterGradients: ParameterGradients(base: gradient, offsets: offsets),
-                    scratch: ws.scratch(k)))
+            gradientScale: 1 / Float(lossDivisor), gradient: ws.gradient(gradientSlot[widths.count - 1]))
+        for k in stride(from: nodes.count - 1, through: 0, by: -1) where runsBackward[k] {
+            let node = nodes[k], dy = ws.gradient(gradientSlot[node.output])
+            switch node.operation {
+            case .layer(let layer):
+                let v = node.inputs[0], contribution = contributions[k][0]
+                let dx = contribution == .none ? nil : contribution == .write ? ws.gradient(gradientSlot[v]) : ws.accumulation
+                parameterOffsets[k].withUnsafeBufferPointer { offsets in
+                    layer.backward(BackwardPass(
+                        rows: n, inputWidth: widths[v], outputWidth: widths[node.output], inputShape: shapes[v], outputShape: shapes[node.output],
+                        input: ws.activations[v].pointer, output: ws.activations[node.output].pointer,
+                        outputGradient: dy, inputGradient: dx,
+                        parameters: ParameterValues(base: parameters, offsets: offsets),
+                        parameterGradients: ParameterGradients(base: gradient, offsets: offsets),
+                        scratch: ws.scratch(k)))
+                }
+                if contribution == .add { Elementwise.add(count: n * widths[v], x: ws.accumulation, y: ws.gradient(gradientSlot[v])) }
+                if !parameterOffsets[k].isEmpty { finished(k) }
+            case .combine(let combination):
+                for (j, v) in node.inputs.enumerated() where contributions[k][j] != .none {
+                    let target = contributions[k][j] == .write ? ws.gradient(gradientSlot[v]) : ws.accumulation
+                    combineBackward(combination, node, input: j, rows: n, ws, outputGradient: dy, into: target)
+                    if contributions[k][j] == .add { Elementwise.add(count: n * widths[v], x: ws.accumulation, y: ws.gradient(gradientSlot[v])) }
+                }
             }
-            if !parameterOffsets[k].isEmpty { finished(k) }
-            if needsInputGradient[k] { swap(&dx, &dy) }
         }
         return loss
     }
 
-    /// The part of the flat parameter vector that holds layer `k`'s tensors (with the padding
-    /// after them, up to the next layer's first tensor); empty for a layer without parameters.
-    public func parameterRange(ofLayer k: Int) -> Range<Int> {
+    /// The gradient of a combination's input `j` from its output gradient `dy`, written to `dx`.
+    private func combineBackward(
+        _ combination: Combination, _ node: ModelGraph.Node, input j: Int, rows n: Int, _ ws: Workspace,
+        outputGradient dy: UnsafeMutablePointer<Float>, into dx: UnsafeMutablePointer<Float>
+    ) {
+        let width = widths[node.output], w = widths[node.inputs[j]]
+        switch combination {
+        case .add:
+            dx.update(from: dy, count: n * width)
+        case .concatenate:
+            let column = node.inputs[..<j].reduce(0) { $0 + widths[$1] }
+            for r in 0..<n { (dx + r * w).update(from: dy + r * width + column, count: w) }
+        case .multiply:
+            // d a = dy * b (b broadcast); d b = dy * a, summed over each channel's positions (in Double, in order) when b is per channel.
+            let other = ws.activations[node.inputs[1 - j]].pointer
+            let bw = widths[node.inputs[1]]
+            if bw == width {
+                Elementwise.multiply(count: n * width, a: dy, b: other, out: dx)
+            } else {
+                let plane = width / bw
+                for r in 0..<n {
+                    for c in 0..<bw {
+                        let o = r * width + c * plane
+                        if j == 0 {
+                            let g = other[r * bw + c]
+                            for i in 0..<plane { dx[o + i] = dy[o + i] * g }
+                        } else {
+                            var sum = 0.0
+                            for i in 0..<plane { sum += Double(dy[o + i]) * Double(other[o + i]) }
+                            dx[r * bw + c] = Float(sum)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The part of the flat parameter vector that holds node `k`'s tensors (with the padding
+    /// after them, up to the next node's first tensor); empty for a node without parameters.
+    /// For a flat model node k is layer k.
+    public func parameterRange(ofNode k: Int) -> Range<Int> {
         guard let first = parameterOffsets[k].first else { return 0..<0 }
         let next = parameterOffsets[(k + 1)...].first { !$0.isEmpty }?.first ?? layout.count
         return first..<next
+    }
+
+    /// Gradient buffers (of the widest value's rows) a workspace holds: 2 for a chain of layers.
+    public var gradientBufferCount: Int { gradientBuffers + (needsAccumulation ? 1 : 0) }
+
+    /// The parameter ranges of the nodes with parameters, in the order the backward pass finishes them (the last node first).
+    public var parameterSegments: [Range<Int>] {
+        nodes.indices.reversed().map { parameterRange(ofNode: $0) }.filter { !$0.isEmpty }
     }
 
     /// Sums of squared and of absolute differences between outputs and targets over the

@@ -1,29 +1,49 @@
 import ShardwiseData
 import ShardwiseKernels
 
-/// A ``Sequential`` model compiled for an input width: its widths, its parameter
-/// layout, and the forward and backward pass over one shard.
+/// A model compiled for an input shape: the tree of layers flattened into the nodes of its
+/// forward pass (leaf layers and combinations, see ``ModelGraph``), the shape of every value,
+/// the parameter layout, and the forward and backward pass over one shard.
 ///
 /// Knows nothing of threads: any number of shards may run ``forward(parameters:workspace:rows:random:)``
-/// and ``backward(parameters:workspace:rows:lossDivisor:gradient:)`` at once, each with its
+/// and ``backward(parameters:workspace:rows:lossDivisor:gradient:finished:)`` at once, each with its
 /// own ``Workspace`` and gradient buffer, reading the same parameters.
+///
+/// Names and random streams follow the tree, and a flat model keeps the names and streams
+/// it always had: the k-th top-level layer with parameters is `layers.<k>`; inside a composite,
+/// children are named by the composite (`layers.2.body.0.weight`). A stochastic leaf draws from
+/// streams addressed by its index among the model's leaves of its type in forward order, and
+/// the parameters of the t-th leaf with parameters from the initialisation stream of index t.
 public struct Network: Sendable {
     /// The layers, as given.
     public let model: Sequential
     /// What `backward` differentiates.
     public let loss: any Loss
-    /// widths[k] is the width of layer k's input; widths.last is the model's output width.
+    /// The forward pass's steps, in order: leaf layers and combinations.
+    public let nodes: [ModelGraph.Node]
+    /// widths[v] is the number of values in one sample of value v; widths[0] the input's, widths.last the output's.
+    /// For a flat model value k is layer k's input.
     public let widths: [Int]
-    /// shapes[k] is the shape of one sample of layer k's input (product widths[k]), e.g. [1, 28, 28].
+    /// shapes[v] is the shape of one sample of value v (product widths[v]), e.g. [1, 28, 28].
     public let shapes: [[Int]]
     /// Where each parameter tensor sits in the flat parameter vector.
     public let layout: ParameterLayout
-    /// Per layer: the offsets of its tensors in the flat vector, in declaration order.
+    /// Per node: the offsets of its tensors in the flat vector, in declaration order.
     let parameterOffsets: [[Int]]
-    /// Per layer: its index among the model's layers of the same type (addresses its random streams).
+    /// Per node: a leaf's index among the model's leaves of the same type (addresses its random streams).
     let typeIndex: [UInt32]
-    /// Per layer: whether backward must compute the gradient of its input.
-    let needsInputGradient: [Bool]
+    /// Per node: whether its backward pass runs (it has parameters, or an input needs a gradient).
+    let runsBackward: [Bool]
+    /// Per node and input: whether the gradient of that input is needed, and whether it is the
+    /// first contribution to it in backward order (written) or a later one (added, in backward order).
+    let contributions: [[Contribution]]
+    /// Per value: the gradient buffer of the workspace holding its gradient in the backward pass (-1: none).
+    let gradientSlot: [Int]
+    /// How many gradient buffers a workspace holds, and whether it needs one more for contributions that add.
+    let gradientBuffers: Int
+    let needsAccumulation: Bool
+
+    enum Contribution: Sendable { case none, write, add }
 
     /// Checks every layer's widths and lays out the parameters, for flat input rows of `inputWidth`.
     /// Throws ``ModelError`` naming the first layer that cannot take its input.
@@ -39,84 +59,125 @@ public struct Network: Sendable {
             throw ModelError("input shape \(inputShape), expected positive sizes of at most \(Self.maximumWidth) values in all")
         }
         guard !model.layers.isEmpty else { throw ModelError("the model has no layers") }
-        var widths = [inputWidth], shapes = [inputShape]
-        var specs: [[ParameterSpec]] = []
+        // The tree into nodes; the top level names its k-th layer with parameters `layers.<k>`.
+        var graph = ModelGraph(inputShape: inputShape)
+        var x = graph.input
+        var parameterisedTop = 0, topLevel: [Int] = []
         for (k, layer) in model.layers.enumerated() {
-            let shape: [Int]
-            do { shape = try layer.outputShape(inputShape: shapes[k]) } catch {
-                throw ModelError(layer: k, "\(type(of: layer)) on input \(Self.describe(shapes[k])): \(error.problem)")
+            let start = graph.nodes.count
+            graph.path = ["layers"]
+            do { x = try graph.apply(layer, named: "\(parameterisedTop)", to: x) } catch {
+                throw ModelError(layer: k, error.problem)
             }
-            guard !shape.isEmpty, shape.allSatisfy({ $0 > 0 }), let width = CheckedSize.product(shape), width <= Self.maximumWidth else {
-                throw ModelError(layer: k, "\(type(of: layer)) gives samples of shape \(shape), expected positive sizes of 1...\(Self.maximumWidth) values in all")
-            }
-            widths.append(width)
-            shapes.append(shape)
-            let declared = layer.parameters(inputShape: shapes[k])
+            let hasParameters = graph.nodes[start...].contains { node in node.layer.map { !$0.parameters(inputShape: graph.shapes[node.inputs[0]]).isEmpty } ?? false }
+            if hasParameters { parameterisedTop += 1 }
+            topLevel += Array(repeating: k, count: graph.nodes.count - start)
+        }
+        let nodes = graph.nodes, shapes = graph.shapes
+        var specs: [[ParameterSpec]] = []
+        for (n, node) in nodes.enumerated() {
+            guard let layer = node.layer else { specs.append([]); continue }
+            let declared = layer.parameters(inputShape: shapes[node.inputs[0]])
+            let top = topLevel[n]
             for spec in declared where !(1...4).contains(spec.shape.count) || spec.shape.contains(where: { $0 <= 0 }) {
-                throw ModelError(layer: k, "\(type(of: layer)): parameter '\(spec.name)' has shape \(spec.shape), expected one to four positive sizes")
+                throw ModelError(layer: top, "\(type(of: layer)): parameter '\(spec.name)' has shape \(spec.shape), expected one to four positive sizes")
             }
             for spec in declared where (CheckedSize.product(spec.shape) ?? .max) > Self.maximumWidth {
-                throw ModelError(layer: k, "\(type(of: layer)): parameter '\(spec.name)' of shape \(spec.shape) has more than \(Self.maximumWidth) values (2^31 - 1, the most one BLAS call and one random stream address)")
+                throw ModelError(layer: top, "\(type(of: layer)): parameter '\(spec.name)' of shape \(spec.shape) has more than \(Self.maximumWidth) values (2^31 - 1, the most one BLAS call and one random stream address)")
             }
             specs.append(declared)
         }
-        // Max-norm constrains hidden layers: every weight but the output layer's.
+        // Max-norm constrains hidden layers: every weight but the output layer's (the last leaf with parameters).
         let lastParameterised = specs.lastIndex { !$0.isEmpty }
         var layout = ParameterLayout()
-        var offsets: [[Int]] = [], typeIndex: [UInt32] = [], needs: [Bool] = []
+        var offsets: [[Int]] = [], typeIndex: [UInt32] = []
         var seenOfType: [ObjectIdentifier: UInt32] = [:]
-        var parameterised = 0
-        for (k, layer) in model.layers.enumerated() {
-            let type = ObjectIdentifier(Swift.type(of: layer))
-            typeIndex.append(seenOfType[type, default: 0])
-            seenOfType[type, default: 0] += 1
-            needs.append(parameterised > 0)
-            offsets.append(specs[k].map { spec in
-                layout.append(
-                    name: "layers.\(parameterised).\(spec.name)", shape: spec.shape,
-                    maxNormApplies: spec.role == .weight && k != lastParameterised)
+        for (n, node) in nodes.enumerated() {
+            if let layer = node.layer {
+                let type = ObjectIdentifier(Swift.type(of: layer))
+                typeIndex.append(seenOfType[type, default: 0])
+                seenOfType[type, default: 0] += 1
+            } else {
+                typeIndex.append(0)
+            }
+            offsets.append(specs[n].map { spec in
+                layout.append(name: node.name + "." + spec.name, shape: spec.shape, maxNormApplies: spec.role == .weight && n != lastParameterised)
             })
-            if !specs[k].isEmpty { parameterised += 1 }
+        }
+        guard Set(layout.tensors.map(\.name)).count == layout.tensors.count else {
+            throw ModelError("two parameter tensors of the model have one name; give a composite's children distinct names")
+        }
+        // Which values need a gradient: those downstream of a layer with parameters.
+        var needs = [Bool](repeating: false, count: shapes.count)
+        var runs: [Bool] = []
+        for (n, node) in nodes.enumerated() {
+            let run = !specs[n].isEmpty || node.inputs.contains { needs[$0] }
+            runs.append(run)
+            needs[node.output] = run
+        }
+        // The backward pass's gradient buffers: a value's is taken when its first contribution
+        // is written (its last reader in forward order) and given back once its producer has read
+        // it; for a chain this is two buffers used in turn.
+        var slot = [Int](repeating: -1, count: shapes.count)
+        var free: [Int] = [], count = 0
+        func take() -> Int {
+            if let s = free.popLast() { return s }
+            count += 1
+            return count - 1
+        }
+        slot[shapes.count - 1] = take()
+        var contributions = [[Contribution]](repeating: [], count: nodes.count)
+        var accumulation = false
+        for n in nodes.indices.reversed() {
+            let node = nodes[n]
+            contributions[n] = node.inputs.map { v in
+                guard runs[n], needs[v] else { return .none }
+                if slot[v] >= 0 { accumulation = true; return .add }
+                slot[v] = take()
+                return .write
+            }
+            if runs[n], slot[node.output] >= 0 { free.insert(slot[node.output], at: 0) }
         }
         self.model = model
         self.loss = loss
-        self.widths = widths
+        self.nodes = nodes
+        self.widths = shapes.map { $0.reduce(1, *) }
         self.shapes = shapes
         self.layout = layout
         self.parameterOffsets = offsets
         self.typeIndex = typeIndex
-        self.needsInputGradient = needs
+        self.runsBackward = runs
+        self.contributions = contributions
+        self.gradientSlot = slot
+        self.gradientBuffers = count
+        self.needsAccumulation = accumulation
     }
 
     /// The widest row and the largest tensor a network may have: 2^31 - 1, BLAS's `int`
     /// dimensions (and sizes whose products stay far from `Int`'s overflow).
     public static let maximumWidth = Int(Int32.max)
 
-    /// The model's layers.
+    /// The model's top-level layers.
     public var layers: [any Layer] { model.layers }
 
     /// A sample shape as PyTorch prints it: (1, 28, 28).
     public static func describe(_ shape: [Int]) -> String { "(" + shape.map(String.init).joined(separator: ", ") + ")" }
 
-    /// Multiply-adds per sample in the forward pass of the ``Linear`` and ``Conv2D`` layers;
-    /// forward plus backward costs about 3x that (6 FLOPs per weight and sample).
+    /// Multiply-adds per sample in the forward pass of the leaves that declare them
+    /// (``Layer/multiplyAdds(inputShape:)``: matrix products); forward plus backward costs about 3x that.
     public var multiplyAddsPerSample: Int {
-        layers.indices.reduce(0) { sum, k in
-            if let linear = layers[k] as? Linear { return sum + linear.inputs * linear.outputs }
-            if let conv = layers[k] as? Conv2D { return sum + conv.multiplyAdds(inputShape: shapes[k]) }
-            return sum
-        }
+        nodes.reduce(0) { sum, node in sum + (node.layer?.multiplyAdds(inputShape: shapes[node.inputs[0]]) ?? 0) }
     }
 
-    /// Fills the parameters with each tensor's initialiser: tensor t of the k-th
-    /// parameterised layer draws from the stream (seed, initialization, layer k, position t).
+    /// Fills the parameters with each tensor's initialiser: tensor t of the k-th leaf with
+    /// parameters draws from the stream (seed, initialization, layer k, position t).
     public func initialize(parameters: FloatBuffer, seed: UInt64) {
         precondition(parameters.count == layout.count, "\(parameters.count) parameters for a layout of \(layout.count)")
         parameters.fill(0)
         var parameterised = 0
-        for (k, layer) in layers.enumerated() where !parameterOffsets[k].isEmpty {
-            for (t, spec) in layer.parameters(inputShape: shapes[k]).enumerated() {
-                let tensor = layout.tensors.first { $0.offset == parameterOffsets[k][t] }!
+        for (n, node) in nodes.enumerated() where !parameterOffsets[n].isEmpty {
+            for (t, spec) in node.layer!.parameters(inputShape: shapes[node.inputs[0]]).enumerated() {
+                let tensor = layout.tensors.first { $0.offset == parameterOffsets[n][t] }!
                 let stream = RandomAddress(seed: seed, purpose: .initialization, position: UInt32(t), layer: UInt32(parameterised))
                 spec.initializer.fill(UnsafeMutableBufferPointer(start: parameters.pointer + tensor.offset, count: tensor.count), stream: stream)
             }

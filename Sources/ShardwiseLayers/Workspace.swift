@@ -3,19 +3,21 @@ import ShardwiseKernels
 
 /// Everything one shard's forward and backward pass writes, allocated once.
 ///
-/// Holds up to `capacity` rows. activations[k] is the input of layer k
-/// (activations[0] is the shard's input, filled by the caller); each layer's
-/// scratch memory lives from its forward to its backward; two buffers carry
-/// gradients backwards.
+/// Holds up to `capacity` rows. activations[v] holds value v of the network (for a flat
+/// model the input of layer v; activations[0] is the shard's input, filled by the caller);
+/// each leaf's scratch memory lives from its forward to its backward; a few buffers carry
+/// gradients backwards (two for a chain of layers, see ``Network``).
 public final class Workspace: @unchecked Sendable {
     /// The most rows one pass takes.
     public let capacity: Int
-    /// activations[k]: the input of layer k, (capacity, its width); the last is the model's output.
+    /// activations[v]: value v, (capacity, its width); the last is the model's output.
     public let activations: [FloatBuffer]
-    /// Per layer: its scratch memory (masks, say), nil when it asked for none.
+    /// Per node: its scratch memory (masks, say), nil when it asked for none or is a combination.
     public let scratch: [FloatBuffer?]
-    let gradientA: FloatBuffer
-    let gradientB: FloatBuffer
+    /// The backward pass's gradient buffers, (capacity, the widest value) each.
+    let gradients: [FloatBuffer]
+    /// Where a gradient that is added to another is formed first (nil when the model has none).
+    let accumulationBuffer: FloatBuffer?
     /// Labels of the shard's rows (classification).
     public let labels: UnsafeMutablePointer<Int32>
     /// Target values of the shard's rows, (capacity, output width) (regression).
@@ -33,13 +35,13 @@ public final class Workspace: @unchecked Sendable {
         precondition(capacity > 0, "workspace capacity must be positive")
         self.capacity = capacity
         activations = network.widths.map { FloatBuffer(count: capacity * $0, allocator: allocator) }
-        scratch = network.layers.enumerated().map { k, layer in
-            let count = layer.scratchCount(inputShape: network.shapes[k], rows: capacity)
+        scratch = network.nodes.map { node in
+            let count = node.layer?.scratchCount(inputShape: network.shapes[node.inputs[0]], rows: capacity) ?? 0
             return count > 0 ? FloatBuffer(count: count, allocator: allocator) : nil
         }
         let widest = network.widths.max()!
-        gradientA = FloatBuffer(count: capacity * widest, allocator: allocator)
-        gradientB = FloatBuffer(count: capacity * widest, allocator: allocator)
+        gradients = (0..<network.gradientBuffers).map { _ in FloatBuffer(count: capacity * widest, allocator: allocator) }
+        accumulationBuffer = network.needsAccumulation ? FloatBuffer(count: capacity * widest, allocator: allocator) : nil
         labels = .allocate(capacity: capacity)
         labels.initialize(repeating: 0, count: capacity)
         targets = .allocate(capacity: capacity * network.widths.last!)
@@ -70,4 +72,6 @@ public final class Workspace: @unchecked Sendable {
     public var output: UnsafeMutablePointer<Float> { activations[activations.count - 1].pointer }
 
     func scratch(_ k: Int) -> UnsafeMutablePointer<Float> { (scratch[k] ?? empty).pointer }
+    func gradient(_ slot: Int) -> UnsafeMutablePointer<Float> { gradients[slot].pointer }
+    var accumulation: UnsafeMutablePointer<Float> { accumulationBuffer!.pointer }
 }

@@ -64,8 +64,33 @@ final class LayerGradientTests: XCTestCase {
         case is Dropout2d:
             let c = run.inputShape[0], plane = iw / c
             for k in 0..<n * iw { y[k] = x[k] * Double(mask[k / plane]) }
+        case let norm as LayerNorm:
+            let size = run.inputShape.suffix(norm.dimensions ?? run.inputShape.count).reduce(1, *)
+            y = normalized(x, groupSize: size, centred: true, epsilon: norm.epsilon) { e in (p[0][e % size], p[1][e % size]) }
+        case let norm as RMSNorm:
+            let size = run.inputShape.suffix(norm.dimensions ?? run.inputShape.count).reduce(1, *)
+            y = normalized(x, groupSize: size, centred: false, epsilon: norm.epsilon) { e in (p[0][e % size], 0) }
+        case let norm as GroupNorm:
+            let c = run.inputShape[0], plane = iw / c
+            y = normalized(x, groupSize: iw / norm.groups, centred: true, epsilon: norm.epsilon) { e in (p[0][(e % iw) / plane], p[1][(e % iw) / plane]) }
         default:
             XCTFail("no oracle for \(type(of: run.layer))")
+        }
+        return y
+    }
+
+    /// Groups of `groupSize` consecutive values, each minus its mean (when `centred`) over the
+    /// root of its mean square plus ε, then times a and plus b of `affine(element)`: the textbook definitions.
+    func normalized(_ x: [Double], groupSize: Int, centred: Bool, epsilon: Double, affine: (Int) -> (Double, Double)) -> [Double] {
+        var y = x
+        for start in stride(from: 0, to: x.count, by: groupSize) {
+            let group = x[start..<start + groupSize]
+            let mean = centred ? group.reduce(0, +) / Double(groupSize) : 0
+            let variance = group.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(groupSize)
+            for e in group.indices {
+                let (a, b) = affine(e)
+                y[e] = (x[e] - mean) / (variance + epsilon).squareRoot() * a + b
+            }
         }
         return y
     }
@@ -135,6 +160,33 @@ final class LayerGradientTests: XCTestCase {
             run.run()
             let expected = oracle(run, x: extremes.map(Double.init), p: [], mask: [])
             for (a, e) in zip(run.output, expected) { XCTAssertEqual(Double(a), e, accuracy: 1e-7 + 1e-6 * abs(e), "\(type(of: layer))") }
+        }
+    }
+
+    func testNormalizations() throws {
+        try check(LayerNorm(), [7], rows: 3)
+        try check(LayerNorm(dimensions: 1, epsilon: 1e-3), [3, 5], rows: 2, seed: 2)
+        try check(LayerNorm(), [2, 3, 2], rows: 2, seed: 3)
+        try check(RMSNorm(), [6], rows: 3)
+        try check(RMSNorm(dimensions: 1), [2, 5], rows: 2, seed: 4)
+        try check(GroupNorm(2), [4, 3, 2], rows: 3)
+        try check(GroupNorm(1), [3, 2, 2], rows: 2, seed: 5)
+        try check(GroupNorm(3, epsilon: 1e-2), [3, 4], rows: 2, seed: 6)
+        try check(GroupNorm(2), [6], rows: 3, seed: 7)
+        // A sample's output depends on that sample alone: one row run alone gives the same bits.
+        var many = try LayerRun(GroupNorm(2), inputShape: [4, 3, 2], rows: 5, seed: 8)
+        many.run()
+        var one = try LayerRun(GroupNorm(2), inputShape: [4, 3, 2], rows: 1, seed: 8, input: Array(many.input[(3 * 24)..<(4 * 24)]))
+        one.parameters = many.parameters
+        one.projection = Array(many.projection[(3 * 24)..<(4 * 24)])
+        one.run()
+        XCTAssertEqual(one.output, Array(many.output[(3 * 24)..<(4 * 24)]))
+        XCTAssertEqual(one.inputGradient, Array(many.inputGradient[(3 * 24)..<(4 * 24)]))
+        XCTAssertThrowsError(try Network(Sequential([GroupNorm(3)]), inputShape: [4, 2, 2])) { error in
+            XCTAssertTrue("\(error)".contains("GroupNorm(3) on 4 channels"), "\(error)")
+        }
+        XCTAssertThrowsError(try Network(Sequential([LayerNorm(dimensions: 3)]), inputShape: [4, 2])) { error in
+            XCTAssertTrue("\(error)".contains("last 3 dimensions") && "\(error)".contains("expected 1...2"), "\(error)")
         }
     }
 
