@@ -81,6 +81,63 @@ final class ModelTests: XCTestCase {
         }
     }
 
+    /// A model as a tree: residual blocks (one with a strided 1x1 shortcut), branches
+    /// concatenated along channels, GroupNorm, LayerNorm, RMSNorm and dropout inside the blocks.
+    var residualModel: String {
+        get throws {
+            try write("residual.yaml", """
+                input: [1, 28, 28]
+                layers: >
+                  conv(8, 3, stride: 2, pad: 1) groupnorm(2) relu
+                  residual(conv(8, 3, pad: 1) groupnorm(4) relu dropout2d(0.1) conv(8, 3, pad: 1) groupnorm(4)) relu
+                  residual(conv(12, 3, stride: 2, pad: 1) layernorm(dims: 2) relu conv(12, 3, pad: 1), shortcut: conv(12, 1, stride: 2)) relu
+                  parallel(conv(4, 1) | maxpool(3, stride: 1, pad: 1) conv(4, 1)) maxpool(2)
+                  flatten dropout(0.3) linear(32) rmsnorm relu residual(linear(32) tanh dropout(0.2)) linear(10)
+                """)
+        }
+    }
+
+    func testTreeModelIdenticalForWorkersRanksAndResume() throws {
+        let model = try residualModel
+        let flags = ["--optimizer", "adamw", "--lr", "3e-3", "--checkpoint-every", "1"]
+        var hashes: [String: [Int]] = [:]
+        for workers in [1, 2, 3] {
+            let out = "\(folder)/tree-\(workers)"
+            let run = try runShardwise(try training(out, model: model, flags + ["--workers", "\(workers)"]))
+            XCTAssertEqual(run.status, 0, "\(workers) workers: \(run.error)")
+            hashes[try summary(out).weightsSha256, default: []].append(workers)
+        }
+        if access("/usr/bin/mpirun", X_OK) == 0 {
+            let out = "\(folder)/tree-ranks"
+            let mpi = Process()
+            mpi.executableURL = URL(fileURLWithPath: "/usr/bin/mpirun")
+            mpi.arguments = (geteuid() == 0 ? ["--allow-run-as-root"] : []) + ["--oversubscribe", "-np", "2", shardwiseExecutable]
+                + (try training(out, model: model, flags + ["--workers", "1"]))
+            mpi.environment = ProcessInfo.processInfo.environment.merging(["OMPI_MCA_btl_vader_single_copy_mechanism": "none"]) { $1 }
+            mpi.standardOutput = FileHandle.nullDevice
+            try mpi.run()
+            mpi.waitUntilExit()
+            XCTAssertEqual(mpi.terminationStatus, 0, "2 ranks")
+            hashes[try summary(out).weightsSha256, default: []].append(-2)
+        }
+        // Stopped after step 3 on 1 worker, resumed on 3: the uninterrupted run's weights.
+        let split = "\(folder)/tree-split"
+        _ = try runShardwise(try training(split, model: model, flags + ["--workers", "1", "--stop-after-steps", "3"]))
+        let names = try String(decoding: Data(contentsOf: URL(fileURLWithPath: "\(Checkpoint.newest(in: split))/model.safetensors")), as: UTF8.self)
+        for name in ["layers.2.body.1.weight", "layers.3.shortcut.0.weight", "layers.3.body.1.bias", "layers.4.branches.1.1.weight", "layers.5.weight", "layers.6.weight", "layers.7.body.0.weight"] {
+            XCTAssertTrue(names.contains("\"\(name)\""), "the checkpoint names \(name) by its place in the tree")
+        }
+        let resumed = try runShardwise(try training(split, model: model, flags + ["--workers", "3", "--resume", split]))
+        XCTAssertEqual(resumed.status, 0, resumed.error)
+        hashes[try summary(split).weightsSha256, default: []].append(-3)
+        XCTAssertEqual(hashes.count, 1, "weights by worker count (-2: two MPI ranks, -3: resumed on 3 workers): \(hashes)")
+        // The trained tree evaluates from its checkpoint to the error training reported.
+        let trained = try summary("\(folder)/tree-2")
+        let evaluation = try runShardwise(["eval", "--checkpoint", "\(folder)/tree-2", "--data", try sharedMNIST(), "--test-samples", "200"])
+        XCTAssertEqual(evaluation.status, 0, evaluation.error)
+        XCTAssertTrue(evaluation.output.contains(String(format: "%.2f%%", try XCTUnwrap(trained.finalTestErrorPercent))), "\(evaluation.output) vs \(String(describing: trained.finalTestErrorPercent))")
+    }
+
     /// Adam and AdamW: stopped mid-epoch on 1 worker and resumed on 3, the weights equal the
     /// uninterrupted run's on 2, bit for bit (the moments and the step count travel in the checkpoint).
     func testAdamResumesBitExactWithAnotherWorkerCount() throws {

@@ -116,6 +116,29 @@ final class TrainingTests: XCTestCase {
         }
     }
 
+    /// A tree: residual blocks with normalizations and dropout inside, parallel branches (a
+    /// value read by several nodes, its gradients added in backward order): the same weights
+    /// for 1, 2, 3 and 5 workers.
+    func testTreeModelsIndependentOfWorkerCount() async throws {
+        let data = syntheticDataset(count: 512, seed: 9)
+        var configuration = smallConfiguration(shardSize: 8)
+        configuration.network = NetworkConfiguration(
+            layers: "conv(4, 3, pad=1) groupnorm(2) residual(conv(4, 3, pad=1) layernorm relu dropout2d(0.2)) "
+                + "parallel(conv(2, 1) | relu conv(2, 3, pad=1) | tanh, combine: concat) rmsnorm flatten "
+                + "residual(linear(16) tanh dropout(0.3), shortcut: linear(16)) parallel(linear(10) | relu linear(10), combine: add)",
+            inputShape: [1, 4, 5], outputSize: 10)
+        configuration.batchSize = 64
+        configuration.optimizer.algorithm = .adam
+        configuration.optimizer.learningRate = 0.01
+        let reference = try await train(configuration, data: data, workers: 1)
+        let shorter = try await train({ var c = configuration; c.training.epochs = 1; return c }(), data: data, workers: 1)
+        XCTAssertNotEqual(reference.weightsSHA256, shorter.weightsSHA256, "the tree trains on")
+        for workers in [2, 3, 5] {
+            let hash = try await train(configuration, data: data, workers: workers).weightsSHA256
+            XCTAssertEqual(hash, reference.weightsSHA256, "\(workers) workers")
+        }
+    }
+
     /// Embeddings (sparse gradients written densely per shard, summed in shard order): the
     /// same weights for 1, 2 and 3 workers, with a category column the label depends on.
     func testEmbeddingsIndependentOfWorkerCount() async throws {
