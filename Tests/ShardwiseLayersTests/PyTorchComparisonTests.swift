@@ -40,6 +40,36 @@ final class PyTorchComparisonTests: XCTestCase {
         ])
     }
 
+    /// A whole model from the layer language, forward and backward with cross-entropy over
+    /// `rows` samples: its logits and every parameter's gradient, each tensor under its name
+    /// (PyTorch builds the same tree of `torch.nn` modules and loads them by name).
+    func model(_ name: String, _ text: String, _ shape: [Int], rows: Int = 6) throws {
+        let network = try Network(Sequential(try ModelDescription.layers(text, inputShape: shape)), inputShape: shape)
+        let parameters = FloatBuffer(count: network.layout.count)
+        network.initialize(parameters: parameters, seed: UInt64(cases.count + 1))
+        let stream = RandomAddress(seed: UInt64(cases.count + 1), purpose: .synthetic, position: 5)
+        for t in network.layout.tensors {  // every tensor perturbed, so that norms' weights and biases matter
+            for e in 0..<t.count { parameters[t.offset + e] += 0.3 * (stream.uniform(t.offset + e) - 0.5) }
+        }
+        let ws = Workspace(network: network, capacity: rows)
+        let width = network.widths[0], classes = network.widths.last!
+        for i in 0..<rows * width { ws.input[i] = 4 * stream.uniform(100_000 + i) - 2 }
+        let labels = (0..<rows).map { Int32(stream.integer(200_000 + $0, below: classes)) }
+        for r in 0..<rows { ws.labels[r] = labels[r] }
+        network.forward(parameters: parameters.pointer, workspace: ws, rows: rows, random: nil)
+        let gradient = FloatBuffer(count: network.layout.count)
+        network.backward(parameters: parameters.pointer, workspace: ws, rows: rows, lossDivisor: rows, gradient: gradient.pointer)
+        func tensors(_ buffer: FloatBuffer) throws -> [[Any]] {
+            try network.layout.tensors.map { t in [t.name, try write(Array(UnsafeBufferPointer(start: buffer.pointer + t.offset, count: t.count))), t.shape] }
+        }
+        cases.append([
+            "type": "model", "name": name, "layers": text, "rows": rows, "input_shape": shape, "classes": classes, "labels": labels.map(Int.init),
+            "input": try write(Array(UnsafeBufferPointer(start: ws.input, count: rows * width))),
+            "output": try write(Array(UnsafeBufferPointer(start: ws.output, count: rows * classes))),
+            "parameters": try tensors(parameters), "gradients": try tensors(gradient),
+        ])
+    }
+
     func window(_ k: Size2D, _ s: Size2D, _ p: Size2D, _ d: Size2D = 1) -> [String: Any] {
         ["kernel": [k.height, k.width], "stride": [s.height, s.width], "padding": [p.height, p.width], "dilation": [d.height, d.width]]
     }
@@ -168,6 +198,19 @@ final class PyTorchComparisonTests: XCTestCase {
             try layer(name, kind, l, [17], args: args)
             try layer(name + " on [-6, 6]", kind, l, [40], args: args, input: wide)
         }
+        try layer("layernorm", "layernorm", LayerNorm(), [3, 2, 4], args: ["shape": [3, 2, 4], "eps": 1e-5])
+        try layer("layernorm last dim, eps 1e-3", "layernorm", LayerNorm(dimensions: 1, epsilon: 1e-3), [5, 6], args: ["shape": [6], "eps": 1e-3])
+        try layer("rmsnorm", "rmsnorm", RMSNorm(), [9], args: ["shape": [9]])
+        try layer("rmsnorm last 2 dims", "rmsnorm", RMSNorm(dimensions: 2), [2, 3, 4], args: ["shape": [3, 4]])
+        try layer("groupnorm 2 of 6 channels", "groupnorm", GroupNorm(2), [6, 3, 3], rows: 4, args: ["groups": 2, "channels": 6, "eps": 1e-5])
+        try layer("groupnorm instance (4 of 4)", "groupnorm", GroupNorm(4, epsilon: 1e-3), [4, 5], args: ["groups": 4, "channels": 4, "eps": 1e-3])
+        try model(
+            "residual CNN with norms",
+            "conv(4, 3, pad: 1) residual(conv(4, 3, pad: 1) groupnorm(2) relu conv(4, 3, pad: 1) layernorm) relu "
+                + "parallel(conv(2, 1) | maxpool(3, stride: 1, pad: 1) conv(3, 1)) rmsnorm "
+                + "residual(conv(6, 3, stride: 2, pad: 1) gelu, shortcut: conv(6, 1, stride: 2)) flatten "
+                + "residual(linear(16) tanh, shortcut: linear(16)) parallel(linear(5) | relu linear(5), combine: add)",
+            [1, 6, 6])
         var categorical: [Float] = []
         for r in 0..<6 { categorical += [Float(r * 3 % 7), Float(r) * 0.5 - 1, 2 - Float(r) * 0.3] }
         try layer("embedding(7, 3)", "embedding", Embedding(7, 3), [3], rows: 6, args: ["count": 7, "dim": 3], input: categorical)

@@ -65,6 +65,12 @@ def module(case):
     if kind == "embedding":
         emb = nn.Embedding(a["count"], a["dim"])
         return emb
+    if kind == "layernorm":
+        return nn.LayerNorm(a["shape"], eps=a["eps"])
+    if kind == "rmsnorm":
+        return nn.RMSNorm(a["shape"])
+    if kind == "groupnorm":
+        return nn.GroupNorm(a["groups"], a["channels"], eps=a["eps"])
     raise ValueError(kind)
 
 
@@ -90,6 +96,24 @@ def layer_case(case):
     compare(name, "input gradient", array(case["input_gradient"], [rows] + shape), grad)
     for p, (file, pshape) in zip(params, case["parameter_gradients"]):
         compare(name, "parameter gradient " + "x".join(map(str, pshape)), array(file, pshape), p.grad)
+
+
+def model_case(case):
+    """A model from the layer language as a tree of torch.nn modules (shardwise_torch.py), loaded by name."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from shardwise_torch import build
+    name, rows, shape = case["name"], case["rows"], case["input_shape"]
+    m = build(case["layers"], shape).eval()
+    state = {n: array(file, pshape) for n, file, pshape in case["parameters"]}
+    m.load_state_dict(state, strict=True)
+    x = array(case["input"], [rows] + shape)
+    y = m(x)
+    labels = torch.tensor(case["labels"], dtype=torch.int64)
+    F.cross_entropy(y, labels).backward()
+    compare(name, "logits", array(case["output"], [rows, case["classes"]]), y)
+    grads = dict(m.named_parameters())
+    for n, file, pshape in case["gradients"]:
+        compare(name, "d " + n, array(file, pshape), grads[n].grad)
 
 
 def loss_case(case):
@@ -134,6 +158,6 @@ def optimizer_case(case):
 
 
 for case in manifest["cases"]:
-    {"layer": layer_case, "loss": loss_case, "optimizer": optimizer_case}[case["type"]](case)
+    {"layer": layer_case, "loss": loss_case, "optimizer": optimizer_case, "model": model_case}[case["type"]](case)
 print(f"{len(manifest['cases'])} cases, {failures} arrays over {TOLERANCE:g}")
 sys.exit(1 if failures else 0)
