@@ -45,8 +45,7 @@ public enum ONNXExport {
                 continue
             }
             // This node's tensors, under the checkpoint's names, into the graph.
-            let range = network.parameterRange(ofNode: k)
-            let parameters = network.layout.tensors.filter { range.contains($0.offset) }.map { t in
+            let parameters = network.tensors(ofNode: k).map { t in
                 graph.constant(t.name, t.shape, Array(saved.parameters[t.offset..<t.offset + t.count]))
             }
             do {
@@ -179,6 +178,9 @@ public enum ONNXExport {
                 return self.embedding(x, table: parameters[0], inputWidth: inputShape.reduce(1, *), dimension: embedding.dimension, name)
             case is Dropout, is GaussianDropout, is Dropout2d:
                 return node("Identity", [x], output)  // the identity at inference
+            case let norm as BatchNorm:
+                // Scale, B, mean, var: the weight, bias and running statistics (the buffers follow the trained tensors).
+                return node("BatchNormalization", [x] + parameters.prefix(4), output, floats: [("epsilon", Float(norm.epsilon)), ("momentum", Float(1 - norm.momentum))])
             case let norm as LayerNorm:
                 let axis = -(norm.dimensions ?? inputShape.count)
                 return node("LayerNormalization", [x] + parameters, output, ints: [("axis", axis)], floats: [("epsilon", Float(norm.epsilon))])

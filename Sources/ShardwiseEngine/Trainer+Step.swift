@@ -20,6 +20,17 @@ extension Trainer {
         badChunk.value.store(Int.max, ordering: .relaxed)
         let start = monotonicSeconds()
         defer { stepSeconds += monotonicSeconds() - start }
+        // BatchNorm sharing its statistics: the shards' passes up to each meeting, the sums combined between them.
+        for phase in 0..<network.trainingPhases - 1 {
+            await withTaskGroup(of: Void.self) { group in
+                for worker in pool.workers {
+                    group.addTask(executorPreference: worker) {
+                        for shard in self.shards(of: worker.index) { self.computeShard(shard, stepInEpoch: stepInEpoch, phase: phase) }
+                    }
+                }
+            }
+            do { try meet(slot: network.meetingSlot(afterPhase: phase)) } catch { throw .cluster(error) }
+        }
         if let exchange, let overlapped {
             // Compute, exchange and reduce at once; then agree (the parameters are gathered per layer).
             overlapped.reset(workers: pool.workers.count)
@@ -62,6 +73,15 @@ extension Trainer {
                 nextChunk.value.store(localChunks.lowerBound, ordering: .relaxed)
                 await runWorkers(stepInEpoch: nil, hyper: hyper, reduce: .update(shardCount: 1))
             }
+        }
+        if !statisticsSlots.isEmpty, let sums = batchSums(shard: 0) {
+            // The running statistics from every shard's forward sums (ghost statistics' slots gathered now).
+            if exchange != nil {
+                for (j, node) in network.statisticsNodes.enumerated() where !network.meetingNodes.contains(node) {
+                    do { try meet(slot: j) } catch { throw .cluster(error) }
+                }
+            }
+            network.updateBuffers(parameters.pointer, sums: sums)
         }
         optimizer.stepsTaken += 1
         state.globalStep += 1
@@ -116,7 +136,7 @@ extension Trainer {
     func workOverlapped(worker w: Int, _ overlapped: OverlappedExchange, stepInEpoch: Int, hyper: UpdateHyperparameters) {
         let t0 = monotonicSeconds()
         for shard in shards(of: w) {
-            shardLoss[shard] = computeShard(shard, stepInEpoch: stepInEpoch, overlapped: overlapped)
+            computeShard(shard, stepInEpoch: stepInEpoch, overlapped: overlapped)
         }
         let t1 = monotonicSeconds()
         overlapped.computing.value.add(-1, ordering: .relaxed)
@@ -172,7 +192,7 @@ extension Trainer {
                 abandoned.value.store(1, ordering: .relaxed)
                 break
             }
-            shardLoss[shard] = computeShard(shard, stepInEpoch: stepInEpoch!)
+            computeShard(shard, stepInEpoch: stepInEpoch!)
         }
         let t1 = monotonicSeconds()
         if case .none = reduce {
@@ -214,20 +234,38 @@ extension Trainer {
         timing.add(worker: w, compute: t1 - t0, waiting: t2 - t1, reduction: t3 - t2)
     }
 
-    /// Forward and backward for one shard into its own gradient buffer; returns its loss sum.
-    func computeShard(_ shard: Int, stepInEpoch: Int, overlapped: OverlappedExchange? = nil) -> Double {
+    /// Between two phases of the shards' passes: slot `slot`'s total, the shards' sums added in
+    /// shard order (under MPI after every rank has every shard's row: the other ranks' rows are
+    /// zeroed, then summed across ranks, and x + 0 is exact).
+    func meet(slot: Int) throws(ClusterError) {
+        let sums = batchSums(shard: 0)!
+        if let exchange {
+            let count = sums.counts[slot], base = statisticsSlots[slot]
+            for s in 0..<configuration.shardsPerBatch where !localShards.contains(s) { (base + s * count).update(repeating: 0, count: count) }
+            try exchange.cluster.allreduceSum(base, count: configuration.shardsPerBatch * count, "combining BatchNorm statistics")
+        }
+        sums.addShards(slot)
+    }
+
+    /// One shard's part of the step into its own gradient buffer: the whole forward and backward
+    /// pass, or (BatchNorm sharing statistics) phase `phase` of it; returns its loss sum (0 in
+    /// the phases before the loss) and writes it to `shardLoss`. `phase` nil: the last phase.
+    @discardableResult
+    func computeShard(_ shard: Int, stepInEpoch: Int, phase: Int? = nil, overlapped: OverlappedExchange? = nil) -> Double {
         let n = configuration.shardSize
         let ws = workspaces[shard - localShards.lowerBound]
-        let first = stepInEpoch * configuration.batchSize + shard * n
-        // The shard's rows are converted from the stored data (a mapping or memory) here, in the shard's own task.
-        for r in 0..<n { ws.load(trainingData, sample: Int(order[first + r]), row: r) }
+        let phase = phase ?? network.trainingPhases - 1
+        if phase == 0 {
+            let first = stepInEpoch * configuration.batchSize + shard * n
+            // The shard's rows are converted from the stored data (a mapping or memory) here, in the shard's own task.
+            for r in 0..<n { ws.load(trainingData, sample: Int(order[first + r]), row: r) }
+        }
         let random = RandomContext(seed: configuration.seed, step: UInt32(truncatingIfNeeded: state.globalStep), firstPosition: shard * n)
-        network.forward(parameters: parameters.pointer, workspace: ws, rows: n, random: random)
         let fault = injectNaN.map { $0.step == state.globalStep && $0.shard == shard } ?? false
         let local = shard - localShards.lowerBound
-        let loss = network.backward(
-            parameters: parameters.pointer, workspace: ws, rows: n, lossDivisor: configuration.batchSize,
-            gradient: shardGradients[shard].pointer
+        let loss = network.trainingPhase(
+            phase, parameters: parameters.pointer, workspace: ws, rows: n, random: random, lossDivisor: configuration.batchSize,
+            gradient: shardGradients[shard].pointer, sums: batchSums(shard: shard)
         ) { layer in
             // Tests: the NaN goes in before the layer holding tensor 2 is announced as finished.
             if fault, network.parameterRange(ofNode: layer).contains(network.layout.tensors[2].offset) {
@@ -241,6 +279,7 @@ extension Trainer {
                 overlapped.reduced(segment: segment, count: overlapped.localChunksPerSegment[segment])
             }
         }
+        if phase == network.meetingNodes.count { shardLoss[shard] = loss }
         return loss
     }
 

@@ -60,6 +60,10 @@ public final class Trainer: @unchecked Sendable {
     let shardLoss: UnsafeMutablePointer<Double>
     /// Gradient clipping: each chunk's sum of squared summed gradients, added in chunk order.
     let chunkSquares: UnsafeMutablePointer<Double>
+    /// BatchNorm's sums: per slot a row for each shard of the global batch and their total
+    /// (see `BatchSums`); empty without batch-statistics layers.
+    let statisticsSlots: [UnsafeMutablePointer<Double>]
+    let statisticsCounts: [Int]
     /// The samples trained on (the validation split held out) and the held-out samples.
     public let trainingData: Dataset
     /// The held-out validation samples, with a validation split.
@@ -116,7 +120,7 @@ public final class Trainer: @unchecked Sendable {
         overlap: Bool = true, exchange preferred: ExchangePattern = .auto, chunkElements: Int = 16_384,
         description: NetworkConfiguration? = nil, inputShape: [Int]? = nil
     ) throws(TrainingError) {
-        let overlap = overlap && configuration.optimizer.clipNorm == nil
+        let asked = overlap
         do { _ = try BLAS.load() } catch { throw .blas(error) }
         do { try configuration.validate(trainingSamples: data.count, validationGiven: validation != nil) } catch { throw .configuration(error) }
         let network: Network
@@ -126,6 +130,8 @@ public final class Trainer: @unchecked Sendable {
             throw .configuration(ConfigurationError(.data, "rows of \(data.features) values, the model's input shape \(Network.describe(shape)) holds \(CheckedSize.product(shape).map(String.init) ?? "too many")"))
         }
         do { network = try Network(model, inputShape: shape, loss: loss) } catch { throw .model(error) }
+        // Clipping needs the whole gradient before any update, BatchNorm's shared statistics the shards to meet mid-pass: no overlap.
+        let overlap = asked && configuration.optimizer.clipNorm == nil && network.meetingNodes.isEmpty
         for set in [data, validation].compactMap({ $0 }) {
             if let problem = network.categoricalProblem(in: set) { throw .configuration(ConfigurationError(.data, problem)) }
         }
@@ -214,6 +220,12 @@ public final class Trainer: @unchecked Sendable {
         shardLoss.initialize(repeating: 0, count: shards)
         chunkSquares = .allocate(capacity: optimizer.chunks.count)
         chunkSquares.initialize(repeating: 0, count: optimizer.chunks.count)
+        statisticsCounts = network.statisticsCounts
+        statisticsSlots = statisticsCounts.map { count in
+            let slot = UnsafeMutablePointer<Double>.allocate(capacity: (shards + 1) * count)
+            slot.initialize(repeating: 0, count: (shards + 1) * count)
+            return slot
+        }
         order = Array(0..<Int32(trainingData.count))
         state = TrainingState(configuration: configuration, network: description)
         state.trainingData = data.fingerprint
@@ -246,6 +258,14 @@ public final class Trainer: @unchecked Sendable {
         shardGradientPointers.deallocate()
         shardLoss.deallocate()
         chunkSquares.deallocate()
+        for slot in statisticsSlots { slot.deallocate() }
+    }
+
+    /// The BatchNorm sums of `shard` (nil without batch-statistics layers).
+    func batchSums(shard: Int) -> BatchSums? {
+        statisticsSlots.isEmpty ? nil : BatchSums(
+            slots: statisticsSlots, counts: statisticsCounts, shard: shard, shards: configuration.shardsPerBatch,
+            batchRows: configuration.batchSize)
     }
 
     /// Refuses a configuration whose buffers would not fit in this process's ``MemoryBudget``,

@@ -107,6 +107,9 @@ public struct ParameterSpec: Sendable {
         case bias
         /// Anything else: only the update applies.
         case other
+        /// Not trained: state the layer keeps across steps (BatchNorm's running statistics),
+        /// saved, loaded and exported with the parameters; the optimizer never touches it.
+        case buffer
     }
 
     /// The name within the layer, e.g. "weight"; the model prefixes "layers.<k>.".

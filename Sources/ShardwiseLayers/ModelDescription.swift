@@ -61,7 +61,7 @@ public enum ModelDescription {
         let rendered = try items(text).map { (item) throws(ModelError) -> String in
             guard ["dropout", "dropout2d", "gaussian_dropout"].contains(item.name) else {
                 // A composite's own dropout layers keep their rates; what follows it is hidden.
-                parameterised = parameterised || ["conv", "conv2d", "linear", "dense", "embedding", "layernorm", "rmsnorm", "groupnorm"].contains(item.name)
+                parameterised = parameterised || ["conv", "conv2d", "linear", "dense", "embedding", "layernorm", "rmsnorm", "groupnorm", "batchnorm", "batchnorm1d", "batchnorm2d"].contains(item.name)
                     || composites.contains(item.name)
                 return item.text
             }
@@ -170,6 +170,13 @@ public enum ModelDescription {
             layer = GELU(approximate: approximation)
         case "leaky_relu", "leakyrelu":
             layer = LeakyReLU(Float(try arguments.double(0, "slope", default: 0.01)))
+        case "batchnorm", "batchnorm1d", "batchnorm2d", "batch_norm":
+            if item.name == "batchnorm1d" && shape.count != 1 { throw ModelError("takes flat rows, got samples of shape \(Network.describe(shape)); use batchnorm2d for (C, H, W) samples") }
+            if item.name == "batchnorm2d" && shape.count != 3 { throw ModelError("takes (C, H, W) samples, got \(Network.describe(shape)); use batchnorm1d for flat rows") }
+            let stats = arguments.named.removeValue(forKey: "stats") ?? "batch"
+            guard let statistics = BatchNorm.Statistics(rawValue: stats.lowercased()) else { throw ModelError("stats: \(stats), expected batch (the global batch's) or shard (each shard's own)") }
+            layer = BatchNorm(
+                epsilon: try arguments.double(nil, "eps", default: 1e-5), momentum: try arguments.double(nil, "momentum", default: 0.1), statistics: statistics)
         case "layernorm", "layer_norm":
             layer = LayerNorm(dimensions: try arguments.optionalInt("dims"), epsilon: try arguments.double(nil, "eps", default: 1e-5))
         case "rmsnorm", "rms_norm":
@@ -183,7 +190,7 @@ public enum ModelDescription {
         case "gaussian_dropout":
             layer = GaussianDropout(try arguments.double(0, "p"))
         default:
-            throw ModelError("unknown layer '\(item.name)', expected one of conv, maxpool, avgpool, flatten, linear, embedding, relu, tanh, sigmoid, gelu, leaky_relu, layernorm, rmsnorm, groupnorm, dropout, dropout2d, gaussian_dropout, residual, parallel")
+            throw ModelError("unknown layer '\(item.name)', expected one of conv, maxpool, avgpool, flatten, linear, embedding, relu, tanh, sigmoid, gelu, leaky_relu, batchnorm1d, batchnorm2d, layernorm, rmsnorm, groupnorm, dropout, dropout2d, gaussian_dropout, residual, parallel")
         }
         try arguments.finish()
         return layer

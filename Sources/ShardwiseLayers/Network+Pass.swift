@@ -20,32 +20,40 @@ public struct RandomContext: Sendable {
 
 extension Network {
     /// Forward pass over `rows` rows of `workspace.input`; the outputs land in `workspace.output`.
+    /// Batch-statistics layers (BatchNorm) use their running statistics here, as in evaluation:
+    /// training's batch statistics come only in the engine's ``trainingPhase(_:parameters:workspace:rows:random:lossDivisor:gradient:sums:)``.
     ///
     /// - Parameters:
     ///   - parameters: the flat parameter vector, laid out as `layout`.
     ///   - ws: the shard's workspace; its `input` holds the rows.
     ///   - n: rows, at most the workspace's capacity.
-    ///   - random: where stochastic layers draw from when training; nil means evaluation.
+    ///   - random: where stochastic layers (dropout) draw from; nil means evaluation.
     public func forward(parameters: UnsafePointer<Float>, workspace ws: Workspace, rows n: Int, random: RandomContext?) {
         precondition(n > 0 && n <= ws.capacity, "forward: \(n) rows in a workspace of \(ws.capacity)")
-        for (k, node) in nodes.enumerated() {
-            let output = ws.activations[node.output].pointer
-            switch node.operation {
-            case .layer(let layer):
-                let v = node.inputs[0]
-                parameterOffsets[k].withUnsafeBufferPointer { offsets in
-                    layer.forward(ForwardPass(
-                        rows: n, inputWidth: widths[v], outputWidth: widths[node.output], inputShape: shapes[v], outputShape: shapes[node.output],
-                        input: ws.activations[v].pointer, output: output,
-                        parameters: ParameterValues(base: parameters, offsets: offsets),
-                        scratch: ws.scratch(k),
-                        random: random.map {
-                            LayerRandomness(seed: $0.seed, step: $0.step, firstPosition: $0.firstPosition, layer: typeIndex[k])
-                        }))
-                }
-            case .combine(let combination):
-                combine(combination, node, rows: n, ws)
+        for k in nodes.indices { forwardNode(k, parameters: parameters, workspace: ws, rows: n, random: random) { $0.forward($1) } }
+    }
+
+    /// Node k's forward pass: a combination, or `body(layer, pass)` for a leaf.
+    @inline(__always)
+    func forwardNode(
+        _ k: Int, parameters: UnsafePointer<Float>, workspace ws: Workspace, rows n: Int, random: RandomContext?, _ body: (any Layer, ForwardPass) -> Void
+    ) {
+        let node = nodes[k]
+        switch node.operation {
+        case .layer(let layer):
+            let v = node.inputs[0]
+            parameterOffsets[k].withUnsafeBufferPointer { offsets in
+                body(layer, ForwardPass(
+                    rows: n, inputWidth: widths[v], outputWidth: widths[node.output], inputShape: shapes[v], outputShape: shapes[node.output],
+                    input: ws.activations[v].pointer, output: ws.activations[node.output].pointer,
+                    parameters: ParameterValues(base: parameters, offsets: offsets),
+                    scratch: ws.scratch(k),
+                    random: random.map {
+                        LayerRandomness(seed: $0.seed, step: $0.step, firstPosition: $0.firstPosition, layer: typeIndex[k])
+                    }))
             }
+        case .combine(let combination):
+            combine(combination, node, rows: n, ws)
         }
     }
 
@@ -97,35 +105,50 @@ extension Network {
         parameters: UnsafePointer<Float>, workspace ws: Workspace, rows n: Int,
         lossDivisor: Int, gradient: UnsafeMutablePointer<Float>, finished: (Int) -> Void = { _ in }
     ) -> Double {
-        let loss = loss.evaluate(
-            outputs: ws.output, targets: LossTargets(labels: ws.labels, values: ws.targets, areLabels: ws.holdsLabels), rows: n, width: widths[widths.count - 1],
-            gradientScale: 1 / Float(lossDivisor), gradient: ws.gradient(gradientSlot[widths.count - 1]))
+        let loss = lossGradient(workspace: ws, rows: n, lossDivisor: lossDivisor)
         for k in stride(from: nodes.count - 1, through: 0, by: -1) where runsBackward[k] {
-            let node = nodes[k], dy = ws.gradient(gradientSlot[node.output])
-            switch node.operation {
-            case .layer(let layer):
-                let v = node.inputs[0], contribution = contributions[k][0]
-                let dx = contribution == .none ? nil : contribution == .write ? ws.gradient(gradientSlot[v]) : ws.accumulation
-                parameterOffsets[k].withUnsafeBufferPointer { offsets in
-                    layer.backward(BackwardPass(
-                        rows: n, inputWidth: widths[v], outputWidth: widths[node.output], inputShape: shapes[v], outputShape: shapes[node.output],
-                        input: ws.activations[v].pointer, output: ws.activations[node.output].pointer,
-                        outputGradient: dy, inputGradient: dx,
-                        parameters: ParameterValues(base: parameters, offsets: offsets),
-                        parameterGradients: ParameterGradients(base: gradient, offsets: offsets),
-                        scratch: ws.scratch(k)))
-                }
-                if contribution == .add { Elementwise.add(count: n * widths[v], x: ws.accumulation, y: ws.gradient(gradientSlot[v])) }
-                if !parameterOffsets[k].isEmpty { finished(k) }
-            case .combine(let combination):
-                for (j, v) in node.inputs.enumerated() where contributions[k][j] != .none {
-                    let target = contributions[k][j] == .write ? ws.gradient(gradientSlot[v]) : ws.accumulation
-                    combineBackward(combination, node, input: j, rows: n, ws, outputGradient: dy, into: target)
-                    if contributions[k][j] == .add { Elementwise.add(count: n * widths[v], x: ws.accumulation, y: ws.gradient(gradientSlot[v])) }
-                }
-            }
+            backwardNode(k, parameters: parameters, workspace: ws, rows: n, gradient: gradient, finished: finished) { $0.backward($1) }
         }
         return loss
+    }
+
+    /// The loss over the rows of the last forward pass, its gradient into the output's gradient buffer.
+    func lossGradient(workspace ws: Workspace, rows n: Int, lossDivisor: Int) -> Double {
+        loss.evaluate(
+            outputs: ws.output, targets: LossTargets(labels: ws.labels, values: ws.targets, areLabels: ws.holdsLabels), rows: n, width: widths[widths.count - 1],
+            gradientScale: 1 / Float(lossDivisor), gradient: ws.gradient(gradientSlot[widths.count - 1]))
+    }
+
+    /// Node k's backward pass: a combination's, or `body(layer, pass)` for a leaf; then its
+    /// contributions added where a value has several readers, and `finished(k)` for a node with parameters.
+    @inline(__always)
+    func backwardNode(
+        _ k: Int, parameters: UnsafePointer<Float>, workspace ws: Workspace, rows n: Int, gradient: UnsafeMutablePointer<Float>,
+        finished: (Int) -> Void, _ body: (any Layer, BackwardPass) -> Void
+    ) {
+        let node = nodes[k], dy = ws.gradient(gradientSlot[node.output])
+        switch node.operation {
+        case .layer(let layer):
+            let v = node.inputs[0], contribution = contributions[k][0]
+            let dx = contribution == .none ? nil : contribution == .write ? ws.gradient(gradientSlot[v]) : ws.accumulation
+            parameterOffsets[k].withUnsafeBufferPointer { offsets in
+                body(layer, BackwardPass(
+                    rows: n, inputWidth: widths[v], outputWidth: widths[node.output], inputShape: shapes[v], outputShape: shapes[node.output],
+                    input: ws.activations[v].pointer, output: ws.activations[node.output].pointer,
+                    outputGradient: dy, inputGradient: dx,
+                    parameters: ParameterValues(base: parameters, offsets: offsets),
+                    parameterGradients: ParameterGradients(base: gradient, offsets: offsets),
+                    scratch: ws.scratch(k)))
+            }
+            if contribution == .add { Elementwise.add(count: n * widths[v], x: ws.accumulation, y: ws.gradient(gradientSlot[v])) }
+            if !trainedOffsets[k].isEmpty { finished(k) }
+        case .combine(let combination):
+            for (j, v) in node.inputs.enumerated() where contributions[k][j] != .none {
+                let target = contributions[k][j] == .write ? ws.gradient(gradientSlot[v]) : ws.accumulation
+                combineBackward(combination, node, input: j, rows: n, ws, outputGradient: dy, into: target)
+                if contributions[k][j] == .add { Elementwise.add(count: n * widths[v], x: ws.accumulation, y: ws.gradient(gradientSlot[v])) }
+            }
+        }
     }
 
     /// The gradient of a combination's input `j` from its output gradient `dy`, written to `dx`.
@@ -169,9 +192,14 @@ extension Network {
     /// after them, up to the next node's first tensor); empty for a node without parameters.
     /// For a flat model node k is layer k.
     public func parameterRange(ofNode k: Int) -> Range<Int> {
-        guard let first = parameterOffsets[k].first else { return 0..<0 }
-        let next = parameterOffsets[(k + 1)...].first { !$0.isEmpty }?.first ?? layout.count
+        guard let first = trainedOffsets[k].first else { return 0..<0 }
+        let next = trainedOffsets[(k + 1)...].first { !$0.isEmpty }?.first ?? layout.trainedCount
         return first..<next
+    }
+
+    /// Node k's tensors in declaration order, buffers included.
+    public func tensors(ofNode k: Int) -> [ParameterLayout.Tensor] {
+        parameterOffsets[k].map { offset in layout.tensors.first { $0.offset == offset }! }
     }
 
     /// Gradient buffers (of the widest value's rows) a workspace holds: 2 for a chain of layers.

@@ -28,8 +28,10 @@ public struct Network: Sendable {
     public let shapes: [[Int]]
     /// Where each parameter tensor sits in the flat parameter vector.
     public let layout: ParameterLayout
-    /// Per node: the offsets of its tensors in the flat vector, in declaration order.
+    /// Per node: the offsets of its tensors in the flat vector, in declaration order (buffers too).
     let parameterOffsets: [[Int]]
+    /// Per node: the offsets of its trained tensors (buffers excluded).
+    let trainedOffsets: [[Int]]
     /// Per node: a leaf's index among the model's leaves of the same type (addresses its random streams).
     let typeIndex: [UInt32]
     /// Per node: whether its backward pass runs (it has parameters, or an input needs a gradient).
@@ -42,6 +44,13 @@ public struct Network: Sendable {
     /// How many gradient buffers a workspace holds, and whether it needs one more for contributions that add.
     let gradientBuffers: Int
     let needsAccumulation: Bool
+
+    /// The nodes of batch-statistics layers (BatchNorm), in forward order.
+    public let statisticsNodes: [Int]
+    /// Those whose training shares statistics across the batch: each splits the training pass (see ``trainingPhases``).
+    public let meetingNodes: [Int]
+    /// A statistics node's position in ``statisticsNodes``.
+    let statisticsIndex: [Int: Int]
 
     enum Contribution: Sendable { case none, write, add }
 
@@ -88,7 +97,7 @@ public struct Network: Sendable {
             specs.append(declared)
         }
         // Max-norm constrains hidden layers: every weight but the output layer's (the last leaf with parameters).
-        let lastParameterised = specs.lastIndex { !$0.isEmpty }
+        let lastParameterised = specs.lastIndex { $0.contains { $0.role != .buffer } }
         var layout = ParameterLayout()
         var offsets: [[Int]] = [], typeIndex: [UInt32] = []
         var seenOfType: [ObjectIdentifier: UInt32] = [:]
@@ -101,8 +110,16 @@ public struct Network: Sendable {
                 typeIndex.append(0)
             }
             offsets.append(specs[n].map { spec in
-                layout.append(name: node.name + "." + spec.name, shape: spec.shape, maxNormApplies: spec.role == .weight && n != lastParameterised)
+                guard spec.role != .buffer else { return -1 }
+                return layout.append(name: node.name + "." + spec.name, shape: spec.shape, maxNormApplies: spec.role == .weight && n != lastParameterised)
             })
+        }
+        // Buffers after every trained tensor: the optimizer, the reduction and the exchange cover the trained part alone.
+        let trainedOffsets = offsets.map { $0.filter { $0 >= 0 } }
+        for (n, node) in nodes.enumerated() {
+            for (t, spec) in specs[n].enumerated() where spec.role == .buffer {
+                offsets[n][t] = layout.append(name: node.name + "." + spec.name, shape: spec.shape, maxNormApplies: false, isBuffer: true)
+            }
         }
         guard Set(layout.tensors.map(\.name)).count == layout.tensors.count else {
             throw ModelError("two parameter tensors of the model have one name; give a composite's children distinct names")
@@ -145,12 +162,16 @@ public struct Network: Sendable {
         self.shapes = shapes
         self.layout = layout
         self.parameterOffsets = offsets
+        self.trainedOffsets = trainedOffsets
         self.typeIndex = typeIndex
         self.runsBackward = runs
         self.contributions = contributions
         self.gradientSlot = slot
         self.gradientBuffers = count
         self.needsAccumulation = accumulation
+        statisticsNodes = nodes.indices.filter { nodes[$0].layer is any BatchStatisticsLayer }
+        meetingNodes = statisticsNodes.filter { (nodes[$0].layer as! any BatchStatisticsLayer).sharesStatistics }
+        statisticsIndex = Dictionary(uniqueKeysWithValues: statisticsNodes.enumerated().map { ($1, $0) })
     }
 
     /// The widest row and the largest tensor a network may have: 2^31 - 1, BLAS's `int`

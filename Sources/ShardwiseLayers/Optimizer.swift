@@ -129,7 +129,7 @@ public final class ChunkedOptimizer: @unchecked Sendable {
     public let stateCount: Int
     /// Floats per state buffer: the layout's count.
     public let stateStride: Int
-    /// The chunks, in parameter order; together they cover every parameter once.
+    /// The chunks, in parameter order; together they cover every trained parameter once (buffers are not trained).
     public let chunks: [Chunk]
     /// Number of updates applied so far (the momentum buffer is set on the first).
     public var stepsTaken: Int = 0
@@ -146,7 +146,7 @@ public final class ChunkedOptimizer: @unchecked Sendable {
         stateStride = layout.count
         state = FloatBuffer(count: stateCount * layout.count)
         var chunks: [Chunk] = []
-        for tensor in layout.tensors {
+        for tensor in layout.tensors where !tensor.isBuffer {
             let rowsPerChunk = max(1, chunkElements / tensor.columns)
             var row = 0
             while row < tensor.rows {

@@ -15,6 +15,9 @@ public struct ParameterLayout: Sendable, Equatable {
         public var offset: Int
         /// Whether max-norm constrains its rows (a hidden layer's weights).
         public var maxNormApplies: Bool
+        /// A buffer (BatchNorm's running statistics): saved and loaded with the parameters, never
+        /// trained. Buffers follow every trained tensor in the layout (see ``trainedCount``).
+        public var isBuffer = false
         /// Rows: the first dimension; columns: the product of the others, or 1.
         public var rows: Int { shape[0] }
         /// The product of the dimensions after the first (1 for a vector): a row's length.
@@ -27,21 +30,28 @@ public struct ParameterLayout: Sendable, Equatable {
     public private(set) var tensors: [Tensor] = []
     /// Total floats, padding included.
     public private(set) var count = 0
+    /// Floats of the trained tensors, padding included: the part the optimizer, the reduction and
+    /// the exchange cover. The buffers lie after it.
+    public private(set) var trainedCount = 0
 
     /// An empty layout.
     public init() {}
 
     /// Appends a tensor and returns its offset.
-    mutating func append(name: String, shape: [Int], maxNormApplies: Bool) -> Int {
+    mutating func append(name: String, shape: [Int], maxNormApplies: Bool, isBuffer: Bool = false) -> Int {
         let offset = count
-        let tensor = Tensor(name: name, shape: shape, offset: offset, maxNormApplies: maxNormApplies)
+        var tensor = Tensor(name: name, shape: shape, offset: offset, maxNormApplies: maxNormApplies)
+        tensor.isBuffer = isBuffer
         tensors.append(tensor)
         count = roundUpToCacheLine(offset + tensor.count)
+        if !isBuffer { trainedCount = count }
         return offset
     }
 
-    /// Number of trainable values (padding excluded).
+    /// Number of values, buffers included (padding excluded).
     public var parameterCount: Int { tensors.reduce(0) { $0 + $1.count } }
+    /// Number of trained values (padding and buffers excluded).
+    public var trainedParameterCount: Int { tensors.reduce(0) { $0 + ($1.isBuffer ? 0 : $1.count) } }
 
     /// The tensor named `name`.
     public func tensor(named name: String) -> Tensor? { tensors.first { $0.name == name } }

@@ -43,30 +43,43 @@ final class PyTorchComparisonTests: XCTestCase {
     /// A whole model from the layer language, forward and backward with cross-entropy over
     /// `rows` samples: its logits and every parameter's gradient, each tensor under its name
     /// (PyTorch builds the same tree of `torch.nn` modules and loads them by name).
-    func model(_ name: String, _ text: String, _ shape: [Int], rows: Int = 6) throws {
+    /// With `shardSize`, a training step (BatchNorm with the whole batch's statistics) in shards
+    /// as the engine runs it, and the buffers after it.
+    func model(_ name: String, _ text: String, _ shape: [Int], rows: Int = 6, shardSize: Int? = nil) throws {
         let network = try Network(Sequential(try ModelDescription.layers(text, inputShape: shape)), inputShape: shape)
         let parameters = FloatBuffer(count: network.layout.count)
         network.initialize(parameters: parameters, seed: UInt64(cases.count + 1))
         let stream = RandomAddress(seed: UInt64(cases.count + 1), purpose: .synthetic, position: 5)
-        for t in network.layout.tensors {  // every tensor perturbed, so that norms' weights and biases matter
+        for t in network.layout.tensors where !t.name.hasSuffix("num_batches_tracked") {  // perturbed, so that norms' weights, biases and running statistics matter
             for e in 0..<t.count { parameters[t.offset + e] += 0.3 * (stream.uniform(t.offset + e) - 0.5) }
         }
         let ws = Workspace(network: network, capacity: rows)
         let width = network.widths[0], classes = network.widths.last!
-        for i in 0..<rows * width { ws.input[i] = 4 * stream.uniform(100_000 + i) - 2 }
+        let input = (0..<rows * width).map { 4 * stream.uniform(100_000 + $0) - 2 }
         let labels = (0..<rows).map { Int32(stream.integer(200_000 + $0, below: classes)) }
-        for r in 0..<rows { ws.labels[r] = labels[r] }
-        network.forward(parameters: parameters.pointer, workspace: ws, rows: rows, random: nil)
-        let gradient = FloatBuffer(count: network.layout.count)
-        network.backward(parameters: parameters.pointer, workspace: ws, rows: rows, lossDivisor: rows, gradient: gradient.pointer)
-        func tensors(_ buffer: FloatBuffer) throws -> [[Any]] {
-            try network.layout.tensors.map { t in [t.name, try write(Array(UnsafeBufferPointer(start: buffer.pointer + t.offset, count: t.count))), t.shape] }
+        func tensors(_ buffer: UnsafePointer<Float>, buffers: Bool = false) throws -> [[Any]] {
+            try network.layout.tensors.filter { buffers ? $0.isBuffer : true }.map { t in
+                [t.name, try write(Array(UnsafeBufferPointer(start: buffer + t.offset, count: t.count))), t.shape]
+            }
+        }
+        let initial = try tensors(parameters.pointer)
+        let outputs: [Float], gradient = FloatBuffer(count: network.layout.count)
+        if let shardSize {
+            let step = ShardedStep(network, parameters: parameters, input: input, labels: labels, shardSize: shardSize)
+            outputs = step.outputs
+            for (i, g) in step.gradient.enumerated() { gradient[i] = g }
+        } else {
+            for i in 0..<rows * width { ws.input[i] = input[i] }
+            for r in 0..<rows { ws.labels[r] = labels[r] }
+            network.forward(parameters: parameters.pointer, workspace: ws, rows: rows, random: nil)
+            network.backward(parameters: parameters.pointer, workspace: ws, rows: rows, lossDivisor: rows, gradient: gradient.pointer)
+            outputs = Array(UnsafeBufferPointer(start: ws.output, count: rows * classes))
         }
         cases.append([
             "type": "model", "name": name, "layers": text, "rows": rows, "input_shape": shape, "classes": classes, "labels": labels.map(Int.init),
-            "input": try write(Array(UnsafeBufferPointer(start: ws.input, count: rows * width))),
-            "output": try write(Array(UnsafeBufferPointer(start: ws.output, count: rows * classes))),
-            "parameters": try tensors(parameters), "gradients": try tensors(gradient),
+            "input": try write(input), "output": try write(outputs), "train": shardSize != nil,
+            "parameters": initial, "gradients": try tensors(gradient.pointer).filter { network.layout.tensor(named: $0[0] as! String)?.isBuffer == false },
+            "buffers_after": try tensors(parameters.pointer, buffers: true),
         ])
     }
 
@@ -211,6 +224,11 @@ final class PyTorchComparisonTests: XCTestCase {
                 + "residual(conv(6, 3, stride: 2, pad: 1) gelu, shortcut: conv(6, 1, stride: 2)) flatten "
                 + "residual(linear(16) tanh, shortcut: linear(16)) parallel(linear(5) | relu linear(5), combine: add)",
             [1, 6, 6])
+        try model(
+            "BatchNorm 1d/2d, batch of 32 in 4 shards",
+            "conv(4, 3, pad: 1) batchnorm2d relu residual(conv(4, 3, pad: 1) batchnorm2d(momentum: 0.3, eps: 1e-3)) maxpool(2) flatten linear(12) batchnorm1d tanh linear(4)",
+            [2, 6, 6], rows: 32, shardSize: 8)
+        try model("BatchNorm, evaluation (running statistics)", "conv(3, 3) batchnorm2d relu flatten linear(4)", [1, 5, 5])
         var categorical: [Float] = []
         for r in 0..<6 { categorical += [Float(r * 3 % 7), Float(r) * 0.5 - 1, 2 - Float(r) * 0.3] }
         try layer("embedding(7, 3)", "embedding", Embedding(7, 3), [3], rows: 6, args: ["count": 7, "dim": 3], input: categorical)

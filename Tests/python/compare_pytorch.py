@@ -33,11 +33,12 @@ def array(name, shape):
     return torch.from_numpy(values.reshape(shape).copy())
 
 
-def compare(case, what, ours, theirs):
+def compare(case, what, ours, theirs, scale=None):
+    """`scale`: the magnitude the error is relative to (default: this array's largest)."""
     global failures
     ours = ours.detach().double().reshape(-1)
     theirs = theirs.detach().double().reshape(-1)
-    scale = max(theirs.abs().max().item(), 1e-30)
+    scale = max(scale if scale is not None else theirs.abs().max().item(), 1e-30)
     error = (ours - theirs).abs().max().item() / scale
     ok = error <= TOLERANCE and ours.shape == theirs.shape
     failures += 0 if ok else 1
@@ -101,19 +102,25 @@ def layer_case(case):
 def model_case(case):
     """A model from the layer language as a tree of torch.nn modules (shardwise_torch.py), loaded by name."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from shardwise_torch import build
+    from shardwise_torch import build, load
     name, rows, shape = case["name"], case["rows"], case["input_shape"]
-    m = build(case["layers"], shape).eval()
-    state = {n: array(file, pshape) for n, file, pshape in case["parameters"]}
-    m.load_state_dict(state, strict=True)
+    m = build(case["layers"], shape)
+    load(m, {n: array(file, pshape) for n, file, pshape in case["parameters"]})
+    m.train(case["train"])
     x = array(case["input"], [rows] + shape)
     y = m(x)
     labels = torch.tensor(case["labels"], dtype=torch.int64)
     F.cross_entropy(y, labels).backward()
     compare(name, "logits", array(case["output"], [rows, case["classes"]]), y)
     grads = dict(m.named_parameters())
+    # Relative to the model's largest gradient: a bias before a BatchNorm has a gradient that is
+    # zero in exact arithmetic, so both sides hold rounding noise there.
+    scale = max(p.grad.abs().max().item() for p in grads.values())
     for n, file, pshape in case["gradients"]:
-        compare(name, "d " + n, array(file, pshape), grads[n].grad)
+        compare(name, "d " + n, array(file, pshape), grads[n].grad, scale)
+    buffers = dict(m.named_buffers())
+    for n, file, pshape in case["buffers_after"]:
+        compare(name, n, array(file, pshape), buffers[n])
 
 
 def loss_case(case):

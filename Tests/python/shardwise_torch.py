@@ -165,6 +165,11 @@ def leaf(name, inner, shape):
         return nn.RMSNorm(shape[-int(k.get("dims", len(shape))):], eps=number(k["eps"]) if "eps" in k else None)
     if name in ("groupnorm", "group_norm"):
         return nn.GroupNorm(int(p[0] if p else k["groups"]), shape[0], eps=number(k.get("eps", 1e-5)))
+    if name in ("batchnorm", "batchnorm1d", "batchnorm2d", "batch_norm"):
+        if k.get("stats", "batch") != "batch":
+            raise ValueError("batchnorm(stats: shard) normalizes each shard by itself: torch has no such module")
+        kind = nn.BatchNorm1d if len(shape) == 1 else nn.BatchNorm2d
+        return kind(shape[0], eps=number(k.get("eps", 1e-5)), momentum=number(k.get("momentum", 0.1)))
     if name == "dropout":
         return nn.Dropout(number(p[0] if p else k["p"]))
     if name == "dropout2d":
@@ -213,6 +218,14 @@ class Model(nn.Module):
         for step in self.steps:
             step.train(mode)
         return self
+
+
+def load(model, tensors):
+    """Loads a checkpoint's tensors by name (strict): Shardwise keeps `num_batches_tracked` as a
+    one-element float tensor, torch as a 0-d integer one."""
+    state = {n: (t.reshape([]).long() if n.endswith("num_batches_tracked") else t) for n, t in tensors.items()}
+    model.load_state_dict(state, strict=True)
+    return model
 
 
 def build(text, input_shape):
