@@ -82,14 +82,15 @@ final class ModelTests: XCTestCase {
     }
 
     /// A model as a tree: residual blocks (one with a strided 1x1 shortcut), branches
-    /// concatenated along channels, GroupNorm, LayerNorm, RMSNorm and dropout inside the blocks.
+    /// concatenated along channels, BatchNorm2d (the global batch's statistics: the shards meet),
+    /// GroupNorm, LayerNorm, RMSNorm and dropout inside the blocks.
     var residualModel: String {
         get throws {
             try write("residual.yaml", """
                 input: [1, 28, 28]
                 layers: >
-                  conv(8, 3, stride: 2, pad: 1) groupnorm(2) relu
-                  residual(conv(8, 3, pad: 1) groupnorm(4) relu dropout2d(0.1) conv(8, 3, pad: 1) groupnorm(4)) relu
+                  conv(8, 3, stride: 2, pad: 1) batchnorm2d relu
+                  residual(conv(8, 3, pad: 1) batchnorm2d relu dropout2d(0.1) conv(8, 3, pad: 1) groupnorm(4)) relu
                   residual(conv(12, 3, stride: 2, pad: 1) layernorm(dims: 2) relu conv(12, 3, pad: 1), shortcut: conv(12, 1, stride: 2)) relu
                   parallel(conv(4, 1) | maxpool(3, stride: 1, pad: 1) conv(4, 1)) maxpool(2)
                   flatten dropout(0.3) linear(32) rmsnorm relu residual(linear(32) tanh dropout(0.2)) linear(10)
@@ -124,7 +125,7 @@ final class ModelTests: XCTestCase {
         let split = "\(folder)/tree-split"
         _ = try runShardwise(try training(split, model: model, flags + ["--workers", "1", "--stop-after-steps", "3"]))
         let names = try String(decoding: Data(contentsOf: URL(fileURLWithPath: "\(Checkpoint.newest(in: split))/model.safetensors")), as: UTF8.self)
-        for name in ["layers.2.body.1.weight", "layers.3.shortcut.0.weight", "layers.3.body.1.bias", "layers.4.branches.1.1.weight", "layers.5.weight", "layers.6.weight", "layers.7.body.0.weight"] {
+        for name in ["layers.1.running_mean", "layers.2.body.1.running_var", "layers.2.body.1.num_batches_tracked", "layers.2.body.1.weight", "layers.3.shortcut.0.weight", "layers.3.body.1.bias", "layers.4.branches.1.1.weight", "layers.5.weight", "layers.6.weight", "layers.7.body.0.weight"] {
             XCTAssertTrue(names.contains("\"\(name)\""), "the checkpoint names \(name) by its place in the tree")
         }
         let resumed = try runShardwise(try training(split, model: model, flags + ["--workers", "3", "--resume", split]))

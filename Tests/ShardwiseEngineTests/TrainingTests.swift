@@ -130,12 +130,24 @@ final class TrainingTests: XCTestCase {
         configuration.batchSize = 64
         configuration.optimizer.algorithm = .adam
         configuration.optimizer.learningRate = 0.01
-        let reference = try await train(configuration, data: data, workers: 1)
+        var reference = try await train(configuration, data: data, workers: 1)
         let shorter = try await train({ var c = configuration; c.training.epochs = 1; return c }(), data: data, workers: 1)
         XCTAssertNotEqual(reference.weightsSHA256, shorter.weightsSHA256, "the tree trains on")
         for workers in [2, 3, 5] {
             let hash = try await train(configuration, data: data, workers: workers).weightsSHA256
             XCTAssertEqual(hash, reference.weightsSHA256, "\(workers) workers")
+        }
+        // BatchNorm: the batch's statistics (the shards meet twice per BatchNorm) and each shard's own.
+        for stats in ["batch", "shard"] {
+            configuration.network.layers = "conv(4, 3, pad=1) batchnorm2d(stats: \(stats)) relu residual(conv(4, 3, pad=1) batchnorm2d relu dropout2d(0.2)) "
+                + "flatten linear(16) batchnorm1d(stats: \(stats), momentum: 0.2) tanh dropout(0.3) linear(10)"
+            reference = try await train(configuration, data: data, workers: 1)
+            let running = reference.network.layout.tensor(named: "layers.1.running_var")!
+            XCTAssertFalse((0..<running.count).contains { reference.parameters[running.offset + $0] == 1 }, "running variances moved (\(stats))")
+            for workers in [2, 3, 5] {
+                let hash = try await train(configuration, data: data, workers: workers).weightsSHA256
+                XCTAssertEqual(hash, reference.weightsSHA256, "BatchNorm, stats: \(stats), \(workers) workers")
+            }
         }
     }
 
