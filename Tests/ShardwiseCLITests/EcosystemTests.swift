@@ -94,6 +94,16 @@ final class EcosystemTests: XCTestCase {
               - conv(5, 3, stride=2, dilation=2) gelu avgpool(2, pad=1) tanh
               - flatten dropout(0.2) linear(12) gelu(approximate=tanh) sigmoid linear(4)
             """)
+        // A tree: residual blocks (identity and strided shortcuts), concatenated and added branches,
+        // every normalization, BatchNorm's running statistics.
+        let tree = try modelFile("tree", """
+            input: [2, 6, 6]
+            layers: >
+              conv(4, 3, pad: 1) batchnorm2d relu residual(conv(4, 3, pad: 1) groupnorm(2) relu conv(4, 3, pad: 1) batchnorm2d)
+              parallel(conv(2, 1) | maxpool(3, stride: 1, pad: 1) conv(3, 1)) layernorm(dims: 2) rmsnorm
+              residual(conv(6, 3, stride: 2, pad: 1) relu, shortcut: conv(6, 1, stride: 2)) flatten linear(12) batchnorm1d
+              parallel(linear(4) | tanh linear(4), combine: add)
+            """)
         // Two categorical columns (the data's first two, integer-coded) and the numeric rest.
         let tabular = try modelFile("tabular", "input: [6]\nlayers: embedding(5, 3) embedding(4, 2) linear(16) relu dropout(0.1) linear(4)\n")
         let cases: [(name: String, regression: Bool, features: Int, categorical: Int, flags: [String])] = [
@@ -106,6 +116,7 @@ final class EcosystemTests: XCTestCase {
             ("reference", false, 784, 0, ["--epochs", "1", "--stop-after-steps", "3"]),
             ("cnn", false, 72, 0, few + ["--model", cnn, "--normalize", "standard"]),
             ("tabular", false, 6, 2, few + ["--model", tabular]),
+            ("tree", false, 72, 0, few + ["--model", tree, "--normalize", "standard"]),
         ]
         for c in cases {
             let data = try writeData(c.name, count: 600, features: c.features, regression: c.regression, categorical: c.categorical)
