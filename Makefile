@@ -13,7 +13,7 @@ RUN_DIR      ?= runs/reference
 MPIRUN_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
 TRAIN_FLAGS  ?=
 
-.PHONY: dist install dist-check all deps build train train-no-dropout train-cnn reproduce-dropout test fuzz example docs bench bench-mpi bench-multihost bench-portable bench-pytorch bench-data sklearn-data sklearn-compare clean
+.PHONY: dist install dist-check all deps build train train-no-dropout train-cnn train-resnet reproduce-dropout test fuzz example docs bench bench-mpi bench-multihost bench-portable bench-pytorch bench-data sklearn-data sklearn-compare clean
 
 all: build
 
@@ -48,6 +48,13 @@ train-no-dropout: build
 train-cnn: build
 	.build/release/shardwise train --model Examples/models/mnist-cnn.yaml --optimizer adam --lr 1e-3 --epochs 20 --out runs/cnn $(TRAIN_FLAGS)
 
+# A small residual network with BatchNorm (the global batch's statistics) and dropout
+# (Examples/models/mnist-resnet.yaml), Adam with a cosine schedule, 10 epochs (README, "Residual
+# networks and normalization"): about 12 minutes on 2 cores.
+RESNET_FLAGS := --model Examples/models/mnist-resnet.yaml --optimizer adam --lr 2e-3 --no-max-norm --epochs 10 --seed 1
+train-resnet: build
+	.build/release/shardwise train $(RESNET_FLAGS) --out runs/resnet $(TRAIN_FLAGS)
+
 # Srivastava et al. 2014, MNIST, 3x1024 ReLU with dropout and max-norm, and the same without dropout
 # (README, "Reproducing the dropout paper"). Long: not part of CI. The paper's errors beside ours
 # (its Table 2): 1.06% for dropout + max-norm, 3x1024 ReLU; 1.60% for its standard network without dropout.
@@ -63,7 +70,7 @@ reproduce-dropout: build
 
 # The whole suite, then the concurrency tests again under ThreadSanitizer
 # (its own build folder, so the two builds do not invalidate each other).
-TSAN_TESTS := ReductionTests|WorkerPoolTests|EventChannelTests|SweepTests.testTrialsSideBySideOnASmallCSV|TrainingTests.testWeightsIndependentOfWorkerCount|TrainingTests.testConvolutionsAdamAndClippingIndependentOfWorkerCount|TrainingTests.testCancelledStepIsAbandonedWithoutATrace
+TSAN_TESTS := ReductionTests|WorkerPoolTests|EventChannelTests|SweepTests.testTrialsSideBySideOnASmallCSV|TrainingTests.testWeightsIndependentOfWorkerCount|TrainingTests.testConvolutionsAdamAndClippingIndependentOfWorkerCount|TrainingTests.testTreeModelsIndependentOfWorkerCount|TrainingTests.testCancelledStepIsAbandonedWithoutATrace
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build

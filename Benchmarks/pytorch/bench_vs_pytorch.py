@@ -5,8 +5,10 @@ usage: bench_vs_pytorch.py SHARDWISE [REPEATS]
   thread (`shardwise bench --model` times it on one pinned worker; PyTorch with
   torch.set_num_threads(1)), in GFLOP/s and as a fraction of the single-thread sgemm rate
   Shardwise measures in the same run;
-- the whole CNN's training step (Adam) and the reference MLP's (momentum SGD, dropout) at
-  batch 128 on all cores (Shardwise: one worker per core; PyTorch: that many threads).
+- the whole CNN's training step (Adam), the residual network's (Examples/models/mnist-resnet.yaml,
+  BatchNorm with the global batch's statistics; PyTorch: the same tree of torch.nn modules, built
+  from the same description by Tests/python/shardwise_torch.py) and the reference MLP's (momentum
+  SGD, dropout) at batch 128 on all cores (Shardwise: one worker per core; PyTorch: that many threads).
 Each figure is the median of REPEATS (default 3) alternating runs. Needs torch.
 """
 import json
@@ -78,9 +80,12 @@ cnn = nn.Sequential(nn.Conv2d(1, 32, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(3
                     nn.Dropout(0.5), nn.Linear(1024, 512), nn.ReLU(), nn.Dropout(0.5), nn.Linear(512, 10))
 mlp = nn.Sequential(nn.Dropout(0.2), nn.Linear(784, 1024), nn.ReLU(), nn.Dropout(0.5), nn.Linear(1024, 1024), nn.ReLU(), nn.Dropout(0.5),
                     nn.Linear(1024, 1024), nn.ReLU(), nn.Dropout(0.5), nn.Linear(1024, 10))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "Tests", "python"))
+from shardwise_torch import build, model_file  # noqa: E402
+resnet = build(*model_file("Examples/models/mnist-resnet.yaml")).train()
 convs = [({"out": 32, "kernel": 5}, (1, 28, 28), False), ({"out": 64, "kernel": 5}, (32, 12, 12), True)]
 
-results = {"ours_conv": [[], []], "torch_conv": [[], []], "ours_cnn": [], "torch_cnn": [], "ours_mlp": [], "torch_mlp": [], "gemm": []}
+results = {"ours_conv": [[], []], "torch_conv": [[], []], "ours_cnn": [], "torch_cnn": [], "ours_mlp": [], "torch_mlp": [], "gemm": [], "ours_resnet": [], "torch_resnet": []}
 for _ in range(repeats):
     report = shardwise_bench("Examples/models/mnist-cnn.yaml", "adam")
     results["gemm"].append(report["gemm_gflops"])
@@ -88,6 +93,8 @@ for _ in range(repeats):
         results["ours_conv"][i].append(c["milliseconds"] / 1e3)
     results["ours_cnn"].append(report["step_milliseconds"] / 1e3)
     results["ours_mlp"].append(shardwise_bench("Examples/models/mlp-reference.yaml", "sgd")["step_milliseconds"] / 1e3)
+    results["ours_resnet"].append(shardwise_bench("Examples/models/mnist-resnet.yaml", "adam")["step_milliseconds"] / 1e3)
+    results["torch_resnet"].append(torch_step(resnet, torch.optim.Adam(resnet.parameters(), 1e-3), (1, 28, 28)))
     for i, (layer, shape, grad) in enumerate(convs):
         results["torch_conv"][i].append(torch_conv(layer, shape, grad))
     results["torch_cnn"].append(torch_step(cnn, torch.optim.Adam(cnn.parameters(), 1e-3), (1, 28, 28)))
@@ -107,4 +114,5 @@ for i, (layer, shape, grad) in enumerate(convs):
     print(f"| conv {shape} -> ({layer['out']}, {out_hw}, {out_hw}), fwd+bwd, batch {batch}, 1 thread | {ours*1e3:.2f} ms, {flops/ours*1e-9:.1f} GFLOP/s "
           f"({100*flops/ours*1e-9/gemm:.0f}% of sgemm) | {theirs*1e3:.2f} ms, {flops/theirs*1e-9:.1f} GFLOP/s | {theirs/ours:.2f}x |")
 print(f"| CNN training step (Adam), batch {batch}, {cores} workers / threads | {m['ours_cnn']*1e3:.1f} ms | {m['torch_cnn']*1e3:.1f} ms | {m['torch_cnn']/m['ours_cnn']:.2f}x |")
+print(f"| ResNet training step (Adam, BatchNorm), batch {batch}, {cores} workers / threads | {m['ours_resnet']*1e3:.1f} ms | {m['torch_resnet']*1e3:.1f} ms | {m['torch_resnet']/m['ours_resnet']:.2f}x |")
 print(f"| reference MLP step (SGD), batch {batch}, {cores} workers / threads | {m['ours_mlp']*1e3:.1f} ms | {m['torch_mlp']*1e3:.1f} ms | {m['torch_mlp']/m['ours_mlp']:.2f}x |")

@@ -188,7 +188,7 @@ public enum TrainingRun {
             console.line("resuming from \(resumed.path): epoch \(trainer.state.epoch + 1), step \(trainer.state.stepInEpoch) of \(trainer.stepsPerEpoch)")
         }
         console.line(
-            "shardwise \(ShardwiseVersion.current): \(describe(configuration.network)), \(trainer.network.layout.parameterCount) parameters, "
+            "shardwise \(ShardwiseVersion.current): \(describe(configuration.network)), \(Self.parameterCounts(trainer.network.layout)), "
                 + "\(trainer.trainingData.count) training / \(data.test?.count ?? 0) test samples from \(data.origin) (\(DataSource.describe(data.train)); inputs \(DataSource.describe(data.train.preprocessing, mnist: options.data.isMNIST))); "
                 + (cluster.map { "\($0.size) MPI ranks (\(trainer.fastAllreduce ? "MPI_Allreduce" : "ordered exchange")\(trainer.overlapsExchange ? ", overlapped" : "")) x " } ?? "")
                 + "\(pool.workers.count) workers (\(options.policy.rawValue)), shards of \(configuration.shardSize); \(options.kernels == .portable ? "portable \(MatrixKernels.portableISA)" : "BLAS \(blas.kernels)") kernels")
@@ -426,5 +426,13 @@ extension RunSummary {
         if let e = finalTestErrorPercent { return String(format: "test error %.2f%%", e) }
         if let r = finalTestRmse { return String(format: "test RMSE %.4g, MAE %.4g", r, finalTestMae ?? .nan) }
         return "no test set"
+    }
+}
+
+extension TrainingRun {
+    /// "78090 parameters" or, with BatchNorm, "78090 parameters + 681 buffer values" (running statistics).
+    static func parameterCounts(_ layout: ParameterLayout) -> String {
+        let trained = layout.trainedParameterCount, buffers = layout.parameterCount - trained
+        return buffers == 0 ? "\(trained) parameters" : "\(trained) parameters + \(buffers) buffer values"
     }
 }

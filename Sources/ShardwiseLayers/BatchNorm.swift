@@ -1,3 +1,5 @@
+import ShardwiseKernels
+
 /// A layer whose training pass needs sums over the whole global batch, not one shard's rows:
 /// BatchNorm. The engine calls it in two halves around each sum: every shard writes its own
 /// sums (``forwardSums(_:into:)``, ``backwardSums(_:forwardSums:batchRows:into:)``); the
@@ -21,8 +23,10 @@ public protocol BatchStatisticsLayer: Layer {
     func forward(_ pass: ForwardPass, batchSums: UnsafePointer<Double>, batchRows: Int)
     /// Training, backward: this shard's sums for the input gradient (overwrite every element).
     func backwardSums(_ pass: BackwardPass, forwardSums: UnsafePointer<Double>, batchRows: Int, into sums: UnsafeMutablePointer<Double>)
-    /// Training, backward: parameter gradients (this shard's part) and the input gradient from the batch's sums.
-    func backward(_ pass: BackwardPass, forwardSums: UnsafePointer<Double>, backwardSums: UnsafePointer<Double>, batchRows: Int)
+    /// Training, backward: parameter gradients (this shard's part, from `shardSums`, its own
+    /// ``backwardSums(_:forwardSums:batchRows:into:)``) and the input gradient from the batch's sums.
+    func backward(
+        _ pass: BackwardPass, forwardSums: UnsafePointer<Double>, backwardSums: UnsafePointer<Double>, shardSums: UnsafePointer<Double>, batchRows: Int)
     /// After a step: the buffers (running statistics), in `parameters`, from every shard's forward sums
     /// (`shards` rows of ``statisticsCount(inputShape:)`` Doubles, in shard order) of `shardRows` rows each.
     func updateBuffers(_ parameters: ParameterGradients, inputShape: [Int], shardSums: UnsafePointer<Double>, shards: Int, shardRows: Int)
@@ -101,81 +105,57 @@ public struct BatchNorm: BatchStatisticsLayer {
     }
 
     public func forwardSums(_ pass: ForwardPass, into sums: UnsafeMutablePointer<Double>) {
-        let (channels, positions) = geometry(pass.inputShape), width = pass.inputWidth
+        let (channels, positions) = geometry(pass.inputShape)
         for c in 0..<channels {
-            var s = 0.0, q = 0.0
-            for r in 0..<pass.rows {
-                let x = pass.input + r * width + c * positions
-                for i in 0..<positions {
-                    let v = Double(x[i])
-                    s += v
-                    q += v * v
-                }
-            }
-            sums[c] = s
-            sums[channels + c] = q
+            (sums[c], sums[channels + c]) = ChannelKernels.sums(rows: pass.rows, count: positions, stride: pass.inputWidth, pass.input + c * positions)
         }
     }
 
     public func forward(_ pass: ForwardPass, batchSums: UnsafePointer<Double>, batchRows: Int) {
-        let (channels, positions) = geometry(pass.inputShape), width = pass.inputWidth
+        let (channels, positions) = geometry(pass.inputShape)
         let gamma = pass.parameters[0], beta = pass.parameters[1]
         for c in 0..<channels {
             let (mean, rstd) = moments(batchSums, c, channels: channels, count: Double(batchRows * positions))
-            let scale = rstd * Double(gamma[c]), shift = Double(beta[c])
-            for r in 0..<pass.rows {
-                let x = pass.input + r * width + c * positions, y = pass.output + r * width + c * positions
-                for i in 0..<positions { y[i] = Float((Double(x[i]) - mean) * scale + shift) }
-            }
+            let scale = rstd * Double(gamma[c])
+            // y = x · a + b, a = γ · rstd, b = β - μ · a (each rounded once from Double).
+            ChannelKernels.affine(
+                rows: pass.rows, count: positions, stride: pass.inputWidth, x: pass.input + c * positions, out: pass.output + c * positions,
+                a: Float(scale), b: Float(Double(beta[c]) - mean * scale))
         }
+    }
+
+    /// This shard's Σ dy and Σ dy · x̂ of channel c (x̂ = (x - μ) rstd, so Σ dy · x̂ = rstd (Σ dy · x - μ Σ dy)).
+    @inline(__always) func gradientSums(_ pass: BackwardPass, _ c: Int, positions: Int, mean: Double, rstd: Double) -> (Double, Double) {
+        let (s, q) = ChannelKernels.sums(
+            rows: pass.rows, count: positions, stride: pass.inputWidth, pass.outputGradient + c * positions, pass.input + c * positions)
+        return (s, rstd * (q - mean * s))
     }
 
     public func backwardSums(_ pass: BackwardPass, forwardSums: UnsafePointer<Double>, batchRows: Int, into sums: UnsafeMutablePointer<Double>) {
-        let (channels, positions) = geometry(pass.inputShape), width = pass.inputWidth
+        let (channels, positions) = geometry(pass.inputShape)
         for c in 0..<channels {
             let (mean, rstd) = moments(forwardSums, c, channels: channels, count: Double(batchRows * positions))
-            var s = 0.0, q = 0.0
-            for r in 0..<pass.rows {
-                let x = pass.input + r * width + c * positions, g = pass.outputGradient + r * width + c * positions
-                for i in 0..<positions {
-                    let d = Double(g[i])
-                    s += d
-                    q += d * (Double(x[i]) - mean) * rstd
-                }
-            }
-            sums[c] = s
-            sums[channels + c] = q
+            (sums[c], sums[channels + c]) = gradientSums(pass, c, positions: positions, mean: mean, rstd: rstd)
         }
     }
 
-    public func backward(_ pass: BackwardPass, forwardSums: UnsafePointer<Double>, backwardSums: UnsafePointer<Double>, batchRows: Int) {
-        let (channels, positions) = geometry(pass.inputShape), width = pass.inputWidth
+    public func backward(
+        _ pass: BackwardPass, forwardSums: UnsafePointer<Double>, backwardSums: UnsafePointer<Double>, shardSums: UnsafePointer<Double>, batchRows: Int
+    ) {
+        let (channels, positions) = geometry(pass.inputShape)
         let gamma = pass.parameters[0], count = Double(batchRows * positions)
         for c in 0..<channels {
             let (mean, rstd) = moments(forwardSums, c, channels: channels, count: count)
-            // This shard's parameter gradients (the reduction adds the shards'), from its own rows.
-            var dGamma = 0.0, dBeta = 0.0
-            for r in 0..<pass.rows {
-                let x = pass.input + r * width + c * positions, g = pass.outputGradient + r * width + c * positions
-                for i in 0..<positions {
-                    let d = Double(g[i])
-                    dBeta += d
-                    dGamma += d * (Double(x[i]) - mean) * rstd
-                }
-            }
-            pass.parameterGradients[0][c] = Float(dGamma)
-            pass.parameterGradients[1][c] = Float(dBeta)
+            // This shard's parameter gradients (the reduction adds the shards'): Σ dy · x̂ and Σ dy over its own rows.
+            pass.parameterGradients[0][c] = Float(shardSums[channels + c])
+            pass.parameterGradients[1][c] = Float(shardSums[c])
             guard let dx = pass.inputGradient else { continue }
-            // dx = γ · rstd · (dy - Σdy / M - x̂ · Σ(dy · x̂) / M), the sums over the batch's M values.
-            let meanD = backwardSums[c] / count, meanDX = backwardSums[channels + c] / count, scale = Double(gamma[c]) * rstd
-            for r in 0..<pass.rows {
-                let x = pass.input + r * width + c * positions, g = pass.outputGradient + r * width + c * positions
-                let out = dx + r * width + c * positions
-                for i in 0..<positions {
-                    let xhat = (Double(x[i]) - mean) * rstd
-                    out[i] = Float(scale * (Double(g[i]) - meanD - xhat * meanDX))
-                }
-            }
+            // dx = γ rstd (dy - Σdy / M - x̂ Σ(dy x̂) / M) over the batch's M values = dy · a + x · b + c.
+            let meanD = backwardSums[c] / count, meanDX = backwardSums[channels + c] / count, a = Double(gamma[c]) * rstd
+            let b = -a * rstd * meanDX
+            ChannelKernels.affine2(
+                rows: pass.rows, count: positions, stride: pass.inputWidth, dy: pass.outputGradient + c * positions, x: pass.input + c * positions,
+                out: dx + c * positions, a: Float(a), b: Float(b), c: Float(-a * meanD - b * mean))
         }
     }
 
@@ -212,14 +192,13 @@ public struct BatchNorm: BatchStatisticsLayer {
     // MARK: - Evaluation: the running statistics
 
     public func forward(_ pass: ForwardPass) {
-        let (channels, positions) = geometry(pass.inputShape), width = pass.inputWidth
+        let (channels, positions) = geometry(pass.inputShape)
         let gamma = pass.parameters[0], beta = pass.parameters[1], mean = pass.parameters[2], variance = pass.parameters[3]
         for c in 0..<channels {
-            let scale = Double(gamma[c]) / (Double(variance[c]) + epsilon).squareRoot(), m = Double(mean[c]), shift = Double(beta[c])
-            for r in 0..<pass.rows {
-                let x = pass.input + r * width + c * positions, y = pass.output + r * width + c * positions
-                for i in 0..<positions { y[i] = Float((Double(x[i]) - m) * scale + shift) }
-            }
+            let scale = Double(gamma[c]) / (Double(variance[c]) + epsilon).squareRoot()
+            ChannelKernels.affine(
+                rows: pass.rows, count: positions, stride: pass.inputWidth, x: pass.input + c * positions, out: pass.output + c * positions,
+                a: Float(scale), b: Float(Double(beta[c]) - Double(mean[c]) * scale))
         }
     }
 

@@ -106,10 +106,11 @@ extension Network {
                 guard let sums, let layer = layer as? any BatchStatisticsLayer else { return layer.backward(pass) }
                 let j = statisticsIndex[k]!
                 if layer.sharesStatistics {
-                    layer.backward(pass, forwardSums: sums.total(j), backwardSums: sums.total(statistics + j), batchRows: sums.batchRows)
+                    layer.backward(
+                        pass, forwardSums: sums.total(j), backwardSums: sums.total(statistics + j), shardSums: sums.own(statistics + j), batchRows: sums.batchRows)
                 } else {
                     layer.backwardSums(pass, forwardSums: sums.own(j), batchRows: n, into: sums.own(statistics + j))
-                    layer.backward(pass, forwardSums: sums.own(j), backwardSums: sums.own(statistics + j), batchRows: n)
+                    layer.backward(pass, forwardSums: sums.own(j), backwardSums: sums.own(statistics + j), shardSums: sums.own(statistics + j), batchRows: n)
                 }
             }
         }

@@ -220,6 +220,14 @@ class Model(nn.Module):
         return self
 
 
+def model_file(path):
+    """(layers, input shape) of a Shardwise model file (YAML with `input` and `layers`)."""
+    import yaml
+    description = yaml.safe_load(open(path))
+    layers = description["layers"]
+    return (" ".join(layers) if isinstance(layers, list) else layers), list(description["input"])
+
+
 def load(model, tensors):
     """Loads a checkpoint's tensors by name (strict): Shardwise keeps `num_batches_tracked` as a
     one-element float tensor, torch as a 0-d integer one."""

@@ -63,7 +63,61 @@ final class CustomLayersTests: XCTestCase {
         }
     }
 
-    /// Trained weights are the same for 1, 2, 3 and 4 workers, with the example's layers and dropout.
+    /// The gated residual block: Linear -> GatedResidual(Linear, Swish) -> Linear against central
+    /// differences of the same computation in Double, every parameter.
+    func testGatedResidualGradientsMatchFiniteDifferences() throws {
+        _ = try BLAS.load()
+        let network = try Network(Sequential {
+            Linear(inputs, hidden)
+            GatedResidual(width: hidden) { Linear(hidden, hidden); Swish() }
+            Linear(hidden, classes)
+        }, inputWidth: inputs)
+        XCTAssertEqual(network.layout.tensors.map(\.name), [
+            "layers.0.weight", "layers.0.bias", "layers.1.body.0.weight", "layers.1.body.0.bias",
+            "layers.1.gate.0.weight", "layers.1.gate.0.bias", "layers.2.weight", "layers.2.bias",
+        ])
+        let parameters = FloatBuffer(count: network.layout.count)
+        network.initialize(parameters: parameters, seed: 4)
+        let ws = Workspace(network: network, capacity: rows)
+        let stream = RandomAddress(seed: 4, purpose: .synthetic)
+        for i in 0..<rows * inputs { ws.input[i] = 2 * stream.uniform(i) - 1 }
+        let labels = (0..<rows).map { Int32($0 % classes) }
+        for n in 0..<rows { ws.labels[n] = labels[n] }
+        network.forward(parameters: parameters.pointer, workspace: ws, rows: rows, random: nil)
+        let gradient = FloatBuffer(count: network.layout.count)
+        let lossSum = network.backward(parameters: parameters.pointer, workspace: ws, rows: rows, lossDivisor: rows, gradient: gradient.pointer)
+        var theta = (0..<network.layout.count).map { Double(parameters[$0]) }
+        let input = (0..<rows * inputs).map { Double(ws.input[$0]) }
+        func linear(_ name: String, _ x: [Double], _ i: Int, _ o: Int, _ t: [Double]) -> [Double] {
+            let w = network.layout.tensor(named: "\(name).weight")!, b = network.layout.tensor(named: "\(name).bias")!
+            return (0..<rows * o).map { e in (0..<i).reduce(t[b.offset + e % o]) { $0 + x[(e / o) * i + $1] * t[w.offset + (e % o) * i + $1] } }
+        }
+        func loss(_ t: [Double]) -> Double {
+            let x = linear("layers.0", input, inputs, hidden, t)
+            let body = linear("layers.1.body.0", x, hidden, hidden, t).map { $0 / (1 + exp(-$0)) }
+            let gate = linear("layers.1.gate.0", x, hidden, hidden, t).map { 1 / (1 + exp(-$0)) }
+            let y = (0..<x.count).map { x[$0] + gate[$0] * body[$0] }
+            let z = linear("layers.2", y, hidden, classes, t)
+            return (0..<rows).reduce(0.0) { sum, n in
+                let row = z[n * classes..<(n + 1) * classes], m = row.max()!
+                return sum + m + log(row.reduce(0) { $0 + exp($1 - m) }) - z[n * classes + Int(labels[n])]
+            } / Double(rows)
+        }
+        XCTAssertEqual(lossSum / Double(rows), loss(theta), accuracy: 1e-5)
+        for i in 0..<network.layout.count where network.layout.tensors.contains(where: { $0.offset <= i && i < $0.offset + $0.count }) {
+            let saved = theta[i]
+            theta[i] = saved + 1e-6
+            let plus = loss(theta)
+            theta[i] = saved - 1e-6
+            let minus = loss(theta)
+            theta[i] = saved
+            let numeric = (plus - minus) / 2e-6
+            XCTAssertEqual(Double(gradient[i]), numeric, accuracy: 1e-4 + 1e-3 * abs(numeric), "parameter \(i)")
+        }
+    }
+
+    /// Trained weights are the same for 1, 2, 3 and 4 workers, with the example's layers (its own
+    /// composite among them) and dropout.
     func testWeightsIndependentOfWorkerCount() async throws {
         let count = 1024, features = 20
         let stream = RandomAddress(seed: 3, purpose: .synthetic)
@@ -85,6 +139,7 @@ final class CustomLayersTests: XCTestCase {
             let model = Sequential {
                 UniformNoise(amplitude: 0.1)
                 Linear(features, 32); Swish(); Dropout(0.3)
+                GatedResidual(width: 32) { LayerNorm(); Linear(32, 32); Swish(); Dropout(0.2) }
                 Linear(32, 10)
             }
             let trainer = try Trainer(model: model, data: data, configuration: configuration, workers: pool)
