@@ -16,12 +16,77 @@ import Yams
 /// `layers` may also be a list, one layer (or several) per entry; there YAML reads `pad: 2` as
 /// a mapping, so write `pad=2` or quote the entry. JSON is YAML too. Errors in the file are
 /// usage errors (exit status 2), as a bad flag value is.
+///
+/// An optional `training:` mapping is the model's recipe (see ``Recipe``): flags given on the
+/// command line override it; what neither sets takes the defaults of a model run (a constant
+/// learning rate, no max-norm), not the reference perceptron's recipe.
 public enum ModelFile {
-    /// The most bytes a model file may have.
-    static let limit = 1 << 20
+    /// A model file's training recipe: each field optional.
+    public struct Recipe: Sendable, Equatable {
+        public var optimizer: OptimizerAlgorithm?
+        public var learningRate: Double?
+        public var schedule: String?
+        public var lrFloor: Double?
+        /// Some(nil): `max_norm: none`.
+        public var maxNorm: Double??
+        public var weightDecay: Double?
+        public var clipNorm: Double?
+        public var epochs: Int?
+        public var batchSize: Int?
+        public init() {}
+    }
 
-    /// The network the file describes, its output width to be set from the data.
-    public static func load(_ path: String) throws(RunError) -> NetworkConfiguration {
+    /// The keys of a recipe (`training:`).
+    static let recipeKeys = ["optimizer", "lr", "schedule", "lr_floor", "max_norm", "weight_decay", "clip_norm", "epochs", "batch_size"]
+
+    /// The recipe in the file's `training:` mapping (an empty one without it).
+    public static func recipe(_ path: String) throws(RunError) -> Recipe {
+        let (fields, _) = try mapping(path)
+        guard let node = fields["training"] else { return Recipe() }
+        guard let entries = node.mapping else { throw RunError("--model: \(path), line \(node.mark?.line ?? 0): 'training' must be a mapping such as {optimizer: adam, lr: 0.001}") }
+        var recipe = Recipe()
+        for (key, value) in entries {
+            let line = value.mark?.line ?? 0
+            guard let name = key.string, recipeKeys.contains(name) else {
+                throw RunError("--model: \(path), line \(key.mark?.line ?? 0): unknown training key '\(key.string ?? "\(key)")', expected one of \(recipeKeys.joined(separator: ", "))")
+            }
+            func number() throws(RunError) -> Double {
+                guard let text = value.string, let number = Double(text), number.isFinite, number >= 0 else {
+                    throw RunError("--model: \(path), line \(line): training \(name) '\(value.string ?? "\(value)")', expected a non-negative number")
+                }
+                return number
+            }
+            func count() throws(RunError) -> Int {
+                guard let n = value.int, n > 0, n <= Int(Int32.max) else {
+                    throw RunError("--model: \(path), line \(line): training \(name) '\(value.string ?? "\(value)")', expected a positive whole number")
+                }
+                return n
+            }
+            switch name {
+            case "optimizer":
+                guard let algorithm = value.string.flatMap(OptimizerAlgorithm.init(rawValue:)) else {
+                    throw RunError("--model: \(path), line \(line): training optimizer '\(value.string ?? "")', expected sgd, adam, adamw or rmsprop")
+                }
+                recipe.optimizer = algorithm
+            case "lr": recipe.learningRate = try number()
+            case "schedule":
+                guard let text = value.string, ["constant", "step", "exponential", "cosine"].contains(text) else {
+                    throw RunError("--model: \(path), line \(line): training schedule '\(value.string ?? "")', expected constant, step, exponential or cosine")
+                }
+                recipe.schedule = text
+            case "lr_floor": recipe.lrFloor = try number()
+            case "max_norm": recipe.maxNorm = value.string == "none" ? .some(nil) : .some(try number())
+            case "weight_decay": recipe.weightDecay = try number()
+            case "clip_norm": recipe.clipNorm = try number()
+            case "epochs": recipe.epochs = try count()
+            default: recipe.batchSize = try count()
+            }
+        }
+        return recipe
+    }
+
+    /// The file's top-level mapping by key, and its text.
+    static func mapping(_ path: String) throws(RunError) -> (fields: [String: Node], text: String) {
         let bytes: [UInt8]
         do { bytes = try RegularFile.read(path, limit: limit, what: "a model file") } catch { throw RunError("--model: \(error.description)") }
         guard let text = String(validating: bytes, as: UTF8.self) else { throw RunError("--model: \(path) is not UTF-8 text") }
@@ -35,11 +100,20 @@ public enum ModelFile {
         }
         var fields: [String: Node] = [:]
         for (key, value) in mapping {
-            guard let name = key.string, ["input", "layers", "loss"].contains(name) else {
-                throw RunError("--model: \(path), line \(key.mark?.line ?? 0): unknown key '\(key.string ?? "\(key)")', expected input, layers or loss")
+            guard let name = key.string, ["input", "layers", "loss", "init", "training"].contains(name) else {
+                throw RunError("--model: \(path), line \(key.mark?.line ?? 0): unknown key '\(key.string ?? "\(key)")', expected input, layers, loss, init or training")
             }
             fields[name] = value
         }
+        return (fields, text)
+    }
+
+    /// The most bytes a model file may have.
+    static let limit = 1 << 20
+
+    /// The network the file describes, its output width to be set from the data.
+    public static func load(_ path: String) throws(RunError) -> NetworkConfiguration {
+        let (fields, _) = try mapping(path)
         guard let inputNode = fields["input"] else { throw RunError("--model: \(path): no 'input', expected one sample's shape such as [1, 28, 28] or [784]") }
         let shape: [Int?]? = inputNode.sequence.map { $0.map(\.int) } ?? inputNode.int.map { [$0] }
         guard let shape, !shape.isEmpty, shape.allSatisfy({ ($0 ?? 0) > 0 }) else {
@@ -63,6 +137,12 @@ public enum ModelFile {
         let loss = fields["loss"].flatMap { $0.string }
         if fields["loss"] != nil && loss == nil { throw RunError("--model: \(path): 'loss' must be text such as cross_entropy or mse") }
         var network = NetworkConfiguration(layers: layers, inputShape: shape.map { $0! }, outputSize: 1, loss: loss)
+        if let node = fields["init"] {
+            guard let scheme = node.string.flatMap(InitializationScheme.init(rawValue:)) else {
+                throw RunError("--model: \(path), line \(node.mark?.line ?? 0): init '\(node.string ?? "\(node)")', expected he (the default) or pytorch")
+            }
+            network.initialization = scheme
+        }
         // Parse now, so that a bad layer is named with the file before any data is read; the
         // output width is the model's until the data's is known (training checks they agree).
         do { network.outputSize = try Network(network).widths.last! } catch { throw RunError("--model: \(path): \(error)") }

@@ -58,7 +58,7 @@ public struct RunConfiguration: Sendable, Codable, Equatable {
             (.validationSamples, training.validationSamples.map(String.init) ?? "none"),
             (.earlyStoppingPatience, training.earlyStoppingPatience.map(String.init) ?? "none"),
             (.evaluateEvery, "\(training.evaluateEvery ?? 1)"),
-            (.model, network.layers.map { "\($0) on \(network.sampleShape), loss \(network.loss ?? "default")" } ?? "none"),
+            (.model, network.layers.map { "\($0) on \(network.sampleShape), loss \(network.loss ?? "default")\(network.initialization == .pytorch ? ", init pytorch" : "")" } ?? "none"),
             (.optimizer, o.algorithm.rawValue), (.beta1, "\(o.beta1)"), (.beta2, "\(o.beta2)"), (.epsilon, "\(o.epsilon)"),
             (.clipNorm, o.clipNorm.map { "\($0)" } ?? "none"),
         ]

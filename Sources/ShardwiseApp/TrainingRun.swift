@@ -191,7 +191,8 @@ public enum TrainingRun {
             "shardwise \(ShardwiseVersion.current): \(describe(configuration.network)), \(Self.parameterCounts(trainer.network.layout)), "
                 + "\(trainer.trainingData.count) training / \(data.test?.count ?? 0) test samples from \(data.origin) (\(DataSource.describe(data.train)); inputs \(DataSource.describe(data.train.preprocessing, mnist: options.data.isMNIST))); "
                 + (cluster.map { "\($0.size) MPI ranks (\(trainer.fastAllreduce ? "MPI_Allreduce" : "ordered exchange")\(trainer.overlapsExchange ? ", overlapped" : "")) x " } ?? "")
-                + "\(pool.workers.count) workers (\(options.policy.rawValue)), shards of \(configuration.shardSize); \(options.kernels == .portable ? "portable \(MatrixKernels.portableISA)" : "BLAS \(blas.kernels)") kernels")
+                + "\(pool.workers.count) workers (\(options.policy.rawValue)), shards of \(configuration.shardSize); \(options.kernels == .portable ? "portable \(MatrixKernels.portableISA)" : "BLAS \(blas.kernels)") kernels; "
+                + "recipe: \(Self.recipe(configuration.training))\(configuration.network.initialization == .pytorch ? ", PyTorch initialisation" : "")")
         if trainer.isFinished, let resumed {
             console.line("\(resumed.path): this run finished (\(trainer.state.records.count) epochs); nothing is trained or rewritten")
             if let out = options.outDirectory, let data = try? RegularFile.read("\(out)/summary.json", limit: 64 << 20),
@@ -430,6 +431,17 @@ extension RunSummary {
 }
 
 extension TrainingRun {
+    /// The training recipe in force, e.g. "adam, lr 0.001 constant, no max-norm, batch 128, 20 epochs".
+    static func recipe(_ t: TrainingConfiguration) -> String {
+        let o = t.optimizer
+        var parts = ["\(o.algorithm.rawValue)\(o.algorithm == .sgd ? " momentum \(o.momentum.end)\(o.nesterov ? " nesterov" : "")" : "")", "lr \(o.learningRate) \(o.schedule.name)"]
+        parts.append(o.maxNorm.map { "max-norm \($0)" } ?? "no max-norm")
+        if o.weightDecay > 0 { parts.append("weight decay \(o.weightDecay)") }
+        if let clip = o.clipNorm { parts.append("clip-norm \(clip)") }
+        parts.append("batch \(t.batchSize), \(t.epochs) epochs")
+        return parts.joined(separator: ", ")
+    }
+
     /// "78090 parameters" or, with BatchNorm, "78090 parameters + 681 buffer values" (running statistics).
     static func parameterCounts(_ layout: ParameterLayout) -> String {
         let trained = layout.trainedParameterCount, buffers = layout.parameterCount - trained

@@ -131,7 +131,7 @@ struct SweepCommand: AsyncParsableCommand {
 
     func run() async throws {
         var base = try training.configuration(network: try model.map(ModelFile.load) ?? NetworkConfiguration(
-            hiddenSizes: try parseLayerSizes(layers), dropoutInput: 0, dropoutHidden: 0, dropoutKind: dropoutKind))
+            hiddenSizes: try parseLayerSizes(layers), dropoutInput: 0, dropoutHidden: 0, dropoutKind: dropoutKind), modelFile: model)
         base.validationSamples = validationSamples
         let command = "shardwise " + CommandLine.arguments.dropFirst().joined(separator: " ")
         var options = machine.runOptions(outDirectory: out)

@@ -39,7 +39,7 @@ struct TrainCommand: AsyncParsableCommand {
     var compareNoDropout = false
 
     func makeConfiguration() throws -> RunConfiguration {
-        try training.configuration(network: network.configuration())
+        try training.configuration(network: network.configuration(), modelFile: network.model)
     }
 
     func validate() throws {

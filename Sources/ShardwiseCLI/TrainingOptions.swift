@@ -5,11 +5,11 @@ import ShardwiseApp
 
 /// The optimizer, schedule, batch and seed flags shared by `train` and `sweep`.
 struct TrainingOptions: ParsableArguments {
-    @Option(help: "Base learning rate.")
-    var lr = 0.05
+    @Option(help: "Base learning rate (default: a model file's recipe, else 0.05 for sgd, and PyTorch's defaults for adam and adamw, 1e-3, and rmsprop, 1e-2).")
+    var lr: Double?
 
-    @Option(help: "Learning-rate schedule: constant, step, exponential or cosine.")
-    var schedule = "cosine"
+    @Option(help: "Learning-rate schedule: constant, step, exponential or cosine (default: cosine for the reference perceptron; with --model, the file's recipe or constant).")
+    var schedule: String?
 
     @Option(help: "For --schedule step: epochs between decays.")
     var lrStep = 10
@@ -17,11 +17,11 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "For --schedule step or exponential: the decay factor.")
     var lrGamma = 0.5
 
-    @Option(help: "For --schedule cosine: the final rate as a fraction of the base rate.")
-    var lrFloor = 0.01
+    @Option(help: "For --schedule cosine: the final rate as a fraction of the base rate (default 0.01).")
+    var lrFloor: Double?
 
-    @Option(help: "The optimizer: sgd (momentum SGD), adam, adamw or rmsprop, each as PyTorch's torch.optim class.")
-    var optimizer: OptimizerAlgorithm = .sgd
+    @Option(help: "The optimizer: sgd (momentum SGD), adam, adamw or rmsprop, each as PyTorch's torch.optim class (default: a model file's recipe, else sgd).")
+    var optimizer: OptimizerAlgorithm?
 
     @Option(help: "Adam and AdamW: β₁, the first moment's decay.")
     var beta1 = 0.9
@@ -53,17 +53,17 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Weight decay: L2, added to the gradient (sgd, adam, rmsprop; default 0), or decoupled (adamw; default 0.01), as in PyTorch.")
     var weightDecay: Double?
 
-    @Option(help: "Max-norm bound on each hidden unit's incoming weight vector.")
-    var maxNorm = 3.5
+    @Option(help: "Max-norm bound on each hidden unit's incoming weight vector (default: 3.5 for the reference perceptron; with --model, the file's recipe or none).")
+    var maxNorm: Double?
 
     @Flag(help: "No max-norm constraint.")
     var noMaxNorm = false
 
-    @Option(help: "Passes over the training set.")
-    var epochs = 80
+    @Option(help: "Passes over the training set (default: a model file's recipe, else 80).")
+    var epochs: Int?
 
-    @Option(help: "Samples per optimisation step (the global batch): a whole number of shards.")
-    var batchSize = 128
+    @Option(help: "Samples per optimisation step (the global batch): a whole number of shards (default: a model file's recipe, else 128).")
+    var batchSize: Int?
 
     @Option(help: "Samples per shard, the unit of work and of determinism.")
     var shardSize = 64
@@ -81,15 +81,36 @@ struct TrainingOptions: ParsableArguments {
     var evaluateEvery: Int?
 
 
-    func configuration(network: NetworkConfiguration) throws -> RunConfiguration {
+    /// The run's configuration: each setting from its flag, else from the model file's recipe
+    /// (`modelFile`'s `training:`), else the default — the reference recipe's for the perceptron,
+    /// neutral ones (a constant rate, no max-norm) for a model file, as a PyTorch user expects.
+    func configuration(network: NetworkConfiguration, modelFile: String? = nil) throws -> RunConfiguration {
+        let recipe = try modelFile.map(ModelFile.recipe) ?? ModelFile.Recipe()
+        let described = network.layers != nil
+        let optimizer = self.optimizer ?? recipe.optimizer ?? .sgd
+        let lr = self.lr ?? recipe.learningRate ?? [.sgd: 0.05, .adam: 1e-3, .adamw: 1e-3, .rmsprop: 1e-2][optimizer]!
+        let epochs = self.epochs ?? recipe.epochs ?? 80, batchSize = self.batchSize ?? recipe.batchSize ?? 128
+        let lrFloor = self.lrFloor ?? recipe.lrFloor ?? 0.01
+        let maxNorm: Double?
+        if noMaxNorm {
+            maxNorm = nil
+        } else if let bound = self.maxNorm {
+            maxNorm = bound
+        } else if let fromRecipe = recipe.maxNorm {
+            maxNorm = fromRecipe  // nil: `max_norm: none`
+        } else {
+            maxNorm = described ? nil : 3.5
+        }
+        let weightDecay = self.weightDecay ?? recipe.weightDecay
+        let clipNorm = self.clipNorm ?? recipe.clipNorm
         let schedule: LearningRateSchedule
-        switch self.schedule {
+        switch self.schedule ?? recipe.schedule ?? (described ? "constant" : "cosine") {
         case "constant": schedule = .constant
         case "step": schedule = .step(every: lrStep, gamma: lrGamma)
         case "exponential": schedule = .exponential(gamma: lrGamma)
         case "cosine": schedule = .cosine(epochs: epochs, floor: lrFloor)
         default:
-            throw ValidationError("--schedule: unknown schedule '\(self.schedule)', expected constant, step, exponential or cosine")
+            throw ValidationError("--schedule: unknown schedule '\(self.schedule ?? "")', expected constant, step, exponential or cosine")
         }
         let momentum = self.momentum ?? (optimizer == .sgd ? 0.9 : 0)
         if optimizer == .adam || optimizer == .adamw, self.momentum != nil || momentumStart != nil {
@@ -98,7 +119,7 @@ struct TrainingOptions: ParsableArguments {
         var settings = OptimizerConfiguration(
             learningRate: lr, schedule: schedule,
             momentum: MomentumRamp(start: momentumStart ?? momentum, end: momentum, epochs: momentumRamp),
-            nesterov: nesterov, weightDecay: weightDecay ?? (optimizer == .adamw ? 0.01 : 0), maxNorm: noMaxNorm ? nil : maxNorm)
+            nesterov: nesterov, weightDecay: weightDecay ?? (optimizer == .adamw ? 0.01 : 0), maxNorm: maxNorm)
         settings.algorithm = optimizer
         (settings.beta1, settings.beta2) = (beta1, optimizer == .rmsprop ? alpha : beta2)
         settings.epsilon = eps

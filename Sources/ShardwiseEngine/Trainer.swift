@@ -118,7 +118,7 @@ public final class Trainer: @unchecked Sendable {
         model: Sequential, data: Dataset, configuration: TrainingConfiguration, workers pool: WorkerPool,
         loss: (any Loss)? = nil, validation: Dataset? = nil, cluster: Cluster? = nil, fastAllreduce: Bool = false,
         overlap: Bool = true, exchange preferred: ExchangePattern = .auto, chunkElements: Int = 16_384,
-        description: NetworkConfiguration? = nil, inputShape: [Int]? = nil
+        description: NetworkConfiguration? = nil, inputShape: [Int]? = nil, initialization: InitializationScheme = .he
     ) throws(TrainingError) {
         let asked = overlap
         do { _ = try BLAS.load() } catch { throw .blas(error) }
@@ -166,7 +166,7 @@ public final class Trainer: @unchecked Sendable {
         let local = cluster.map { $0.block(of: shards) } ?? 0..<shards
         localShards = local
         parameters = FloatBuffer(count: network.layout.count)
-        network.initialize(parameters: parameters, seed: configuration.seed)
+        network.initialize(parameters: parameters, seed: configuration.seed, scheme: initialization)
         let optimizer = ChunkedOptimizer(configuration: configuration.optimizer, layout: network.layout, chunkElements: chunkElements)
         self.optimizer = optimizer
         // Each shard's buffers live on the NUMA node of the worker that computes it
@@ -251,7 +251,7 @@ public final class Trainer: @unchecked Sendable {
         try self.init(
             model: model, data: data, configuration: configuration, workers: pool, loss: loss, validation: validation, cluster: cluster,
             fastAllreduce: fastAllreduce, overlap: overlap, exchange: exchange, chunkElements: chunkElements, description: description,
-            inputShape: description.inputShape)
+            inputShape: description.inputShape, initialization: description.initialization ?? .he)
     }
 
     deinit {

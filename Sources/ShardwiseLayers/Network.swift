@@ -192,17 +192,35 @@ public struct Network: Sendable {
 
     /// Fills the parameters with each tensor's initialiser: tensor t of the k-th leaf with
     /// parameters draws from the stream (seed, initialization, layer k, position t).
-    public func initialize(parameters: FloatBuffer, seed: UInt64) {
+    /// With `scheme` ``InitializationScheme/pytorch``, a layer whose weights start He-uniform
+    /// (linear layers, convolutions) starts as PyTorch's does instead: weights and biases uniform
+    /// in ±1/√fan-in (`kaiming_uniform_(a=√5)` and its bias rule), from the same streams.
+    public func initialize(parameters: FloatBuffer, seed: UInt64, scheme: InitializationScheme = .he) {
         precondition(parameters.count == layout.count, "\(parameters.count) parameters for a layout of \(layout.count)")
         parameters.fill(0)
         var parameterised = 0
         for (n, node) in nodes.enumerated() where !parameterOffsets[n].isEmpty {
-            for (t, spec) in node.layer!.parameters(inputShape: shapes[node.inputs[0]]).enumerated() {
+            let specs = node.layer!.parameters(inputShape: shapes[node.inputs[0]])
+            let fanIn = specs.lazy.compactMap { spec -> Int? in if case .heUniform(let f) = spec.initializer { return f } else { return nil } }.first
+            for (t, spec) in specs.enumerated() {
                 let tensor = layout.tensors.first { $0.offset == parameterOffsets[n][t] }!
                 let stream = RandomAddress(seed: seed, purpose: .initialization, position: UInt32(t), layer: UInt32(parameterised))
-                spec.initializer.fill(UnsafeMutableBufferPointer(start: parameters.pointer + tensor.offset, count: tensor.count), stream: stream)
+                var initializer = spec.initializer
+                if scheme == .pytorch, let fanIn, spec.role == .weight || spec.role == .bias {
+                    initializer = .uniform(bound: Float(1 / Double(fanIn).squareRoot()))
+                }
+                initializer.fill(UnsafeMutableBufferPointer(start: parameters.pointer + tensor.offset, count: tensor.count), stream: stream)
             }
             parameterised += 1
         }
     }
+}
+
+/// How a model's linear layers and convolutions start.
+public enum InitializationScheme: String, Sendable, Codable {
+    /// He (Kaiming) uniform weights, √(6 / fan-in), zero biases: Shardwise's default, suited to
+    /// ReLU networks (the dropout paper's recipe and He et al. 2015).
+    case he
+    /// PyTorch's defaults: weights and biases uniform in ±1/√fan-in.
+    case pytorch
 }

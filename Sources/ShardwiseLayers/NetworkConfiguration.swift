@@ -40,6 +40,8 @@ public struct NetworkConfiguration: Sendable, Codable, Equatable {
     /// The loss in the layer language's form (`cross_entropy(label_smoothing: 0.1)`,
     /// `bce_with_logits`, `mse`); nil: cross-entropy for classification, MSE for regression.
     public var loss: String?
+    /// How linear layers and convolutions start; nil: ``InitializationScheme/he``.
+    public var initialization: InitializationScheme?
 
     /// A model described in the layer language, for samples of `inputShape`, with `outputSize`
     /// outputs (the data's classes or targets) and optionally a loss.
@@ -82,7 +84,7 @@ public struct NetworkConfiguration: Sendable, Codable, Equatable {
     public var allRates: [Double] { [dropoutInput] + hiddenSizes.indices.map(hiddenRate) }
 
     enum CodingKeys: String, CodingKey {
-        case inputSize, hiddenSizes, outputSize, dropoutInput, dropoutHidden, dropoutHiddenPerLayer, dropoutKind, layers, inputShape, loss
+        case inputSize, hiddenSizes, outputSize, dropoutInput, dropoutHidden, dropoutHiddenPerLayer, dropoutKind, layers, inputShape, loss, initialization
     }
 
     /// Files written before per-layer rates and kinds existed decode as uniform Bernoulli dropout.
@@ -98,6 +100,7 @@ public struct NetworkConfiguration: Sendable, Codable, Equatable {
         layers = try c.decodeIfPresent(String.self, forKey: .layers)
         inputShape = try c.decodeIfPresent([Int].self, forKey: .inputShape)
         loss = try c.decodeIfPresent(String.self, forKey: .loss)
+        initialization = try c.decodeIfPresent(InitializationScheme.self, forKey: .initialization)
     }
 
     /// The shape of one sample: ``inputShape``, or flat rows of ``inputSize``.

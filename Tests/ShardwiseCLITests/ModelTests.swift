@@ -157,6 +157,58 @@ final class ModelTests: XCTestCase {
         }
     }
 
+    /// A model file's `training:` recipe is in force where no flag overrides it, a model run
+    /// without one gets a constant rate and no max-norm (not the perceptron's cosine and
+    /// max-norm 3.5), `init: pytorch` starts elsewhere, and the first line states the recipe.
+    /// The same recipe from flags gives the same bits as from the file.
+    func testModelFileRecipeFlagsAndNeutralDefaults() throws {
+        let mnist = try sharedMNIST()
+        let layers = "input: [1, 28, 28]\nlayers: flatten linear(32) relu dropout(0.2) linear(10)\n"
+        let plain = try write("plain.yaml", layers)
+        let recipe = try write("recipe.yaml", layers + "training: {optimizer: adam, lr: 0.002, schedule: cosine, lr_floor: 0.1, max_norm: 2, weight_decay: 0.001, clip_norm: 1, epochs: 2, batch_size: 64}\n")
+        let torchInit = try write("torch-init.yaml", layers + "init: pytorch\n")
+        func train(_ model: String, _ name: String, _ flags: [String] = []) throws -> (line: Substring, summary: RunSummary) {
+            let out = "\(folder)/\(name)"
+            let run = try runShardwise(["train", "--data", mnist, "--model", model, "--train-samples", "256", "--test-samples", "100",
+                                        "--shard-size", "32", "--seed", "5", "--out", out] + flags)
+            XCTAssertEqual(run.status, 0, run.error)
+            return (run.output.split(separator: "\n").first ?? "", try summary(out))
+        }
+        let neutral = try train(plain, "plain", ["--epochs", "1"])
+        XCTAssertEqual(neutral.summary.configuration.training.optimizer.schedule, .constant)
+        XCTAssertNil(neutral.summary.configuration.training.optimizer.maxNorm)
+        XCTAssertEqual(neutral.summary.configuration.training.optimizer.learningRate, 0.05)
+        XCTAssertTrue(neutral.line.contains("recipe: sgd momentum 0.9, lr 0.05 constant, no max-norm, batch 128, 1 epochs"), String(neutral.line))
+
+        let fromFile = try train(recipe, "recipe")
+        let o = fromFile.summary.configuration.training.optimizer
+        XCTAssertEqual(o.algorithm, .adam)
+        XCTAssertEqual(o.learningRate, 0.002)
+        XCTAssertEqual(o.schedule, .cosine(epochs: 2, floor: 0.1))
+        XCTAssertEqual(o.maxNorm, 2)
+        XCTAssertEqual(o.weightDecay, 0.001)
+        XCTAssertEqual(o.clipNorm, 1)
+        XCTAssertEqual(fromFile.summary.configuration.training.epochs, 2)
+        XCTAssertEqual(fromFile.summary.configuration.training.batchSize, 64)
+        XCTAssertTrue(fromFile.line.contains("recipe: adam, lr 0.002 cosine"), String(fromFile.line))
+        let fromFlags = try train(plain, "flags", ["--optimizer", "adam", "--lr", "0.002", "--schedule", "cosine", "--lr-floor", "0.1", "--max-norm", "2",
+                                                   "--weight-decay", "0.001", "--clip-norm", "1", "--epochs", "2", "--batch-size", "64"])
+        XCTAssertEqual(fromFlags.summary.weightsSha256, fromFile.summary.weightsSha256)
+
+        // Flags win over the file.
+        let overridden = try train(recipe, "overridden", ["--lr", "0.001", "--no-max-norm", "--epochs", "1", "--schedule", "constant"])
+        XCTAssertEqual(overridden.summary.configuration.training.optimizer.learningRate, 0.001)
+        XCTAssertNil(overridden.summary.configuration.training.optimizer.maxNorm)
+        XCTAssertEqual(overridden.summary.configuration.training.optimizer.schedule, .constant)
+        XCTAssertEqual(overridden.summary.configuration.training.optimizer.algorithm, .adam)
+        XCTAssertEqual(overridden.summary.configuration.training.epochs, 1)
+
+        let pytorch = try train(torchInit, "torch-init", ["--epochs", "1"])
+        XCTAssertEqual(pytorch.summary.configuration.network.initialization, .pytorch)
+        XCTAssertTrue(pytorch.line.contains("PyTorch initialisation"), String(pytorch.line))
+        XCTAssertNotEqual(pytorch.summary.weightsSha256, neutral.summary.weightsSha256)
+    }
+
     func testBadModelFilesAreRefusedNamingTheFileAndLayer() throws {
         let mnist = try sharedMNIST()
         // The file alone is wrong: a usage error (2), found before any data is read. The file
@@ -171,6 +223,13 @@ final class ModelTests: XCTestCase {
             ("input: [1, 28, 28]\nlayers: flatten linear(10)\nloss: hinge\n", "loss 'hinge'", 2),
             ("input: [3, 28, 28]\nlayers: flatten linear(10)\n", "input shape (3, 28, 28) does not hold the 784 values", 1),
             ("input: [1, 28, 28]\nlayers: flatten linear(7)\n", "the last layer gives 7 outputs, the data has 10", 1),
+            ("input: [1, 28, 28]\nlayers: flatten linear(10)\ninit: xavier\n", "init 'xavier', expected he (the default) or pytorch", 2),
+            ("input: [1, 28, 28]\nlayers: flatten linear(10)\ntraining: adam\n", "'training' must be a mapping", 2),
+            ("input: [1, 28, 28]\nlayers: flatten linear(10)\ntraining: {learning_rate: 0.1}\n", "unknown training key 'learning_rate'", 2),
+            ("input: [1, 28, 28]\nlayers: flatten linear(10)\ntraining: {optimizer: lamb}\n", "training optimizer 'lamb', expected sgd, adam", 2),
+            ("input: [1, 28, 28]\nlayers: flatten linear(10)\ntraining: {lr: -1}\n", "training lr '-1', expected a non-negative number", 2),
+            ("input: [1, 28, 28]\nlayers: flatten linear(10)\ntraining: {epochs: 0}\n", "training epochs '0', expected a positive whole number", 2),
+            ("input: [1, 28, 28]\nlayers: flatten linear(10)\ntraining: {schedule: linear}\n", "training schedule 'linear'", 2),
         ] {
             let path = try write("bad.yaml", text)
             let run = try runShardwise(["train", "--data", mnist, "--model", path, "--train-samples", "256", "--test-samples", "100", "--epochs", "1"])

@@ -37,6 +37,39 @@ final class NetworkTests: XCTestCase {
         XCTAssertNotEqual(p.array, q.array)
     }
 
+    /// PyTorch's initialisation: conv and linear weights and biases uniform in ±1/√fan-in
+    /// (variance 1/(3 fan-in)), BatchNorm's affine parameters as with He (ones and zeros).
+    func testPyTorchInitialization() throws {
+        var description = NetworkConfiguration(layers: "conv(8, 3) batchnorm2d relu flatten linear(300) relu linear(10)", inputShape: [2, 10, 10], outputSize: 10)
+        description.initialization = .pytorch
+        let network = try Network(description)
+        let p = FloatBuffer(count: network.layout.count)
+        network.initialize(parameters: p, seed: 7, scheme: .pytorch)
+        let fanIns = ["layers.0.weight": 18, "layers.0.bias": 18, "layers.2.weight": 512, "layers.2.bias": 512, "layers.3.weight": 300, "layers.3.bias": 300]
+        for tensor in network.layout.tensors {
+            let values = (0..<tensor.count).map { Double(p[tensor.offset + $0]) }
+            if let fanIn = fanIns[tensor.name] {
+                let bound = 1 / Double(fanIn).squareRoot()
+                XCTAssert(values.allSatisfy { abs($0) <= bound }, tensor.name)
+                if tensor.count >= 100 { XCTAssertGreaterThan(values.map(abs).max()!, 0.9 * bound, tensor.name) }
+                if tensor.count >= 1000 {
+                    let variance = values.reduce(0) { $0 + $1 * $1 } / Double(values.count)
+                    XCTAssertEqual(variance, bound * bound / 3, accuracy: 0.05 * bound * bound / 3, tensor.name)
+                }
+            } else if tensor.name == "layers.1.weight" || tensor.name == "layers.1.running_var" {
+                XCTAssert(values.allSatisfy { $0 == 1 }, tensor.name)
+            } else {
+                XCTAssert(values.allSatisfy { $0 == 0 }, tensor.name)
+            }
+        }
+        XCTAssertEqual(Set(network.layout.tensors.map(\.name)).intersection(fanIns.keys).count, fanIns.count)
+        // The He default differs: larger weights, zero biases.
+        let he = FloatBuffer(count: network.layout.count)
+        network.initialize(parameters: he, seed: 7)
+        XCTAssertNotEqual(p.array, he.array)
+        XCTAssertEqual(he[network.layout.tensors.first { $0.name == "layers.0.bias" }!.offset], 0)
+    }
+
     func testSchedules() {
         XCTAssertEqual(LearningRateSchedule.constant.learningRate(base: 0.1, progress: 7), 0.1)
         XCTAssertEqual(LearningRateSchedule.step(every: 10, gamma: 0.5).learningRate(base: 0.1, progress: 9.9), 0.1)
