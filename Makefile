@@ -49,8 +49,9 @@ train-cnn: build
 	.build/release/shardwise train --model Examples/models/mnist-cnn.yaml --out runs/cnn $(TRAIN_FLAGS)
 
 # A small residual network with BatchNorm (the global batch's statistics) and dropout
-# (Examples/models/mnist-resnet.yaml, its recipe in the file: Adam at 2e-3, cosine, no max-norm, 10 epochs;
-# README, "Residual networks and normalization"): about 11 minutes on 2 cores.
+# (Examples/models/mnist-resnet.yaml, its recipe in the file: PyTorch's initialisation, Adam at 2e-3,
+# cosine, no max-norm, 10 epochs; README, "Residual networks and normalization"): 0.30% test error,
+# about 10 minutes on 2 cores.
 train-resnet: build
 	.build/release/shardwise train --model Examples/models/mnist-resnet.yaml --seed 1 --out runs/resnet $(TRAIN_FLAGS)
 

@@ -28,6 +28,12 @@ public enum ModelBenchmark {
         /// Single-thread `sgemm` GFLOP/s at the reference network's shapes, in this run.
         public var gemmGflops: Double
         public var convolutions: [LayerTiming]
+        /// With BatchNorm over the global batch: the layers whose shards meet (twice a step
+        /// each, in the forward and the backward pass).
+        public var meetingLayers: Int?
+        /// The same model and batch with every BatchNorm on per-shard statistics (no meetings),
+        /// timed in alternation with ``stepMilliseconds``: the difference is what the meetings cost.
+        public var shardStatisticsStepMilliseconds: Double?
     }
 
     /// The report for `configuration` with `kernels` (the single-thread GEMM rate is the BLAS's,
@@ -58,11 +64,29 @@ public enum ModelBenchmark {
         let data = MachineLimits.randomData(
             count: configuration.batchSize * (steps + 2), features: configuration.network.inputSize, classes: configuration.network.outputSize)
         let trainer = try Trainer(network: configuration.network, data: data, configuration: configuration.training, workers: pool)
-        let (rates, _) = try await MachineLimits.timedSteps(trainer, windows: 1, stepsPerWindow: steps)
-        return Report(
+        var report = Report(
             model: configuration.network.layers ?? "perceptron", batchSize: configuration.batchSize, workers: pool.workers.count,
-            stepMilliseconds: 1e3 * Double(configuration.batchSize) / rates[0], samplesPerSecond: rates[0], gemmGflops: gemm,
-            convolutions: convolutions)
+            stepMilliseconds: 0, samplesPerSecond: 0, gemmGflops: gemm, convolutions: convolutions)
+        guard !network.meetingNodes.isEmpty, let layers = configuration.network.layers else {
+            let (rates, _) = try await MachineLimits.timedSteps(trainer, windows: 1, stepsPerWindow: steps)
+            (report.stepMilliseconds, report.samplesPerSecond) = (1e3 * Double(configuration.batchSize) / rates[0], rates[0])
+            return report
+        }
+        // The meetings' cost: the same model with per-shard statistics computes the same sums
+        // but never waits for the other shards. Alternate the two (3 rounds), medians.
+        var ghost = configuration.network
+        ghost.layers = ModelDescription.withBatchNormStatistics(layers, .shard)
+        let apart = try Trainer(network: ghost, data: data, configuration: configuration.training, workers: pool)
+        var (global, shard): ([Double], [Double]) = ([], [])
+        for _ in 0..<3 {
+            global += try await MachineLimits.timedSteps(trainer, windows: 1, stepsPerWindow: max(steps / 3, 5)).0
+            shard += try await MachineLimits.timedSteps(apart, windows: 1, stepsPerWindow: max(steps / 3, 5)).0
+        }
+        let (rate, shardRate) = (global.sorted()[1], shard.sorted()[1])
+        (report.stepMilliseconds, report.samplesPerSecond) = (1e3 * Double(configuration.batchSize) / rate, rate)
+        report.meetingLayers = network.meetingNodes.count
+        report.shardStatisticsStepMilliseconds = 1e3 * Double(configuration.batchSize) / shardRate
+        return report
     }
 
     /// Seconds of one forward and backward pass of `layer` over `rows` samples (best of 5, after a warm-up).

@@ -61,6 +61,10 @@ struct BenchCommand: AsyncParsableCommand {
                     for c in report.convolutions {
                         print(String(format: "  layer %d, %@: %.2f ms forward+backward on 1 thread, %.1f GFLOP/s = %.0f%% of sgemm", c.layer, c.description, c.milliseconds, c.gflops, 100 * c.gemmFraction))
                     }
+                    if let layers = report.meetingLayers, let apart = report.shardStatisticsStepMilliseconds {
+                        print(String(format: "  BatchNorm over the global batch: %d layers, the shards meet twice a step at each; with per-shard statistics (stats: shard) the step takes %.1f ms: the meetings cost %.1f ms (%.1f%%)",
+                                     layers, apart, report.stepMilliseconds - apart, 100 * (report.stepMilliseconds - apart) / report.stepMilliseconds))
+                    }
                 }
                 return
             }

@@ -77,6 +77,18 @@ public enum ModelDescription {
         return rendered.joined(separator: " ")
     }
 
+    /// `text` with every BatchNorm layer's training statistics set to `statistics` (at any
+    /// depth; other arguments kept): the same model with the shards meeting or not, for
+    /// timing what the meetings cost.
+    public static func withBatchNormStatistics(_ text: String, _ statistics: BatchNorm.Statistics) -> String {
+        let pattern = /(?i)\b(batchnorm[12]d)\b(\s*\(([^()]*)\))?/
+        return text.replacing(pattern) { match in
+            let kept = (match.output.3.map(String.init) ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+                .filter { !$0.isEmpty && !$0.lowercased().hasPrefix("stats") }
+            return "\(match.output.1)(\((kept + ["stats: \(statistics.rawValue)"]).joined(separator: ", ")))"
+        }
+    }
+
     /// Splits the text into items: a name, then optionally arguments in parentheses.
     static func items(_ text: String) throws(ModelError) -> [Item] {
         var result: [Item] = []

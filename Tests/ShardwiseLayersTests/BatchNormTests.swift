@@ -122,6 +122,22 @@ final class BatchNormTests: XCTestCase {
         XCTAssertTrue((4..<8).contains { abs(running[0][$0] - running[2][$0]) > 1e-4 }, "ghost variance: \(running[0]) vs \(running[2])")
     }
 
+    func testStatisticsRewriteReachesEveryBatchNorm() throws {
+        let model = "conv(4, 3) BatchNorm2d(eps: 0.001, stats: batch) relu "
+            + "residual(conv(4, 3, pad: 1) batchnorm2d relu, shortcut: batchnorm2d(momentum: 0.2)) "
+            + "flatten parallel(linear(3) batchnorm1d | linear(3) layernorm, combine: add)"
+        let ghost = ModelDescription.withBatchNormStatistics(model, .shard)
+        XCTAssertEqual(ghost, "conv(4, 3) BatchNorm2d(eps: 0.001, stats: shard) relu "
+            + "residual(conv(4, 3, pad: 1) batchnorm2d(stats: shard) relu, shortcut: batchnorm2d(momentum: 0.2, stats: shard)) "
+            + "flatten parallel(linear(3) batchnorm1d(stats: shard) | linear(3) layernorm, combine: add)")
+        XCTAssertEqual(ModelDescription.withBatchNormStatistics(ghost, .batch), ghost.replacingOccurrences(of: "stats: shard", with: "stats: batch"))
+        let shape = [1, 6, 6]
+        let parsed = try Network(Sequential(try ModelDescription.layers(ghost, inputShape: shape)), inputShape: shape)
+        let shared = try Network(Sequential(try ModelDescription.layers(model, inputShape: shape)), inputShape: shape)
+        XCTAssertGreaterThan(shared.trainingPhases, parsed.trainingPhases, "the rewritten model's BatchNorms do not meet")
+        XCTAssertEqual(parsed.layout.count, shared.layout.count)
+    }
+
     func testEvaluationUsesTheRunningStatistics() throws {
         let (network, parameters, input, _) = try setUp("batchnorm2d(eps: 0.01) flatten linear(3)", shape: [2, 2, 2], rows: 3, seed: 3)
         let t = network.layout.tensors
