@@ -81,7 +81,7 @@ public enum ModelDescription {
     /// depth; other arguments kept): the same model with the shards meeting or not, for
     /// timing what the meetings cost.
     public static func withBatchNormStatistics(_ text: String, _ statistics: BatchNorm.Statistics) -> String {
-        let pattern = /(?i)\b(batchnorm[12]d)\b(\s*\(([^()]*)\))?/
+        let pattern = /(?i)\b(batch(?:norm(?:[12]d)?|_norm))\b(\s*\(([^()]*)\))?/
         return text.replacing(pattern) { match in
             let kept = (match.output.3.map(String.init) ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
                 .filter { !$0.isEmpty && !$0.lowercased().hasPrefix("stats") }

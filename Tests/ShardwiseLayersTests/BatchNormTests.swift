@@ -124,11 +124,11 @@ final class BatchNormTests: XCTestCase {
 
     func testStatisticsRewriteReachesEveryBatchNorm() throws {
         let model = "conv(4, 3) BatchNorm2d(eps: 0.001, stats: batch) relu "
-            + "residual(conv(4, 3, pad: 1) batchnorm2d relu, shortcut: batchnorm2d(momentum: 0.2)) "
+            + "residual(conv(4, 3, pad: 1) batch_norm relu, shortcut: batchnorm2d(momentum: 0.2)) "
             + "flatten parallel(linear(3) batchnorm1d | linear(3) layernorm, combine: add)"
         let ghost = ModelDescription.withBatchNormStatistics(model, .shard)
         XCTAssertEqual(ghost, "conv(4, 3) BatchNorm2d(eps: 0.001, stats: shard) relu "
-            + "residual(conv(4, 3, pad: 1) batchnorm2d(stats: shard) relu, shortcut: batchnorm2d(momentum: 0.2, stats: shard)) "
+            + "residual(conv(4, 3, pad: 1) batch_norm(stats: shard) relu, shortcut: batchnorm2d(momentum: 0.2, stats: shard)) "
             + "flatten parallel(linear(3) batchnorm1d(stats: shard) | linear(3) layernorm, combine: add)")
         XCTAssertEqual(ModelDescription.withBatchNormStatistics(ghost, .batch), ghost.replacingOccurrences(of: "stats: shard", with: "stats: batch"))
         let shape = [1, 6, 6]
