@@ -64,21 +64,25 @@ final class ModelTests: XCTestCase {
                 XCTAssertEqual(run.status, 0, "\(name), \(workers) workers: \(run.error)")
                 hashes[try summary(out).weightsSha256, default: []].append(workers)
             }
-            if access("/usr/bin/mpirun", X_OK) == 0 {
-                let out = "\(folder)/\(name)-ranks"
-                let mpi = Process()
-                mpi.executableURL = URL(fileURLWithPath: "/usr/bin/mpirun")
-                mpi.arguments = (geteuid() == 0 ? ["--allow-run-as-root"] : []) + ["--oversubscribe", "-np", "2", shardwiseExecutable]
-                    + (try training(out, model: model, flags + ["--workers", "1"]))
-                mpi.environment = ProcessInfo.processInfo.environment.merging(["OMPI_MCA_btl_vader_single_copy_mechanism": "none"]) { $1 }
-                mpi.standardOutput = FileHandle.nullDevice
-                try mpi.run()
-                mpi.waitUntilExit()
-                XCTAssertEqual(mpi.terminationStatus, 0, "\(name): 2 ranks")
-                hashes[try summary(out).weightsSha256, default: []].append(-2)
-            }
+            if let hash = try twoRanksHash("\(folder)/\(name)-ranks", model: model, flags) { hashes[hash, default: []].append(-2) }
             XCTAssertEqual(hashes.count, 1, "\(name): weights by worker count (-2: two MPI ranks): \(hashes)")
         }
+    }
+
+    /// The weights hash of `model` trained with `flags` on 2 MPI ranks of 1 worker each into
+    /// `out`; nil where Open MPI is not installed.
+    func twoRanksHash(_ out: String, model: String, _ flags: [String]) throws -> String? {
+        guard access("/usr/bin/mpirun", X_OK) == 0 else { return nil }
+        let mpi = Process()
+        mpi.executableURL = URL(fileURLWithPath: "/usr/bin/mpirun")
+        mpi.arguments = (geteuid() == 0 ? ["--allow-run-as-root"] : []) + ["--oversubscribe", "-np", "2", shardwiseExecutable]
+            + (try training(out, model: model, flags + ["--workers", "1"]))
+        mpi.environment = ProcessInfo.processInfo.environment.merging(["OMPI_MCA_btl_vader_single_copy_mechanism": "none"]) { $1 }
+        mpi.standardOutput = FileHandle.nullDevice
+        try mpi.run()
+        mpi.waitUntilExit()
+        XCTAssertEqual(mpi.terminationStatus, 0, "\(out): 2 ranks")
+        return try summary(out).weightsSha256
     }
 
     /// A model as a tree: residual blocks (one with a strided 1x1 shortcut), branches
@@ -108,19 +112,7 @@ final class ModelTests: XCTestCase {
             XCTAssertEqual(run.status, 0, "\(workers) workers: \(run.error)")
             hashes[try summary(out).weightsSha256, default: []].append(workers)
         }
-        if access("/usr/bin/mpirun", X_OK) == 0 {
-            let out = "\(folder)/tree-ranks"
-            let mpi = Process()
-            mpi.executableURL = URL(fileURLWithPath: "/usr/bin/mpirun")
-            mpi.arguments = (geteuid() == 0 ? ["--allow-run-as-root"] : []) + ["--oversubscribe", "-np", "2", shardwiseExecutable]
-                + (try training(out, model: model, flags + ["--workers", "1"]))
-            mpi.environment = ProcessInfo.processInfo.environment.merging(["OMPI_MCA_btl_vader_single_copy_mechanism": "none"]) { $1 }
-            mpi.standardOutput = FileHandle.nullDevice
-            try mpi.run()
-            mpi.waitUntilExit()
-            XCTAssertEqual(mpi.terminationStatus, 0, "2 ranks")
-            hashes[try summary(out).weightsSha256, default: []].append(-2)
-        }
+        if let hash = try twoRanksHash("\(folder)/tree-ranks", model: model, flags) { hashes[hash, default: []].append(-2) }
         // Stopped after step 3 on 1 worker, resumed on 3: the uninterrupted run's weights.
         let split = "\(folder)/tree-split"
         _ = try runShardwise(try training(split, model: model, flags + ["--workers", "1", "--stop-after-steps", "3"]))

@@ -107,13 +107,13 @@ final class CompositeTests: XCTestCase {
             case let norm as LayerNorm:
                 let size = network.shapes[node.inputs[0]].suffix(norm.dimensions ?? 3).reduce(1, *)
                 let w = Array(tensor(n, 0)), b = Array(tensor(n, 1))
-                y = normalize(x, groupSize: size, centred: true, epsilon: norm.epsilon) { e in (w[e % size], b[e % size]) }
+                y = normalized(x, groupSize: size, centred: true, epsilon: norm.epsilon) { e in (w[e % size], b[e % size]) }
             case let norm as RMSNorm:
                 let w = Array(tensor(n, 0)), size = w.count
-                y = normalize(x, groupSize: size, centred: false, epsilon: norm.epsilon) { e in (w[e % size], 0) }
+                y = normalized(x, groupSize: size, centred: false, epsilon: norm.epsilon) { e in (w[e % size], 0) }
             case let norm as GroupNorm:
                 let w = Array(tensor(n, 0)), b = Array(tensor(n, 1)), plane = inWidth / w.count
-                y = normalize(x, groupSize: inWidth / norm.groups, centred: true, epsilon: norm.epsilon) { e in (w[(e % inWidth) / plane], b[(e % inWidth) / plane]) }
+                y = normalized(x, groupSize: inWidth / norm.groups, centred: true, epsilon: norm.epsilon) { e in (w[(e % inWidth) / plane], b[(e % inWidth) / plane]) }
             case nil:
                 guard case .combine(let combination) = node.operation else { XCTFail(); return [] }
                 switch combination {
@@ -130,20 +130,6 @@ final class CompositeTests: XCTestCase {
             values[node.output] = y
         }
         return values.last!
-    }
-
-    func normalize(_ x: [Double], groupSize: Int, centred: Bool, epsilon: Double, affine: (Int) -> (Double, Double)) -> [Double] {
-        var y = x
-        for start in stride(from: 0, to: x.count, by: groupSize) {
-            let group = x[start..<start + groupSize]
-            let mean = centred ? group.reduce(0, +) / Double(groupSize) : 0
-            let variance = group.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(groupSize)
-            for e in group.indices {
-                let (a, b) = affine(e)
-                y[e] = (x[e] - mean) / (variance + epsilon).squareRoot() * a + b
-            }
-        }
-        return y
     }
 
     func testTreeGradientsAgreeWithFiniteDifferences() throws {

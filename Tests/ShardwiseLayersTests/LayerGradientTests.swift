@@ -79,22 +79,6 @@ final class LayerGradientTests: XCTestCase {
         return y
     }
 
-    /// Groups of `groupSize` consecutive values, each minus its mean (when `centred`) over the
-    /// root of its mean square plus ε, then times a and plus b of `affine(element)`: the textbook definitions.
-    func normalized(_ x: [Double], groupSize: Int, centred: Bool, epsilon: Double, affine: (Int) -> (Double, Double)) -> [Double] {
-        var y = x
-        for start in stride(from: 0, to: x.count, by: groupSize) {
-            let group = x[start..<start + groupSize]
-            let mean = centred ? group.reduce(0, +) / Double(groupSize) : 0
-            let variance = group.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(groupSize)
-            for e in group.indices {
-                let (a, b) = affine(e)
-                y[e] = (x[e] - mean) / (variance + epsilon).squareRoot() * a + b
-            }
-        }
-        return y
-    }
-
     func loss(_ run: LayerRun, x: [Double], p: [[Double]]) -> Double {
         zip(oracle(run, x: x, p: p, mask: run.scratch), run.projection).reduce(0) { $0 + $1.0 * Double($1.1) }
     }
@@ -296,4 +280,20 @@ final class LayerGradientTests: XCTestCase {
             }
         }
     }
+}
+
+/// Groups of `groupSize` consecutive values, each minus its mean (when `centred`) over the
+/// root of its mean square plus ε, then times a and plus b of `affine(element)`: the textbook definitions.
+func normalized(_ x: [Double], groupSize: Int, centred: Bool, epsilon: Double, affine: (Int) -> (Double, Double)) -> [Double] {
+    var y = x
+    for start in stride(from: 0, to: x.count, by: groupSize) {
+        let group = x[start..<start + groupSize]
+        let mean = centred ? group.reduce(0, +) / Double(groupSize) : 0
+        let variance = group.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(groupSize)
+        for e in group.indices {
+            let (a, b) = affine(e)
+            y[e] = (x[e] - mean) / (variance + epsilon).squareRoot() * a + b
+        }
+    }
+    return y
 }
