@@ -48,11 +48,10 @@ public enum ONNXExport {
             let parameters = network.tensors(ofNode: k).map { t in
                 graph.constant(t.name, t.shape, Array(saved.parameters[t.offset..<t.offset + t.count]))
             }
-            do {
-                values[node.output] = try graph.lower(layer, input: inputs[0], inputShape: network.shapes[node.inputs[0]], parameters: parameters, name)
-            } catch {
-                throw RunError("\(saved.path): layer \(node.name) (\(type(of: layer))) has no ONNX form in this exporter")
+            guard let output = layer.lowerToONNX(&graph, input: inputs[0], inputShape: network.shapes[node.inputs[0]], parameters: parameters, name: name) else {
+                throw RunError("\(saved.path): layer \(node.name) (\(type(of: layer))) has no ONNX form (its lowerToONNX gives none)")
             }
+            values[node.output] = output
         }
         current = values[network.shapes.count - 1]
         if network.shapes.last!.count > 1 { current = graph.node("Flatten", [current], "output.flat", ints: [("axis", 1)]) }
@@ -102,7 +101,7 @@ public enum ONNXExport {
     }
 
     /// An ONNX graph's nodes and initializers (GraphProto fields 1 and 5), as they are added.
-    struct Graph {
+    struct Graph: ONNXGraphBuilder {
         var nodes: [[UInt8]] = []
         var initializers: [[UInt8]] = []
 
@@ -146,65 +145,10 @@ public enum ONNXExport {
             return output
         }
 
-        struct NoLowering: Error {}
-
-        /// The operators computing a leaf layer on `x`; returns its output's name.
-        mutating func lower(_ layer: any Layer, input x: String, inputShape: [Int], parameters: [String], _ name: String) throws -> String {
-            func window(_ kernel: Size2D, _ stride: Size2D, _ padding: Size2D) -> [(String, [Int])] {
-                [("kernel_shape", [kernel.height, kernel.width]), ("strides", [stride.height, stride.width]),
-                 ("pads", [padding.height, padding.width, padding.height, padding.width])]
-            }
-            let output = "\(name).output"
-            switch layer {
-            case is Linear:
-                return node("Gemm", [x] + parameters, output, ints: [("transB", 1)], floats: [("alpha", 1), ("beta", 1)])
-            case let conv as Conv2D:
-                return node(
-                    "Conv", [x] + parameters, output,
-                    lists: window(conv.kernel, conv.stride, conv.padding) + [("dilations", [conv.dilation.height, conv.dilation.width])])
-            case let pool as MaxPool2D:
-                return node("MaxPool", [x], output, lists: window(pool.kernel, pool.stride, pool.padding))
-            case let pool as AvgPool2D:
-                return node("AveragePool", [x], output, ints: [("count_include_pad", 1)], lists: window(pool.kernel, pool.stride, pool.padding))
-            case is Flatten:
-                return node("Flatten", [x], output, ints: [("axis", 1)])
-            case is ReLU, is Tanh, is Sigmoid:
-                return node(layer is ReLU ? "Relu" : layer is Tanh ? "Tanh" : "Sigmoid", [x], output)
-            case let leaky as LeakyReLU:
-                return node("LeakyRelu", [x], output, floats: [("alpha", leaky.slope)])
-            case let gelu as GELU:
-                return self.gelu(x, tanh: gelu.approximate == .tanh, name)
-            case let embedding as Embedding:
-                return self.embedding(x, table: parameters[0], inputWidth: inputShape.reduce(1, *), dimension: embedding.dimension, name)
-            case is Dropout, is GaussianDropout, is Dropout2d:
-                return node("Identity", [x], output)  // the identity at inference
-            case let norm as BatchNorm:
-                // Scale, B, mean, var: the weight, bias and running statistics (the buffers follow the trained tensors).
-                return node("BatchNormalization", [x] + parameters.prefix(4), output, floats: [("epsilon", Float(norm.epsilon)), ("momentum", Float(1 - norm.momentum))])
-            case let norm as LayerNorm:
-                let axis = -(norm.dimensions ?? inputShape.count)
-                return node("LayerNormalization", [x] + parameters, output, ints: [("axis", axis)], floats: [("epsilon", Float(norm.epsilon))])
-            case let norm as RMSNorm:
-                // x / √(mean(x²) + ε) · weight over the trailing dimensions.
-                let axes = Array((inputShape.count - (norm.dimensions ?? inputShape.count) + 1)...inputShape.count)
-                let meanSquare = node("ReduceMean", [node("Mul", [x, x], "\(name).square")], "\(name).meansquare", ints: [("keepdims", 1)], lists: [("axes", axes)])
-                let root = node("Sqrt", [node("Add", [meanSquare, constant("\(name).eps", [], [Float(norm.epsilon)])], "\(name).shifted")], "\(name).root")
-                return node("Mul", [node("Div", [x, root], "\(name).normalized"), parameters[0]], output)
-            case let norm as GroupNorm:
-                // Reshape to (N, G, rest), normalize over the last axis, reshape back, per-channel affine.
-                let grouped = node("Reshape", [x, integers("\(name).grouped.shape", [0, norm.groups, -1])], "\(name).grouped")
-                let mean = node("ReduceMean", [grouped], "\(name).mean", ints: [("keepdims", 1)], lists: [("axes", [2])])
-                let centred = node("Sub", [grouped, mean], "\(name).centred")
-                let variance = node("ReduceMean", [node("Mul", [centred, centred], "\(name).square")], "\(name).variance", ints: [("keepdims", 1)], lists: [("axes", [2])])
-                let root = node("Sqrt", [node("Add", [variance, constant("\(name).eps", [], [Float(norm.epsilon)])], "\(name).shifted")], "\(name).root")
-                let normalized = node("Reshape", [node("Div", [centred, root], "\(name).divided"), integers("\(name).sample.shape", [-1] + inputShape)], "\(name).normalized")
-                let perChannel = integers("\(name).channel.shape", [inputShape[0]] + Array(repeating: 1, count: inputShape.count - 1))
-                let weight = node("Reshape", [parameters[0], perChannel], "\(name).weight")
-                let bias = node("Reshape", [parameters[1], perChannel], "\(name).bias")
-                return node("Add", [node("Mul", [normalized, weight], "\(name).scaled"), bias], output)
-            default:
-                throw NoLowering()
-            }
+        mutating func addNode(
+            _ op: String, _ inputs: [String], _ output: String, ints: [(String, Int)], floats: [(String, Float)], lists: [(String, [Int])]
+        ) -> String {
+            node(op, inputs, output, ints: ints, floats: floats, lists: lists)
         }
 
         /// A combination of `inputs` (of sample `shapes`): `Add`, `Concat` on the channel axis, `Mul` (a per-channel factor reshaped to broadcast).
@@ -223,35 +167,6 @@ public enum ONNXExport {
                 }
                 return node("Mul", [inputs[0], factor], "\(name).output")
             }
-        }
-
-        /// GELU as PyTorch defines it: x · ½ (1 + erf(x / √2)), or with `tanh`
-        /// x · ½ (1 + tanh(√(2/π) (x + 0.044715 x³))).
-        mutating func gelu(_ x: String, tanh: Bool, _ name: String) -> String {
-            let inner: String
-            if tanh {
-                let cube = node("Mul", [node("Mul", [x, x], "\(name).x2"), x], "\(name).x3")
-                let cubic = node("Mul", [cube, constant("\(name).c", [], [0.044715])], "\(name).cx3")
-                let scaled = node("Mul", [node("Add", [x, cubic], "\(name).u"), constant("\(name).k", [], [Float((2 / Double.pi).squareRoot())])], "\(name).ku")
-                inner = node("Tanh", [scaled], "\(name).t")
-            } else {
-                inner = node("Erf", [node("Mul", [x, constant("\(name).k", [], [Float(0.5.squareRoot())])], "\(name).z")], "\(name).t")
-            }
-            let onePlus = node("Add", [inner, constant("\(name).one", [], [1])], "\(name).p")
-            return node("Mul", [node("Mul", [x, onePlus], "\(name).xp"), constant("\(name).half", [], [0.5])], "\(name).output")
-        }
-
-        /// Shardwise's embedding: the row's first value is a category; the other values pass
-        /// through and the category's vector follows them.
-        mutating func embedding(_ x: String, table: String, inputWidth: Int, dimension: Int, _ name: String) -> String {
-            let axis = integers("\(name).axis", [1])
-            let first = node("Slice", [x, integers("\(name).first.start", [0]), integers("\(name).first.end", [1]), axis], "\(name).category")
-            let index = node("Cast", [first], "\(name).index", ints: [("to", 7)])  // INT64
-            let gathered = node("Gather", [table, index], "\(name).gathered", ints: [("axis", 0)])  // (batch, 1, dimension)
-            let vector = node("Reshape", [gathered, integers("\(name).vector.shape", [-1, dimension])], "\(name).vector")
-            guard inputWidth > 1 else { return node("Identity", [vector], "\(name).output") }
-            let rest = node("Slice", [x, integers("\(name).rest.start", [1]), integers("\(name).rest.end", [inputWidth]), axis], "\(name).rest")
-            return node("Concat", [rest, vector], "\(name).output", ints: [("axis", 1)])
         }
     }
 }

@@ -55,6 +55,12 @@ public protocol Layer: Sendable {
     /// a linear layer's I·O, a convolution's O·C·kH·kW·P). Default: 0.
     func multiplyAdds(inputShape: [Int]) -> Int
 
+    /// The standard ONNX operators computing the layer at inference on the value `input` (samples
+    /// of `inputShape`), its tensors being the constants `parameters` (declaration order, buffers
+    /// too), added to `graph` under names starting with `name`; returns the output value's name.
+    /// Default: nil, no ONNX form (`shardwise export --onnx` then refuses, naming the layer).
+    func lowerToONNX<G: ONNXGraphBuilder>(_ graph: inout G, input: String, inputShape: [Int], parameters: [String], name: String) -> String?
+
     /// Computes `output` (N, O) from `input` (N, I). Must not write the parameters.
     func forward(_ pass: ForwardPass)
 
@@ -78,6 +84,8 @@ extension Layer {
     public func scratchCount(inputShape: [Int], rows: Int) -> Int { scratchCount(inputWidth: inputShape.reduce(1, *), rows: rows) }
 
     public func multiplyAdds(inputShape: [Int]) -> Int { 0 }
+
+    public func lowerToONNX<G: ONNXGraphBuilder>(_ graph: inout G, input: String, inputShape: [Int], parameters: [String], name: String) -> String? { nil }
 }
 
 /// A model that cannot be built: which layer (its position in the model) and why.

@@ -202,7 +202,12 @@ public enum ModelDescription {
         case "gaussian_dropout":
             layer = GaussianDropout(try arguments.double(0, "p"))
         default:
-            throw ModelError("unknown layer '\(item.name)', expected one of conv, maxpool, avgpool, flatten, linear, embedding, relu, tanh, sigmoid, gelu, leaky_relu, batchnorm1d, batchnorm2d, layernorm, rmsnorm, groupnorm, dropout, dropout2d, gaussian_dropout, residual, parallel")
+            guard let registered = try registeredLayer(item, &arguments, shape: shape) else {
+                let names = ["conv", "maxpool", "avgpool", "flatten", "linear", "embedding", "relu", "tanh", "sigmoid", "gelu", "leaky_relu", "batchnorm1d", "batchnorm2d",
+                    "layernorm", "rmsnorm", "groupnorm", "dropout", "dropout2d", "gaussian_dropout", "residual", "parallel"] + registeredNames
+                throw ModelError("unknown layer '\(item.name)', expected one of \(names.joined(separator: ", "))")
+            }
+            layer = registered
         }
         try arguments.finish()
         return layer

@@ -55,3 +55,26 @@ public struct UniformNoise: Layer {
         pass.inputGradient?.update(from: pass.outputGradient, count: pass.rows * pass.inputWidth)
     }
 }
+
+// Named in the layer language: after `ModelDescription.register(Swish.self)` and
+// `register(UniformNoise.self)`, model files and descriptions write `swish` and `uniform_noise(0.1)`.
+
+extension Swish: NamedLayer {
+    public static var languageName: String { "swish" }
+    public init(arguments: inout LayerArguments, inputShape: [Int]) throws(ModelError) { self.init() }
+
+    /// ONNX: x · Sigmoid(x).
+    public func lowerToONNX<G: ONNXGraphBuilder>(_ graph: inout G, input x: String, inputShape: [Int], parameters: [String], name: String) -> String? {
+        graph.node("Mul", [x, graph.node("Sigmoid", [x], "\(name).gate")], "\(name).output")
+    }
+}
+
+extension UniformNoise: NamedLayer {
+    public static var languageName: String { "uniform_noise" }
+    /// `uniform_noise(amplitude)`.
+    public init(arguments: inout LayerArguments, inputShape: [Int]) throws(ModelError) {
+        let amplitude = try arguments.double(0, "amplitude")
+        guard amplitude >= 0 else { throw ModelError("amplitude \(amplitude), expected at least 0") }
+        self.init(amplitude: Float(amplitude))
+    }
+}

@@ -116,22 +116,85 @@ final class CustomLayersTests: XCTestCase {
         }
     }
 
+    /// Registered by name, the example's layers are written in the layer language: the
+    /// described model trains to the same bits as the one built in Swift, and bad uses are
+    /// refused naming the layer.
+    func testRegisteredLayersInTheLayerLanguage() async throws {
+        try ModelDescription.register(Swish.self)
+        try ModelDescription.register(UniformNoise.self)
+        try ModelDescription.register(Swish.self)  // again: nothing changes
+        XCTAssertThrowsError(try ModelDescription.register(Renamed.self)) { XCTAssertTrue("\($0)".contains("taken by Swish"), "\($0)") }
+        XCTAssertThrowsError(try ModelDescription.register(BuiltInName.self)) { XCTAssertTrue("\($0)".contains("built-in"), "\($0)") }
+        XCTAssertThrowsError(try ModelDescription.layers("linear(8) swish(2)", inputShape: [6])) { XCTAssertTrue("\($0)".contains("layer 1: swish(2): unexpected argument '2'"), "\($0)") }
+        XCTAssertThrowsError(try ModelDescription.layers("uniform_noise(-1) linear(3)", inputShape: [6])) { XCTAssertTrue("\($0)".contains("amplitude -1.0, expected at least 0"), "\($0)") }
+        XCTAssertThrowsError(try ModelDescription.layers("swishy", inputShape: [6])) { XCTAssertTrue("\($0)".contains("swish, uniform_noise"), "\($0)") }
+
+        let (data, configuration) = syntheticProblem()
+        let described = NetworkConfiguration(
+            layers: "uniform_noise(0.1) linear(32) swish dropout(0.3) residual(linear(32) swish) linear(10)", inputShape: [20], outputSize: 10)
+        let swift = Sequential {
+            UniformNoise(amplitude: 0.1)
+            Linear(20, 32); Swish(); Dropout(0.3)
+            Residual { Linear(32, 32); Swish() }
+            Linear(32, 10)
+        }
+        var hashes: [String] = []
+        for workers in [1, 2] {
+            let pool = try WorkerPool.onThisMachine(workers: workers, oversubscribe: true)
+            let trainers = [
+                try Trainer(network: described, data: data, configuration: configuration, workers: pool),
+                try Trainer(model: swift, data: data, configuration: configuration, workers: pool),
+            ]
+            for trainer in trainers {
+                for try await _ in trainer.fit(test: data) {}
+                hashes.append(trainer.weightsSHA256)
+            }
+            pool.shutdown()
+        }
+        XCTAssertEqual(Set(hashes).count, 1, "described and Swift-built, 1 and 2 workers: \(hashes)")
+    }
+
+    /// Swish's ONNX lowering, run by a small interpreter of the operators it adds, gives its forward pass.
+    func testSwishLowersToONNXOperatorsThatComputeIt() throws {
+        struct Recorder: ONNXGraphBuilder {
+            var nodes: [(op: String, inputs: [String], output: String)] = []
+            mutating func constant(_ name: String, _ dims: [Int], _ values: [Float]) -> String { name }
+            mutating func integers(_ name: String, _ values: [Int]) -> String { name }
+            mutating func addNode(_ op: String, _ inputs: [String], _ output: String, ints: [(String, Int)], floats: [(String, Float)], lists: [(String, [Int])]) -> String {
+                nodes.append((op, inputs, output))
+                return output
+            }
+        }
+        var graph = Recorder()
+        let output = try XCTUnwrap(Swish().lowerToONNX(&graph, input: "x", inputShape: [5], parameters: [], name: "layers.1"))
+        let x: [Float] = [-3, -0.5, 0, 0.7, 4]
+        var values = ["x": x]
+        for node in graph.nodes {
+            let a = try XCTUnwrap(values[node.inputs[0]], "\(node.inputs[0]) is computed before \(node.op) reads it")
+            switch node.op {
+            case "Sigmoid": values[node.output] = a.map { 1 / (1 + Float(exp(-Double($0)))) }
+            case "Mul": values[node.output] = zip(a, try XCTUnwrap(values[node.inputs[1]])).map { $0 * $1 }
+            default: XCTFail("unexpected operator \(node.op)")
+            }
+        }
+        var y = [Float](repeating: 0, count: x.count)
+        let empty = [Int]()
+        try x.withUnsafeBufferPointer { input in
+            try empty.withUnsafeBufferPointer { offsets in
+                var scratch: Float = 0
+                Swish().forward(ForwardPass(
+                    rows: 1, inputWidth: 5, outputWidth: 5, inputShape: [5], outputShape: [5], input: try XCTUnwrap(input.baseAddress),
+                    output: &y, parameters: ParameterValues(base: &scratch, offsets: offsets), scratch: &scratch, random: nil))
+            }
+        }
+        for (a, b) in zip(try XCTUnwrap(values[output]), y) { XCTAssertEqual(a, b, accuracy: 1e-6) }
+    }
+
     /// Trained weights are the same for 1, 2, 3 and 4 workers, with the example's layers (its own
     /// composite among them) and dropout.
     func testWeightsIndependentOfWorkerCount() async throws {
-        let count = 1024, features = 20
-        let stream = RandomAddress(seed: 3, purpose: .synthetic)
-        var images = [Float](repeating: 0, count: count * features)
-        var labels = [Int32](repeating: 0, count: count)
-        for n in 0..<count {
-            let label = stream.integer(n, below: 10)
-            labels[n] = Int32(label)
-            for f in 0..<features { images[n * features + f] = 0.5 * stream.uniform(count + n * features + f) + (f % 10 == label ? 0.6 : 0) }
-        }
-        let data = Dataset(features: features, classes: 10, images: images, labels: labels)
-        let configuration = TrainingConfiguration(
-            optimizer: OptimizerConfiguration(learningRate: 0.05, momentum: MomentumRamp(start: 0.9, end: 0.9, epochs: 0), maxNorm: 3),
-            epochs: 2, batchSize: 64, shardSize: 8, seed: 5)
+        let (data, configuration) = syntheticProblem()
+        let features = data.features
         var hashes: [String] = []
         var errors: [Double] = []
         for workers in 1...4 {
@@ -153,4 +216,40 @@ final class CustomLayersTests: XCTestCase {
         XCTAssertEqual(Set(hashes).count, 1, "\(hashes)")
         XCTAssertLessThan(errors[0], 20, "the synthetic rule is learnt")
     }
+
+    /// 1,024 samples of 20 features, 10 classes (feature f carries class f mod 10), and 2 epochs
+    /// of momentum SGD with max-norm in steps of 64 samples, shards of 8.
+    func syntheticProblem() -> (Dataset, TrainingConfiguration) {
+        let count = 1024, features = 20
+        let stream = RandomAddress(seed: 3, purpose: .synthetic)
+        var images = [Float](repeating: 0, count: count * features)
+        var labels = [Int32](repeating: 0, count: count)
+        for n in 0..<count {
+            let label = stream.integer(n, below: 10)
+            labels[n] = Int32(label)
+            for f in 0..<features { images[n * features + f] = 0.5 * stream.uniform(count + n * features + f) + (f % 10 == label ? 0.6 : 0) }
+        }
+        let configuration = TrainingConfiguration(
+            optimizer: OptimizerConfiguration(learningRate: 0.05, momentum: MomentumRamp(start: 0.9, end: 0.9, epochs: 0), maxNorm: 3),
+            epochs: 2, batchSize: 64, shardSize: 8, seed: 5)
+        return (Dataset(features: features, classes: 10, images: images, labels: labels), configuration)
+    }
+}
+
+/// Another type claiming Swish's name.
+struct Renamed: NamedLayer {
+    static var languageName: String { "swish" }
+    init(arguments: inout LayerArguments, inputShape: [Int]) throws(ModelError) {}
+    func outputWidth(inputWidth: Int) throws(ModelError) -> Int { inputWidth }
+    func forward(_ pass: ForwardPass) {}
+    func backward(_ pass: BackwardPass) {}
+}
+
+/// A type claiming a built-in layer's name.
+struct BuiltInName: NamedLayer {
+    static var languageName: String { "relu" }
+    init(arguments: inout LayerArguments, inputShape: [Int]) throws(ModelError) {}
+    func outputWidth(inputWidth: Int) throws(ModelError) -> Int { inputWidth }
+    func forward(_ pass: ForwardPass) {}
+    func backward(_ pass: BackwardPass) {}
 }
