@@ -89,7 +89,12 @@ public enum Checkpoint {
     static func prune(_ directory: String, keep: Int, upTo step: Int) {
         let names = AtomicFile.list(directory) ?? []
         let checkpoints = names.filter { $0.hasPrefix(prefix) && $0 <= folderName(step: step) }.sorted()
-        for name in checkpoints.dropLast(max(keep, 1)) { AtomicFile.removeFolder("\(directory)/\(name)") }
+        for name in checkpoints.dropLast(max(keep, 1)) {
+            // Renamed out of the checkpoint names first (one atomic step), then emptied: a kill
+            // mid-removal leaves a dot-named folder for the next prune, never a checkpoint with files missing.
+            let doomed = "\(directory)/.\(name).old-\(getpid())"
+            if rename("\(directory)/\(name)", doomed) == 0 { AtomicFile.removeFolder(doomed) }
+        }
         for name in names where name.hasPrefix(".\(prefix)") && !name.hasSuffix(".tmp-\(getpid())") {
             AtomicFile.removeFolder("\(directory)/\(name)")
         }
