@@ -14,10 +14,6 @@
 import Foundation
 import PackageDescription
 
-// MPI is part of the build when Open MPI's headers are installed (`make` installs
-// libopenmpi-dev); otherwise the MPI shim compiles to stubs that say so at run time.
-let mpiHeaders = ["/usr/include/x86_64-linux-gnu/openmpi/mpi.h", "/usr/include/aarch64-linux-gnu/openmpi/mpi.h", "/usr/include/mpi.h"]
-let haveMPI = mpiHeaders.contains { FileManager.default.fileExists(atPath: $0) }
 
 /// The git commit being built, for `shardwise --version` ("unknown" outside a git checkout).
 /// Read from .git directly (no git process). SwiftPM caches a manifest's evaluation, so the
@@ -33,6 +29,8 @@ func gitCommit() -> String {
     return line.map { String($0.prefix(12)) } ?? "unknown"
 }
 
+// MPI: the shim compiles against Open MPI's headers when installed (`make` installs libopenmpi-dev),
+// to stubs that say so at run time otherwise; it opens the library at run time, under a launcher alone.
 let package = Package(
     name: "Shardwise",
     platforms: [.macOS(.v15)],
@@ -60,7 +58,8 @@ let package = Package(
             linkerSettings: [.linkedLibrary("dl")]),
         .systemLibrary(name: "CShardwiseZlib", path: "Sources/CShardwiseZlib"),
         .target(name: "CShardwiseHwloc", linkerSettings: [.linkedLibrary("hwloc")]),
-        .target(name: "CShardwiseMPI", linkerSettings: haveMPI ? [.linkedLibrary("mpi")] : []),
+        // Open MPI is opened with dlopen when a launcher starts the process, never linked: the binary starts without it.
+        .target(name: "CShardwiseMPI", linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "ShardwiseKernels", dependencies: ["CShardwiseBLAS"]),
         .target(name: "ShardwiseTopology", dependencies: ["CShardwiseHwloc"]),
         .target(name: "ShardwiseData", dependencies: ["ShardwiseKernels", "CShardwiseZlib"]),

@@ -13,10 +13,77 @@
 #define SW_HAVE_MPI 0
 #endif
 
-#if SW_HAVE_MPI
+#if SW_HAVE_MPI && defined(OMPI_PREDEFINED_GLOBAL)
 
+#include <dlfcn.h>
 #include <stdlib.h>
 #include <unistd.h>
+
+// Open MPI is opened with dlopen when a launcher started the process (sw_mpi_init), never at
+// start-up: a binary that does not link libmpi starts on a machine without Open MPI, and only an
+// MPI run needs it. mpi.h gives the types and the compile-time constants; its calls go through
+// pointers looked up at load time, and its handles (MPI_COMM_WORLD, MPI_FLOAT, MPI_SUM: each the
+// address of one of the library's globals, through OMPI_PREDEFINED_GLOBAL) through dlsym.
+static void *mpi_library;
+
+static void *global_symbol(void **cache, const char *name) {
+    if (*cache == NULL && mpi_library != NULL) *cache = dlsym(mpi_library, name);
+    return *cache;
+}
+#undef OMPI_PREDEFINED_GLOBAL
+#define OMPI_PREDEFINED_GLOBAL(type, global) ({ static void *cached; (type)global_symbol(&cached, #global); })
+
+#define SW_MPI_FUNCTIONS(X) X(MPI_Init_thread) X(MPI_Error_string) X(MPI_Comm_set_errhandler) X(MPI_Comm_rank) \
+    X(MPI_Comm_size) X(MPI_Comm_split_type) X(MPI_Comm_split) X(MPI_Comm_free) X(MPI_Finalize) X(MPI_Abort) \
+    X(MPI_Get_processor_name) X(MPI_Wtime) X(MPI_Testall) X(MPI_Testsome) X(MPI_Isend) X(MPI_Irecv) \
+    X(MPI_Iallgatherv) X(MPI_Iallreduce) X(MPI_Ibarrier)
+#define SW_DECLARE(f) static __typeof__(f) *sw_##f;
+SW_MPI_FUNCTIONS(SW_DECLARE)
+#define MPI_Init_thread (*sw_MPI_Init_thread)
+#define MPI_Error_string (*sw_MPI_Error_string)
+#define MPI_Comm_set_errhandler (*sw_MPI_Comm_set_errhandler)
+#define MPI_Comm_rank (*sw_MPI_Comm_rank)
+#define MPI_Comm_size (*sw_MPI_Comm_size)
+#define MPI_Comm_split_type (*sw_MPI_Comm_split_type)
+#define MPI_Comm_split (*sw_MPI_Comm_split)
+#define MPI_Comm_free (*sw_MPI_Comm_free)
+#define MPI_Finalize (*sw_MPI_Finalize)
+#define MPI_Abort (*sw_MPI_Abort)
+#define MPI_Get_processor_name (*sw_MPI_Get_processor_name)
+#define MPI_Wtime (*sw_MPI_Wtime)
+#define MPI_Testall (*sw_MPI_Testall)
+#define MPI_Testsome (*sw_MPI_Testsome)
+#define MPI_Isend (*sw_MPI_Isend)
+#define MPI_Irecv (*sw_MPI_Irecv)
+#define MPI_Iallgatherv (*sw_MPI_Iallgatherv)
+#define MPI_Iallreduce (*sw_MPI_Iallreduce)
+#define MPI_Ibarrier (*sw_MPI_Ibarrier)
+
+/// Opens Open MPI (SHARDWISE_MPI_LIBRARY, else libmpi.so.40, then libmpi.so) with its symbols
+/// global (its plugins resolve against them) and looks up every call.
+static int load(char *error, size_t length) {
+    if (mpi_library != NULL) return SW_MPI_OK;
+    const char *chosen = getenv("SHARDWISE_MPI_LIBRARY");
+    const char *names[] = {chosen && *chosen ? chosen : "libmpi.so.40", chosen && *chosen ? NULL : "libmpi.so"};
+    char first[256] = "";
+    for (int i = 0; i < 2 && names[i] != NULL && mpi_library == NULL; i++) {
+        mpi_library = dlopen(names[i], RTLD_NOW | RTLD_GLOBAL);
+        if (mpi_library == NULL && i == 0) snprintf(first, sizeof first, "%s", dlerror());
+    }
+    if (mpi_library == NULL) {
+        snprintf(error, length, "started by an MPI launcher, but no MPI library could be loaded (%s); install Open MPI "
+                 "(Debian: apt-get install openmpi-bin) or name its libmpi.so with SHARDWISE_MPI_LIBRARY", first);
+        return SW_MPI_ERROR;
+    }
+#define SW_LOOK_UP(f) sw_##f = (__typeof__(sw_##f))dlsym(mpi_library, #f); \
+    if (sw_##f == NULL) { snprintf(error, length, "the MPI library has no %s: Shardwise needs Open MPI 4 or later", #f); return SW_MPI_ERROR; }
+    SW_MPI_FUNCTIONS(SW_LOOK_UP)
+    if (dlsym(mpi_library, "ompi_mpi_comm_world") == NULL) {
+        snprintf(error, length, "the MPI library is not Open MPI (no ompi_mpi_comm_world): this shardwise speaks Open MPI's ABI");
+        return SW_MPI_ERROR;
+    }
+    return SW_MPI_OK;
+}
 
 int sw_mpi_available(void) { return 1; }
 
@@ -29,6 +96,7 @@ static void describe(int code, const char *what, char *error, size_t length) {
 
 int sw_mpi_init(int cpuset_key, int *rank, int *size, int *local_rank, int *local_size,
                 char *error, size_t error_length) {
+    if (load(error, error_length) != SW_MPI_OK) return SW_MPI_ERROR;
     int provided = 0;
     int code = MPI_Init_thread(NULL, NULL, MPI_THREAD_SERIALIZED, &provided);
     if (code != MPI_SUCCESS) { describe(code, "MPI_Init_thread", error, error_length); return SW_MPI_ERROR; }
@@ -52,14 +120,14 @@ int sw_mpi_init(int cpuset_key, int *rank, int *size, int *local_rank, int *loca
     return SW_MPI_OK;
 }
 
-void sw_mpi_finalize(void) { MPI_Finalize(); }
+void sw_mpi_finalize(void) { if (mpi_library != NULL) MPI_Finalize(); }
 
-void sw_mpi_abort(int code) { MPI_Abort(MPI_COMM_WORLD, code); }
+void sw_mpi_abort(int code) { if (mpi_library != NULL) MPI_Abort(MPI_COMM_WORLD, code); }
 
 void sw_mpi_processor_name(char *name, size_t length) {
     char text[MPI_MAX_PROCESSOR_NAME];
     int n = 0;
-    if (MPI_Get_processor_name(text, &n) != MPI_SUCCESS) n = 0;
+    if (mpi_library == NULL || MPI_Get_processor_name(text, &n) != MPI_SUCCESS) n = 0;
     text[n] = 0;
     snprintf(name, length, "%s", text);
 }
@@ -178,7 +246,7 @@ int sw_mpi_barrier(double timeout, int nap_microseconds, char *error, size_t err
     return wait_all(1, &request, timeout, nap_microseconds, "barrier", error, error_length);
 }
 
-#else  // no MPI headers: every call reports it
+#else  // no (Open) MPI headers: every call reports it
 
 static int missing(char *error, size_t length) {
     snprintf(error, length, "this shardwise was built without MPI (no mpi.h; install libopenmpi-dev and rebuild)");

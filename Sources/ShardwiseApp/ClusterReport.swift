@@ -6,7 +6,6 @@ import Shardwise
 /// of the host's cores, measured in the same run. Rank 0 prints.
 public enum ClusterReport {
     public static func run(steps: Int, repetitions: Int = 30, line: (String) -> Void) async throws {
-        let blas = try BLAS.load()
         let topology = try Topology.thisMachine()
         guard let cluster = try Cluster.join(topology: topology, timeout: 300) else {
             throw RunError("the cluster report needs an MPI launcher: mpirun -np 2 shardwise bench")
@@ -17,7 +16,7 @@ public enum ClusterReport {
         let reference = RunConfiguration.reference()
         let network = try Network(reference.network)
         let gradientBytes = Double(network.layout.parameterCount * 4)
-        say("shardwise \(ShardwiseVersion.current) cluster report: \(cluster.size) ranks x \(pool.workers.count) workers, BLAS \(blas.kernels); reference network, \(network.layout.parameterCount) parameters (\(String(format: "%.1f", gradientBytes / 1e6)) MB of gradient)")
+        say("shardwise \(ShardwiseVersion.current) cluster report: \(cluster.size) ranks x \(pool.workers.count) workers, BLAS \(BLAS.kernelsDescription); reference network, \(network.layout.parameterCount) parameters (\(String(format: "%.1f", gradientBytes / 1e6)) MB of gradient)")
 
         // One process with all of the host's cores, while the other ranks sleep.
         var baseline: [Int: Double] = [:]

@@ -1,22 +1,37 @@
 import Foundation
 import Shardwise
 
-/// What a run says: a live progress bar on a terminal, one plain line per epoch otherwise.
-/// It writes through the closures it is given (the program's standard output and error).
+/// What a run says: a progress line redrawn in place on a terminal (as tqdm and Keras draw
+/// theirs), a plain progress line every `progressSeconds` otherwise (logs, files, CI), and one
+/// line per epoch either way. It writes through the closures it is given (the program's
+/// standard output and error). Calls come from one task at a time (the run's event loop).
 public final class Console: @unchecked Sendable {
     let isTerminal: Bool
     let write: @Sendable (String) -> Void
     let warning: @Sendable (String) -> Void
+    /// Seconds between plain progress lines when not on a terminal (0 or less: none).
+    let progressSeconds: Double
     private var lastDraw = 0.0
+    private var lastPlain: (epoch: Int, time: Double)?
+    /// When this console began: a run's elapsed time counts from it.
+    private let start = monotonicSeconds()
+
+    /// Seconds between plain progress lines by default: a long epoch in a log still shows signs of life.
+    public static let defaultProgressSeconds = 30.0
 
     /// - Parameters:
-    ///   - isTerminal: whether `write` goes to a terminal (progress bars are drawn only there).
+    ///   - isTerminal: whether `write` goes to a terminal (the progress line is redrawn in place only there).
     ///   - write: receives lines (each ends with a newline) and progress redraws.
     ///   - warn: receives warnings (one line each, without "warning: ").
-    public init(isTerminal: Bool = false, write: @escaping @Sendable (String) -> Void, warn: @escaping @Sendable (String) -> Void = { _ in }) {
+    ///   - progressSeconds: not on a terminal, seconds between plain progress lines within an epoch (0: none).
+    public init(
+        isTerminal: Bool = false, write: @escaping @Sendable (String) -> Void, warn: @escaping @Sendable (String) -> Void = { _ in },
+        progressSeconds: Double = Console.defaultProgressSeconds
+    ) {
         self.isTerminal = isTerminal
         self.write = write
         warning = warn
+        self.progressSeconds = progressSeconds
     }
 
     /// Says nothing: every MPI rank but rank 0.
@@ -26,24 +41,47 @@ public final class Console: @unchecked Sendable {
     /// several trials that train side by side.
     public func prefixed(_ prefix: String) -> Console {
         let (write, warning) = (self.write, self.warning)
-        return Console(isTerminal: false, write: { text in write(prefix + text) }, warn: { warning(prefix + $0) })
+        return Console(isTerminal: false, write: { text in write(prefix + text) }, warn: { warning(prefix + $0) }, progressSeconds: progressSeconds)
     }
 
     public func line(_ text: String) { write(text + "\n") }
 
     public func warn(_ text: String) { warning(text) }
 
-    /// Redraws the bar at most ten times a second; silent when not on a terminal.
+    /// On a terminal, redraws the progress line at most ten times a second; otherwise writes a
+    /// plain line when `progressSeconds` have passed since the epoch began or the last such line.
     public func progress(_ p: StepProgress) {
-        guard isTerminal else { return }
         let now = monotonicSeconds()
-        guard p.step == p.stepsPerEpoch || now - lastDraw > 0.1 else { return }
-        lastDraw = now
-        let width = 30
-        let filled = width * p.step / p.stepsPerEpoch
-        let bar = String(repeating: "=", count: filled) + String(repeating: " ", count: width - filled)
-        let eta = p.elapsed / Double(p.step) * Double(p.stepsPerEpoch - p.step)
-        write(String(format: "\repoch %d/%d [%@] %3d%% %7.0f samples/s loss %.4f ETA %3.0fs", p.epoch, p.epochs, bar, 100 * p.step / p.stepsPerEpoch, p.samplesPerSecond, p.meanLoss, eta))
+        guard p.step > 0, p.stepsPerEpoch > 0 else { return }
+        let percent = Int(Double(p.step) / Double(p.stepsPerEpoch) * 100)
+        let perStep = p.elapsed / Double(p.step)
+        let epochETA = perStep * Double(p.stepsPerEpoch - p.step)
+        let runETA = epochETA + perStep * Double(p.stepsPerEpoch) * Double(max(p.epochs - p.epoch, 0))
+        let figures = String(format: "%.0f samples/s, loss %.4f", p.samplesPerSecond, p.meanLoss)
+        let times = "elapsed \(Self.duration(now - start)), ETA epoch \(Self.duration(epochETA)), run \(Self.duration(runETA))"
+        if isTerminal {
+            guard p.step == p.stepsPerEpoch || now - lastDraw > 0.1 else { return }
+            lastDraw = now
+            let width = 24
+            let filled = min(width, width * p.step / p.stepsPerEpoch)
+            let bar = String(repeating: "=", count: filled) + String(repeating: " ", count: width - filled)
+            write("\r\u{1B}[K" + String(format: "epoch %d/%d [%@] %3d%% ", p.epoch, p.epochs, bar, percent) + figures + ", " + times)
+            return
+        }
+        guard progressSeconds > 0, p.step < p.stepsPerEpoch else { return }
+        if lastPlain?.epoch != p.epoch { lastPlain = (p.epoch, now - p.elapsed) }
+        guard now - lastPlain!.time >= progressSeconds else { return }
+        lastPlain = (p.epoch, now)
+        write("epoch \(p.epoch)/\(p.epochs): step \(p.step)/\(p.stepsPerEpoch) (\(percent)%), \(figures), \(times)\n")
+    }
+
+    /// 59s, 4m05s, 2h03m.
+    static func duration(_ seconds: Double) -> String {
+        guard seconds.isFinite, seconds >= 0 else { return "?" }
+        let s = Int(seconds.rounded())
+        if s < 60 { return "\(s)s" }
+        if s < 3600 { return String(format: "%dm%02ds", s / 60, s % 60) }
+        return String(format: "%dh%02dm", s / 3600, s % 3600 / 60)
     }
 
     public func epochDone(_ record: EpochRecord, of epochs: Int) {

@@ -116,7 +116,7 @@ public enum Evaluation {
     public static func run(
         checkpoint: String, data options: DataOptions = DataOptions(), testLimit: Int? = nil, mcDropoutPasses: Int? = nil, seed: UInt64 = 1
     ) async throws -> EvaluationReport {
-        do { _ = try BLAS.load() } catch { throw RunError(error.description) }
+        MatrixKernels.fallBackWithoutBLAS()
         let model: SavedModel
         do { model = try SavedModel.load(checkpoint) } catch { throw RunError(error.description) }
         var test: Dataset

@@ -16,7 +16,7 @@ public enum KernelProbe {
         /// `(N,I)·(O,I)ᵀ`, weight gradient `(N,O)ᵀ·(N,I)` and, past the first layer,
         /// input gradient `(N,O)·(O,I)` — exactly the calls `Linear.backward` makes.
         public init(network: Network, rows: Int) throws(BLASError) {
-            _ = try BLAS.load()
+            if MatrixKernels.current == .blas { _ = try BLAS.load() }
             var products: [Product] = []
             var first = true
             for linear in network.nodes.compactMap({ $0.layer as? Linear }) {

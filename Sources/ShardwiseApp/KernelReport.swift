@@ -13,7 +13,6 @@ public enum KernelReport {
     }
 
     public static func run(workers: Int?, steps: Int, seconds: Double, line: (String) -> Void) async throws {
-        let blas = try BLAS.load()
         let many = try WorkerPool.onThisMachine(workers: workers)
         defer { many.shutdown() }
         let one = try WorkerPool.onThisMachine(workers: 1)
@@ -21,7 +20,7 @@ public enum KernelReport {
         let w = many.workers.count
         let reference = RunConfiguration.reference()
         let network = try Network(reference.network)
-        line("shardwise \(ShardwiseVersion.current) kernel report: \(w) workers, BLAS \(blas.kernels) (\(blas.library))")
+        line("shardwise \(ShardwiseVersion.current) kernel report: \(w) workers, BLAS \(BLAS.ifPresent.map { "\($0.kernels) (\($0.library))" } ?? "none")")
         if let report = many.pinningReport { line("note: \(report)") }
 
         let gemmOne = try await MachineLimits.concurrentGEMM(pool: one, network: network, rows: 128, seconds: seconds)

@@ -12,7 +12,7 @@ public enum MachineLimits {
     /// Combined GFLOP/s of the reference network's batch-`rows` products, one
     /// independent copy per worker of `pool`, all running at once for about `seconds`.
     public static func concurrentGEMM(pool: WorkerPool, network: Network, rows: Int, seconds: Double) async throws -> Double {
-        _ = try BLAS.load()
+        if MatrixKernels.current == .blas { _ = try BLAS.load() }
         return await withTaskGroup(of: Double.self) { group in
             for worker in pool.workers {
                 group.addTask(executorPreference: worker) {

@@ -19,7 +19,7 @@ public enum Prediction {
 
     /// Writes the predictions of the model at `checkpoint` for `data` to `out` (`.csv` or `.npy`); returns the rows written.
     public static func run(checkpoint: String, data options: DataOptions, out: String, mcDropoutPasses: Int?, seed: UInt64) async throws -> Int {
-        do { _ = try BLAS.load() } catch { throw RunError(error.description) }
+        MatrixKernels.fallBackWithoutBLAS()
         let model: SavedModel
         do { model = try SavedModel.load(checkpoint) } catch { throw RunError(error.description) }
         guard out.hasSuffix(".csv") || out.hasSuffix(".npy") else { throw RunError("--out \(out): expected a file name ending in .csv or .npy") }

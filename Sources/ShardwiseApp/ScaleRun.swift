@@ -78,11 +78,11 @@ public enum ScaleRun {
         configuration: RunConfiguration, data: Dataset, dataName: String, settings: Settings,
         projectTo target: Topology?, projectWorkers: [Int], line: (String) -> Void
     ) async throws -> ScaleReport {
-        let blas = try BLAS.load()
+        let blas = BLAS.ifPresent
         let machine = try Topology.thisMachine()
         let network = try Network(configuration.network)
         let description = "\(machine.packageCount) package(s), \(machine.numaNodes.count) NUMA node(s), \(machine.coreCount) cores, \(machine.pus.count) PUs"
-        line("shardwise scale on this machine (\(description)), BLAS \(blas.kernels), policy \(settings.policy.rawValue)")
+        line("shardwise scale on this machine (\(description)), BLAS \(BLAS.kernelsDescription), policy \(settings.policy.rawValue)")
         line("network \(TrainingRun.describe(configuration.network)), shards of \(configuration.shardSize), \(dataName)")
         if !settings.command.isEmpty { line("command: \(settings.command)") }
         let single = try WorkerPool(plan: try machine.plan(workers: 1, policy: .compact), topology: machine)
@@ -107,7 +107,7 @@ public enum ScaleRun {
         }
         var report = ScaleReport(
             command: settings.command, shardwiseVersion: ShardwiseVersion.current, machine: description, policy: settings.policy.rawValue,
-            blas: "\(blas.build); kernels \(blas.kernels)", network: configuration.network, shardSize: configuration.shardSize,
+            blas: blas.map { "\($0.build); kernels \($0.kernels)" } ?? "none", network: configuration.network, shardSize: configuration.shardSize,
             batchSize: configuration.batchSize, data: dataName, points: points)
         if let target {
             try await project(&report, onto: target, workers: projectWorkers, configuration: configuration, data: data, machine: machine)

@@ -214,6 +214,7 @@ public enum SweepRun {
         var results: [Int: Finished] = [:]
         var pending = trials[...]
         var free = Array((slots ?? [[]]).indices)
+        var started = 0
         try await withThrowingTaskGroup(of: (slot: Int, index: Int, finished: Finished).self) { group in
             while true {
                 while let slot = free.first, let i = pending.firstIndex(where: { $0.needs.allSatisfy { results[$0] != nil } }) {
@@ -225,6 +226,8 @@ public enum SweepRun {
                         trial.configuration.epochs = max(1, Int((Double(best.reduce(0, +)) / Double(max(best.count, 1))).rounded()))
                     }
                     free.removeFirst()
+                    started += 1
+                    let place = "\(started) of \(trials.count), \(trials.count - started) to go"
                     var trialOptions = options
                     var trialConsole = console
                     if let slots {
@@ -234,7 +237,7 @@ public enum SweepRun {
                     }
                     let chosen = trial, runOptions = trialOptions, runConsole = trialConsole
                     group.addTask {
-                        var finished = try await train(chosen, options: runOptions, console: runConsole, announce: console, target: settings.targetError)
+                        var finished = try await train(chosen, options: runOptions, console: runConsole, announce: console, place: place, target: settings.targetError)
                         if slots != nil { finished.trial.cores = runOptions.cores?.map(\.rawValue) }
                         return (slot, chosen.index, finished)
                     }
@@ -249,8 +252,9 @@ public enum SweepRun {
     }
 
     /// Trains one trial in `OUT/trial-NNN`, or reads it back when an earlier run finished it.
-    /// `announce` says which trial starts; `console` receives the trial's own lines.
-    static func train(_ trial: Trial, options: RunOptions, console: Console, announce: Console, target: Double?) async throws -> Finished {
+    /// `announce` says which trial starts and where it is in the sweep (`place`: "3 of 12, 9 to go");
+    /// `console` receives the trial's own lines.
+    static func train(_ trial: Trial, options: RunOptions, console: Console, announce: Console, place: String, target: Double?) async throws -> Finished {
         let out = options.outDirectory!
         let configuration = trial.configuration
         let folder = "\(out)/trial-\(String(format: "%03d", trial.index))"
@@ -260,7 +264,7 @@ public enum SweepRun {
         // A finished trial is known by its summary alone (reading its checkpoint back would
         // verify tens of megabytes per trial).
         if let done = try readSummary(in: folder, decoder: decoder), done.configuration == configuration, done.selection == trial.selection {
-            announce.line("trial \(trial.index): \(name): done earlier")
+            announce.line("trial \(trial.index) (\(place)): \(name): done earlier")
             return Finished(trial: SweepTrial(index: trial.index, summary: done, seedIndex: trial.seedIndex, target: target), summary: done)
         }
         let earlier = try earlierTrial(in: folder, decoder: decoder)
@@ -281,7 +285,7 @@ public enum SweepRun {
         trialOptions.keep = 1
         trialOptions.data.selection = trial.selection
         if earlier.checkpoint, earlier.configuration == configuration { trialOptions.resume = folder }
-        announce.line("trial \(trial.index): \(name)\(trialOptions.resume == nil ? "" : " (resuming)")\(options.cores.map { " on PUs \($0.map { String($0.rawValue) }.joined(separator: ","))" } ?? "")")
+        announce.line("trial \(trial.index) (\(place)): \(name)\(trialOptions.resume == nil ? "" : " (resuming)")\(options.cores.map { " on PUs \($0.map { String($0.rawValue) }.joined(separator: ","))" } ?? "")")
         let summary = try await TrainingRun.run(configuration: configuration, options: trialOptions, console: console)
         if summary.bestEpoch == nil, trial.needs.isEmpty {
             throw RunError("sweep: trial \(trial.index) has no validation results; it needs --validation-samples N or --folds K")

@@ -26,7 +26,8 @@ public struct RunSummary: Codable, Sendable {
     public var pinned: Bool
     /// Mean seconds per step per worker: computing shards, waiting at the barrier, reducing.
     public var stepSeconds: StepSplit
-    public var blas: BLASInfo
+    /// The BLAS library, when one loaded (nil: none on this machine; the portable kernels need none).
+    public var blas: BLASInfo?
     public var trainSamples: Int
     public var testSamples: Int
     public var dataDirectory: String
@@ -128,8 +129,7 @@ public enum TrainingRun {
         if let resumed { try checkTypedSettings(requested, against: configuration, checkpoint: resumed.path, typed: options.typedFields) }
         let validationGiven = options.data.validationPath != nil || options.data.selection?.givesValidation == true
         do { try configuration.validate(validationGiven: validationGiven) } catch { throw RunError(.configuration(error)) }
-        let blas: BLASInfo
-        do { blas = try BLAS.load() } catch { throw RunError(error.description) }
+        let blas = BLAS.ifPresent  // needed by --kernels blas alone (select says so)
         if let resumed {
             let stored = resumed.state.kernels ?? .blas
             if options.typedFields.contains(.kernels), options.kernels != stored {
@@ -140,13 +140,13 @@ public enum TrainingRun {
             options.kernels = stored
         }
         // The choice is the process's: trials side by side (a sweep) made it once, before they started.
-        if MatrixKernels.current != options.kernels {
-            do { try MatrixKernels.select(options.kernels) } catch { throw RunError(error.description) }
+        if MatrixKernels.current != options.kernels || (options.kernels == .blas && blas == nil) {
+            do { try MatrixKernels.select(options.kernels) } catch { throw RunError("--kernels \(options.kernels.rawValue): \(error.description)") }
         }
         if options.kernels == .portable, MatrixKernels.portableISA == "scalar" {
             console.warn("the portable kernels run scalar code on this CPU (no AVX2 or AVX-512): expect low throughput; --kernels blas trades cross-CPU reproducibility for speed")
         }
-        if !blas.fastKernels { console.warn("BLAS runs slow kernels (\(blas.kernels), \(blas.cpu)); expect low throughput") }
+        if options.kernels == .blas, let blas, !blas.fastKernels { console.warn("BLAS runs slow kernels (\(blas.kernels), \(blas.cpu)); expect low throughput") }
         // Rank 0 alone writes: it alone holds the output folder, for the whole run.
         let folder = (cluster?.rank ?? 0) == 0 ? try claimFolder(options) : nil
         defer { withExtendedLifetime(folder) {} }
@@ -187,11 +187,12 @@ public enum TrainingRun {
         if let resumed, !trainer.isFinished {
             console.line("resuming from \(resumed.path): epoch \(trainer.state.epoch + 1), step \(trainer.state.stepInEpoch) of \(trainer.stepsPerEpoch)")
         }
+        let kernelsName = options.kernels == .portable ? "portable \(MatrixKernels.portableISA)" : "BLAS \(BLAS.kernelsDescription)"
         console.line(
             "shardwise \(ShardwiseVersion.current): \(describe(configuration.network)), \(Self.parameterCounts(trainer.network.layout)), "
                 + "\(trainer.trainingData.count) training / \(data.test?.count ?? 0) test samples from \(data.origin) (\(DataSource.describe(data.train)); inputs \(DataSource.describe(data.train.preprocessing, mnist: options.data.isMNIST))); "
                 + (cluster.map { "\($0.size) MPI ranks (\(trainer.fastAllreduce ? "MPI_Allreduce" : "ordered exchange")\(trainer.overlapsExchange ? ", overlapped" : "")) x " } ?? "")
-                + "\(pool.workers.count) workers (\(options.policy.rawValue)), shards of \(configuration.shardSize); \(options.kernels == .portable ? "portable \(MatrixKernels.portableISA)" : "BLAS \(blas.kernels)") kernels; "
+                + "\(pool.workers.count) workers (\(options.policy.rawValue)), shards of \(configuration.shardSize); \(kernelsName) kernels; "
                 + "recipe: \(Self.recipe(configuration.training))\(configuration.network.initialization == .pytorch ? ", PyTorch initialisation" : "")")
         if trainer.isFinished, let resumed {
             console.line("\(resumed.path): this run finished (\(trainer.state.records.count) epochs); nothing is trained or rewritten")
@@ -392,7 +393,7 @@ public enum TrainingRun {
 extension RunSummary {
     /// The summary of a finished run of `trainer`; `steps` were taken in this process.
     init(
-        trainer: Trainer, configuration: RunConfiguration, steps: Int, wallSeconds: Double, blas: BLASInfo,
+        trainer: Trainer, configuration: RunConfiguration, steps: Int, wallSeconds: Double, blas: BLASInfo?,
         testSamples: Int, dataDirectory: String
     ) {
         let state = trainer.state

@@ -11,21 +11,28 @@ struct DoctorCommand: ParsableCommand {
     var shapes = false
 
     func run() throws {
-        let info: BLASInfo
-        do { info = try BLAS.load() } catch { throw RunError("\(error)") }
         print("shardwise \(ShardwiseVersion.current)")
-        print("cpu:        \(info.cpu)")
-        print("blas:       \(info.library)")
-        print("build:      \(info.build)")
-        print("kernels:    \(info.kernels) (\(info.selection))")
+        print("cpu:        \(BLAS.cpuDescription)")
         let reference = try Network(RunConfiguration.reference().network)
-        let rate = try KernelProbe.TrainingGEMMs(network: reference, rows: 128).gflops(seconds: 0.5)
-        print(String(format: "sgemm:      %.1f GFLOP/s on one thread (the reference network's products at batch 128)", rate))
+        var rate: Double?
+        do {
+            let info = try BLAS.load()
+            print("blas:       \(info.library)")
+            print("build:      \(info.build)")
+            print("kernels:    \(info.kernels) (\(info.selection))")
+            try MatrixKernels.select(.blas)
+            rate = try KernelProbe.TrainingGEMMs(network: reference, rows: 128).gflops(seconds: 0.5)
+            print(String(format: "sgemm:      %.1f GFLOP/s on one thread (the reference network's products at batch 128)", rate!))
+        } catch {
+            print("blas:       none (\(error)); the portable kernels need none, --kernels blas needs one")
+        }
         do { try MatrixKernels.select(.portable) } catch { throw RunError(error.description) }
         let portable = try KernelProbe.TrainingGEMMs(network: reference, rows: 128).gflops(seconds: 0.5)
+        let share = rate.map { String(format: "%.0f%% of the BLAS; ", 100 * portable / $0) } ?? ""
+        print(String(format: "portable:   %.1f GFLOP/s on one thread with the %@ kernels (%@instruction sets here: %@); --kernels portable uses them", portable, MatrixKernels.portableISA, share, MatrixKernels.availableISAs.joined(separator: ", ")))
+        print("training:   portable \(MatrixKernels.portableISA) kernels by default (the same weights on any CPU)" + (rate == nil ? "" : "; --kernels blas for this BLAS"))
+        guard let info = BLAS.ifPresent else { return }
         try? MatrixKernels.select(.blas)
-        print(String(format: "portable:   %.1f GFLOP/s on one thread with the %@ kernels (%.0f%% of the BLAS; instruction sets here: %@); --kernels portable uses them", portable, MatrixKernels.portableISA, 100 * portable / rate, MatrixKernels.availableISAs.joined(separator: ", ")))
-        print("training:   portable \(MatrixKernels.portableISA) kernels by default (the same weights on any CPU); --kernels blas for this BLAS")
         if shapes {
             print("product (A B: m x n x k)    BLAS GFLOP/s  portable GFLOP/s  portable / BLAS")
             let probe = try KernelProbe.TrainingGEMMs(network: reference, rows: 64)

@@ -201,11 +201,13 @@ func writeAll(_ fd: Int32, _ text: String) {
 }
 
 extension Console {
-    /// Standard output, a progress bar when it is a terminal; warnings on standard error.
+    /// Standard output, a progress line redrawn in place when it is a terminal, plain progress
+    /// lines every SHARDWISE_PROGRESS_SECONDS (default 30; 0: none) otherwise; warnings on standard error.
     /// Under mpirun output goes through a pseudo-terminal whatever its destination: plain lines.
     static var standard: Console {
-        Console(
+        let seconds = getenv("SHARDWISE_PROGRESS_SECONDS").flatMap { Double(String(cString: $0)) }.flatMap { $0.isFinite ? $0 : nil }
+        return Console(
             isTerminal: isatty(STDOUT_FILENO) == 1 && !Cluster.launched, write: { writeAll(STDOUT_FILENO, $0) },
-            warn: { writeAll(STDERR_FILENO, "warning: \($0)\n") })
+            warn: { writeAll(STDERR_FILENO, "warning: \($0)\n") }, progressSeconds: seconds ?? Console.defaultProgressSeconds)
     }
 }

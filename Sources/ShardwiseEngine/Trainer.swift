@@ -121,7 +121,9 @@ public final class Trainer: @unchecked Sendable {
         description: NetworkConfiguration? = nil, inputShape: [Int]? = nil, initialization: InitializationScheme = .he
     ) throws(TrainingError) {
         let asked = overlap
-        do { _ = try BLAS.load() } catch { throw .blas(error) }
+        if MatrixKernels.current == .blas {
+            do { _ = try BLAS.load() } catch { throw .blas(error) }
+        }
         do { try configuration.validate(trainingSamples: data.count, validationGiven: validation != nil) } catch { throw .configuration(error) }
         let network: Network
         let loss = loss ?? (data.task == .classification ? SoftmaxCrossEntropy() : MeanSquaredError())

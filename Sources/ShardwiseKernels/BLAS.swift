@@ -55,10 +55,14 @@ public enum BLAS {
         }
     }
 
-    /// Whether `load()` succeeded; precondition for `gemm`.
+    /// The library when one loads, nil when none does: the portable kernels need none, so a
+    /// machine without a BLAS trains, evaluates and predicts with them (``load()`` says why not).
+    public static var ifPresent: BLASInfo? { try? load() }
+
     /// The git commit this binary was built from (12 hex digits), or "unknown".
     public static var buildCommit: String { String(cString: sw_build_commit()) }
 
+    /// Whether `load()` succeeded; precondition for `gemm` with the BLAS kernels.
     public static var isLoaded: Bool {
         if case .success = loaded { return true }
         return false
@@ -102,11 +106,20 @@ public enum BLAS {
 
     static let libraryDirectory = "/usr/lib/x86_64-linux-gnu"
 
+    /// CPU vendor and vector extensions as Shardwise sees them: "amd avx2+fma".
+    public static var cpuDescription: String {
+        let avx512 = sw_cpu_has_avx512() != 0, avx2 = sw_cpu_has_avx2_fma() != 0
+        return String(cString: sw_cpu_vendor()) + " " + (avx512 ? "avx512" : avx2 ? "avx2+fma" : "no-avx2")
+    }
+
+    /// The BLAS's kernels for a report's header ("Haswell"), or "none" when no library loads.
+    public static var kernelsDescription: String { ifPresent?.kernels ?? "none" }
+
     static func open() throws(BLASError) -> BLASInfo {
         let avx512 = sw_cpu_has_avx512() != 0
         let avx2 = sw_cpu_has_avx2_fma() != 0
         let vendor = String(cString: sw_cpu_vendor())
-        let cpu = "\(vendor) " + (avx512 ? "avx512" : avx2 ? "avx2+fma" : "no-avx2")
+        let cpu = cpuDescription
         let choice = (environment("SHARDWISE_BLAS") ?? "openblas").lowercased()
 
         var selection: String

@@ -29,7 +29,18 @@ public enum MatrixKernels: String, Sendable, Codable, CaseIterable {
                 throw KernelError(description: "SHARDWISE_KERNEL_ISA=\(forced): not an instruction set of this CPU; it runs \(availableISAs.joined(separator: ", "))")
             }
         }
+        if kernels == .blas {
+            do { _ = try BLAS.load() } catch {
+                throw KernelError(description: "the BLAS kernels need a BLAS library, and \(error.description) (the default portable kernels need none)")
+            }
+        }
         sw_use_portable_kernels(kernels == .portable ? 1 : 0)
+    }
+
+    /// The portable kernels when no BLAS library loads (inference on a machine without one:
+    /// eval, predict, export); otherwise the kernels stay as they are.
+    public static func fallBackWithoutBLAS() {
+        if !BLAS.isLoaded { sw_use_portable_kernels(1) }
     }
 
     /// "portable (avx512)" or "blas".

@@ -1,7 +1,8 @@
 // C shim for MPI: the few calls and constants Shardwise uses, behind plain C types
 // (Open MPI's handles are macros over its own globals, which Swift cannot import).
 // Compiled against Open MPI's mpi.h when the headers are present, as stubs that
-// report "not built with MPI" otherwise. Only ShardwiseRuntime imports this module.
+// report "not built with MPI" otherwise. The library itself is opened with dlopen by
+// sw_mpi_init, so the binary starts without Open MPI installed (only MPI runs need it). Only ShardwiseRuntime imports this module.
 //
 // Every call is made by one thread at a time (MPI_THREAD_SERIALIZED). Calls that
 // wait for other ranks take a timeout in seconds: they post a nonblocking
@@ -15,12 +16,13 @@
 enum { SW_MPI_OK = 0, SW_MPI_TIMEOUT = 1, SW_MPI_ERROR = 2 };
 enum { SW_MPI_SUM = 0, SW_MPI_MIN = 1, SW_MPI_MAX = 2 };
 
-/// 1 when compiled against MPI headers and linked with the library.
+/// 1 when compiled against Open MPI's headers (sw_mpi_init then opens the library).
 int sw_mpi_available(void);
 
 /// MPI_Init_thread (serialized); writes the rank, the size, and this rank's place
 /// among the ranks on its host that share the same set of allowed cores
 /// (`cpuset_key`: a non-negative hash of the host's allowed cores, computed by the caller).
+/// Opens Open MPI first (SHARDWISE_MPI_LIBRARY, else libmpi.so.40).
 /// Returns SW_MPI_OK, or SW_MPI_ERROR with a message in `error`.
 int sw_mpi_init(int cpuset_key, int *rank, int *size, int *local_rank, int *local_size,
                 char *error, size_t error_length);
