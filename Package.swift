@@ -14,7 +14,6 @@
 import Foundation
 import PackageDescription
 
-
 /// The git commit being built, for `shardwise --version` ("unknown" outside a git checkout).
 /// Read from .git directly (no git process). SwiftPM caches a manifest's evaluation, so the
 /// Makefile's builds pass --manifest-cache none to read it afresh.

@@ -42,6 +42,7 @@ public struct SavedModel: Sendable {
                 throw CheckpointError("\(path): __metadata__ preprocessing is not a Shardwise preprocessing")
             }
             preprocessing = decoded
+            if let problem = decoded.problem { throw CheckpointError("\(path): __metadata__ \(problem)") }
         }
         let task = file.metadata["task"].flatMap(TrainingTask.init(rawValue:)) ?? .classification
         return SavedModel(

@@ -29,6 +29,20 @@ public struct Preprocessing: Codable, Equatable, Sendable, CustomStringConvertib
 
     public var description: String { kind }
 
+    /// What makes a stored preprocessing unusable (read from a checkpoint or a model file), or nil:
+    /// a divisor that is not positive and finite, shifts and scales of different widths, a shift
+    /// that is not finite, a scale that is 0 or not finite.
+    public var problem: String? {
+        let widths = [shift?.count, scale?.count].compactMap { $0 }
+        guard divisor.isFinite, divisor > 0, Set(widths).count <= 1, (shift == nil) == (scale == nil) else {
+            return "preprocessing \(kind): divisor \(divisor), expected a positive divisor and a shift and scale of one width"
+        }
+        guard ((shift ?? []) + (targetShift ?? [])).allSatisfy(\.isFinite), ((scale ?? []) + (targetScale ?? [])).allSatisfy({ $0.isFinite && $0 != 0 }) else {
+            return "preprocessing \(kind): expected finite shifts and non-zero finite scales"
+        }
+        return nil
+    }
+
     /// The preprocessing `--normalize` names, computed on `data` where it needs statistics:
     /// `none`, `scale:K` (divide by K), `standard` (zero mean, unit variance per feature) or
     /// `minmax` (each feature onto [0, 1]); for a regression, standard and minmax apply to the

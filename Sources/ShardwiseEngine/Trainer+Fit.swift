@@ -72,13 +72,19 @@ extension Trainer {
         let steps = stepsPerEpoch
         var stepsThisRun = 0
         var lastCheckpoint: String?
+        // Every checkpoint written is announced, before what it belongs to (a stop, the end).
+        func save(_ policy: CheckpointPolicy, _ kind: CheckpointKind) throws(TrainingError) -> String {
+            let path = try writeCheckpoint(policy, kind: kind)
+            emit(.checkpoint(path: path, globalStep: state.globalStep, kind: kind))
+            return path
+        }
         while state.epoch < epochs {
             shuffle(epoch: state.epoch)
             let start = monotonicSeconds() - state.epochSeconds
             while state.stepInEpoch < steps {
                 let loss: Double
                 do { loss = try await step(epoch: state.epoch, stepInEpoch: state.stepInEpoch) } catch .cancelled {
-                    let path = try checkpoints.map { policy throws(TrainingError) in try writeCheckpoint(policy, kind: .stopped) }
+                    let path = try checkpoints.map { policy throws(TrainingError) in try save(policy, .stopped) }
                     emit(.stopped(globalStep: state.globalStep, checkpoint: path))
                     return
                 }
@@ -90,12 +96,13 @@ extension Trainer {
                 emit(.step(progress(epochs: epochs, loss: loss)))
                 // Under MPI the ranks agreed in the step, so all stop here together.
                 if (cluster == nil ? Task.isCancelled : agreedStop) || stepsThisRun == stopAfterSteps {
-                    let path = try checkpoints.map { policy throws(TrainingError) in try writeCheckpoint(policy, kind: .stopped) }
+                    let path = try checkpoints.map { policy throws(TrainingError) in try save(policy, .stopped) }
                     emit(.stopped(globalStep: state.globalStep, checkpoint: path))
                     return
                 }
+                // On an epoch's last step the checkpoint waits for the epoch's record (below).
                 if case .steps(let n) = checkpoints?.every, state.globalStep % n == 0, state.stepInEpoch < steps {
-                    lastCheckpoint = try writeCheckpoint(checkpoints!, kind: .scheduled)
+                    lastCheckpoint = try save(checkpoints!, .scheduled)
                 }
             }
             let record = try await finishEpoch(test: test)
@@ -105,7 +112,7 @@ extension Trainer {
                 var best = policy
                 best.directory += "/best"
                 best.keep = 1
-                _ = try writeCheckpoint(best, kind: .best)
+                _ = try save(best, .best)
             }
             if let patience = configuration.earlyStoppingPatience, (state.epochsWithoutImprovement ?? 0) >= patience,
                state.epoch < epochs {
@@ -114,11 +121,16 @@ extension Trainer {
                     bestValidationErrorPercent: state.bestValidationErrorPercent ?? .nan, patience: patience))
                 break
             }
-            if case .epochs(let n) = checkpoints?.every, state.epoch % n == 0, state.epoch < epochs {
-                lastCheckpoint = try writeCheckpoint(checkpoints!, kind: .scheduled)
+            // Every N epochs, or every N steps when the epoch's last step was the N-th.
+            let due: Bool
+            switch checkpoints?.every {
+            case .steps(let n)?: due = state.globalStep % n == 0
+            case .epochs(let n)?: due = state.epoch % n == 0
+            case nil: due = false
             }
+            if due, state.epoch < epochs { lastCheckpoint = try save(checkpoints!, .scheduled) }
         }
-        if let policy = checkpoints { _ = try writeCheckpoint(policy, kind: .scheduled) }
+        if let policy = checkpoints { _ = try save(policy, .scheduled) }
     }
 
     func progress(epochs: Int, loss: Double) -> StepProgress {

@@ -149,11 +149,7 @@ public struct TrainingState: Codable, Sendable {
         try check(epochLossSum.isFinite && epochSeconds.isFinite && epochSeconds >= 0, "epoch loss sum \(epochLossSum) and seconds \(epochSeconds), expected finite values")
         if let best = bestEpoch { try check((1...max(records.count, 1)).contains(best) && !records.isEmpty, "best epoch \(best) of \(records.count) finished epochs") }
         try check((epochsWithoutImprovement ?? 0) >= 0, "\(epochsWithoutImprovement ?? 0) epochs without improvement, expected >= 0")
-        if let p = preprocessing {
-            let widths = [p.shift?.count, p.scale?.count].compactMap { $0 }
-            try check(p.divisor.isFinite && p.divisor > 0 && Set(widths).count <= 1 && (p.shift == nil) == (p.scale == nil), "preprocessing \(p.kind): expected a positive divisor and a shift and scale of one width")
-            try check(((p.shift ?? []) + (p.targetShift ?? [])).allSatisfy(\.isFinite) && ((p.scale ?? []) + (p.targetScale ?? [])).allSatisfy { $0.isFinite && $0 != 0 }, "preprocessing \(p.kind): expected finite shifts and non-zero finite scales")
-        }
+        if let problem = preprocessing?.problem { throw CheckpointError(problem) }
     }
 
     /// The configuration's fields and `network` in one object.

@@ -240,7 +240,15 @@ public enum Checkpoint {
             guard found.shape == t.shape else {
                 throw CheckpointError("\(path): tensor '\(prefix + t.name)' has shape \(found.shape), the network expects \(t.shape) (another architecture)")
             }
-            for i in 0..<t.count { flat[t.offset + i] = found.values[i] }
+            // Weights (and optimizer state) are used as they are: a NaN or an infinity would give
+            // silent garbage, so it is refused as a trained one would be.
+            for i in 0..<t.count {
+                let value = found.values[i]
+                guard value.isFinite else {
+                    throw CheckpointError("\(path): tensor '\(prefix + t.name)' holds \(value) at element \(i); a checkpoint's values must be finite")
+                }
+                flat[t.offset + i] = value
+            }
         }
         let expected = expectedCount ?? layout.tensors.count
         if tensors.count != expected {

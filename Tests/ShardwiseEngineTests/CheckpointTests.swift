@@ -111,6 +111,42 @@ final class CheckpointTests: XCTestCase {
         XCTAssertThrowsError(try Checkpoint.newest(in: folder)) { XCTAssert("\($0)".contains("no checkpoint found"), "\($0)") }
     }
 
+    /// `every: .steps(N)` writes at every N-th step, the last step of an epoch included (it used
+    /// to wait for the end of training there), and each checkpoint written is announced by a
+    /// `.checkpoint` event naming its folder, step and kind, in step order, before the epoch record
+    /// it follows; the folders on disk are those announced.
+    func testCheckpointEveryNStepsIncludesEpochEndsAndIsAnnounced() async throws {
+        let pool = try WorkerPool.onThisMachine(workers: 2)
+        defer { pool.shutdown() }
+        var configuration = smallRun(epochs: 3).training
+        configuration.epochs = 3
+        for (every, expected) in [(CheckpointPolicy.Interval.steps(4), [4, 8, 12]), (.steps(3), [3, 6, 9, 12]), (.epochs(2), [8, 12])] {
+            let trainer = try Trainer(network: smallRun().network, data: MachineLimits.randomData(count: 256, features: 784, classes: 10), configuration: configuration, workers: pool)
+            XCTAssertEqual(trainer.stepsPerEpoch, 4)
+            let out = "\(folder)/every-\(expected.count)"
+            var announced: [(step: Int, kind: CheckpointKind, path: String)] = []
+            var order: [String] = []
+            for try await event in trainer.fit(checkpoints: CheckpointPolicy(directory: out, every: every, keep: 10)) {
+                switch event {
+                case .checkpoint(let path, let step, let kind):
+                    announced.append((step, kind, path))
+                    order.append("checkpoint \(step)")
+                case .epoch(let record): order.append("epoch \(record.epoch)")
+                default: break
+                }
+            }
+            XCTAssertEqual(announced.map(\.step), expected, "\(every)")
+            XCTAssert(announced.allSatisfy { $0.kind == .scheduled }, "\(every)")
+            XCTAssertEqual(announced.map(\.path), expected.map { "\(out)/\(Checkpoint.folderName(step: $0))" })
+            let onDisk = try FileManager.default.contentsOfDirectory(atPath: out).filter { $0.hasPrefix("checkpoint-") }.sorted()
+            XCTAssertEqual(onDisk, expected.map { Checkpoint.folderName(step: $0) })
+            // A checkpoint at an epoch's end comes after that epoch's record (it holds the record).
+            if case .steps(4) = every { XCTAssertEqual(order, ["epoch 1", "checkpoint 4", "epoch 2", "checkpoint 8", "epoch 3", "checkpoint 12"]) }
+            let loaded = try TrainingRun.loadCheckpoint(announced[0].path)
+            XCTAssertEqual(loaded.state.globalStep, expected[0])
+        }
+    }
+
     /// A NaN written into one shard's gradient is caught in the reduction and named by tensor.
     func testInjectedNaNIsCaught() async throws {
         let pool = try WorkerPool.onThisMachine(workers: 2)

@@ -234,6 +234,19 @@ final class HostileInputTests: XCTestCase {
             model("network with 4e9 inputs", mentions: ["model.safetensors", "4000000000"]) { try metadataNetwork { $0["input_size"] = 4_000_000_000 } },
             model("network with dropout 1.5", mentions: ["model.safetensors", "1.5"]) { try metadataNetwork { $0["dropout_hidden"] = 1.5 } },
             model("tensors of another architecture", mentions: ["model.safetensors", "architecture"]) { try metadataNetwork { $0["hidden_sizes"] = [16] } },
+            model("preprocessing divisor 0", mentions: ["model.safetensors", "divisor"]) {
+                try editedModel { header in
+                    var meta = header["__metadata__"] as? [String: String] ?? [:]
+                    meta["preprocessing"] = #"{"kind":"scale:0","divisor":0}"#
+                    header["__metadata__"] = meta
+                }
+            },
+            model("a NaN weight", mentions: ["model.safetensors", "must be finite"]) {
+                var bytes = Array(try Data(contentsOf: URL(fileURLWithPath: "\(try Checkpoint.newest(in: "\(root)/good"))/model.safetensors")))
+                let length = Int((0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[$1]) << (8 * UInt64($1)) })
+                withUnsafeBytes(of: Float.nan.bitPattern.littleEndian) { for k in 0..<4 { bytes[8 + length + 4 + k] = $0[k] } }
+                return bytes
+            },
             Case(name: "checkpoint is /dev/zero", arguments: ["eval", "--checkpoint", "/dev/zero", "--data", "../data"], mentions: ["/dev/zero", "regular file"]),
             Case(name: "checkpoint is a FIFO", arguments: ["eval", "--checkpoint", "pipe", "--data", "../data"], mentions: ["pipe", "regular file"]) { fifo("\($0)/pipe") },
         ]
