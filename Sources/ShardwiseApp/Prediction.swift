@@ -23,6 +23,7 @@ public enum Prediction {
         let model: SavedModel
         do { model = try SavedModel.load(checkpoint) } catch { throw RunError(error.description) }
         guard out.hasSuffix(".csv") || out.hasSuffix(".npy") else { throw RunError("--out \(out): expected a file name ending in .csv or .npy") }
+        do { try AtomicFile.checkReplaceable(out) } catch { throw RunError("--out \(error.description)") }
         var data: Dataset
         if options.isMNIST {
             do { data = try MNIST.load(directory: options.path, features: model.network.inputSize).test } catch { throw RunError(error.description) }

@@ -31,6 +31,10 @@ struct CurvesCommand: ParsableCommand {
     }
 
     func run() throws {
+        do {
+            try AtomicFile.checkReplaceable(out)
+            if let table { try AtomicFile.checkReplaceable(table) }
+        } catch { throw RunError(error.description) }
         let decoder = JSONDecoder()
         decoder.keyDecodingStrategy = .convertFromSnakeCase
         var series: [(String, [EpochRecord])] = []

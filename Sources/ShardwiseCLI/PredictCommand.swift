@@ -77,6 +77,7 @@ struct ExportCommand: ParsableCommand {
     var onnx: String
 
     func run() throws {
+        do { try AtomicFile.checkReplaceable(onnx) } catch { throw RunError("--onnx \(error.description)") }
         let model: SavedModel
         do { model = try SavedModel.load(checkpoint) } catch { throw RunError(error.description) }
         let bytes = try ONNXExport.model(model)

@@ -27,7 +27,10 @@ public enum AtomicFile {
     }
 
     /// Writes the concatenation of `pieces` to `path` atomically (large files without a copy).
+    /// Refuses `path` unless it is a regular file (or nothing yet): the rename would replace
+    /// a device node, a FIFO or a socket (as root, `/dev/null` itself) with a regular file.
     public static func write(pieces: [UnsafeRawBufferPointer], to path: String) throws(FileWriteError) {
+        try checkReplaceable(path)
         let temporary = "\(path).tmp-\(getpid())"
         try writeDurably(pieces: pieces, to: temporary)
         guard rename(temporary, path) == 0 else {
@@ -36,6 +39,22 @@ public enum AtomicFile {
             throw error
         }
         syncDirectory(containing: path)
+    }
+
+    /// Throws unless `path` names a regular file or nothing: an empty path, a folder, a device
+    /// node, a FIFO or a socket (a symbolic link judged by what it names) is never written over.
+    public static func checkReplaceable(_ path: String) throws(FileWriteError) {
+        guard !path.isEmpty else { throw FileWriteError(path: "''", reason: "an empty path; expected a file name") }
+        var info = stat()
+        guard stat(path, &info) == 0 else { return }  // nothing there yet (or a dangling link, replaced)
+        let kinds: [(mode_t, String)] = [
+            (S_IFDIR, "a folder"), (S_IFCHR, "a character device"), (S_IFBLK, "a block device"), (S_IFIFO, "a FIFO"), (S_IFSOCK, "a socket"),
+        ]
+        let kind = info.st_mode & S_IFMT
+        guard kind == S_IFREG else {
+            let name = kinds.first { $0.0 == kind }?.1 ?? "not a regular file"
+            throw FileWriteError(path: path, reason: "it is \(name); expected a regular file or a new name, and Shardwise never writes over anything else")
+        }
     }
 
     /// Writes `path` atomically: a temporary file, fsync, rename, fsync of the folder.

@@ -422,6 +422,50 @@ final class HostileInputTests: XCTestCase {
         XCTAssertEqual(evaluated.status, 0, evaluated.error, file: file, line: line)
     }
 
+    /// An output path that names a device node, a FIFO, a symbolic link to one, a folder or
+    /// nothing at all is refused by name before anything is written, and left as it was: the
+    /// atomic write's rename used to replace even `/dev/null` with a regular file. The nodes are
+    /// the test's own, in its own folder (a character device like /dev/null's needs root; skipped otherwise).
+    func testOutputsThatAreNotRegularFilesAreRefused() throws {
+        let folder = "\(Self.root)/case-not-regular"  // case-: outside the other tests' snapshots
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        try FileManager.default.createDirectory(atPath: "\(folder)/dir.onnx", withIntermediateDirectories: true)
+        var targets: [(name: String, kind: mode_t, found: String)] = [("dir.onnx", S_IFDIR, "a folder")]
+        for name in ["pipe.onnx", "pipe.csv", "pipe.svg"] {
+            XCTAssertEqual(mkfifo("\(folder)/\(name)", 0o644), 0)
+            targets.append((name, S_IFIFO, "a FIFO"))
+        }
+        if mknod("\(folder)/null.onnx", S_IFCHR | 0o666, 259) == 0 {  // major 1, minor 3: /dev/null's
+            XCTAssertEqual(symlink("null.onnx", "\(folder)/link.onnx"), 0)
+            XCTAssertEqual(mknod("\(folder)/null.csv", S_IFCHR | 0o666, 259), 0)
+            targets += [("null.onnx", S_IFCHR, "a character device"), ("link.onnx", S_IFCHR, "a character device"), ("null.csv", S_IFCHR, "a character device")]
+        } else {
+            print("no character device made (not root): FIFOs and folders only")
+        }
+        let listing = try FileManager.default.contentsOfDirectory(atPath: folder).sorted()
+        for target in targets {
+            let arguments: [String]
+            switch target.name.split(separator: ".").last! {
+            case "onnx": arguments = ["export", "--checkpoint", "../good", "--onnx", target.name]
+            case "csv": arguments = ["predict", "--checkpoint", "../good", "--data", "../data", "--out", target.name]
+            default: arguments = ["curves", "../good", "--out", target.name]
+            }
+            let outcome = try runLimited(arguments, in: folder, seconds: 60)
+            XCTAssertEqual(outcome.status, 1, "\(arguments): \(outcome.error)")
+            XCTAssert(outcome.firstLine.hasPrefix("error: ") && outcome.firstLine.contains(target.name) && outcome.firstLine.contains("it is \(target.found); expected a regular file"), "\(arguments): '\(outcome.firstLine)'")
+            var info = stat()
+            XCTAssertEqual(stat("\(folder)/\(target.name)", &info), 0)
+            XCTAssertEqual(info.st_mode & S_IFMT, target.kind, "\(target.name) was replaced")
+        }
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: folder).sorted(), listing, "a file was created or removed beside the targets")
+        for arguments in [["export", "--checkpoint", "../good", "--onnx", ""], ["curves", "../good", "--out", ""]] {
+            let outcome = try runLimited(arguments, in: folder, seconds: 60)
+            XCTAssertEqual(outcome.status, 1, "\(arguments): \(outcome.error)")
+            XCTAssert(outcome.firstLine.contains("an empty path; expected a file name"), "\(arguments): '\(outcome.firstLine)'")
+        }
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: folder).sorted(), listing)
+    }
+
     func testIDXFiles() throws { try run(Self.idxCases) }
     func testSafetensorsFiles() throws { try run(Self.safetensorsCases) }
     func testCheckpointStates() throws { try run(Self.stateCases) }
