@@ -53,7 +53,7 @@ public final class Console: @unchecked Sendable {
     public func progress(_ p: StepProgress) {
         let now = monotonicSeconds()
         guard p.step > 0, p.stepsPerEpoch > 0 else { return }
-        let percent = Int(Double(p.step) / Double(p.stepsPerEpoch) * 100)
+        let percent = 100 * p.step / p.stepsPerEpoch
         let perStep = p.elapsed / Double(p.step)
         let epochETA = perStep * Double(p.stepsPerEpoch - p.step)
         let runETA = epochETA + perStep * Double(p.stepsPerEpoch) * Double(max(p.epochs - p.epoch, 0))

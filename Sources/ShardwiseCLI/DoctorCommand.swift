@@ -21,8 +21,9 @@ struct DoctorCommand: ParsableCommand {
             print("build:      \(info.build)")
             print("kernels:    \(info.kernels) (\(info.selection))")
             try MatrixKernels.select(.blas)
-            rate = try KernelProbe.TrainingGEMMs(network: reference, rows: 128).gflops(seconds: 0.5)
-            print(String(format: "sgemm:      %.1f GFLOP/s on one thread (the reference network's products at batch 128)", rate!))
+            let measured = try KernelProbe.TrainingGEMMs(network: reference, rows: 128).gflops(seconds: 0.5)
+            print(String(format: "sgemm:      %.1f GFLOP/s on one thread (the reference network's products at batch 128)", measured))
+            rate = measured
         } catch {
             print("blas:       none (\(error)); the portable kernels need none, --kernels blas needs one")
         }
