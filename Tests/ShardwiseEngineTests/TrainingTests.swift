@@ -236,7 +236,11 @@ final class TrainingTests: XCTestCase {
         let data = syntheticDataset(count: 512, seed: 4)
         let pool = try WorkerPool.onThisMachine(workers: 2, oversubscribe: true)
         defer { pool.shutdown() }
-        let configuration = smallConfiguration()
+        // Far more steps than run before the reader sees its fifth: step events reach it in
+        // batches (up to 0.1 s apart), and three epochs of this model take less than that
+        // optimized, so the run could end before the cancel (it did once in CI).
+        var configuration = smallConfiguration()
+        configuration.epochs = 2000
         let trainer = try Trainer(network: configuration.network, data: data, configuration: configuration.training, workers: pool)
         let reader = Task { () throws -> [TrainingEvent] in
             var events: [TrainingEvent] = []
