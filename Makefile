@@ -83,11 +83,12 @@ test: deps
 	$(MAKE) example
 	$(MAKE) dist-check DIST_CONTROL=.build-test/release/shardwise
 
-# The IDX and safetensors readers against many random mutations of valid files (make test runs 3,000).
+# The IDX and safetensors readers against many random mutations of valid files (make test runs 3,000), and
+# model descriptions: random layer strings, mutated model files and checkpoint metadata (make test runs 10,000).
 FUZZ_ITERATIONS ?= 200000
 fuzz: deps
 	$(SWIFT) build --build-tests $(TEST_BUILD)
-	SHARDWISE_FUZZ_ITERATIONS=$(FUZZ_ITERATIONS) $(SWIFT) test --skip-build $(TEST_BUILD) --filter ReaderFuzzTests
+	SHARDWISE_FUZZ_ITERATIONS=$(FUZZ_ITERATIONS) $(SWIFT) test --skip-build $(TEST_BUILD) --filter 'ReaderFuzzTests|ModelFuzzTests'
 
 # Examples/TrainMNIST: a package that depends on the Shardwise product by path, with a layer of
 # its own. Its tests (gradient check, worker-count contract), then one short epoch on MNIST.

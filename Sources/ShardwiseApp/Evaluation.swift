@@ -81,6 +81,7 @@ public struct SavedModel: Sendable {
             throw RunError("\(path): \(error)")
         }
         if let problem = compiled.categoricalProblem(in: data) { throw RunError(problem) }
+        if let problem = MemoryEstimate.inferenceProblem(network: compiled, rows: 256) { throw RunError("\(path): \(problem)") }
         let weights = FloatBuffer(count: compiled.layout.count)
         parameters.withUnsafeBufferPointer { weights.pointer.update(from: $0.baseAddress!, count: $0.count) }
         let ws = Workspace(network: compiled, capacity: 256)

@@ -39,9 +39,19 @@ public enum ModelBenchmark {
     /// The report for `configuration` with `kernels` (the single-thread GEMM rate is the BLAS's,
     /// the machine's limit, whichever kernels run the model).
     public static func run(configuration: RunConfiguration, workers: Int?, steps: Int, kernels: MatrixKernels) async throws -> Report {
+        // Everything checked before a thread starts or a buffer is allocated.
+        do { try configuration.validate() } catch { throw RunError(.configuration(error)) }
+        let network = try Network(configuration.network)
+        if let problem = MemoryEstimate.inferenceProblem(network: network, rows: configuration.batchSize) {
+            throw RunError("--batch-size \(configuration.batchSize): \(problem)")
+        }
+        let budget = MemoryBudget.current()
+        guard let samples = CheckedSize.product([configuration.batchSize, CheckedSize.sum([steps, 2]) ?? -1]),
+              let bytes = CheckedSize.product([samples, configuration.network.inputSize, 4]), bytes <= budget.bytes / 2 else {
+            throw RunError("--steps \(steps) and --batch-size \(configuration.batchSize): the random data of that many steps needs more than half the \(budget) available")
+        }
         let pool = try WorkerPool.onThisMachine(workers: workers)
         defer { pool.shutdown() }
-        let network = try Network(configuration.network)
         let reference = try Network(RunConfiguration.reference().network)
         try MatrixKernels.select(.blas)
         let gemm = try await withTaskExecutorPreference(pool.workers[0]) {
@@ -62,7 +72,7 @@ public enum ModelBenchmark {
                 milliseconds: seconds * 1e3, gflops: flops / seconds * 1e-9, gemmFraction: flops / seconds * 1e-9 / gemm))
         }
         let data = MachineLimits.randomData(
-            count: configuration.batchSize * (steps + 2), features: configuration.network.inputSize, classes: configuration.network.outputSize)
+            count: samples, features: configuration.network.inputSize, classes: configuration.network.outputSize)
         let trainer = try Trainer(network: configuration.network, data: data, configuration: configuration.training, workers: pool)
         var report = Report(
             model: configuration.network.layers ?? "perceptron", batchSize: configuration.batchSize, workers: pool.workers.count,

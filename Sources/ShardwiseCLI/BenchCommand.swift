@@ -37,7 +37,8 @@ struct BenchCommand: AsyncParsableCommand {
 
     func validate() throws {
         if let workers, workers <= 0 { throw ValidationError("--workers: \(workers), expected at least 1") }
-        if steps <= 0 { throw ValidationError("--steps: \(steps), expected at least 1") }
+        if !(1...Network.maximumWidth).contains(classes) { throw ValidationError("--classes: \(classes), expected 1 to \(Network.maximumWidth) (the model's outputs)") }
+        if !(1...1_000_000).contains(steps) { throw ValidationError("--steps: \(steps), expected 1 to 1000000 timed steps") }
     }
 
     func run() async throws {

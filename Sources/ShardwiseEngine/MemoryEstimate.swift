@@ -37,4 +37,15 @@ public struct MemoryEstimate: Sendable {
         self.workspaces = workspaces
         self.data = data
     }
+
+    /// Why running `network` forward over batches of `rows` (evaluation, prediction, benchmarks)
+    /// cannot fit in this process's ``MemoryBudget``, or nil when it fits: checked before any
+    /// parameter or workspace is allocated.
+    public static func inferenceProblem(network: Network, rows: Int) -> String? {
+        let budget = MemoryBudget.current()
+        let estimate = MemoryEstimate(network: network, shards: 1, localShards: 1, shardSize: rows, samples: 0)
+        if let total = estimate?.total, total <= budget.bytes { return nil }
+        let needed = estimate?.total.map(MemoryBudget.format) ?? "more than can be addressed"
+        return "the model needs about \(needed) for batches of \(rows) samples (\(network.layout.parameterCount) parameters, samples of up to \(network.widths.max() ?? 0) values), more than the \(budget) available"
+    }
 }

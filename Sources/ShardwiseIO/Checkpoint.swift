@@ -232,7 +232,8 @@ public enum Checkpoint {
         _ tensors: [SafeTensors.Tensor], layout: ParameterLayout, prefix: String, path: String, expectedCount: Int? = nil
     ) throws(CheckpointError) -> [Float] {
         let byName = Dictionary(tensors.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        var flat = [Float](repeating: 0, count: layout.count)
+        // Every tensor present and of its shape before the flat vector is allocated: its size then
+        // comes from values the file holds, never from a description alone.
         for t in layout.tensors {
             guard let found = byName[prefix + t.name] else {
                 throw CheckpointError("\(path): no tensor '\(prefix + t.name)'; the checkpoint is for another architecture or optimizer")
@@ -240,6 +241,10 @@ public enum Checkpoint {
             guard found.shape == t.shape else {
                 throw CheckpointError("\(path): tensor '\(prefix + t.name)' has shape \(found.shape), the network expects \(t.shape) (another architecture)")
             }
+        }
+        var flat = [Float](repeating: 0, count: layout.count)
+        for t in layout.tensors {
+            let found = byName[prefix + t.name]!
             // Weights (and optimizer state) are used as they are: a NaN or an infinity would give
             // silent garbage, so it is refused as a trained one would be.
             for i in 0..<t.count {

@@ -164,9 +164,7 @@ public struct ModelGraph: Sendable {
     }
 
     private mutating func append(_ operation: Node.Operation, inputs: [Int], shape: [Int], what: String) throws(ModelError) -> ModelValue {
-        guard !shape.isEmpty, shape.allSatisfy({ $0 > 0 }), let width = CheckedSize.product(shape), width <= Network.maximumWidth else {
-            throw ModelError("\(location)\(what) gives samples of shape \(shape), expected positive sizes of 1...\(Network.maximumWidth) values in all")
-        }
+        _ = try ModelSize.sampleWidth(shape, "\(location)\(what)")
         guard nodes.count < Self.maximumNodes else { throw ModelError("the model expands to more than \(Self.maximumNodes) layers") }
         shapes.append(shape)
         nodes.append(Node(operation: operation, inputs: inputs, output: shapes.count - 1, path: path))

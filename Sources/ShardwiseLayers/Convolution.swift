@@ -75,6 +75,7 @@ public struct Conv2D: Layer {
         guard inChannels > 0, outChannels > 0, kernel.positive, stride.positive, dilation.positive, padding.height >= 0, padding.width >= 0 else {
             throw ModelError("Conv2D(\(inChannels), \(outChannels), kernel: \(kernel.description), stride: \(stride.description), padding: \(padding.description), dilation: \(dilation.description)): sizes must be positive (padding at least 0)")
         }
+        try ModelSize.arguments("Conv2D", [inChannels, outChannels, kernel.height, kernel.width, stride.height, stride.width, padding.height, padding.width, dilation.height, dilation.width])
         guard c == inChannels else {
             throw ModelError("Conv2D(\(inChannels), \(outChannels)) receives \(c) channels, expected \(inChannels)")
         }
@@ -82,6 +83,11 @@ public struct Conv2D: Layer {
         guard g.outputHeight > 0, g.outputWidth > 0 else {
             throw ModelError("Conv2D's \(kernel.description) window (dilation \(dilation.description), padding \(padding.description)) does not fit in \(inputShape[1])x\(inputShape[2])")
         }
+        // What the passes and the scratch later multiply, bounded here (see ModelSize).
+        let window = try ModelSize.product("Conv2D's window (C x kH x kW)", [c, kernel.height, kernel.width])
+        try ModelSize.product("Conv2D's weight (O x C kH kW)", [outChannels, window])
+        try ModelSize.product("Conv2D's lowered sample (C kH kW x output positions)", [window, g.outputHeight, g.outputWidth])
+        try ModelSize.product("Conv2D's padded sample", [c, inputShape[1] + 2 * padding.height, inputShape[2] + 2 * padding.width])
         return [outChannels, g.outputHeight, g.outputWidth]
     }
 
@@ -256,6 +262,7 @@ struct PoolingWindow: Sendable {
         guard kernel.positive, stride.positive, padding.height >= 0, padding.width >= 0 else {
             throw ModelError("\(name)(kernel: \(kernel.description), stride: \(stride.description), padding: \(padding.description)): sizes must be positive (padding at least 0)")
         }
+        try ModelSize.arguments(name, [kernel.height, kernel.width, stride.height, stride.width, padding.height, padding.width])
         guard 2 * padding.height <= kernel.height, 2 * padding.width <= kernel.width else {
             throw ModelError("\(name): padding \(padding.description) is more than half the \(kernel.description) window (PyTorch refuses it too)")
         }

@@ -32,6 +32,7 @@ public struct Embedding: Layer {
 
     public func outputWidth(inputWidth: Int) throws(ModelError) -> Int {
         guard count > 0, dimension > 0 else { throw ModelError("Embedding(\(count), \(dimension)): sizes must be positive") }
+        try ModelSize.arguments("Embedding(\(count), \(dimension))", [dimension])
         guard count <= 1 << 24 else { throw ModelError("Embedding(\(count), \(dimension)): at most 2^24 categories (each is read from a float)") }
         return inputWidth - 1 + dimension
     }

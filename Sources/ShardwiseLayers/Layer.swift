@@ -98,7 +98,8 @@ public struct ModelError: Error, CustomStringConvertible, Equatable {
     /// A problem with the layer at position `layer` (nil: the whole model).
     public init(layer: Int? = nil, _ problem: String) {
         self.layer = layer
-        self.problem = problem
+        // One line, whatever the description's text echoed in it spans.
+        self.problem = problem.contains(where: \.isNewline) ? problem.split(whereSeparator: \.isNewline).joined(separator: " ") : problem
     }
 
     public var description: String { layer.map { "layer \($0): \(problem)" } ?? problem }

@@ -38,11 +38,12 @@ public enum ModelDescription {
     static func layers(_ text: String, inputShape: [Int], depth: Int) throws(ModelError) -> [any Layer] {
         guard depth < ModelGraph.maximumDepth else { throw ModelError("composites nested deeper than \(ModelGraph.maximumDepth)") }
         var shape = inputShape
+        _ = try ModelSize.sampleWidth(shape, "the input")
         var layers: [any Layer] = []
         for (k, item) in try items(text).enumerated() {
             let layer: any Layer
             do { layer = try make(item, shape: shape, depth: depth) } catch { throw ModelError(layer: k, "\(item.text): \(error.problem)") }
-            do { shape = try layer.outputShape(inputShape: shape) } catch {
+            do { shape = try layer.outputShape(inputShape: shape); _ = try ModelSize.sampleWidth(shape, "it") } catch {
                 throw ModelError(layer: k, "\(item.text) on input \(Network.describe(shape)): \(error.problem)")
             }
             layers.append(layer)

@@ -64,9 +64,7 @@ public struct Network: Sendable {
     /// `inputShape` (e.g. [1, 28, 28] for MNIST images, [784] for flat rows).
     /// Throws ``ModelError`` naming the first layer that cannot take its input and the shapes.
     public init(_ model: Sequential, inputShape: [Int], loss: any Loss = SoftmaxCrossEntropy()) throws(ModelError) {
-        guard !inputShape.isEmpty, inputShape.allSatisfy({ $0 > 0 }), let inputWidth = CheckedSize.product(inputShape), inputWidth <= Self.maximumWidth else {
-            throw ModelError("input shape \(inputShape), expected positive sizes of at most \(Self.maximumWidth) values in all")
-        }
+        _ = try ModelSize.sampleWidth(inputShape, "the input")
         guard !model.layers.isEmpty else { throw ModelError("the model has no layers") }
         // The tree into nodes; the top level names its k-th layer with parameters `layers.<k>`.
         var graph = ModelGraph(inputShape: inputShape)
@@ -174,9 +172,8 @@ public struct Network: Sendable {
         statisticsIndex = Dictionary(uniqueKeysWithValues: statisticsNodes.enumerated().map { ($1, $0) })
     }
 
-    /// The widest row and the largest tensor a network may have: 2^31 - 1, BLAS's `int`
-    /// dimensions (and sizes whose products stay far from `Int`'s overflow).
-    public static let maximumWidth = Int(Int32.max)
+    /// The widest row and the largest tensor a network may have: ``ModelSize/maximum``, 2^31 - 1.
+    public static let maximumWidth = ModelSize.maximum
 
     /// The model's top-level layers.
     public var layers: [any Layer] { model.layers }

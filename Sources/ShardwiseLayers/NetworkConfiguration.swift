@@ -52,7 +52,8 @@ public struct NetworkConfiguration: Sendable, Codable, Equatable {
     }
 
     private init(inputShape: [Int], outputSize: Int) {
-        inputSize = inputShape.reduce(1, *)
+        // Saturates where the product overflows: validate() and Network refuse the shape, naming it.
+        inputSize = CheckedSize.product(inputShape) ?? .max
         hiddenSizes = []
         self.outputSize = outputSize
         dropoutInput = 0

@@ -472,11 +472,13 @@ final class HostileInputTests: XCTestCase {
     func testFlags() throws { try run(Self.flagCases) }
     func testOutputFoldersAndResume() throws { try run(Self.folderCases) }
     func testDataFiles() throws { try run(Self.dataFileCases) }
+    func testModelDescriptions() throws { try run(Self.modelCases) }
 
-    /// The table is large enough to mean something: at least 40 cases across the kinds.
-    func testTableSize() {
-        let total = [Self.idxCases, Self.safetensorsCases, Self.stateCases, Self.flagCases, Self.folderCases, Self.dataFileCases].map(\.count).reduce(0, +)
-        print("hostile-input cases: \(total)")
-        XCTAssertGreaterThanOrEqual(total, 40)
+    /// Every case checks what its error says (at least one name or figure besides "error:"),
+    /// and no two share a name (a failure names the one case).
+    func testEveryCaseChecksItsMessage() {
+        let all = [Self.idxCases, Self.safetensorsCases, Self.stateCases, Self.flagCases, Self.folderCases, Self.dataFileCases, Self.modelCases].flatMap { $0 }
+        XCTAssertEqual(all.filter { $0.mentions.allSatisfy(\.isEmpty) }.map(\.name), [], "cases that check no part of their message")
+        XCTAssertEqual(Dictionary(grouping: all, by: \.name).filter { $0.value.count > 1 }.keys.sorted(), [], "names used twice")
     }
 }
