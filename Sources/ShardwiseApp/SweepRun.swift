@@ -185,18 +185,28 @@ public enum SweepRun {
         guard trainingSamples >= batch else {
             throw RunError("--batch-size: \(batch) is larger than the \(trainingSamples) samples a trial trains on; use a smaller batch or larger --train-samples")
         }
-        guard let minSteps else { return }
         let perEpoch = trainingSamples / batch, epochs = configuration.epochs
-        let k = max(1, (minSteps + perEpoch * epochs - 1) / (perEpoch * epochs))
+        // Checked as every trial is planned, before the first one trains.
+        guard let steps = CheckedSize.product([epochs, perEpoch]), steps <= Int(UInt32.max) else {
+            throw RunError("--epochs \(epochs) of \(perEpoch) steps: more than the 2^32 - 1 steps a run can address")
+        }
+        guard let minSteps else { return }
+        let k = max(1, (minSteps + steps - 1) / steps)
         guard k > 1 else { return }
-        configuration.epochs = k * epochs
+        guard let total = CheckedSize.product([k, epochs]), total <= Int(Int32.max) else {
+            throw RunError("--min-steps \(minSteps): \(k) x --epochs \(epochs) epochs, more than the 2147483647 a run can train")
+        }
+        guard let stretched = CheckedSize.product([total, perEpoch]), stretched <= Int(UInt32.max) else {
+            throw RunError("--min-steps \(minSteps): \(total) epochs of \(perEpoch) steps, more than the 2^32 - 1 steps a run can address")
+        }
+        configuration.epochs = total
         configuration.training.evaluateEvery = k
         var optimizer = configuration.training.optimizer
         switch optimizer.schedule {
         case .constant: break
-        case .step(let every, let gamma): optimizer.schedule = .step(every: every * k, gamma: gamma)
+        case .step(let every, let gamma): optimizer.schedule = .step(every: CheckedSize.product([every, k]) ?? .max, gamma: gamma)
         case .exponential(let gamma): optimizer.schedule = .exponential(gamma: pow(gamma, 1 / Double(k)))
-        case .cosine(let length, let floor): optimizer.schedule = .cosine(epochs: length * k, floor: floor)
+        case .cosine(let length, let floor): optimizer.schedule = .cosine(epochs: CheckedSize.product([length, k]) ?? .max, floor: floor)
         }
         optimizer.momentum.epochs *= Double(k)
         configuration.training.optimizer = optimizer

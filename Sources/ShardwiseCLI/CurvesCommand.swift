@@ -25,6 +25,9 @@ struct CurvesCommand: ParsableCommand {
         if !paperError.isEmpty && paperError.count != runs.count {
             throw ValidationError("--paper-error: \(paperError.count) values for \(runs.count) runs, expected one per run")
         }
+        if let bad = paperError.first(where: { !(0...100).contains($0) }) {
+            throw ValidationError("--paper-error: \(bad), expected test errors in percent, 0 to 100")
+        }
         if !paperError.isEmpty && table == nil {
             throw ValidationError("--paper-error: needs --table FILE.md")
         }
@@ -48,12 +51,14 @@ struct CurvesCommand: ParsableCommand {
                 }
                 metrics = found
             } catch let error as DataError { throw RunError(error.description) }
-            let records: [EpochRecord]
-            do {
-                records = try String(decoding: metrics, as: UTF8.self).split(separator: "\n").map {
-                    try decoder.decode(EpochRecord.self, from: Data($0.utf8))
+            var records: [EpochRecord] = []
+            for (n, line) in String(decoding: metrics, as: UTF8.self).split(separator: "\n").enumerated() {
+                guard let record = try? decoder.decode(EpochRecord.self, from: Data(line.utf8)) else {
+                    throw RunError("\(folder)/metrics.jsonl, line \(n + 1): not a Shardwise epoch record (a JSON object with epoch, train_loss, seconds and samples_per_second)")
                 }
-            } catch { throw RunError("\(folder)/metrics.jsonl: not Shardwise metrics (\(error))") }
+                if let problem = record.problem { throw RunError("\(folder)/metrics.jsonl, line \(n + 1): \(problem)") }
+                records.append(record)
+            }
             var name = folder
             var wall = "-"
             if let data = try? RegularFile.read("\(folder)/summary.json", limit: 64 << 20, what: "a summary"),

@@ -77,7 +77,7 @@ struct SweepCommand: AsyncParsableCommand {
     func validate() throws {
         _ = try rates(dropoutHidden, flag: "--dropout-hidden")
         _ = try rates(inputRates, flag: "--dropout-input")
-        guard seeds > 0 else { throw ValidationError("--seeds: \(seeds), expected at least 1") }
+        guard (1...Self.maximumTrials).contains(seeds) else { throw ValidationError("--seeds: \(seeds), expected 1 to \(Self.maximumTrials)") }
         guard validationSamples > 0 else { throw ValidationError("--validation-samples: \(validationSamples), expected at least 1") }
         _ = try parseLayerSizes(layers)
         if let model, let layers = try ModelFile.load(model).layers {
@@ -97,10 +97,21 @@ struct SweepCommand: AsyncParsableCommand {
             throw ValidationError("--workers: \(workers) with --parallel-trials \(parallelTrials): trials side by side get one worker per core of their own core set; leave --workers out")
         }
         if let folds, folds < 2 { throw ValidationError("--folds: \(folds), expected at least 2") }
-        if let minSteps, minSteps <= 0 { throw ValidationError("--min-steps: \(minSteps), expected a positive number of steps") }
-        if let targetError, !(targetError > 0) { throw ValidationError("--target-error: \(targetError), expected a positive error") }
+        if let minSteps, !(1...Int(UInt32.max)).contains(minSteps) { throw ValidationError("--min-steps: \(minSteps), expected 1 to 4294967295 steps (what a run can address)") }
+        if let targetError, !(targetError > 0 && targetError.isFinite) { throw ValidationError("--target-error: \(targetError), expected a positive finite error") }
+        // The trials of the whole grid, counted before any is planned.
+        let grid = [try rates(inputRates, flag: "--dropout-input").count, try rates(dropoutHidden, flag: "--dropout-hidden").count,
+                    seeds, try sizes()?.count ?? 1, folds.map { $0 + 1 } ?? 1]
+        let trials = CheckedSize.product(grid)
+        guard let trials, trials <= Self.maximumTrials else {
+            let total = trials.map { "\($0) trials" } ?? "more trials than can be counted"
+            throw ValidationError("--seeds \(seeds): \(grid.map(String.init).joined(separator: " x ")) (input rates x hidden rates x seeds x sizes x folds) = \(total), expected at most \(Self.maximumTrials)")
+        }
         if let stopAfterSteps, stopAfterSteps <= 0 { throw ValidationError("--stop-after-steps: \(stopAfterSteps), expected a positive number of steps") }
     }
+
+    /// The most trials one sweep plans (each a training run, its folder and a row of sweep.csv).
+    static let maximumTrials = 100_000
 
     func sizes() throws -> [Int]? {
         guard let trainSamples else { return nil }

@@ -48,8 +48,10 @@ struct TopologyCommand: ParsableCommand {
                 topology.map { .xml(path: $0) } ?? synthetic.map { .synthetic($0) } ?? .thisMachine)
         } catch { throw RunError(error.description) }
         if let trials {
-            guard trials == "auto" || (Int(trials) ?? 0) > 0 else { throw ValidationError("--trials: '\(trials)', expected a positive count or auto") }
-            guard shards > 0 else { throw ValidationError("--shards: \(shards), expected at least 1") }
+            guard trials == "auto" || (1...SweepCommand.maximumTrials).contains(Int(trials) ?? 0) else {
+                throw ValidationError("--trials: '\(trials)', expected a count from 1 to \(SweepCommand.maximumTrials) or auto")
+            }
+            guard (1...Int(Int32.max)).contains(shards) else { throw ValidationError("--shards: \(shards), expected 1 to 2147483647 shards per step") }
             let plan: TrialPlan
             do { plan = try machine.trialPlan(trials: Int(trials), coresPerTrial: shards) } catch { throw ValidationError(error.description) }
             if json {

@@ -1,3 +1,4 @@
+import ShardwiseData
 import ShardwiseLayers
 
 /// How a model is trained: together with the model, the seed inside and the data,
@@ -64,7 +65,7 @@ extension TrainingConfiguration {
         func check(_ condition: Bool, _ field: ConfigurationError.Field, _ problem: @autoclosure () -> String) throws(ConfigurationError) {
             if !condition { throw ConfigurationError(field, problem()) }
         }
-        try check(epochs > 0, .epochs, "\(epochs), expected a positive number of epochs")
+        try check(epochs > 0 && epochs <= Int(Int32.max), .epochs, "\(epochs), expected 1 to 2147483647 epochs")
         try check(batchSize > 0 && batchSize <= Int(Int32.max), .batchSize, "\(batchSize), expected a positive number of samples below 2^31 (random streams address samples with 32 bits)")
         try check(shardSize > 0, .shardSize, "\(shardSize), expected a positive number of samples")
         try check(batchSize % shardSize == 0, .batchSize, "\(batchSize) is not a whole number of shards of \(shardSize) ({shardSize})")
@@ -83,6 +84,9 @@ extension TrainingConfiguration {
             let validation = validationSamples ?? 0
             try check(validation < trainingSamples, .validationSamples, "\(validation) of \(trainingSamples) training samples leaves none to train on")
             try check(batchSize <= trainingSamples - validation, .batchSize, "\(batchSize) is larger than the \(trainingSamples - validation) training samples")
+            // Random streams address steps with 32 bits: a run no machine could finish is refused, not wrapped.
+            let steps = CheckedSize.product([epochs, (trainingSamples - validation) / batchSize])
+            try check(steps.map { $0 <= Int(UInt32.max) } ?? false, .epochs, "\(epochs) epochs of \((trainingSamples - validation) / batchSize) steps, more than the 2^32 - 1 steps a run can address")
         }
     }
 }

@@ -26,6 +26,22 @@ public struct EpochRecord: Codable, Sendable, Equatable {
     /// Regression, with a validation split: the held-out samples' mean absolute error.
     public var validationMae: Double?
 
+    /// What is wrong with a record read from a file (`metrics.jsonl`, a state's records), or nil:
+    /// a positive epoch, finite figures, error percentages in [0, 100], RMSE, MAE, seconds and
+    /// rates at least 0.
+    public var problem: String? {
+        if epoch < 1 { return "epoch \(epoch), expected 1 or more" }
+        let figures: [(String, Double?, ClosedRange<Double>)] = [
+            ("train_loss", trainLoss, -Double.greatestFiniteMagnitude...Double.greatestFiniteMagnitude),
+            ("test_error_percent", testErrorPercent, 0...100), ("validation_error_percent", validationErrorPercent, 0...100),
+            ("test_rmse", testRmse, 0...Double.greatestFiniteMagnitude), ("test_mae", testMae, 0...Double.greatestFiniteMagnitude),
+            ("validation_rmse", validationRmse, 0...Double.greatestFiniteMagnitude), ("validation_mae", validationMae, 0...Double.greatestFiniteMagnitude),
+            ("seconds", seconds, 0...Double.greatestFiniteMagnitude), ("samples_per_second", samplesPerSecond, 0...Double.greatestFiniteMagnitude),
+        ]
+        for (name, value, range) in figures { if let value, !range.contains(value) { return "epoch \(epoch): \(name) \(value), expected a value in [\(range.lowerBound), \(range.upperBound)]" } }
+        return nil
+    }
+
     /// The test metrics (nil when no test set was given).
     public var test: Metrics? {
         get { testErrorPercent == nil && testRmse == nil ? nil : Metrics(errorPercent: testErrorPercent, rmse: testRmse, mae: testMae) }
@@ -146,6 +162,7 @@ public struct TrainingState: Codable, Sendable {
         try check(stepInEpoch >= 0 && globalStep >= 0, "step \(stepInEpoch) of the epoch and global step \(globalStep), expected counts >= 0")
         try check(records.count == epoch, "\(records.count) epoch records for \(epoch) finished epochs")
         try check(records.enumerated().allSatisfy { $0.element.epoch == $0.offset + 1 }, "epoch records out of order, expected epochs 1 to \(records.count)")
+        if let problem = records.lazy.compactMap(\.problem).first { throw CheckpointError("epoch records: \(problem)") }
         try check(epochLossSum.isFinite && epochSeconds.isFinite && epochSeconds >= 0, "epoch loss sum \(epochLossSum) and seconds \(epochSeconds), expected finite values")
         if let best = bestEpoch { try check((1...max(records.count, 1)).contains(best) && !records.isEmpty, "best epoch \(best) of \(records.count) finished epochs") }
         try check((epochsWithoutImprovement ?? 0) >= 0, "\(epochsWithoutImprovement ?? 0) epochs without improvement, expected >= 0")
