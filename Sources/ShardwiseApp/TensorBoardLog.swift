@@ -7,9 +7,6 @@ import Shardwise
 /// the run ends, so a step never waits for the disk.
 final class TensorBoardLog {
     let writer: TensorBoardWriter
-    /// Steps taken in this process (the timing's sums start with it).
-    var steps = 0
-
     /// A log in `folder` (rank 0's output folder), or nil with a warning when it cannot be created.
     init?(folder: String, configuration: RunConfiguration, data: String, console: Console) {
         do { writer = try TensorBoardWriter(folder: folder) } catch {
@@ -22,13 +19,12 @@ final class TensorBoardLog {
     }
 
     func step(_ p: StepProgress) {
-        steps += 1
         writer.scalar("train/loss", p.loss, step: p.globalStep)
         writer.scalar("train/learning_rate", p.learningRate, step: p.globalStep)
     }
 
-    func epoch(_ record: EpochRecord, trainer: Trainer) throws {
-        let step = trainer.state.globalStep
+    /// The epoch's figures, logged at the step it ended.
+    func epoch(_ record: EpochRecord, step: Int) {
         writer.scalar("epoch/train_loss", record.trainLoss, step: step)
         writer.scalar("epoch/samples_per_second", record.samplesPerSecond, step: step)
         writer.scalar("epoch/epoch", Double(record.epoch), step: step)
@@ -38,12 +34,19 @@ final class TensorBoardLog {
             ("validation/mae", record.validationMae),
         ]
         for (tag, value) in figures { if let value { writer.scalar(tag, value, step: step) } }
-        let split = trainer.timing.meanSplit(steps: max(steps, 1))
-        writer.scalar("step_ms/compute", 1000 * split.compute, step: step)
-        writer.scalar("step_ms/waiting", 1000 * split.waiting, step: step)
-        writer.scalar("step_ms/reduction", 1000 * split.reduction, step: step)
-        for tensor in trainer.network.layout.tensors {
-            writer.histogram(tensor.name, UnsafeBufferPointer(start: trainer.parameters.pointer + tensor.offset, count: tensor.count), step: step)
+    }
+
+    /// The step-time split and a histogram of each parameter tensor as the epoch ended (a copy
+    /// made on the training task: the trainer itself is already in the next epoch), then a flush.
+    func snapshot(_ snapshot: EpochSnapshot, layout: ParameterLayout) throws {
+        let step = snapshot.globalStep
+        writer.scalar("step_ms/compute", 1000 * snapshot.split.compute, step: step)
+        writer.scalar("step_ms/waiting", 1000 * snapshot.split.waiting, step: step)
+        writer.scalar("step_ms/reduction", 1000 * snapshot.split.reduction, step: step)
+        snapshot.parameters.withUnsafeBufferPointer { all in
+            for tensor in layout.tensors {
+                writer.histogram(tensor.name, UnsafeBufferPointer(rebasing: all[tensor.offset..<tensor.offset + tensor.count]), step: step)
+            }
         }
         try flush()
     }

@@ -173,19 +173,26 @@ public enum TrainingRun {
             TensorBoardLog(folder: $0, configuration: configuration, data: options.data.path ?? "MNIST", console: console)
         } : nil
         defer { try? board?.flush() }
+        // The events are read while the next epoch trains: what is written comes from the events,
+        // never from the trainer's state.
+        var records = trainer.state.records
         do {
-            for try await event in trainer.fit(test: test, checkpoints: policy, stopAfterSteps: options.stopAfterSteps) {
+            let events = trainer.fit(test: test, checkpoints: policy, stopAfterSteps: options.stopAfterSteps, snapshots: board != nil)
+            for try await event in events {
                 switch event {
                 case .step(let p):
                     console.progress(p)
                     board?.step(p)
                 case .epoch(let record):
+                    records.append(record)
                     // With --evaluate-every k, the epochs between evaluations (tiny training sets
                     // run thousands) are neither printed nor written out one by one.
                     guard configuration.training.evaluates(epoch: record.epoch) else { break }
-                    try board?.epoch(record, trainer: trainer)
+                    board?.epoch(record, step: record.epoch * trainer.stepsPerEpoch)
                     console.epochDone(record, of: configuration.epochs)
-                    if writes, let out = options.outDirectory { try writeMetrics(trainer.state.records, configuration: configuration, to: out) }
+                    if writes, let out = options.outDirectory { try writeMetrics(records, configuration: configuration, to: out) }
+                case .snapshot(let snapshot):
+                    try board?.snapshot(snapshot, layout: trainer.network.layout)
                 case .checkpoint:
                     break
                 case .stoppedEarly(let epoch, let best, let error, let patience):

@@ -3,7 +3,7 @@ import ShardwiseData
 import ShardwiseIO
 import ShardwiseKernels
 
-/// When and where ``Trainer/fit(epochs:test:checkpoints:stopAfterSteps:)`` writes checkpoints.
+/// When and where ``Trainer/fit(epochs:test:checkpoints:stopAfterSteps:snapshots:)`` writes checkpoints.
 public struct CheckpointPolicy: Sendable {
     /// How often, besides at the end and when stopped.
     public enum Interval: Sendable, Equatable {
@@ -37,15 +37,20 @@ extension Trainer {
     ///   - test: evaluated after every epoch (the record's `testErrorPercent`; nil without one).
     ///   - checkpoints: where checkpoints go; without one, none is written.
     ///   - stopAfterSteps: stop as if cancelled after this many steps of this call.
+    ///   - snapshots: after each evaluated epoch, also yield a ``TrainingEvent/snapshot(_:)``
+    ///     (a copy of the parameters: what a logger of weights reads, race-free).
     /// The loop runs on the pool's first worker, so it shares no thread with the caller.
     public func fit(
-        epochs: Int? = nil, test: Dataset? = nil, checkpoints: CheckpointPolicy? = nil, stopAfterSteps: Int? = nil
+        epochs: Int? = nil, test: Dataset? = nil, checkpoints: CheckpointPolicy? = nil, stopAfterSteps: Int? = nil,
+        snapshots: Bool = false
     ) -> TrainingEvents {
         let until = epochs ?? configuration.epochs
         return TrainingEvents { channel in
             Task(executorPreference: self.pool.workers[0]) {
                 do {
-                    try await self.train(until: until, test: test, checkpoints: checkpoints, stopAfterSteps: stopAfterSteps, emit: channel.send)
+                    try await self.train(
+                        until: until, test: test, checkpoints: checkpoints, stopAfterSteps: stopAfterSteps, snapshots: snapshots,
+                        emit: channel.send)
                     channel.finish()
                 } catch {
                     channel.finish(throwing: error)
@@ -57,7 +62,7 @@ extension Trainer {
     /// The training loop: epochs of steps, each epoch evaluated, checkpoints on the policy's
     /// schedule, early stopping on the validation split, and a checkpoint when stopped.
     func train(
-        until epochs: Int, test: Dataset?, checkpoints: CheckpointPolicy?, stopAfterSteps: Int?,
+        until epochs: Int, test: Dataset?, checkpoints: CheckpointPolicy?, stopAfterSteps: Int?, snapshots: Bool = false,
         emit: (TrainingEvent) -> Void
     ) async throws(TrainingError) {
         if let test {
@@ -107,6 +112,12 @@ extension Trainer {
             }
             let record = try await finishEpoch(test: test)
             emit(.epoch(record))
+            if snapshots, configuration.evaluates(epoch: record.epoch) {
+                emit(.snapshot(EpochSnapshot(
+                    epoch: record.epoch, globalStep: state.globalStep,
+                    parameters: Array(UnsafeBufferPointer(start: parameters.pointer, count: parameters.count)),
+                    split: timing.meanSplit(steps: stepsThisRun))))
+            }
             if record.validation != nil, state.epochsWithoutImprovement == 0, configuration.earlyStoppingPatience != nil,
                let policy = checkpoints {
                 var best = policy

@@ -20,7 +20,7 @@ import Synchronization
 /// they never add floats. Across MPI ranks, each rank computes a block of the shards and the
 /// ranks exchange shard gradients without adding them, so the sums stay the single-process sums.
 ///
-/// Train with ``fit(epochs:test:checkpoints:stopAfterSteps:)``, which yields ``TrainingEvent``s;
+/// Train with ``fit(epochs:test:checkpoints:stopAfterSteps:snapshots:)``, which yields ``TrainingEvent``s;
 /// cancelling the task that iterates it stops training after the step in flight.
 public final class Trainer: @unchecked Sendable {
     /// How the model is trained.

@@ -17,7 +17,7 @@ public enum TrainingError: Error, CustomStringConvertible {
     /// A loss or gradient stopped being finite at `step`; `lastCheckpoint`, if any, is untouched.
     case diverged(step: Int, reason: String, lastCheckpoint: String?)
     /// The task was cancelled during a step, which was abandoned before its update: the
-    /// parameters are those after `completedSteps` steps (``Trainer/fit(epochs:test:checkpoints:stopAfterSteps:)``
+    /// parameters are those after `completedSteps` steps (``Trainer/fit(epochs:test:checkpoints:stopAfterSteps:snapshots:)``
     /// turns this into its `.stopped` event).
     case cancelled(completedSteps: Int)
 

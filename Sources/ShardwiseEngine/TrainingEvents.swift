@@ -1,11 +1,15 @@
 import ShardwiseKernels
 
-/// What ``Trainer/fit(epochs:test:checkpoints:stopAfterSteps:)`` reports, in order.
+/// What ``Trainer/fit(epochs:test:checkpoints:stopAfterSteps:snapshots:)`` reports, in order.
 public enum TrainingEvent: Sendable {
     /// A step finished.
     case step(StepProgress)
     /// An epoch finished and was evaluated.
     case epoch(EpochRecord)
+    /// Right after an evaluated epoch's `.epoch`, when `fit` was asked for snapshots: the
+    /// parameters and timing as that epoch ended, copied on the training task (the trainer's own
+    /// `parameters`, `state` and `timing` belong to the next epoch by the time an event is read).
+    case snapshot(EpochSnapshot)
     /// A checkpoint folder was written.
     case checkpoint(path: String, globalStep: Int, kind: CheckpointKind)
     /// Early stopping ended training after `epoch` (1-based).
@@ -13,6 +17,18 @@ public enum TrainingEvent: Sendable {
     /// The task was cancelled (or `stopAfterSteps` reached): training stopped after `globalStep`;
     /// the checkpoint written then, if a checkpoint policy was given.
     case stopped(globalStep: Int, checkpoint: String?)
+}
+
+/// The trainer as an epoch ended (see ``TrainingEvent/snapshot(_:)``).
+public struct EpochSnapshot: Sendable {
+    /// The 1-based epoch that ended.
+    public var epoch: Int
+    /// Optimisation steps taken when it ended (since the first step of the run, resumptions included).
+    public var globalStep: Int
+    /// A copy of the parameters, in ``ParameterLayout`` order.
+    public var parameters: [Float]
+    /// The mean step-time split over this `fit` call's steps so far.
+    public var split: StepSplit
 }
 
 /// Why a checkpoint was written.

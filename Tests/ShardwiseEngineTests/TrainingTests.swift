@@ -228,6 +228,30 @@ final class TrainingTests: XCTestCase {
         XCTAssertEqual(epochs, Array(1...configuration.epochs))
     }
 
+    /// Snapshots hold each epoch's parameters even when the reader lags behind training (it
+    /// sleeps on every event here): the parameters after epoch e equal a run stopped at epoch e.
+    func testSnapshotsHoldTheirEpochsParametersWhateverTheReader() async throws {
+        let data = syntheticDataset(count: 512, seed: 4)
+        let pool = try WorkerPool.onThisMachine(workers: 2, oversubscribe: true)
+        defer { pool.shutdown() }
+        let configuration = smallConfiguration()
+        let trainer = try Trainer(network: configuration.network, data: data, configuration: configuration.training, workers: pool)
+        var snapshots: [EpochSnapshot] = []
+        for try await event in trainer.fit(snapshots: true) {
+            if case .snapshot(let snapshot) = event { snapshots.append(snapshot) }
+            if case .epoch = event { try await Task.sleep(nanoseconds: 30_000_000) }
+        }
+        XCTAssertEqual(snapshots.map(\.epoch), Array(1...configuration.epochs))
+        XCTAssertEqual(snapshots.map(\.globalStep), (1...configuration.epochs).map { $0 * trainer.stepsPerEpoch })
+        for snapshot in snapshots {
+            let partial = try Trainer(network: configuration.network, data: data, configuration: configuration.training, workers: pool)
+            for try await _ in partial.fit(epochs: snapshot.epoch) {}
+            XCTAssertEqual(snapshot.parameters, Array(UnsafeBufferPointer(start: partial.parameters.pointer, count: partial.parameters.count)), "epoch \(snapshot.epoch)")
+        }
+        XCTAssertNotEqual(snapshots.first?.parameters, snapshots.last?.parameters)
+        XCTAssert(snapshots.allSatisfy { $0.split.compute > 0 })
+    }
+
     /// Cancelling the task that reads the events stops training after a step, writes a
     /// checkpoint of exactly that step, and still delivers `.stopped` before the sequence ends.
     func testCancellationStopsAfterAStepWithACheckpoint() async throws {
