@@ -2,71 +2,119 @@ import Foundation
 import Shardwise
 
 /// CSV files are parsed once, in parallel over the pinned workers, into two NPY files (float32
-/// features; int64 labels or float64 targets) in a cache folder; later runs map those
-/// directly while the CSV's size and modification time, and the column choices, are unchanged.
+/// features; int64 labels or float64 targets) in a cache folder; later runs map those directly
+/// while the CSV is the same file version and the column choices are unchanged.
+///
+/// An entry is a folder named after a digest of everything it was made from: the CSV's path,
+/// its ``FileIdentity`` (device, inode, size, modification and change times, read from the very
+/// descriptor that was parsed), a SHA-256 of its first and last 64 KiB, and the column choices.
+/// It is written under a temporary name and published by one rename, never modified after:
+/// two runs that parse at once publish the same entry or two versions' entries, never a mix,
+/// and each trains on the arrays it parsed (mapped before the rename). A later run finds the
+/// entry of the file version it sees or parses again; entries of older versions are removed.
 enum CSVCache {
     /// What a cache entry was made from; the entry is used only while all of it matches.
     struct Key: Codable, Equatable {
         var source: String
-        var size: Int
-        var modified: Int
+        var file: FileIdentity
+        /// SHA-256 of the file's first and last 64 KiB, hex.
+        var sample: String
         var labelColumn: String?
         var ignoredColumns: [String]
-        var format = 1
-        /// Filled in when written: the inferred task and the feature columns' names.
+        var format = 2
+        /// Filled in when written: the inferred task, the sizes and the columns' names.
         var task: TrainingTask?
+        var rows: Int?
+        var features: Int?
         var featureNames: [String]?
         var targetName: String?
 
         func matches(_ other: Key) -> Bool {
-            (source, size, modified, labelColumn, ignoredColumns, format)
-                == (other.source, other.size, other.modified, other.labelColumn, other.ignoredColumns, other.format)
+            (source, file, sample, labelColumn, ignoredColumns, format)
+                == (other.source, other.file, other.sample, other.labelColumn, other.ignoredColumns, other.format)
         }
+
+        /// A hex digest of `text`, 16 characters.
+        static func digest(_ text: String) -> String {
+            var hash = SHA256()
+            Array(text.utf8).withUnsafeBytes { hash.update($0) }
+            return String(SHA256.hex(hash.finalize()).prefix(16))
+        }
+
+        /// The entries of this CSV and column choice share this prefix (older versions are pruned by it).
+        func prefix(_ name: String) -> String { "\(name)-" + Self.digest("\(source)|\(labelColumn ?? "")|\(ignoredColumns)") }
+
+        /// The folder name of this version's entry.
+        func entry(_ name: String) -> String {
+            let f = file
+            return prefix(name) + "-" + Self.digest("\(f.device)|\(f.inode)|\(f.size)|\(f.modified)|\(f.changed)|\(sample)|\(format)")
+        }
+    }
+
+    /// SHA-256 of the first and last 64 KiB of `bytes`.
+    static func sample(_ bytes: UnsafeRawBufferPointer) -> String {
+        var hash = SHA256()
+        let n = min(bytes.count, 1 << 16)
+        hash.update(UnsafeRawBufferPointer(rebasing: bytes[..<n]))
+        hash.update(UnsafeRawBufferPointer(rebasing: bytes[(bytes.count - n)...]))
+        return SHA256.hex(hash.finalize())
     }
 
     /// The data set in the CSV file at `path`, from the cache (made first when missing or stale).
     static func load(_ path: String, request: DataRequest, pool: WorkerPool?, cacheFolder: String?, console: Console) async throws -> Dataset {
-        var info = stat()
-        guard stat(path, &info) == 0 else { throw RunError("\(path): cannot be read (\(String(cString: strerror(errno))))") }
+        if let cacheFolder {
+            var info = stat()
+            if cacheFolder.isEmpty { throw RunError("--cache-dir: an empty path; expected a folder") }
+            if stat(cacheFolder, &info) == 0, info.st_mode & S_IFMT != S_IFDIR {
+                throw RunError("--cache-dir \(cacheFolder): it is \(RegularFile.kind(info.st_mode)); expected a folder")
+            }
+        }
+        let file: TableBytes
+        do { file = try TableBytes(mapping: path) } catch { throw RunError(error.description) }
+        guard let identity = file.identity else { throw RunError("\(path): cannot read its status") }
         let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
         var key = Key(
-            source: absolute, size: Int(info.st_size), modified: Int(info.st_mtim.tv_sec) * 1_000_000_000 + Int(info.st_mtim.tv_nsec),
+            source: absolute, file: identity, sample: sample(UnsafeRawBufferPointer(start: file.base, count: file.count)),
             labelColumn: request.labelColumn, ignoredColumns: request.ignoredColumns)
         let name = (absolute as NSString).lastPathComponent
         let folders = [cacheFolder ?? ((absolute as NSString).deletingLastPathComponent + "/.shardwise-cache"),
                        (ProcessInfo.processInfo.environment["XDG_CACHE_HOME"] ?? NSHomeDirectory() + "/.cache") + "/shardwise"]
-        var hash = SHA256()
-        Array("\(absolute)|\(key.labelColumn ?? "")|\(key.ignoredColumns)".utf8).withUnsafeBytes { hash.update($0) }
-        let tag = SHA256.hex(hash.finalize()).prefix(12)
+        let entry = key.entry(name)
         for folder in folders {
-            let base = "\(folder)/\(name)-\(tag)"
-            if let data = try? RegularFile.read("\(base).json", limit: 1 << 24), let stored = try? JSON.decoder().decode(Key.self, from: Data(data)),
+            let base = "\(folder)/\(entry)"
+            if let data = try? RegularFile.read("\(base)/key.json", limit: 1 << 24), let stored = try? JSON.decoder().decode(Key.self, from: Data(data)),
                stored.matches(key), let task = stored.task {
                 var cached = request
                 cached.task = request.task ?? task
-                if let set = try? Dataset.load(binary: "\(base).features.npy,\(base).targets.npy", request: cached) {
+                if let set = try? Dataset.load(binary: "\(base)/features.npy,\(base)/targets.npy", request: cached),
+                   set.count == stored.rows, set.features == stored.features {
                     return set.described(as: path)
                 }
             }
         }
         let started = monotonicSeconds()
-        let parsed = try await parse(path, request: request, pool: pool)
+        let parsed = try await parse(file, path: path, request: request, pool: pool)
         if parsed.targetName == nil { return try parsed.dataset(request: request, source: path) }  // features alone (prediction): not cached
         key.task = parsed.task
+        key.rows = parsed.rows
+        key.features = parsed.features
         key.featureNames = parsed.featureNames
         key.targetName = parsed.targetName
         var request = request
         request.task = request.task ?? parsed.task
         for folder in folders {
-            let base = "\(folder)/\(name)-\(tag)"
+            let temporary = "\(folder)/.\(entry).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+            defer { AtomicFile.removeFolder(temporary) }
             do {
-                try AtomicFile.makeDirectory(folder)
-                try write(parsed, base: base)
-                try AtomicFile.write(try JSON.line(key), to: "\(base).json")
+                try AtomicFile.makeDirectory(temporary)
+                try write(parsed, base: temporary)
+                try AtomicFile.write(try JSON.line(key), to: "\(temporary)/key.json")
+                // Mapped before it is published: this run trains on what it parsed, whoever publishes.
                 let set: Dataset
-                do { set = try Dataset.load(binary: "\(base).features.npy,\(base).targets.npy", request: request) } catch {
+                do { set = try Dataset.load(binary: "\(temporary)/features.npy,\(temporary)/targets.npy", request: request) } catch {
                     throw DataError(path: path, problem: error.problem)  // the CSV's problem, not its copy's
                 }
+                publish(temporary, folder: folder, entry: entry, prefix: key.prefix(name))
                 console.line(String(format: "%@: parsed %d rows in %.2f s; cached in %@", path, parsed.rows, monotonicSeconds() - started, folder))
                 return set.described(as: path)
             } catch let error as DataError {
@@ -77,6 +125,17 @@ enum CSVCache {
         }
         console.warn("\(path): no writable cache folder (\(folders.joined(separator: ", "))); the CSV is parsed again on every run")
         return try parsed.dataset(request: request, source: path)
+    }
+
+    /// Renames the finished `temporary` folder to `entry` (when another run published that
+    /// version first, its entry stays: it holds the same file's arrays), then removes the
+    /// entries of other versions of the same CSV and the first format's files.
+    static func publish(_ temporary: String, folder: String, entry: String, prefix: String) {
+        _ = rename(temporary, "\(folder)/\(entry)")
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: folder) else { return }
+        for old in names where old.hasPrefix(prefix) && old != entry {
+            if old.hasSuffix(".json") || old.hasSuffix(".npy") { unlink("\(folder)/\(old)") } else { AtomicFile.removeFolder("\(folder)/\(old)") }
+        }
     }
 
     struct Parsed {
@@ -117,22 +176,21 @@ enum CSVCache {
         }
     }
 
-    static func write(_ parsed: Parsed, base: String) throws {
+    /// The arrays as `folder/features.npy` and `folder/targets.npy`.
+    static func write(_ parsed: Parsed, base folder: String) throws {
         let header = parsed.featureHeader
         try header.withUnsafeBytes { h in
             let pieces = [h] + parsed.parts.map { part in part.features.withUnsafeBytes { $0 } }
-            try AtomicFile.write(pieces: pieces, to: "\(base).features.npy")
+            try AtomicFile.write(pieces: pieces, to: "\(folder)/features.npy")
         }
         var targets = parsed.targetHeader
         for part in parsed.parts { targets += parsed.targetBytes(part) }
-        try AtomicFile.write(targets, to: "\(base).targets.npy")
+        try AtomicFile.write(targets, to: "\(folder)/targets.npy")
     }
 
-    /// Parses the CSV over the pool's workers, one range of whole lines each, joined in file order
+    /// Parses the CSV (mapped in `file`) over the pool's workers, one range of whole lines each, joined in file order
     /// (without a pool, in one range on the calling thread).
-    static func parse(_ path: String, request: DataRequest, pool: WorkerPool?) async throws -> Parsed {
-        let file: TableBytes
-        do { file = try TableBytes(mapping: path) } catch { throw RunError(error.description) }
+    static func parse(_ file: TableBytes, path: String, request: DataRequest, pool: WorkerPool?) async throws -> Parsed {
         let bytes = UnsafeRawBufferPointer(start: file.base, count: file.count)
         let layout: CSV.Layout
         do {

@@ -58,7 +58,7 @@ public enum RegularFile {
         return try read(path, limit: limit, what: what)
     }
 
-    static func kind(_ mode: mode_t) -> String {
+    public static func kind(_ mode: mode_t) -> String {
         switch mode & S_IFMT {
         case S_IFDIR: "a folder"
         case S_IFIFO: "a FIFO (named pipe)"

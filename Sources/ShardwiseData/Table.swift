@@ -57,6 +57,23 @@ public enum ElementType: String, Sendable, Codable, CaseIterable {
     }
 }
 
+/// What tells one version of a file from another without reading it: device and inode (a file
+/// replaced by a rename is another inode), size, and the modification and change times in
+/// nanoseconds (the change time cannot be set back by `touch` or `cp -p`, which set the first).
+public struct FileIdentity: Sendable, Codable, Equatable {
+    public var device: UInt64
+    public var inode: UInt64
+    public var size: Int
+    public var modified: Int
+    public var changed: Int
+
+    public init(_ info: stat) {
+        (device, inode, size) = (UInt64(info.st_dev), UInt64(info.st_ino), Int(info.st_size))
+        modified = Int(info.st_mtim.tv_sec) * 1_000_000_000 + Int(info.st_mtim.tv_nsec)
+        changed = Int(info.st_ctim.tv_sec) * 1_000_000_000 + Int(info.st_ctim.tv_nsec)
+    }
+}
+
 /// Memory a ``Table`` reads from: a read-only mapping of a file, or bytes it owns.
 public final class TableBytes: @unchecked Sendable {
     /// The first byte.
@@ -65,6 +82,9 @@ public final class TableBytes: @unchecked Sendable {
     public let count: Int
     private let mapping: (address: UnsafeMutableRawPointer, length: Int)?
     private let owned: UnsafeMutableRawPointer?
+    /// For a mapping: the mapped file's identity, read from the descriptor that was mapped (so
+    /// it describes these bytes even when the path is replaced meanwhile); nil for owned memory.
+    public let identity: FileIdentity?
 
     /// `count` bytes of zeroed memory of this process's own (anonymous, resident once written).
     public init(allocating count: Int) {
@@ -72,6 +92,7 @@ public final class TableBytes: @unchecked Sendable {
         memory.initializeMemory(as: UInt8.self, repeating: 0, count: max(count, 1))
         owned = memory
         mapping = nil
+        identity = nil
         base = UnsafeRawPointer(memory)
         self.count = count
     }
@@ -82,6 +103,8 @@ public final class TableBytes: @unchecked Sendable {
     public init(mapping path: String) throws(DataError) {
         let (fd, size) = try RegularFile.open(path)
         defer { close(fd) }
+        var info = stat()
+        identity = fstat(fd, &info) == 0 ? FileIdentity(info) : nil
         guard size > 0 else { throw DataError(path: path, problem: "empty file (0 bytes), expected a data file") }
         guard let address = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), address != MAP_FAILED else {
             throw DataError(path: path, problem: "cannot be mapped into memory (\(String(cString: strerror(errno))))")
