@@ -34,15 +34,20 @@ enum CSVCache {
                 == (other.source, other.file, other.sample, other.labelColumn, other.ignoredColumns, other.format)
         }
 
-        /// A hex digest of `text`, 16 characters.
-        static func digest(_ text: String) -> String {
+        /// A hex digest of `text`, `length` characters.
+        static func digest(_ text: String, length: Int = 16) -> String {
             var hash = SHA256()
             Array(text.utf8).withUnsafeBytes { hash.update($0) }
-            return String(SHA256.hex(hash.finalize()).prefix(16))
+            return String(SHA256.hex(hash.finalize()).prefix(length))
         }
 
-        /// The entries of this CSV and column choice share this prefix (older versions are pruned by it).
-        func prefix(_ name: String) -> String { "\(name)-" + Self.digest("\(source)|\(labelColumn ?? "")|\(ignoredColumns)") }
+        var choice: String { "\(source)|\(labelColumn ?? "")|\(ignoredColumns)" }
+
+        /// The entries of this CSV and column choice are named `prefix-version` (older versions are pruned by it).
+        func prefix(_ name: String) -> String { "\(name)-" + Self.digest(choice) }
+
+        /// The first format's `base.json`, `base.features.npy` and `base.targets.npy`.
+        func legacyBase(_ name: String) -> String { "\(name)-" + Self.digest(choice, length: 12) }
 
         /// The folder name of this version's entry.
         func entry(_ name: String) -> String {
@@ -114,7 +119,7 @@ enum CSVCache {
                 do { set = try Dataset.load(binary: "\(temporary)/features.npy,\(temporary)/targets.npy", request: request) } catch {
                     throw DataError(path: path, problem: error.problem)  // the CSV's problem, not its copy's
                 }
-                publish(temporary, folder: folder, entry: entry, prefix: key.prefix(name))
+                publish(temporary, folder: folder, entry: entry, key: key, name: name)
                 console.line(String(format: "%@: parsed %d rows in %.2f s; cached in %@", path, parsed.rows, monotonicSeconds() - started, folder))
                 return set.described(as: path)
             } catch let error as DataError {
@@ -129,13 +134,12 @@ enum CSVCache {
 
     /// Renames the finished `temporary` folder to `entry` (when another run published that
     /// version first, its entry stays: it holds the same file's arrays), then removes the
-    /// entries of other versions of the same CSV and the first format's files.
-    static func publish(_ temporary: String, folder: String, entry: String, prefix: String) {
+    /// entries of other versions of the same CSV and column choice, and the first format's files.
+    static func publish(_ temporary: String, folder: String, entry: String, key: Key, name: String) {
         _ = rename(temporary, "\(folder)/\(entry)")
+        for suffix in [".json", ".features.npy", ".targets.npy"] { unlink("\(folder)/\(key.legacyBase(name))\(suffix)") }
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: folder) else { return }
-        for old in names where old.hasPrefix(prefix) && old != entry {
-            if old.hasSuffix(".json") || old.hasSuffix(".npy") { unlink("\(folder)/\(old)") } else { AtomicFile.removeFolder("\(folder)/\(old)") }
-        }
+        for old in names where old.hasPrefix(key.prefix(name) + "-") && old != entry { AtomicFile.removeFolder("\(folder)/\(old)") }
     }
 
     struct Parsed {
