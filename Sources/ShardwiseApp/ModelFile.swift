@@ -52,13 +52,13 @@ public enum ModelFile {
             }
             func number() throws(RunError) -> Double {
                 guard let text = value.string, let number = Double(text), number.isFinite, number >= 0 else {
-                    throw RunError("--model: \(path), line \(line): training \(name) '\(value.string ?? "\(value)")', expected a non-negative number")
+                    throw RunError("--model: \(path), line \(line): training \(name) '\(value.string ?? describe(value))', expected a non-negative number")
                 }
                 return number
             }
             func count() throws(RunError) -> Int {
                 guard let n = value.int, n > 0, n <= Int(Int32.max) else {
-                    throw RunError("--model: \(path), line \(line): training \(name) '\(value.string ?? "\(value)")', expected a positive whole number")
+                    throw RunError("--model: \(path), line \(line): training \(name) '\(value.string ?? describe(value))', expected a positive whole number")
                 }
                 return n
             }
@@ -95,8 +95,13 @@ public enum ModelFile {
             let reason = "\(error)".split(separator: "\n").first.map(String.init) ?? "\(error)"
             throw RunError("--model: \(path): not YAML (\(reason)); in a YAML list, write arguments as pad=2 or quote the entry, or give the layers as a block (layers: >)")
         }
+        // Aliases share what they name, so a small file can describe an enormous tree: count
+        // what it expands to, stopping at the bound, before anything walks or prints it.
+        if let node, expandedNodes(node, limit: maxNodes) > maxNodes {
+            throw RunError("--model: \(path): expands to more than \(maxNodes) YAML values (through aliases), expected a model description of at most \(maxNodes)")
+        }
         guard let mapping = node?.mapping else {
-            throw RunError("--model: \(path): expected a mapping with 'input' (e.g. [1, 28, 28]) and 'layers', found \(node.map { "\($0)" } ?? "an empty file")")
+            throw RunError("--model: \(path): expected a mapping with 'input' (e.g. [1, 28, 28]) and 'layers', found \(node.map(describe) ?? "an empty file")")
         }
         var fields: [String: Node] = [:]
         for (key, value) in mapping {
@@ -110,6 +115,36 @@ public enum ModelFile {
 
     /// The most bytes a model file may have.
     static let limit = 1 << 20
+    /// The most values (scalars, lists and mappings) a model file may expand to.
+    static let maxNodes = 100_000
+
+    /// A short name for what a YAML value is, for messages (never its whole tree).
+    static func describe(_ node: Node) -> String {
+        switch node {
+        case .scalar(let scalar): return "'\(scalar.string.prefix(60))'"
+        case .sequence(let list): return "a list of \(list.count) values"
+        case .mapping(let map): return "a mapping of \(map.count) keys"
+        case .alias: return "an alias"
+        }
+    }
+
+    /// How many values `node` expands to, counting at most to `limit + 1`.
+    static func expandedNodes(_ node: Node, limit: Int) -> Int {
+        var count = 0
+        var pending = [node]
+        while let next = pending.popLast() {
+            count += 1
+            if count > limit { return count }
+            switch next {
+            case .scalar: break
+            case .sequence(let list): pending.append(contentsOf: list)
+            case .mapping(let map):
+                for (key, value) in map { pending.append(key); pending.append(value) }
+            case .alias: break
+            }
+        }
+        return count
+    }
 
     /// The network the file describes, its output width to be set from the data.
     public static func load(_ path: String) throws(RunError) -> NetworkConfiguration {
@@ -139,7 +174,7 @@ public enum ModelFile {
         var network = NetworkConfiguration(layers: layers, inputShape: shape.map { $0! }, outputSize: 1, loss: loss)
         if let node = fields["init"] {
             guard let scheme = node.string.flatMap(InitializationScheme.init(rawValue:)) else {
-                throw RunError("--model: \(path), line \(node.mark?.line ?? 0): init '\(node.string ?? "\(node)")', expected he (the default) or pytorch")
+                throw RunError("--model: \(path), line \(node.mark?.line ?? 0): init '\(node.string ?? describe(node))', expected he (the default) or pytorch")
             }
             network.initialization = scheme
         }

@@ -52,6 +52,14 @@ public enum CSV {
         while start < bytes.count {
             let end = lineEnd(bytes, from: start)
             lines += 1
+            // Bounded before anything is split: a header of millions of names is not a data set's.
+            guard end - start <= maxHeaderBytes else {
+                throw DataError(path: path, problem: "header line \(lines) has \(end - start) bytes, expected at most \(maxHeaderBytes) (column names separated by commas)")
+            }
+            let commas = UnsafeRawBufferPointer(rebasing: bytes[start..<end]).reduce(0) { $0 + ($1 == 0x2C ? 1 : 0) }
+            guard commas < maxColumns else {
+                throw DataError(path: path, problem: "header line \(lines) has \(commas + 1) columns, expected at most \(maxColumns)")
+            }
             let fields = splitFields(bytes, start..<end).map { String(decoding: UnsafeRawBufferPointer(rebasing: bytes[$0]), as: UTF8.self).trimmingQuotes }
             start = min(end + 1, bytes.count)
             if fields.count == 1 && fields[0].isEmpty { continue }
@@ -88,6 +96,10 @@ public enum CSV {
         return Layout(names: header, target: target, features: features, dataStart: start, headerLines: lines, quoted: quoted)
     }
 
+    /// The most columns a CSV may have, and the most bytes its header line may have.
+    public static let maxColumns = 1_000_000
+    public static let maxHeaderBytes = 64 << 20
+
     /// Splits the data into at most `count` ranges of whole lines (one range when quoted).
     public static func ranges(_ bytes: UnsafeRawBufferPointer, layout: Layout, count: Int) -> [Range<Int>] {
         let begin = layout.dataStart, total = bytes.count - begin
@@ -111,9 +123,15 @@ public enum CSV {
         var start = range.lowerBound
         var row = [Double](repeating: 0, count: width)
         while start < range.upperBound {
-            let end = min(lineEnd(bytes, from: start), range.upperBound)
+            // Quoted data: a record runs to the first line break outside quotes.
+            let (recordEnd, breaks, closed) = layout.quoted ? quotedRecordEnd(bytes, from: start, to: range.upperBound) : (lineEnd(bytes, from: start), 0, true)
+            let end = min(recordEnd, range.upperBound)
             part.lines += 1
-            defer { start = end + 1 }
+            defer { start = end + 1; part.lines += breaks }
+            guard closed else {
+                part.problem = (part.lines, "a quoted field opened on this line is never closed, expected a closing \" (write \"\" for a quote inside a field)")
+                return part
+            }
             var stop = end
             if stop > start && bytes[stop - 1] == 0x0D { stop -= 1 }
             if (start..<stop).allSatisfy({ bytes[$0] == 0x20 || bytes[$0] == 0x09 }) { continue }
@@ -143,6 +161,18 @@ public enum CSV {
             return UnsafeRawPointer(p) - bytes.baseAddress!
         }
         return bytes.count
+    }
+
+    /// The end of the record at `start` when fields may be quoted: the first line break outside
+    /// quotes (or `limit`), the line breaks inside its quoted fields, and whether every quote closed.
+    static func quotedRecordEnd(_ bytes: UnsafeRawBufferPointer, from start: Int, to limit: Int) -> (end: Int, breaks: Int, closed: Bool) {
+        var inQuotes = false, breaks = 0, i = start
+        while i < limit {
+            let c = bytes[i]
+            if c == 0x22 { inQuotes.toggle() } else if c == 0x0A { if !inQuotes { return (i, breaks, true) }; breaks += 1 }
+            i += 1
+        }
+        return (limit, breaks, !inQuotes)
     }
 
     /// Fields of a line without quotes.
@@ -220,7 +250,9 @@ public enum CSV {
             let value = scale < 0 ? m / powersOfTen[-scale] : m * powersOfTen[scale]
             return negative ? -value : value
         }
-        // Everything else (long mantissas, large exponents, nan, inf): the C library, which must use the whole cell.
+        // Everything else (long mantissas, large exponents, nan, inf): the C library, which must use
+        // the whole cell; not its hexadecimal forms (0x1A, 0x1p3), which a data set's cell never means.
+        if UnsafeRawBufferPointer(rebasing: bytes[lo..<hi]).contains(where: { $0 == 0x78 || $0 == 0x58 }) { return nil }
         var text = [CChar](repeating: 0, count: hi - lo + 1)
         for k in 0..<(hi - lo) { text[k] = CChar(bitPattern: bytes[lo + k]) }
         return text.withUnsafeBufferPointer { buffer -> Double? in

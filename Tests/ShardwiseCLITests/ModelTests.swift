@@ -201,6 +201,13 @@ final class ModelTests: XCTestCase {
         XCTAssertNotEqual(pytorch.summary.weightsSha256, neutral.summary.weightsSha256)
     }
 
+    /// Seven levels of ten aliases each: a few hundred bytes naming 10^7 values.
+    var aliasBomb: String {
+        var text = "l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n"
+        for level in 1...6 { text += "l\(level): &l\(level) [\(Array(repeating: "*l\(level - 1)", count: 10).joined(separator: ", "))]\n" }
+        return text + "input: [1, 28, 28]\nlayers: flatten linear(10)\n"
+    }
+
     func testBadModelFilesAreRefusedNamingTheFileAndLayer() throws {
         let mnist = try sharedMNIST()
         // The file alone is wrong: a usage error (2), found before any data is read. The file
@@ -222,6 +229,9 @@ final class ModelTests: XCTestCase {
             ("input: [1, 28, 28]\nlayers: flatten linear(10)\ntraining: {lr: -1}\n", "training lr '-1', expected a non-negative number", 2),
             ("input: [1, 28, 28]\nlayers: flatten linear(10)\ntraining: {epochs: 0}\n", "training epochs '0', expected a positive whole number", 2),
             ("input: [1, 28, 28]\nlayers: flatten linear(10)\ntraining: {schedule: linear}\n", "training schedule 'linear'", 2),
+            ("- input\n- layers\n", "found a list of 2 values", 2),
+            // Nested aliases: 60 lines that expand to 10^7 values, refused before any walk.
+            (aliasBomb, "expands to more than 100000 YAML values", 2),
         ] {
             let path = try write("bad.yaml", text)
             let run = try runShardwise(["train", "--data", mnist, "--model", path, "--train-samples", "256", "--test-samples", "100", "--epochs", "1"])

@@ -70,6 +70,7 @@ final class FormatTests: XCTestCase {
                 XCTAssertNil(p.problem?.message)
                 part.features += p.features
                 part.targets += p.targets
+                part.lines += p.lines
             }
             return (layout, part)
         }
@@ -83,6 +84,12 @@ final class FormatTests: XCTestCase {
         XCTAssertTrue(layout.quoted)
         XCTAssertEqual(part.features, [2.5, 3, -0.5, 6])
         XCTAssertEqual(part.targets, [0, 1])
+        // A quoted field may hold line breaks (a note column, ignored); later lines count them.
+        let notes = "note,x,label\n\"two\nlines, here\",1,0\n\"one\",2,1\n"
+        let (_, noted) = try parse(notes, ignore: ["note"])
+        XCTAssertEqual(noted.features, [1, 2])
+        XCTAssertEqual(noted.targets, [0, 1])
+        XCTAssertEqual(noted.lines, 3)
         let (chosen, byName) = try parse("a,b,c\n1,2,3\n", label: "a")
         XCTAssertEqual(chosen.target, 0)
         XCTAssertEqual(byName.features, [2, 3])
@@ -124,6 +131,21 @@ final class FormatTests: XCTestCase {
             }
             XCTAssert(problem?.message.contains(message) == true, "\(text): \(String(describing: problem))")
         }
+        // Hexadecimal is strtod's, not a data set's: refused as not a number.
+        for cell in ["0x1A", "0X10", "0x1p3", "-0x2"] {
+            XCTAssertNil(Array(cell.utf8).withUnsafeBytes { CSV.number($0, 0..<$0.count) }, cell)
+        }
+        // A quote opened and never closed is named on the line it opened, not read to the end.
+        let open = Array("a,b\n1,2\n\"3,4\n5,6\n".utf8)
+        let unclosed = try open.withUnsafeBytes { raw -> (line: Int, message: String)? in
+            let layout = try CSV.layout(raw, path: "t.csv", labelColumn: nil, ignoredColumns: [])
+            return CSV.parse(raw, range: layout.dataStart..<raw.count, layout: layout).problem
+        }
+        XCTAssertEqual(unclosed?.line, 2)
+        XCTAssert(unclosed?.message.contains("never closed") == true, "\(String(describing: unclosed))")
+        // A header wider than the bound is refused before it is split.
+        let wide = "c," + String(repeating: ",", count: CSV.maxColumns) + "\n1\n"
+        XCTAssertThrowsError(try parse(wide)) { XCTAssert("\($0)".contains("columns, expected at most \(CSV.maxColumns)"), "\($0)") }
         XCTAssertThrowsError(try parse("a\n1\n")) { XCTAssert("\($0)".contains("expected at least a feature column and a target column")) }
         XCTAssertThrowsError(try parse("a,b\n1,2\n", ignore: ["b"])) { XCTAssert("\($0)".contains("is the target")) }
     }
