@@ -107,6 +107,41 @@ public final class Topology: @unchecked Sendable {
     public let l3Count: Int
     /// Cores.
     public let coreCount: Int
+    /// The most PUs a described machine may have, and the most children one level may give each
+    /// parent: hwloc builds a topology in time that grows with the square of a level's width
+    /// (65,536 PUs took minutes and a gigabyte), and the largest machines have a few thousand.
+    public static let maxPUs = 16_384
+    public static let maxArity = 4_096
+
+    /// Refuses a synthetic description whose machine is too large, before hwloc builds it.
+    static func checkSyntheticSize(_ text: String) throws(TopologyError) {
+        var total = 1, depth = 0
+        var token = "", skipping = 0
+        func level() throws(TopologyError) {
+            defer { token = "" }
+            // "core:8", "8", "numa:2(memory=1GB)": the arity is the number after the last colon.
+            guard !token.isEmpty, let arity = Int(token.split(separator: ":").last ?? "") else { return }
+            guard arity <= maxArity else {
+                throw TopologyError("synthetic \"\(text)\": level '\(token)' gives each parent \(arity) children, expected at most \(maxArity)")
+            }
+            let (product, overflow) = total.multipliedReportingOverflow(by: max(arity, 1))
+            total = overflow ? Int.max : product
+            depth += 1
+        }
+        for c in text {
+            switch c {
+            case "(", "[": skipping += 1
+            case ")", "]": skipping = max(0, skipping - 1)
+            case " ", "\t", "\n": if skipping == 0 { try level() }
+            default: if skipping == 0 { token.append(c) }
+            }
+        }
+        try level()
+        guard depth == 0 || total <= maxPUs else {
+            throw TopologyError("synthetic \"\(text)\": describes \(total == Int.max ? "more than \(Int.max)" : "\(total)") PUs, expected at most \(maxPUs)")
+        }
+    }
+
     /// Whether threads can be bound on it (it is the running machine).
     public let isThisSystem: Bool
     let handle: OpaquePointer
@@ -128,14 +163,21 @@ public final class Topology: @unchecked Sendable {
                 throw TopologyError("\(path): not a readable regular file, expected an hwloc XML export (lstopo --of xml)")
             }
             handle = sw_topology_load(Int32(SW_TOPOLOGY_XML), path, &message, message.count)
-        case .synthetic(let text): handle = sw_topology_load(Int32(SW_TOPOLOGY_SYNTHETIC), text, &message, message.count)
+        case .synthetic(let text):
+            try Topology.checkSyntheticSize(text)
+            handle = sw_topology_load(Int32(SW_TOPOLOGY_SYNTHETIC), text, &message, message.count)
         }
         guard let handle else {
             throw TopologyError("\(source): \(String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))")
         }
+        let puCount = Int(sw_topology_pu_count(handle))
+        guard puCount <= Topology.maxPUs else {
+            sw_topology_destroy(handle)
+            throw TopologyError("\(source): describes \(puCount) PUs, expected at most \(Topology.maxPUs)")
+        }
         self.handle = handle
         self.source = source
-        var raw = [sw_pu](repeating: sw_pu(), count: Int(sw_topology_pu_count(handle)))
+        var raw = [sw_pu](repeating: sw_pu(), count: puCount)
         sw_topology_pus(handle, &raw)
         func optional(_ i: Int32) -> LogicalIndex? { i < 0 ? nil : LogicalIndex(Int(i)) }
         pus = raw.map {

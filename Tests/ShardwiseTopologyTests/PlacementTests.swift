@@ -175,5 +175,11 @@ final class PlacementTests: XCTestCase {
     func testBadInputs() {
         XCTAssertThrowsError(try Topology(.synthetic("pack:x"))) { XCTAssert("\($0)".contains("invalid synthetic description"), "\($0)") }
         XCTAssertThrowsError(try Topology(.xml(path: "/nonexistent.xml"))) { XCTAssert("\($0)".contains("/nonexistent.xml"), "\($0)") }
+        // Machines hwloc would take minutes and gigabytes to build are refused before it starts.
+        XCTAssertThrowsError(try Topology(.synthetic("pack:65536 pu:1"))) { XCTAssert("\($0)".contains("65536 children, expected at most 4096"), "\($0)") }
+        XCTAssertThrowsError(try Topology(.synthetic("pack:16 numa:16(memory=1GB) core:64 pu:4"))) { XCTAssert("\($0)".contains("65536 PUs, expected at most 16384"), "\($0)") }
+        XCTAssertThrowsError(try Topology(.synthetic("4096 4096 4096 4096 4096 4096"))) { XCTAssert("\($0)".contains("PUs, expected at most"), "\($0)") }
+        // The largest allowed, with attributes and attached memory, builds in full.
+        XCTAssertEqual(try Topology(.synthetic("pack:16 [numa(memory=1GB)] core:512 pu:2")).pus.count, Topology.maxPUs)
     }
 }
