@@ -4,6 +4,14 @@ import ShardwiseApp
 
 /// How a data file is read: which arrays or columns are the features and the target.
 /// Shared by train, sweep, eval and predict.
+/// Refuses a path flag given as '' (a shell variable left unset), naming the flag, before
+/// anything reads or writes ("error: : cannot open" named nothing).
+func requirePaths(_ paths: KeyValuePairs<String, String?>) throws {
+    for (flag, value) in paths where value?.allSatisfy(\.isWhitespace) == true {
+        throw ValidationError("\(flag): '\(value ?? "")' is empty, expected a path")
+    }
+}
+
 struct FileFlags: ParsableArguments {
     @Option(help: "NPZ or safetensors: the features' array (default: x, X, features, data, inputs or images).")
     var features: String?
@@ -50,6 +58,7 @@ struct DataFlags: ParsableArguments {
     var normalize: String?
 
     func validate() throws {
+        try requirePaths(["--test-data": testData, "--validation-data": validationData])
         if let task, TrainingTask(rawValue: task) == nil {
             throw ValidationError("--task: '\(task)', expected classification or regression")
         }

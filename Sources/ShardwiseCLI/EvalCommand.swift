@@ -26,6 +26,7 @@ struct EvalCommand: AsyncParsableCommand {
     var testSamples: Int?
 
     func validate() throws {
+        try requirePaths(["--checkpoint": checkpoint, "--data": data])
         // Each pass draws its masks from the stream of "step" t, addressed with 32 bits; 10,000 passes is far past convergence.
         if let mcDropout, !(1...10_000).contains(mcDropout) {
             throw ValidationError("--mc-dropout: \(mcDropout), expected 1 to 10000 passes")

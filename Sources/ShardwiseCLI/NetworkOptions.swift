@@ -7,6 +7,8 @@ struct NetworkOptions: ParsableArguments {
     @Option(help: "A model file (YAML: input shape, layers such as 'conv(32, 5, pad: 2) relu maxpool(2) flatten linear(10)', optional loss) instead of the ReLU perceptron of --layers and the dropout flags. See docs/models.md.")
     var model: String?
 
+    func validate() throws { try requirePaths(["--model": model]) }
+
     @Option(help: "Hidden layer sizes, comma-separated.")
     var layers = "1024,1024,1024"
 

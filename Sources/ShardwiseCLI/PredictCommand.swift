@@ -27,6 +27,7 @@ struct PredictCommand: AsyncParsableCommand {
     var seed: UInt64 = 1
 
     func validate() throws {
+        try requirePaths(["--out": out, "--checkpoint": checkpoint, "--data": data])
         if let mcDropout, !(1...10_000).contains(mcDropout) {
             throw ValidationError("--mc-dropout: \(mcDropout), expected 1 to 10000 passes")
         }

@@ -62,6 +62,7 @@ struct ScaleCommand: AsyncParsableCommand {
     }
 
     func validate() throws {
+        try requirePaths(["--out": out, "--data": data])
         guard ["strong", "weak", "both"].contains(mode) else { throw ValidationError("--mode: '\(mode)', expected strong, weak or both") }
         guard batchSize > 0, shardSize > 0, batchSize % shardSize == 0 else {
             throw ValidationError("--batch-size: \(batchSize) is not a positive whole number of shards of \(shardSize) (--shard-size)")

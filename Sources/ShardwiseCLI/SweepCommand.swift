@@ -75,6 +75,7 @@ struct SweepCommand: AsyncParsableCommand {
     }
 
     func validate() throws {
+        try requirePaths(["--out": out, "--model": model])
         _ = try rates(dropoutHidden, flag: "--dropout-hidden")
         _ = try rates(inputRates, flag: "--dropout-input")
         guard (1...Self.maximumTrials).contains(seeds) else { throw ValidationError("--seeds: \(seeds), expected 1 to \(Self.maximumTrials)") }

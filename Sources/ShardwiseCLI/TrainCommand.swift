@@ -43,6 +43,7 @@ struct TrainCommand: AsyncParsableCommand {
     }
 
     func validate() throws {
+        try requirePaths(["--out": out, "--resume": resume])
         do {
             try makeConfiguration().validate(validationGiven: machine.dataFlags.validationData != nil)
         } catch let error as ConfigurationError {

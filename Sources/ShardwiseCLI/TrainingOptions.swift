@@ -176,6 +176,7 @@ struct MachineOptions: ParsableArguments {
     var testSamples: Int?
 
     func validate() throws {
+        try requirePaths(["--data": data])
         if let workers, workers <= 0 {
             throw ValidationError("--workers: \(workers), expected at least 1")
         }

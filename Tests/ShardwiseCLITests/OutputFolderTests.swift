@@ -119,4 +119,20 @@ final class OutputFolderTests: XCTestCase {
                               "--epochs", "1", "--layers", "32", "--batch-size", "128"])
         XCTAssertEqual(result.status, 0, result.error)
     }
+
+    /// A path flag given as '' (an unset shell variable) is a usage error naming the flag, and
+    /// nothing is written: not a run into the current folder, not "error: : cannot open".
+    func testEmptyPathFlagsAreRefused() throws {
+        for (arguments, flag) in [
+            (["train", "--out", ""], "--out"), (["train", "--data", ""], "--data"), (["train", "--model", " "], "--model"),
+            (["train", "--resume", ""], "--resume"), (["train", "--test-data", ""], "--test-data"),
+            (["sweep", "--dropout-hidden", "0,0.5", "--out", ""], "--out"), (["scale", "--out", ""], "--out"),
+            (["predict", "--checkpoint", "", "--out", "p.csv"], "--checkpoint"), (["eval", "--checkpoint", "c", "--data", ""], "--data"),
+        ] {
+            let result = try run(arguments)
+            XCTAssertEqual(result.status, 2, "\(arguments): \(result.error)")
+            XCTAssertTrue(result.error.contains("\(flag): '"), "\(arguments): \(result.error)")
+            XCTAssertTrue(result.error.contains("is empty, expected a path"), "\(arguments): \(result.error)")
+        }
+    }
 }
