@@ -89,7 +89,9 @@ public enum ModelFile {
     static func mapping(_ path: String) throws(RunError) -> (fields: [String: Node], text: String) {
         let bytes: [UInt8]
         do { bytes = try RegularFile.read(path, limit: limit, what: "a model file") } catch { throw RunError("--model: \(error.description)") }
-        guard let text = String(validating: bytes, as: UTF8.self) else { throw RunError("--model: \(path) is not UTF-8 text") }
+        // A byte-order mark (as Windows editors write) is not part of the YAML.
+        let body = bytes.starts(with: [0xEF, 0xBB, 0xBF]) ? Array(bytes.dropFirst(3)) : bytes
+        guard let text = String(validating: body, as: UTF8.self) else { throw RunError("--model: \(path) is not UTF-8 text") }
         let node: Node?
         do { node = try Yams.compose(yaml: text) } catch {
             let reason = "\(error)".split(separator: "\n").first.map(String.init) ?? "\(error)"

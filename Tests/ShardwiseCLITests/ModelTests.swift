@@ -167,6 +167,9 @@ final class ModelTests: XCTestCase {
             return (run.output.split(separator: "\n").first ?? "", try summary(out))
         }
         let neutral = try train(plain, "plain", ["--epochs", "1"])
+        // A byte-order mark before the YAML (as Windows editors write) changes nothing.
+        let marked = try train(try write("bom.yaml", "\u{FEFF}" + layers), "bom", ["--epochs", "1"])
+        XCTAssertEqual(marked.summary.weightsSha256, neutral.summary.weightsSha256)
         XCTAssertEqual(neutral.summary.configuration.training.optimizer.schedule, .constant)
         XCTAssertNil(neutral.summary.configuration.training.optimizer.maxNorm)
         XCTAssertEqual(neutral.summary.configuration.training.optimizer.learningRate, 0.05)
