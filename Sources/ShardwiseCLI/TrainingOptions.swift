@@ -116,6 +116,10 @@ struct TrainingOptions: ParsableArguments {
         if optimizer == .adam || optimizer == .adamw, self.momentum != nil || momentumStart != nil {
             throw ValidationError("--momentum: \(optimizer.rawValue) has no momentum coefficient (its moments are --beta1 and --beta2)")
         }
+        // RMSprop keeps α where Adam keeps β₂: checked here so the error names the flag given.
+        if optimizer == .rmsprop, !(alpha >= 0 && Float(alpha) < 1) {
+            throw ValidationError("--alpha: \(alpha), expected a value in [0, 1) (below 1 as a Float)")
+        }
         var settings = OptimizerConfiguration(
             learningRate: lr, schedule: schedule,
             momentum: MomentumRamp(start: momentumStart ?? momentum, end: momentum, epochs: momentumRamp),

@@ -331,6 +331,7 @@ final class HostileInputTests: XCTestCase {
             Case(name: "learning rate nan", arguments: shared + ["--lr", "nan"], mentions: ["--lr"]),
             Case(name: "dropout 0.99999999999 (1 as a Float)", arguments: shared + ["--dropout-hidden", "0.99999999999"], mentions: ["--dropout-hidden"]),
             Case(name: "momentum 1", arguments: shared + ["--momentum", "1"], mentions: ["--momentum"]),
+            Case(name: "RMSprop alpha nan (named as --alpha, not --beta2)", arguments: shared + ["--optimizer", "rmsprop", "--alpha", "nan"], mentions: ["--alpha", "nan"]),
             Case(name: "mpi-timeout inf", arguments: shared + ["--mpi-timeout", "inf"], mentions: ["--mpi-timeout"]),
             Case(name: "an exchange pattern that does not exist", arguments: shared + ["--exchange", "ring"], mentions: ["--exchange"]),
             Case(name: "validation set as large as the data", arguments: shared + ["--validation", "512"], mentions: ["--validation"]),
