@@ -58,7 +58,12 @@ struct ScaleCommand: AsyncParsableCommand {
         guard !parsed.isEmpty, parsed.allSatisfy({ ($0 ?? 0) > 0 }) else {
             throw ValidationError("--workers: '\(workers)', expected counts like 1,2,4 or 'max'")
         }
-        return parsed.map { $0! }
+        let counts = parsed.map { $0! }
+        // A count given twice would be measured twice and its efficiency read against the wrong base.
+        if let repeated = counts.first(where: { c in counts.filter { $0 == c }.count > 1 }) {
+            throw ValidationError("--workers: '\(workers)' gives \(repeated) more than once, expected distinct counts like 1,2,4")
+        }
+        return counts
     }
 
     func validate() throws {

@@ -339,6 +339,7 @@ final class HostileInputTests: XCTestCase {
             Case(name: "checkpoint every 0 steps", arguments: shared + ["--checkpoint-every", "0"], mentions: ["--checkpoint-every"]),
             Case(name: "10^11 Monte Carlo passes", arguments: ["eval", "--checkpoint", "../good", "--data", "../data", "--mc-dropout", "100000000000"], mentions: ["--mc-dropout"]),
             Case(name: "scaling to 40,000 workers", arguments: ["scale", "--workers", "1,40000", "--synthetic-data"], mentions: ["--workers"]),
+            Case(name: "scaling with a worker count given twice", arguments: ["scale", "--workers", "1,2,1", "--synthetic-data"], mentions: ["--workers", "gives 1 more than once"]),
             Case(name: "scaling with random data of 1.2 TB", arguments: ["scale", "--batch-size", "100000000", "--synthetic-data", "--workers", "1"], mentions: ["--batch-size"]),
             Case(name: "evaluate every 0 epochs", arguments: shared + ["--evaluate-every", "0"], mentions: ["--evaluate-every"]),
             Case(name: "sweep sizes with a zero", arguments: sweep + ["--train-samples", "0,100"], mentions: ["--train-samples"]),
