@@ -2,8 +2,6 @@ import ArgumentParser
 import Shardwise
 import ShardwiseApp
 
-/// How a data file is read: which arrays or columns are the features and the target.
-/// Shared by train, sweep, eval and predict.
 /// Refuses a path flag given as '' (a shell variable left unset), naming the flag, before
 /// anything reads or writes ("error: : cannot open" named nothing).
 func requirePaths(_ paths: KeyValuePairs<String, String?>) throws {
@@ -12,6 +10,8 @@ func requirePaths(_ paths: KeyValuePairs<String, String?>) throws {
     }
 }
 
+/// How a data file is read: which arrays or columns are the features and the target.
+/// Shared by train, sweep, eval and predict.
 struct FileFlags: ParsableArguments {
     @Option(help: "NPZ or safetensors: the features' array (default: x, X, features, data, inputs or images).")
     var features: String?

@@ -60,7 +60,8 @@ struct ScaleCommand: AsyncParsableCommand {
         }
         let counts = parsed.map { $0! }
         // A count given twice would be measured twice and its efficiency read against the wrong base.
-        if let repeated = counts.first(where: { c in counts.filter { $0 == c }.count > 1 }) {
+        var seen = Set<Int>()
+        if let repeated = counts.first(where: { !seen.insert($0).inserted }) {
             throw ValidationError("--workers: '\(workers)' gives \(repeated) more than once, expected distinct counts like 1,2,4")
         }
         return counts

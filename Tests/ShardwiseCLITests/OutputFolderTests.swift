@@ -120,8 +120,8 @@ final class OutputFolderTests: XCTestCase {
         XCTAssertEqual(result.status, 0, result.error)
     }
 
-    /// A path flag given as '' (an unset shell variable) is a usage error naming the flag, and
-    /// nothing is written: not a run into the current folder, not "error: : cannot open".
+    /// A path flag given as '' (an unset shell variable) is a usage error (exit 2) naming the
+    /// flag: not a run that saves nothing, not "error: : cannot open".
     func testEmptyPathFlagsAreRefused() throws {
         for (arguments, flag) in [
             (["train", "--out", ""], "--out"), (["train", "--data", ""], "--data"), (["train", "--model", " "], "--model"),
