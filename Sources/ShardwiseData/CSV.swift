@@ -56,7 +56,15 @@ public enum CSV {
             guard end - start <= maxHeaderBytes else {
                 throw DataError(path: path, problem: "header line \(lines) has \(end - start) bytes, expected at most \(maxHeaderBytes) (column names separated by commas)")
             }
-            let commas = UnsafeRawBufferPointer(rebasing: bytes[start..<end]).reduce(0) { $0 + ($1 == 0x2C ? 1 : 0) }
+            let line = UnsafeRawBufferPointer(rebasing: bytes[start..<end])
+            // Binary data is not echoed back as column names.
+            if let nul = line.firstIndex(of: 0) {
+                throw DataError(path: path, problem: "a NUL byte at offset \(start + nul) of header line \(lines): binary data, expected CSV text (a header row of column names, then rows of numbers)")
+            }
+            guard String(validating: line, as: UTF8.self) != nil else {
+                throw DataError(path: path, problem: "header line \(lines) is not UTF-8 text: binary data, expected CSV text (a header row of column names, then rows of numbers)")
+            }
+            let commas = line.reduce(0) { $0 + ($1 == 0x2C ? 1 : 0) }
             guard commas < maxColumns else {
                 throw DataError(path: path, problem: "header line \(lines) has \(commas + 1) columns, expected at most \(maxColumns)")
             }
@@ -144,7 +152,7 @@ public enum CSV {
                 guard let value = number(bytes, field), value.isFinite else {
                     let text = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[field]), as: UTF8.self)
                     let what = number(bytes, field) == nil ? (text.allSatisfy { $0 == " " } ? "an empty cell" : "not a number") : "not a finite number"
-                    part.problem = (part.lines, "column \(c + 1) ('\(layout.names[c])'): '\(text.prefix(40))' is \(what), expected a number")
+                    part.problem = (part.lines, "column \(c + 1) ('\(layout.names[c])'): '\(String(text.prefix(40)).visible)' is \(what), expected a number")
                     return part
                 }
                 row[c] = value
@@ -264,4 +272,11 @@ public enum CSV {
     }
 
     static let powersOfTen: [Double] = (0...22).map { (0..<$0).reduce(1.0) { a, _ in a * 10 } }
+}
+
+extension String {
+    /// The text with control characters written as escapes (`\u{01}`), for echoing a cell.
+    var visible: String {
+        String(unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? $0.escaped(asASCII: true) : String($0) }.joined())
+    }
 }

@@ -30,9 +30,13 @@ public enum DataFormat: String, Sendable, CaseIterable {
         let bytes = head.prefix(max(n, 0))
         if bytes.starts(with: NPY.magic) { return .npy }
         if bytes.starts(with: [0x50, 0x4B, 0x03, 0x04]) { return .npz }
+        // Safetensors: an 8-byte little-endian header length, then the JSON header. A length
+        // with a control byte in it is no text, so it is safetensors even when the length is
+        // wrong (its reader then names the length), never a CSV whose bytes an error would echo.
         if bytes.count >= 9, bytes[8] == UInt8(ascii: "{") {
             let length = bytes.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
             if length > 1, length <= UInt64(size - 8) { return .safetensors }
+            if bytes.prefix(8).contains(where: { $0 < 0x09 }) { return .safetensors }
         }
         if bytes.starts(with: [0x1F, 0x8B]) || bytes.starts(with: [0, 0, 8]) {
             throw DataError(path: path, problem: "an IDX (or gzip) file; pass the folder that holds the four MNIST files")

@@ -62,6 +62,16 @@ extension HostileInputTests {
             Case(name: "safetensors data file claiming 10^15 values", arguments: trainOn("d.safetensors"), mentions: ["d.safetensors", "truncated"]) { folder in
                 try write(safetensors(header: #"{"x":{"dtype":"F32","shape":[1000000000000000],"data_offsets":[0,4000000000000000]},"y":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8)), "\(folder)/d.safetensors")
             },
+            // A wrong length read as CSV used to echo the file's bytes as column names.
+            Case(name: "safetensors data file whose header length runs past its end", arguments: trainOn("d.safetensors"), mentions: ["d.safetensors", "truncated or not safetensors", "header of 4096 bytes"]) { folder in
+                try write(safetensors(header: #"{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, data: [0, 0, 0, 0], declaredLength: 4096), "\(folder)/d.safetensors")
+            },
+            Case(name: "binary data file of no known format", arguments: trainOn("d.bin"), mentions: ["d.bin", "a NUL byte at offset 3", "binary data, expected CSV text"]) { folder in
+                try write([0x7F, 0x45, 0x4C, 0x00, 0x02, 0x01, 0x2C, 0x0A, 0x31], "\(folder)/d.bin")
+            },
+            Case(name: "CSV cell with a control character", arguments: trainOn("c.csv"), mentions: ["c.csv", "line 2", #"'1\u{01}x' is not a number"#]) { folder in
+                try write(Array("a,b\n1\u{1}x,2\n".utf8), "\(folder)/c.csv")
+            },
             Case(name: "a FIFO as --data", arguments: trainOn("fifo"), mentions: ["fifo", "expected a regular file"]) { folder in
                 _ = mkfifo("\(folder)/fifo", 0o600)
             },
