@@ -175,10 +175,17 @@ public final class Topology: @unchecked Sendable {
             sw_topology_destroy(handle)
             throw TopologyError("\(source): describes \(puCount) PUs, expected at most \(Topology.maxPUs)")
         }
-        self.handle = handle
-        self.source = source
         var raw = [sw_pu](repeating: sw_pu(), count: puCount)
         sw_topology_pus(handle, &raw)
+        // An OS index names one PU to bind to: two PUs with one index would get two workers on
+        // one CPU (hwloc accepts such an export).
+        var seen = Set<Int32>()
+        if let twice = raw.first(where: { !seen.insert($0.os_index).inserted }) {
+            sw_topology_destroy(handle)
+            throw TopologyError("\(source): two PUs have OS index \(twice.os_index), expected each PU's os_index once")
+        }
+        self.handle = handle
+        self.source = source
         func optional(_ i: Int32) -> LogicalIndex? { i < 0 ? nil : LogicalIndex(Int(i)) }
         pus = raw.map {
             ProcessingUnit(

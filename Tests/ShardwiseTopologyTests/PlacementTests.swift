@@ -95,7 +95,9 @@ final class PlacementTests: XCTestCase {
                 for r in 0..<ranks {
                     let plan = try topology.plan(workers: coreSets[r].count, policy: .compact, share: (r, ranks))
                     XCTAssert(plan.workers.allSatisfy { coreSets[r].contains($0.core) }, "\(input): rank \(r) placed outside its share")
-                    XCTAssertThrowsError(try topology.plan(workers: shares[r].count + 1, policy: .compact, share: (r, ranks)))
+                    XCTAssertThrowsError(try topology.plan(workers: shares[r].count + 1, policy: .compact, share: (r, ranks))) {
+                        XCTAssert("\($0)".contains("--workers: \(shares[r].count + 1) workers but"), "\(input) rank \(r): \($0)")
+                    }
                 }
             }
             // More ranks than cores: an error naming the fix, or round-robin single cores when allowed.
@@ -181,5 +183,21 @@ final class PlacementTests: XCTestCase {
         XCTAssertThrowsError(try Topology(.synthetic("4096 4096 4096 4096 4096 4096"))) { XCTAssert("\($0)".contains("PUs, expected at most"), "\($0)") }
         // The largest allowed, with attributes and attached memory, builds in full.
         XCTAssertEqual(try Topology(.synthetic("pack:16 [numa(memory=1GB)] core:512 pu:2")).pus.count, Topology.maxPUs)
+    }
+
+    /// An export in which two PUs carry one OS index (hwloc loads it) is refused by name:
+    /// the OS index is what a worker binds to, so two workers would share one CPU.
+    func testDuplicateOSIndexIsRefused() throws {
+        let original = try String(contentsOfFile: "topology/single-socket-workstation.xml", encoding: .utf8)
+        let edited = original.replacingOccurrences(of: #"type="PU" os_index="1""#, with: #"type="PU" os_index="0""#)
+        XCTAssertNotEqual(edited, original)
+        let path = NSTemporaryDirectory() + "shardwise-duplicate-pu-\(getpid()).xml"
+        try edited.write(toFile: path, atomically: true, encoding: .utf8)
+        defer { unlink(path) }
+        XCTAssertThrowsError(try Topology(.xml(path: path))) {
+            XCTAssertEqual("\($0)", "\(path): two PUs have OS index 0, expected each PU's os_index once")
+        }
+        let unedited = try Topology(.xml(path: "topology/single-socket-workstation.xml"))
+        XCTAssertEqual(Set(unedited.pus.map(\.os)).count, unedited.pus.count)
     }
 }
