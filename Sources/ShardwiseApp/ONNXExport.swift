@@ -2,8 +2,9 @@ import Foundation
 import Shardwise
 
 /// `shardwise export --onnx`: a saved model as an ONNX model (IR version 8, opset 17) for
-/// ONNX Runtime and other inference engines. The input `input` takes samples as stored in the
-/// training data (a dynamic batch dimension `batch`); the preprocessing Shardwise applied in
+/// ONNX Runtime and other inference engines. The input `input` takes samples as the data
+/// reader gave them in training (a dynamic batch dimension `batch`): an own file's values as
+/// stored, an MNIST folder's pixels divided by 255 (its reader divides); the preprocessing Shardwise applied in
 /// training is the graph's first nodes (`Div` by the divisor, then `Sub` shift and `Div` scale
 /// per feature), in the same order as Shardwise computes it; a model over (C, H, W) samples
 /// then reshapes the rows to NCHW. Each layer becomes the standard operators computing it

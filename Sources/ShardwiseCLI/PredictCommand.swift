@@ -69,7 +69,7 @@ struct ExportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "export",
         abstract: "Write a checkpoint's network as an ONNX model (opset 17) for ONNX Runtime and other engines.",
-        discussion: "Input 'input' takes samples as stored in the training data (batch dimension 'batch'); the training preprocessing is part of the graph. Outputs: 'logits' and 'probabilities' (classification) or 'prediction' (regression).")
+        discussion: "Input 'input' takes samples as the data reader gave them in training (batch dimension 'batch'): an own data file's values as stored; an MNIST folder's pixels divided by 255, as its reader divides them. The --normalize preprocessing is part of the graph. Outputs: 'logits' and 'probabilities' (classification) or 'prediction' (regression).")
 
     @Option(help: "A checkpoint folder, a folder of checkpoints (the newest valid one is used), or a model.safetensors.")
     var checkpoint: String
