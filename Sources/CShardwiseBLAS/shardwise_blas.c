@@ -37,19 +37,17 @@ static int use_portable = 0;
 void sw_use_portable_kernels(int on) { use_portable = on; }
 int sw_portable_kernels_in_use(void) { return use_portable; }
 
-void sw_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
-              const float *a, int lda, const float *b, int ldb, float beta,
-              float *c, int ldc) {
+int sw_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
+             const float *a, int lda, const float *b, int ldb, float beta,
+             float *c, int ldc) {
     if (use_portable && alpha == 1.0f && beta == 0.0f) {
         sw_portable_sgemm(trans_a == SW_BLAS_TRANS, trans_b == SW_BLAS_TRANS, m, n, k, a, lda, b, ldb, c, ldc);
-        return;
+        return 0;
     }
-    if (sgemm_ptr == NULL) {
-        fprintf(stderr, "shardwise: internal error: sgemm called before BLAS.load()\n");
-        abort();
-    }
+    if (sgemm_ptr == NULL) return -1;
     sgemm_ptr(SW_BLAS_ROW_MAJOR, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb,
               beta, c, ldc);
+    return 0;
 }
 
 const char *sw_blas_kernel_name(void) {

@@ -83,10 +83,12 @@ public enum BLAS {
         b: UnsafePointer<Float>, ldb: Int,
         beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
-        sw_sgemm(
+        let status = sw_sgemm(
             Int32(transposeA ? SW_BLAS_TRANS : SW_BLAS_NO_TRANS),
             Int32(transposeB ? SW_BLAS_TRANS : SW_BLAS_NO_TRANS),
             Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        // A programming error, not an input's: the kernels are chosen (and the BLAS opened) before any product.
+        precondition(status == 0, "BLAS.gemm needs the BLAS, and BLAS.load() has not succeeded")
     }
 
     /// `c = op(a) · B` with the portable kernels, B (k, n) gathered as it is packed:

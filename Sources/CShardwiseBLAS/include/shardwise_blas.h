@@ -15,10 +15,11 @@ enum { SW_BLAS_ROW_MAJOR = 101, SW_BLAS_NO_TRANS = 111, SW_BLAS_TRANS = 112 };
 /// Not thread-safe: called once, before any worker starts.
 int sw_blas_open(const char *path, char *error, size_t error_length);
 
-/// Row-major single-precision GEMM: C = alpha * op(A) * op(B) + beta * C.
-void sw_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
-              const float *a, int lda, const float *b, int ldb, float beta,
-              float *c, int ldc);
+/// Row-major single-precision GEMM: C = alpha * op(A) * op(B) + beta * C. Returns 0, or -1
+/// (C untouched) when the product needs the BLAS and none was opened: the caller reports it.
+int sw_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
+             const float *a, int lda, const float *b, int ldb, float beta,
+             float *c, int ldc);
 
 /// The library's own description of its kernels ("Haswell", "skx", ...),
 /// or NULL when the library does not say.
