@@ -87,8 +87,6 @@ public final class Trainer: @unchecked Sendable {
     let abandoned = PaddedCounter()
     /// Lowest chunk whose summed gradient was not finite in the last step (Int.max: none).
     let badChunk = PaddedCounter()
-    /// Tests: write a NaN into this shard's gradient of the second tensor at this global step.
-    var injectNaN: (step: Int, shard: Int)?
     /// Per-worker seconds spent computing, reducing and waiting, summed over steps.
     public let timing: StepTiming
 

@@ -147,17 +147,30 @@ final class CheckpointTests: XCTestCase {
         }
     }
 
-    /// A NaN written into one shard's gradient is caught in the reduction and named by tensor.
-    func testInjectedNaNIsCaught() async throws {
+    /// A NaN in one shard's gradient is caught in the reduction and named by tensor: a sample
+    /// of NaNs, placed where step 2's fourth shard reads it, makes every gradient of that step
+    /// NaN (the one named is the first in the layout), and none before.
+    func testNaNGradientIsCaught() async throws {
         let pool = try WorkerPool.onThisMachine(workers: 2)
-        let trainer = try Trainer(network: smallRun().network, data: MachineLimits.randomData(count: 256, features: 784, classes: 10), configuration: smallRun().training, workers: pool)
-        trainer.injectNaN = (step: 2, shard: 3)
+        defer { pool.shutdown() }
+        let clean = MachineLimits.randomData(count: 256, features: 784, classes: 10)
+        let configuration = smallRun().training
+        let probe = try Trainer(network: smallRun().network, data: clean, configuration: configuration, workers: pool)
+        probe.shuffle(epoch: 0)
+        let poisoned = Int(probe.order[2 * configuration.batchSize + 3 * configuration.shardSize])
+        var images = (0..<clean.count).flatMap { clean.inputs(of: $0) }
+        for j in 0..<784 { images[poisoned * 784 + j] = .nan }
+        let data = Dataset(features: 784, classes: 10, images: images, labels: (0..<clean.count).map { clean.label($0) })
+        let trainer = try Trainer(network: smallRun().network, data: data, configuration: configuration, workers: pool)
+        trainer.shuffle(epoch: 0)
         for s in 0..<2 {
             _ = try await trainer.step(epoch: 0, stepInEpoch: s)
             XCTAssertNil(trainer.nonFiniteGradientTensor)
         }
         _ = try await trainer.step(epoch: 0, stepInEpoch: 2)
-        XCTAssertEqual(trainer.nonFiniteGradientTensor, "layers.1.weight")
+        let first = trainer.network.layout.tensors.min { $0.offset < $1.offset }!
+        XCTAssertEqual(trainer.nonFiniteGradientTensor, first.name)
+        XCTAssertEqual(first.name, "layers.0.weight")
         let error = TrainingRun.divergence("the gradient of layers.1.weight is NaN or infinite", step: 2, lastCheckpoint: "/x/checkpoint-000000001", configuration: trainer.configuration)
         XCTAssertEqual(error.description, "training diverged at step 2: the gradient of layers.1.weight is NaN or infinite; lower --lr (now 0.05); the last good checkpoint /x/checkpoint-000000001 is untouched")
     }
@@ -255,6 +268,8 @@ final class ValidationTests: XCTestCase {
         XCTAssertEqual(names, [Checkpoint.folderName(step: 20), Checkpoint.folderName(step: 30), Checkpoint.folderName(step: 900)])
         // Rewriting an existing step swaps the folders in one rename: the step's checkpoint is never missing.
         _ = try write(30)
-        XCTAssertNoThrow(try Checkpoint.load("\(folder)/\(Checkpoint.folderName(step: 30))", as: [String: Int].self) { _ in network.layout })
+        let rewritten = try Checkpoint.load("\(folder)/\(Checkpoint.folderName(step: 30))", as: [String: Int].self) { _ in network.layout }
+        XCTAssertEqual(rewritten.state, ["step": 30])
+        XCTAssertEqual(rewritten.parameters, values)
     }
 }
