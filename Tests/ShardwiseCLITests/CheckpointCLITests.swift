@@ -67,7 +67,10 @@ final class CheckpointCLITests: XCTestCase {
             lastStep = loaded.state.globalStep
             // Every folder named as a checkpoint is complete; only dot-named temporaries may be partial.
             for name in try FileManager.default.contentsOfDirectory(atPath: out) where name.hasPrefix("checkpoint-") {
-                XCTAssertNoThrow(try TrainingRun.loadCheckpoint("\(out)/\(name)"), "attempt \(attempt): \(name)")
+                do {
+                    let checkpoint = try TrainingRun.loadCheckpoint("\(out)/\(name)")
+                    XCTAssertEqual(Checkpoint.folderName(step: checkpoint.state.globalStep), name, "attempt \(attempt): the folder's name is its step")
+                } catch { XCTFail("attempt \(attempt): \(name): \(error)") }
             }
         }
         XCTAssertEqual(kills, 8)
@@ -88,7 +91,12 @@ final class CheckpointCLITests: XCTestCase {
         let message = String(decoding: (process.standardError as! Pipe).fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         XCTAssertEqual(process.terminationStatus, 130, message)
         XCTAssert(message.contains("Resume with: shardwise train --resume \(out)"), message)
-        XCTAssertNoThrow(try TrainingRun.loadCheckpoint(try Checkpoint.newest(in: out)))
+        // The checkpoint is of the step that finished: after the first epoch (32 steps), named by its step.
+        let newest = try Checkpoint.newest(in: out)
+        let loaded = try TrainingRun.loadCheckpoint(newest)
+        XCTAssertGreaterThanOrEqual(loaded.state.globalStep, 32)
+        XCTAssertEqual(loaded.state.globalStep, loaded.state.epoch * 32 + loaded.state.stepInEpoch)
+        XCTAssertEqual(newest, "\(out)/\(Checkpoint.folderName(step: loaded.state.globalStep))")
     }
 
     /// A full disk: one clear line, exit status 1, no partial checkpoint left, the previous one loadable.
@@ -121,7 +129,11 @@ final class CheckpointCLITests: XCTestCase {
         XCTAssertEqual(message.split(separator: "\n").count, 1, message)
         XCTAssert(message.contains("No space left on device"), message)
         XCTAssert(message.contains("the previous checkpoint") && message.contains("is intact"), message)
-        XCTAssertNoThrow(try TrainingRun.loadCheckpoint(try Checkpoint.newest(in: out)))
+        // The previous checkpoint is a scheduled one (every 4 steps), loadable, with its step's weights.
+        let previous = try TrainingRun.loadCheckpoint(try Checkpoint.newest(in: out))
+        XCTAssertGreaterThan(previous.state.globalStep, 0)
+        XCTAssertEqual(previous.state.globalStep % 4, 0)
+        XCTAssert(previous.parameters.allSatisfy(\.isFinite))
         let names = try FileManager.default.contentsOfDirectory(atPath: out)
         XCTAssertFalse(names.contains { $0.contains(".tmp") }, "partial files left: \(names)")
     }

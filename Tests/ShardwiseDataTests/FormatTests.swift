@@ -165,7 +165,9 @@ final class FormatTests: XCTestCase {
         XCTAssertEqual(m.shift, [1, 5])
         XCTAssertEqual(m.scale, [1e6 + 2, 1])
         XCTAssertEqual(try Preprocessing.fitted("scale:255", on: data).divisor, 255)
-        XCTAssertThrowsError(try Preprocessing.fitted("scale:0", on: data))
+        XCTAssertThrowsError(try Preprocessing.fitted("scale:0", on: data)) {
+            XCTAssert("\($0)".contains("'scale:0', expected scale:K with K a positive number"), "\($0)")
+        }
         let normalized = data.preprocessed(p)
         var target: Float = 0
         normalized.copyTargets(2, into: &target)

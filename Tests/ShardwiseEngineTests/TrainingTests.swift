@@ -4,6 +4,7 @@ import ShardwiseKernels
 import ShardwiseLayers
 import ShardwiseEngine
 import ShardwiseApp
+import ShardwiseIO
 import XCTest
 
 #if canImport(Glibc)
@@ -348,14 +349,22 @@ final class TrainingTests: XCTestCase {
         configuration.batchSize = 64
         configuration.shardSize = 32
         let lines = Lines()
-        let summary = try await TrainingRun.run(
-            configuration: configuration,
-            options: RunOptions(dataDirectory: folder, trainLimit: 10_000, testLimit: 2_000),
-            console: lines.console)
+        var options = RunOptions(dataDirectory: folder, trainLimit: 10_000, testLimit: 2_000)
+        let out = NSTemporaryDirectory() + "shardwise-mnist-subset-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        options.outDirectory = out
+        let summary = try await TrainingRun.run(configuration: configuration, options: options, console: lines.console)
         XCTAssertLessThan(try XCTUnwrap(summary.finalTestErrorPercent), 8.0)
         XCTAssertEqual(summary.epochs.count, 4)
         XCTAssert(lines.all.last!.hasPrefix(String(format: "test error %.2f%% | weights sha256 ", summary.finalTestErrorPercent!)))
-        XCTAssertEqual(summary.weightsSha256.count, 64)
+        // The hash printed is that of the trained weights, as the final checkpoint holds them.
+        let saved = try TrainingRun.loadCheckpoint(try Checkpoint.newest(in: out))
+        XCTAssertEqual(saved.state.records.count, 4)
+        var hash = SHA256()
+        for tensor in try Network(XCTUnwrap(saved.state.network)).layout.tensors {
+            saved.parameters[tensor.offset..<tensor.offset + tensor.count].withUnsafeBytes { hash.update($0) }
+        }
+        XCTAssertEqual(summary.weightsSha256, SHA256.hex(hash.finalize()))
     }
 
     func testValidationNamesTheSetting() {

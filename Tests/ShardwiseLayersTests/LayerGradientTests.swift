@@ -257,7 +257,9 @@ final class LayerGradientTests: XCTestCase {
             }
         }
         XCTAssertTrue(try ModelDescription.loss("cross_entropy(label_smoothing: 0.1)") is SoftmaxCrossEntropy)
-        XCTAssertThrowsError(try ModelDescription.loss("hinge"))
+        XCTAssertThrowsError(try ModelDescription.loss("hinge")) {
+            XCTAssertEqual("\($0)", "loss 'hinge', expected one of cross_entropy, bce_with_logits, mse")
+        }
     }
 
     /// A sweep's rates in a described model: the input rate before the first layer with
