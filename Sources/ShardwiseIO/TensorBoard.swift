@@ -49,6 +49,25 @@ public final class TensorBoardWriter: @unchecked Sendable {
     /// A histogram of `values` at `step`: TensorFlow's default bucket edges (powers of 1.1 from
     /// 1e-12 to 1e20, mirrored for negatives, with 0 between), empty buckets left out.
     public func histogram(_ tag: String, _ values: UnsafeBufferPointer<Float>, step: Int, wallTime: Double = TensorBoardWriter.now()) {
+        let h = Self.buckets(values)
+        event(step: step, wallTime: wallTime) { v in
+            v.string(1, tag)
+            v.message(5) { m in
+                m.double(1, values.isEmpty ? 0 : h.low)
+                m.double(2, values.isEmpty ? 0 : h.high)
+                m.double(3, Double(values.count))
+                m.double(4, h.sum)
+                m.double(5, h.squares)
+                m.packedDoubles(6, h.limits)
+                m.packedDoubles(7, h.counts)
+            }
+        }
+    }
+
+    /// The histogram of `values`: each value counted in the bucket (previous edge, edge] of
+    /// `edges`, the non-empty buckets' upper edges and counts in edge order, and the extremes,
+    /// sum and sum of squares TensorBoard shows.
+    static func buckets(_ values: UnsafeBufferPointer<Float>) -> (limits: [Double], counts: [Double], low: Double, high: Double, sum: Double, squares: Double) {
         let edges = Self.edges
         var counts = [Double](repeating: 0, count: edges.count)
         var low = Double.infinity, high = -Double.infinity, sum = 0.0, squares = 0.0
@@ -58,7 +77,7 @@ public final class TensorBoardWriter: @unchecked Sendable {
             high = max(high, v)
             sum += v
             squares += v * v
-            // The first edge >= v (binary search): the bucket (previous edge, edge].
+            // The first edge >= v (binary search).
             var lo = 0, hi = edges.count - 1
             while lo < hi {
                 let mid = (lo + hi) / 2
@@ -66,23 +85,12 @@ public final class TensorBoardWriter: @unchecked Sendable {
             }
             counts[lo] += 1
         }
-        var limits: [Double] = [], buckets: [Double] = []
+        var limits: [Double] = [], nonEmpty: [Double] = []
         for (i, c) in counts.enumerated() where c > 0 {
             limits.append(edges[i])
-            buckets.append(c)
+            nonEmpty.append(c)
         }
-        event(step: step, wallTime: wallTime) { v in
-            v.string(1, tag)
-            v.message(5) { h in
-                h.double(1, values.isEmpty ? 0 : low)
-                h.double(2, values.isEmpty ? 0 : high)
-                h.double(3, Double(values.count))
-                h.double(4, sum)
-                h.double(5, squares)
-                h.packedDoubles(6, limits)
-                h.packedDoubles(7, buckets)
-            }
-        }
+        return (limits, nonEmpty, low, high, sum, squares)
     }
 
     /// A text summary (rendered as Markdown by TensorBoard's text plugin) at `step`.
