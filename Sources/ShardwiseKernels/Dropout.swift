@@ -26,9 +26,11 @@ public enum DropoutKernel {
     ///   - firstPosition: global position of row 0; row n has position `firstPosition + n`.
     ///   - p: the probability of zeroing a unit, in [0, 1).
     ///   - mask: (N, C).
+    ///   - firstBlock: the block of 32 units each row starts at (0: unit 0): a row then covers
+    ///     units `32 firstBlock ..< 32 firstBlock + C` of a longer one (attention's rows of keys).
     public static func fillMask(
         rows: Int, columns: Int, address: RandomAddress, firstPosition: Int,
-        dropProbability p: Double, mask: UnsafeMutablePointer<Float>
+        dropProbability p: Double, mask: UnsafeMutablePointer<Float>, firstBlock: Int = 0
     ) {
         let limit = SIMD8<UInt32>(repeating: threshold(dropProbability: p))
         let scale = SIMD8<Float>(repeating: Float(1 / (1 - p)))
@@ -39,7 +41,7 @@ public enum DropoutKernel {
             let position = UInt32(truncatingIfNeeded: firstPosition + n)
             for b in 0..<blocks {
                 let words = Philox.block8(
-                    first: UInt32(truncatingIfNeeded: b * 8), c1: position, c2: address.step,
+                    first: UInt32(truncatingIfNeeded: (firstBlock + b) * 8), c1: position, c2: address.step,
                     c3: address.tag, key: address.key)
                 let base = b * 32
                 if base + 32 <= columns {
@@ -68,7 +70,7 @@ public enum DropoutKernel {
     /// Plain-loop reference for `fillMask`, one scalar Philox block per unit.
     public static func fillMaskReference(
         rows: Int, columns: Int, address: RandomAddress, firstPosition: Int,
-        dropProbability p: Double, mask: UnsafeMutablePointer<Float>
+        dropProbability p: Double, mask: UnsafeMutablePointer<Float>, firstBlock: Int = 0
     ) {
         let limit = threshold(dropProbability: p)
         let scale = Float(1 / (1 - p))
@@ -76,7 +78,7 @@ public enum DropoutKernel {
             for u in 0..<columns {
                 let b = u / 32, r = u % 32
                 let counter = SIMD4<UInt32>(
-                    UInt32(b * 8 + r % 8), UInt32(truncatingIfNeeded: firstPosition + n), address.step, address.tag)
+                    UInt32(truncatingIfNeeded: (firstBlock + b) * 8 + r % 8), UInt32(truncatingIfNeeded: firstPosition + n), address.step, address.tag)
                 let word = Philox.block(counter: counter, key: address.key)[r / 8]
                 mask[n * columns + u] = word >= limit ? scale : 0
             }

@@ -106,6 +106,8 @@ public struct RandomPurpose: RawRepresentable, Sendable, Hashable {
     public static let folds = RandomPurpose(rawValue: 10)
     /// Channel dropout masks (`Dropout2d`).
     public static let dropout2d = RandomPurpose(rawValue: 11)
+    /// Attention-probability dropout masks (`CausalSelfAttention`).
+    public static let attentionDropout = RandomPurpose(rawValue: 12)
 
     /// A purpose reserved for layers and code outside Shardwise: `n` in 0...127.
     public static func user(_ n: UInt8) -> RandomPurpose {
