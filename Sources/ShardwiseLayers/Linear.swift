@@ -30,13 +30,27 @@ public struct Linear: Layer {
         return outputs
     }
 
-    /// Flat rows only: on (C, H, W) samples PyTorch's `nn.Linear` would act on the last dimension alone.
+    /// Flat rows, or sequences of T tokens (T, I), each token mapped alone to (T, O) as PyTorch's
+    /// `nn.Linear` does on its last dimension. Images are refused: on (C, H, W) samples PyTorch's
+    /// layer would act on the rows of pixels, rarely what was meant.
     public func outputShape(inputShape: [Int]) throws(ModelError) -> [Int] {
-        guard inputShape.count == 1 else {
-            throw ModelError("Linear(\(inputs), \(outputs)) takes flat rows, got samples of shape \(Network.describe(inputShape)); add Flatten() before it")
+        switch inputShape.count {
+        case 1: return [try outputWidth(inputWidth: inputShape[0])]
+        case 2:
+            guard inputShape[1] == inputs else {
+                throw ModelError("Linear(\(inputs), \(outputs)) receives tokens of \(inputShape[1]) values (samples of shape \(Network.describe(inputShape))), expected \(inputs)")
+            }
+            _ = try outputWidth(inputWidth: inputs)
+            try ModelSize.product("Linear(\(inputs), \(outputs))'s output", [inputShape[0], outputs])
+            return [inputShape[0], outputs]
+        default:
+            throw ModelError("Linear(\(inputs), \(outputs)) takes flat rows or (tokens, values) sequences, got samples of shape \(Network.describe(inputShape)); add Flatten() before it")
         }
-        return [try outputWidth(inputWidth: inputShape[0])]
     }
+
+    /// Rows of I values a sample holds: 1, or its T tokens.
+    @inline(__always)
+    func tokens(_ inputWidth: Int) -> Int { inputWidth / inputs }
 
     public func parameters(inputWidth: Int) -> [ParameterSpec] {
         [
@@ -45,8 +59,8 @@ public struct Linear: Layer {
         ]
     }
 
-    /// I·O per sample.
-    public func multiplyAdds(inputShape: [Int]) -> Int { inputs * outputs }
+    /// I·O per sample (per token of a sequence).
+    public func multiplyAdds(inputShape: [Int]) -> Int { inputs * outputs * (inputShape.count == 2 ? inputShape[0] : 1) }
 
     /// DropConnect keeps the step's mask and the masked weights: 2 (O, I) matrices.
     public func scratchCount(inputWidth: Int, rows: Int) -> Int {
@@ -63,15 +77,16 @@ public struct Linear: Layer {
             Elementwise.multiply(count: outputs * inputs, a: weights, b: mask, out: masked)
             weights = UnsafePointer(masked)
         }
-        // y (N, O) = x (N, I) · Wᵀ, W: (O, I)
+        // y (N, O) = x (N, I) · Wᵀ, W: (O, I); a sequence's N T rows of tokens alike.
+        let rows = pass.rows * tokens(pass.inputWidth)
         BLAS.gemm(
-            transposeA: false, transposeB: true, m: pass.rows, n: outputs, k: inputs,
+            transposeA: false, transposeB: true, m: rows, n: outputs, k: inputs,
             a: pass.input, lda: inputs, b: weights, ldb: inputs, beta: 0, c: pass.output, ldc: outputs)
-        Elementwise.addBias(rows: pass.rows, columns: outputs, y: pass.output, bias: pass.parameters[1])
+        Elementwise.addBias(rows: rows, columns: outputs, y: pass.output, bias: pass.parameters[1])
     }
 
     public func backward(_ pass: BackwardPass) {
-        let n = pass.rows, dy = pass.outputGradient, dW = pass.parameterGradients[0]
+        let n = pass.rows * tokens(pass.inputWidth), dy = pass.outputGradient, dW = pass.parameterGradients[0]
         // dW (O, I) = dYᵀ (O, N) · X (N, I)
         BLAS.gemm(
             transposeA: true, transposeB: false, m: outputs, n: inputs, k: n,

@@ -62,7 +62,7 @@ public enum ModelDescription {
         let rendered = try items(text).map { (item) throws(ModelError) -> String in
             guard ["dropout", "dropout2d", "gaussian_dropout"].contains(item.name) else {
                 // A composite's own dropout layers keep their rates; what follows it is hidden.
-                parameterised = parameterised || ["conv", "conv2d", "linear", "dense", "embedding", "layernorm", "rmsnorm", "groupnorm", "batchnorm", "batchnorm1d", "batchnorm2d"].contains(item.name)
+                parameterised = parameterised || ["conv", "conv2d", "linear", "dense", "embedding", "tokens", "attention", "layernorm", "rmsnorm", "groupnorm", "batchnorm", "batchnorm1d", "batchnorm2d"].contains(item.name)
                     || composites.contains(item.name)
                 return item.text
             }
@@ -165,10 +165,16 @@ public enum ModelDescription {
         case "flatten":
             layer = Flatten()
         case "linear", "dense":
-            guard shape.count == 1 else { throw ModelError("takes flat rows, got samples of shape \(Network.describe(shape)); add flatten before it") }
-            layer = Linear(shape[0], try arguments.int(0, "out_features"), dropConnect: try arguments.double(nil, "dropconnect", default: 0))
+            // Flat rows, or (tokens, values): each token alone, as nn.Linear on the last dimension.
+            guard shape.count <= 2 else { throw ModelError("takes flat rows, got samples of shape \(Network.describe(shape)); add flatten before it") }
+            layer = Linear(shape[shape.count - 1], try arguments.int(0, "out_features"), dropConnect: try arguments.double(nil, "dropconnect", default: 0))
         case "embedding":
             layer = Embedding(try arguments.int(0, "count"), try arguments.int(1, "dim"))
+        case "tokens", "token_embedding":
+            layer = TokenEmbedding(vocabulary: try arguments.int(0, "vocabulary"), width: try arguments.int(1, "dim"))
+        case "attention", "causal_self_attention":
+            guard shape.count == 2 else { throw ModelError("takes (tokens, values) samples, got \(Network.describe(shape)); start the model with tokens(VOCABULARY, DIM)") }
+            layer = CausalSelfAttention(width: shape[1], heads: try arguments.int(0, "heads"), dropout: try arguments.double(nil, "dropout", default: 0))
         case "relu":
             layer = ReLU()
         case "tanh":
@@ -204,7 +210,7 @@ public enum ModelDescription {
             layer = GaussianDropout(try arguments.double(0, "p"))
         default:
             guard let registered = try registeredLayer(item, &arguments, shape: shape) else {
-                let names = ["conv", "maxpool", "avgpool", "flatten", "linear", "embedding", "relu", "tanh", "sigmoid", "gelu", "leaky_relu", "batchnorm1d", "batchnorm2d",
+                let names = ["conv", "maxpool", "avgpool", "flatten", "linear", "embedding", "tokens", "attention", "relu", "tanh", "sigmoid", "gelu", "leaky_relu", "batchnorm1d", "batchnorm2d",
                     "layernorm", "rmsnorm", "groupnorm", "dropout", "dropout2d", "gaussian_dropout", "residual", "parallel"] + registeredNames
                 throw ModelError("unknown layer '\(item.name)', expected one of \(names.joined(separator: ", "))")
             }

@@ -40,9 +40,15 @@ extension ONNXGraphBuilder {
 // The built-in layers' lowerings: each the standard operators computing the layer at inference.
 
 extension Linear {
-    /// `Gemm` with PyTorch's (out, in) weight, `transB` = 1.
+    /// `Gemm` with PyTorch's (out, in) weight, `transB` = 1; over (batch, T, I) sequences,
+    /// `MatMul` by the transposed weight, then `Add` of the bias.
     public func lowerToONNX<G: ONNXGraphBuilder>(_ graph: inout G, input x: String, inputShape: [Int], parameters: [String], name: String) -> String? {
-        graph.node("Gemm", [x] + parameters, "\(name).output", ints: [("transB", 1)], floats: [("alpha", 1), ("beta", 1)])
+        guard inputShape.count == 2 else {
+            return graph.node("Gemm", [x] + parameters, "\(name).output", ints: [("transB", 1)], floats: [("alpha", 1), ("beta", 1)])
+        }
+        let transposed = graph.node("Transpose", [parameters[0]], "\(name).weight_t", lists: [("perm", [1, 0])])
+        let product = graph.node("MatMul", [x, transposed], "\(name).product")
+        return graph.node("Add", [product, parameters[1]], "\(name).output")
     }
 }
 
