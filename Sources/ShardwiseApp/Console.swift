@@ -11,6 +11,8 @@ public final class Console: @unchecked Sendable {
     let warning: @Sendable (String) -> Void
     /// Seconds between plain progress lines when not on a terminal (0 or less: none).
     let progressSeconds: Double
+    /// A language model's run: epoch lines give the test loss (nats and bits a token) before the error.
+    public var showsLoss = false
     private var lastDraw = 0.0
     private var lastPlain: (epoch: Int, time: Double)?
     /// When this console began: a run's elapsed time counts from it.
@@ -87,7 +89,9 @@ public final class Console: @unchecked Sendable {
     public func epochDone(_ record: EpochRecord, of epochs: Int) {
         let validation = record.validationErrorPercent.map { String(format: ", validation error %.2f%%", $0) }
             ?? record.validationRmse.map { String(format: ", validation RMSE %.4g", $0) } ?? ""
-        let test = record.testErrorPercent.map { String(format: ", test error %.2f%%", $0) }
+        let loss = showsLoss ? record.testLoss.map { String(format: ", test loss %.4f (%.3f bits)", $0, $0 / M_LN2) } : nil
+        let test = loss.map { $0 + String(format: ", error %.2f%%", record.testErrorPercent ?? .nan) }
+            ?? record.testErrorPercent.map { String(format: ", test error %.2f%%", $0) }
             ?? record.testRmse.map { String(format: ", test RMSE %.4g, MAE %.4g", $0, record.testMae ?? .nan) } ?? ""
         let text = String(
             format: "epoch %d/%d: train loss %.4f%@%@, %.0f samples/s, %.1f s",

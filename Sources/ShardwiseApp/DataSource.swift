@@ -22,6 +22,10 @@ public struct DataOptions: Sendable {
     /// The files already read (`DataSource.sources`): a sweep reads them once for all its
     /// trials, which share the samples' memory.
     public var loaded: RunData?
+    /// `--tokenizer`: `--data` is text for a language model, tokenized by character or byte.
+    public var tokenizer: Vocabulary.Kind?
+    /// `--context`: a language model's window of tokens (its input length).
+    public var context: Int?
 
     public init(path: String? = nil) { self.path = path }
 
@@ -40,6 +44,8 @@ public struct DataOptions: Sendable {
         add("--label-column", request.labelColumn)
         add("--ignore-columns", request.ignoredColumns.isEmpty ? nil : request.ignoredColumns.joined(separator: ","))
         add("--cache-dir", cacheFolder)
+        add("--tokenizer", tokenizer?.rawValue)
+        add("--context", context.map(String.init))
         return parts.map { $0.contains(" ") ? "'\($0)'" : $0 }.joined(separator: " ")
     }
 
@@ -154,6 +160,9 @@ public enum DataSource {
     /// the samples before any limit, selection or preprocessing.
     public static func sources(_ options: DataOptions, seed: UInt64, pool: WorkerPool, console: Console) async throws -> RunData {
         var data: RunData
+        if let tokenizer = options.tokenizer {
+            return try tokens(options, tokenizer: tokenizer, console: console)
+        }
         if options.isMNIST {
             let mnist: MNIST
             do { mnist = try MNIST.load(directory: options.path) } catch { throw RunError(error.description) }
@@ -218,6 +227,33 @@ public enum DataSource {
         return set
     }
 
+    /// A language model's samples from the text at `--data`: the ids of its first part's windows
+    /// of `--context` + 1 tokens to train on, and the last `--test-fraction` (default 0.1) of the
+    /// ids, a contiguous tail no training window reaches, as the test set: its windows every
+    /// `--context` tokens, a fixed set that covers it once.
+    static func tokens(_ options: DataOptions, tokenizer: Vocabulary.Kind, console: Console) throws -> RunData {
+        guard let path = options.path else { throw RunError("--tokenizer: give the text to train on with --data FILE") }
+        guard let context = options.context else { throw RunError("--tokenizer: give the model's window with --context T (its input length)") }
+        guard options.testPath == nil, options.validationPath == nil else {
+            throw RunError("--tokenizer: the test tokens are the text's tail (--test-fraction); --test-data and --validation-data are for sample files")
+        }
+        let started = monotonicSeconds()
+        let stream: TokenStream
+        do { stream = try TokenStream.text(path, tokenizer: tokenizer) } catch { throw RunError(error.description) }
+        let fraction = options.testFraction ?? 0.1
+        let held = Int((Double(stream.count) * fraction).rounded())
+        let split = stream.count - held
+        var train: Dataset, test: Dataset
+        do {
+            train = try stream.windows(0..<split, context: context)
+            test = try stream.windows(split..<stream.count, context: context, stride: context)
+        } catch { throw RunError("\(error.description) (--test-fraction \(fraction) holds out the last \(held) of \(stream.count) tokens)") }
+        train.vocabulary = stream.vocabulary
+        test.vocabulary = stream.vocabulary
+        console.line(String(format: "%@: %d tokens (%@) in %.2f s; %d to train on, the last %d to test", path, stream.count, stream.vocabulary.description, monotonicSeconds() - started, split, held))
+        return RunData(train: train, test: test, origin: path)
+    }
+
     /// "standard", "scale:255", "as stored" (MNIST: "pixels / 255", done as the IDX files load).
     public static func describe(_ preprocessing: Preprocessing, mnist: Bool) -> String {
         preprocessing.kind != "none" ? preprocessing.kind : mnist ? "pixels / 255" : "as stored"
@@ -225,7 +261,8 @@ public enum DataSource {
 
     /// "classification, 10 classes" or "regression, 1 target", for the first line of a run.
     public static func describe(_ data: Dataset) -> String {
-        data.task == .classification
+        if let vocabulary = data.vocabulary { return "language model, \(vocabulary), windows of \(data.features) tokens" }
+        return data.task == .classification
             ? "classification, \(data.classes) classes" : "regression, \(data.targetWidth) target\(data.targetWidth == 1 ? "" : "s") (RMSE, MAE)"
     }
 }

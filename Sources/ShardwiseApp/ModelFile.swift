@@ -33,11 +33,14 @@ public enum ModelFile {
         public var clipNorm: Double?
         public var epochs: Int?
         public var batchSize: Int?
+        public var stepsPerEpoch: Int?
+        public var warmupSteps: Int?
+        public var beta2: Double?
         public init() {}
     }
 
     /// The keys of a recipe (`training:`).
-    static let recipeKeys = ["optimizer", "lr", "schedule", "lr_floor", "max_norm", "weight_decay", "clip_norm", "epochs", "batch_size"]
+    static let recipeKeys = ["optimizer", "lr", "schedule", "lr_floor", "max_norm", "weight_decay", "clip_norm", "epochs", "batch_size", "steps_per_epoch", "warmup_steps", "beta2"]
 
     /// The recipe in the file's `training:` mapping (an empty one without it).
     public static func recipe(_ path: String) throws(RunError) -> Recipe {
@@ -79,6 +82,9 @@ public enum ModelFile {
             case "weight_decay": recipe.weightDecay = try number()
             case "clip_norm": recipe.clipNorm = try number()
             case "epochs": recipe.epochs = try count()
+            case "steps_per_epoch": recipe.stepsPerEpoch = try count()
+            case "warmup_steps": recipe.warmupSteps = try count()
+            case "beta2": recipe.beta2 = try number()
             default: recipe.batchSize = try count()
             }
         }

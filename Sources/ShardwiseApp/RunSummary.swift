@@ -50,6 +50,9 @@ public struct RunSummary: Codable, Sendable {
     public var traffic: Traffic?
     /// A sweep trial's choice of samples (subset, fold), when it had one.
     public var selection: DataSelection?
+    /// A language model's: the last epoch's test loss per token (nats) and its vocabulary.
+    public var finalTestLoss: Double?
+    public var vocabulary: Vocabulary?
 }
 
 extension RunSummary {
@@ -81,12 +84,19 @@ extension RunSummary {
             validationSamples: validation?.count, stoppedEarly: validation.map { _ in state.records.count < configuration.epochs },
             ranks: trainer.cluster?.size, crossRank: trainer.cluster.map { _ in trainer.fastAllreduce ? "fast" : "ordered" },
             overlap: trainer.cluster.map { _ in trainer.overlapsExchange }, traffic: trainer.traffic)
+        if let vocabulary = trainer.trainingData.vocabulary {
+            self.vocabulary = vocabulary
+            finalTestLoss = state.records.last!.testLoss
+        }
     }
 }
 
 extension RunSummary {
     /// "test error 1.23%", "test RMSE 54.1, MAE 43.2", or "no test set".
     public var resultLine: String {
+        if vocabulary != nil, let loss = finalTestLoss {
+            return String(format: "test loss %.4f (%.3f bits/token), error %.2f%%", loss, loss / M_LN2, finalTestErrorPercent ?? .nan)
+        }
         if let e = finalTestErrorPercent { return String(format: "test error %.2f%%", e) }
         if let r = finalTestRmse { return String(format: "test RMSE %.4g, MAE %.4g", r, finalTestMae ?? .nan) }
         return "no test set"

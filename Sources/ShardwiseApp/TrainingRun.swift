@@ -118,6 +118,12 @@ public enum TrainingRun {
         let data = try await DataSource.load(
             options.data, trainLimit: options.trainLimit, testLimit: options.testLimit, seed: configuration.seed,
             validationSamples: configuration.validationSamples, pool: pool, console: console)
+        if data.train.vocabulary != nil {
+            console.showsLoss = true
+            guard configuration.network.layers != nil else {
+                throw RunError("--tokenizer: a language model is described with --model (tokens, attention and a linear head over each position; see Examples/models/shakespeare-char.yaml)")
+            }
+        }
         if let cluster {
             try agree(cluster, on: [(.data, "training set of \(data.train.fingerprint)"), (.data, "test set of \(data.test.map(\.fingerprint.description) ?? "none")")])
         }

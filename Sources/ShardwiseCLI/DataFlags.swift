@@ -57,6 +57,12 @@ struct DataFlags: ParsableArguments {
     @Option(help: "Input preprocessing, computed on the training samples: none, standard, minmax or scale:K (default: scale:255 for 8-bit features, none otherwise).")
     var normalize: String?
 
+    @Option(help: "--data is text for a language model: char (one id per distinct character) or bytes (the 256 byte values); the last --test-fraction (default 0.1) is the test set.")
+    var tokenizer: String?
+
+    @Option(help: "A language model's window: T tokens in, the next token of each out (the model's input length).")
+    var context: Int?
+
     func validate() throws {
         try requirePaths(["--test-data": testData, "--validation-data": validationData])
         if let task, TrainingTask(rawValue: task) == nil {
@@ -73,6 +79,13 @@ struct DataFlags: ParsableArguments {
         if testData != nil && testFraction != nil {
             throw ValidationError("--test-fraction: a test file is given (--test-data); use one or the other")
         }
+        if let tokenizer, Vocabulary.Kind(rawValue: tokenizer) == nil {
+            throw ValidationError("--tokenizer: '\(tokenizer)', expected char or bytes")
+        }
+        if let context {
+            guard tokenizer != nil else { throw ValidationError("--context: a window of tokens needs --tokenizer (text data)") }
+            guard context > 0, context <= 1 << 20 else { throw ValidationError("--context: \(context), expected 1 to 1048576 tokens") }
+        }
     }
 
     func apply(to options: inout DataOptions) {
@@ -82,5 +95,7 @@ struct DataFlags: ParsableArguments {
         options.testFraction = testFraction
         options.request.task = task.flatMap(TrainingTask.init(rawValue:))
         options.normalize = normalize
+        options.tokenizer = tokenizer.flatMap(Vocabulary.Kind.init(rawValue:))
+        options.context = context
     }
 }

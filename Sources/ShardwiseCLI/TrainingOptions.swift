@@ -26,8 +26,8 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Adam and AdamW: β₁, the first moment's decay.")
     var beta1 = 0.9
 
-    @Option(help: "Adam and AdamW: β₂, the second moment's decay.")
-    var beta2 = 0.999
+    @Option(help: "Adam and AdamW: β₂, the second moment's decay (default 0.999).")
+    var beta2: Double?
 
     @Option(help: "RMSprop: α, the smoothing constant of the mean square.")
     var alpha = 0.99
@@ -80,6 +80,12 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Evaluate the test and validation sets after every N epochs (and after the last); default every epoch.")
     var evaluateEvery: Int?
 
+    @Option(help: "Ramp the learning rate up linearly over the first N steps (update t at (t + 1) / (N + 1) of the scheduled rate).")
+    var warmupSteps: Int?
+
+    @Option(help: "Steps an epoch takes, each over the first samples of its own shuffled order (a language model's windows, far more than a run trains on); default a whole pass.")
+    var stepsPerEpoch: Int?
+
 
     /// The run's configuration: each setting from its flag, else from the model file's recipe
     /// (`modelFile`'s `training:`), else the default — the reference recipe's for the perceptron,
@@ -125,13 +131,15 @@ struct TrainingOptions: ParsableArguments {
             momentum: MomentumRamp(start: momentumStart ?? momentum, end: momentum, epochs: momentumRamp),
             nesterov: nesterov, weightDecay: weightDecay ?? (optimizer == .adamw ? 0.01 : 0), maxNorm: maxNorm)
         settings.algorithm = optimizer
-        (settings.beta1, settings.beta2) = (beta1, optimizer == .rmsprop ? alpha : beta2)
+        (settings.beta1, settings.beta2) = (beta1, optimizer == .rmsprop ? alpha : beta2 ?? recipe.beta2 ?? 0.999)
         settings.epsilon = eps
         settings.clipNorm = clipNorm
-        let training = TrainingConfiguration(
+        settings.warmupSteps = warmupSteps ?? recipe.warmupSteps
+        var training = TrainingConfiguration(
             optimizer: settings,
             epochs: epochs, batchSize: batchSize, shardSize: shardSize, seed: seed,
             validationSamples: validation, earlyStoppingPatience: earlyStopping, evaluateEvery: evaluateEvery)
+        training.stepsPerEpoch = stepsPerEpoch ?? recipe.stepsPerEpoch
         return RunConfiguration(network: network, training: training)
     }
 

@@ -22,7 +22,8 @@ public struct Dataset: Sendable {
     public let task: TrainingTask
     /// Classification: labels are in `0..<classes`. Regression: 0.
     public let classes: Int
-    /// Regression: targets per sample. Classification: 1.
+    /// Regression: targets per sample. Classification: labels per sample, 1 (a token window's T:
+    /// the next token of each position).
     public let targetWidth: Int
     /// The feature rows as stored.
     public let inputs: Table
@@ -37,9 +38,12 @@ public struct Dataset: Sendable {
     public var preprocessing: Preprocessing
     /// Where the samples came from (a path, or a description), for messages.
     public var source: String
+    /// Token windows: how the ids map to text; nil for other data.
+    public var vocabulary: Vocabulary?
 
-    /// The model's output width this data asks for: the classes, or the targets per sample.
-    public var outputWidth: Int { task == .classification ? classes : targetWidth }
+    /// The model's output width this data asks for: the classes (for each labelled position),
+    /// or the targets per sample.
+    public var outputWidth: Int { task == .classification ? classes * targetWidth : targetWidth }
 
     /// A data set over `inputs` and `targets` (whose rows must agree), checking the targets for
     /// the task: integer labels in `0..<classes` (`classes` nil: one more than the largest
@@ -117,6 +121,7 @@ public struct Dataset: Sendable {
         self.count = count
         preprocessing = base.preprocessing
         source = base.source
+        vocabulary = base.vocabulary
     }
 
     /// A classification set held in memory: `labels.count` rows of `features` floats, used as they are.
@@ -170,9 +175,16 @@ public struct Dataset: Sendable {
         }
     }
 
-    /// Sample `i`'s class label (classification).
+    /// Sample `i`'s class label (classification; its first, for labels per position).
     @inline(__always)
     public func label(_ i: Int) -> Int32 { Int32(targets!.double(row: row(i))) }
+
+    /// Sample `i`'s `targetWidth` labels (classification) into `out`.
+    @inline(__always)
+    public func copyLabels(_ i: Int, into out: UnsafeMutablePointer<Int32>) {
+        let r = row(i)
+        for c in 0..<targetWidth { out[c] = Int32(targets!.double(row: r, column: c)) }
+    }
 
     /// Sample `i`'s targets (regression) into `out[0..<targetWidth]`, normalized as the
     /// preprocessing says unless `normalized` is false.
@@ -216,7 +228,12 @@ public struct Dataset: Sendable {
         func add(_ table: Table) {
             let width = table.columns * table.type.size
             if selection == nil {
-                crc = crc32_z(crc, (table.bytes.base + table.offset).assumingMemoryBound(to: UInt8.self), count * width)
+                // Rows may overlap (a token stream's windows): the bytes they span, once.
+                crc = crc32_z(crc, (table.bytes.base + table.offset).assumingMemoryBound(to: UInt8.self), table.spanBytes(rows: count))
+            } else if table.rowStride != table.columns {
+                for i in 0..<count {
+                    crc = crc32_z(crc, (table.bytes.base + table.offset + row(i) * table.rowStride * table.type.size).assumingMemoryBound(to: UInt8.self), width)
+                }
             } else {
                 for i in 0..<count {
                     crc = crc32_z(crc, (table.bytes.base + table.offset + row(i) * width).assumingMemoryBound(to: UInt8.self), width)

@@ -138,6 +138,9 @@ public struct Table: Sendable {
     public let bytes: TableBytes
     /// Byte offset of the first value in `bytes`.
     public let offset: Int
+    /// Values from one row's start to the next's: `columns`, or 1 for the overlapping windows
+    /// of a token stream (row i holds values i..<i + columns).
+    public let rowStride: Int
 
     /// A table over `bytes`, checking that `rows` x `columns` values of `type` fit after `offset`.
     public init(rows: Int, columns: Int, type: ElementType, bytes: TableBytes, offset: Int, path: String) throws(DataError) {
@@ -152,7 +155,28 @@ public struct Table: Sendable {
         self.type = type
         self.bytes = bytes
         self.offset = offset
+        rowStride = columns
     }
+
+    /// The windows of `columns` consecutive values of a stream of `count` values of `type` at
+    /// `offset` in `bytes`: row i is values `i..<i + columns`, read in place (no copy).
+    public init(windowsOf count: Int, columns: Int, type: ElementType, bytes: TableBytes, offset: Int, path: String) throws(DataError) {
+        guard count >= columns, columns > 0, let size = CheckedSize.product([count, type.size]), let end = CheckedSize.sum([offset, size]), offset >= 0 else {
+            throw DataError(path: path, problem: "\(count) values hold no window of \(columns)")
+        }
+        guard end <= bytes.count else {
+            throw DataError(path: path, problem: "truncated: \(count) values of \(type) need \(size) bytes from byte \(offset), the file has \(bytes.count - offset)")
+        }
+        rows = count - columns + 1
+        self.columns = columns
+        self.type = type
+        self.bytes = bytes
+        self.offset = offset
+        rowStride = 1
+    }
+
+    /// The bytes rows `0..<rows` span: rows of `columns` values, `rowStride` apart.
+    public func spanBytes(rows count: Int) -> Int { count == 0 ? 0 : ((count - 1) * rowStride + columns) * type.size }
 
     /// A float32 table holding `values` ((rows, columns), row-major) in memory of its own.
     public init(floats values: [Float], columns: Int) {
@@ -164,6 +188,7 @@ public struct Table: Sendable {
         type = .float32
         bytes = storage
         offset = 0
+        rowStride = columns
     }
 
     /// An int32 table of one column holding `values`.
@@ -175,13 +200,14 @@ public struct Table: Sendable {
         type = .int32
         bytes = storage
         offset = 0
+        rowStride = 1
     }
 
     /// Row `row` as floats, each value divided by `divisor` (1: unchanged), into `out[0..<columns]`.
     /// A float32 table with divisor 1 is a plain copy.
     @inline(__always)
     public func convert(row: Int, divisor: Float = 1, into out: UnsafeMutablePointer<Float>) {
-        let p = bytes.base + offset + row * columns * type.size
+        let p = bytes.base + offset + row * rowStride * type.size
         let n = columns
         switch type {
         case .float32 where divisor == 1:
@@ -197,7 +223,7 @@ public struct Table: Sendable {
     /// The value at (row, column) as a Double (exact for every integer below 2^53 and every float).
     @inline(__always)
     public func double(row: Int, column: Int = 0) -> Double {
-        value(at: bytes.base + offset + row * columns * type.size, index: column)
+        value(at: bytes.base + offset + row * rowStride * type.size, index: column)
     }
 
     @inline(__always)

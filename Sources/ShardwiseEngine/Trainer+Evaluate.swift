@@ -10,12 +10,16 @@ public struct Metrics: Sendable, Equatable {
     public var rmse: Double?
     /// Regression: mean absolute error over every target of every sample.
     public var mae: Double?
+    /// Classification: the mean loss a sample (a sequence model's: the mean over its tokens, in
+    /// nats; divided by ln 2, bits per token).
+    public var loss: Double?
 
     /// Metrics of these figures.
-    public init(errorPercent: Double? = nil, rmse: Double? = nil, mae: Double? = nil) {
+    public init(errorPercent: Double? = nil, rmse: Double? = nil, mae: Double? = nil, loss: Double? = nil) {
         self.errorPercent = errorPercent
         self.rmse = rmse
         self.mae = mae
+        self.loss = loss
     }
 
     /// The figure early stopping and sweeps compare (lower is better): the error rate or the RMSE.
@@ -30,49 +34,61 @@ extension Trainer {
         try await metrics(on: data).primary
     }
 
-    /// The metrics of the model on `data`, with dropout off. Classification: workers take
-    /// contiguous blocks and their integer error counts add up exactly, whatever the worker
-    /// count; across ranks the counts are summed. Regression: sums are taken over fixed chunks of
+    /// The metrics of the model on `data`, with dropout off. Sums are taken over fixed chunks of
     /// samples (in sample order within a chunk) and the chunk sums added in chunk order, so
-    /// the figures are the same for any number of workers or ranks.
+    /// the figures are the same for any number of workers or ranks (error counts are integers).
     public func metrics(on data: Dataset) async throws(TrainingError) -> Metrics {
         data.task == .classification ? try await classificationMetrics(data) : try await regressionMetrics(data)
     }
 
     func classificationMetrics(_ data: Dataset) async throws(TrainingError) -> Metrics {
-        let rows = cluster.map { $0.block(of: data.count) } ?? 0..<data.count
-        var errors = await overBlocks(rows) { block, ws in
-            var errors = 0
-            self.network.forEachBatch(of: data, rows: block, parameters: self.parameters.pointer, workspace: ws) { _, n in
-                errors += self.network.countErrors(workspace: ws, rows: n)
-            }
-            return [Double(errors)]
-        }.reduce(0) { $0 + Int($1) }
-        if let cluster {
-            do { errors = try cluster.sum(errors, "counting test errors") } catch { throw .cluster(error) }
+        // Per chunk: (errors, loss sum).
+        let sums = try await chunkSums(of: data) { ws, n in
+            (Double(self.network.countErrors(workspace: ws, rows: n)), self.network.lossSum(workspace: ws, rows: n))
         }
-        return Metrics(errorPercent: 100 * Double(errors) / Double(data.count))
+        var errors = 0.0, loss = 0.0
+        for c in 0..<sums.count / 2 {
+            errors += sums[2 * c]
+            loss += sums[2 * c + 1]
+        }
+        let positions = Double(data.count * network.labelPositions)
+        return Metrics(errorPercent: 100 * errors / positions, loss: loss / Double(data.count))
     }
 
     static let metricChunk = 256
 
     func regressionMetrics(_ data: Dataset) async throws(TrainingError) -> Metrics {
+        let sums = try await chunkSums(of: data) { ws, n in
+            self.network.errorSums(workspace: ws, rows: n, scale: data.preprocessing.targetScale)
+        }
+        var squared = 0.0, absolute = 0.0
+        for c in 0..<sums.count / 2 {
+            squared += sums[2 * c]
+            absolute += sums[2 * c + 1]
+        }
+        let n = Double(data.count * data.targetWidth)
+        return Metrics(rmse: (squared / n).squareRoot(), mae: absolute / n)
+    }
+
+    /// Two sums per chunk of ``metricChunk`` samples of `data` (each `body(workspace, rows)`
+    /// over the chunk's batches, added in sample order), every chunk's in chunk order, the
+    /// chunks spread over the workers and, under MPI, the ranks: zero where another rank
+    /// computes a chunk, so the cross-rank sum of each entry is exact (x + 0 = x).
+    func chunkSums(of data: Dataset, _ body: @escaping @Sendable (Workspace, Int) -> (Double, Double)) async throws(TrainingError) -> [Double] {
         let chunkCount = (data.count + Self.metricChunk - 1) / Self.metricChunk
         let mine = cluster.map { $0.block(of: chunkCount) } ?? 0..<chunkCount
-        // Per chunk: (sum of squares, sum of absolute values); zero where another rank computes it,
-        // so the cross-rank sum of each entry is exact (x + 0 = x).
         var sums = [Double](repeating: 0, count: 2 * chunkCount)
         let computed = await overBlocks(mine) { block, ws in
             var out: [Double] = []
             for chunk in block {
-                var squared = 0.0, absolute = 0.0
+                var first = 0.0, second = 0.0
                 let rows = chunk * Self.metricChunk..<min(data.count, (chunk + 1) * Self.metricChunk)
                 self.network.forEachBatch(of: data, rows: rows, parameters: self.parameters.pointer, workspace: ws) { _, n in
-                    let s = self.network.errorSums(workspace: ws, rows: n, scale: data.preprocessing.targetScale)
-                    squared += s.squared
-                    absolute += s.absolute
+                    let s = body(ws, n)
+                    first += s.0
+                    second += s.1
                 }
-                out += [squared, absolute]
+                out += [first, second]
             }
             return out
         }
@@ -82,13 +98,7 @@ extension Trainer {
                 throw .cluster(error)
             }
         }
-        var squared = 0.0, absolute = 0.0
-        for c in 0..<chunkCount {
-            squared += sums[2 * c]
-            absolute += sums[2 * c + 1]
-        }
-        let n = Double(data.count * data.targetWidth)
-        return Metrics(rmse: (squared / n).squareRoot(), mae: absolute / n)
+        return sums
     }
 
     /// Runs `body` over contiguous blocks of `items`, one per worker (at most one per local

@@ -140,6 +140,9 @@ public final class Trainer: @unchecked Sendable {
             throw .configuration(ConfigurationError(.data, "\(wanted), the model gives \(network.widths.last!) outputs"))
         }
         guard data.targets != nil else { throw .configuration(ConfigurationError(.data, "\(data.source): no labels or targets to train on")) }
+        guard data.task == .regression || network.labelPositions == data.targetWidth else {
+            throw .configuration(ConfigurationError(.data, "\(data.targetWidth) labels per sample, the model's outputs \(Network.describe(network.shapes.last!)) have \(network.labelPositions) positions"))
+        }
         let shards = configuration.shardsPerBatch
         if let cluster, shards < cluster.size {
             throw .configuration(ConfigurationError(.batchSize, "\(configuration.batchSize) samples make \(shards) shards of \(configuration.shardSize) for \(cluster.size) ranks; every rank needs at least one shard (a smaller {shardSize} or a larger batch)"))
@@ -231,6 +234,7 @@ public final class Trainer: @unchecked Sendable {
         state.trainingData = data.fingerprint
         state.task = data.task
         state.preprocessing = data.preprocessing
+        state.vocabulary = data.vocabulary
         state.kernels = MatrixKernels.current
         timing = StepTiming(workers: pool.workers.count)
     }
@@ -289,7 +293,7 @@ public final class Trainer: @unchecked Sendable {
     /// The pool's number of workers.
     public var workerCount: Int { pool.workers.count }
     /// Optimisation steps per epoch (the last partial batch is dropped).
-    public var stepsPerEpoch: Int { trainingData.count / configuration.batchSize }
+    public var stepsPerEpoch: Int { configuration.stepsPerEpoch ?? trainingData.count / configuration.batchSize }
     /// Whether ranks combine gradients with a plain all-reduce (not reproducible across rank counts).
     public var fastAllreduce: Bool { exchange?.fast ?? false }
     /// Under MPI: whether the exchange overlaps the backward pass.

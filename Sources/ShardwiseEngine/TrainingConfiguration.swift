@@ -22,6 +22,9 @@ public struct TrainingConfiguration: Sendable, Codable, Equatable {
     /// one; nil means every epoch. Small training sets run many short epochs: evaluating
     /// each would cost more than training.
     public var evaluateEvery: Int?
+    /// Steps an epoch takes, each epoch over the first samples of its own shuffled order (a
+    /// language model's windows, far more than a run trains on); nil: a whole pass.
+    public var stepsPerEpoch: Int?
 
     /// Training settings; `validate(trainingSamples:)` checks them.
     public init(
@@ -76,6 +79,9 @@ extension TrainingConfiguration {
         if let every = evaluateEvery {
             try check(every > 0, .evaluateEvery, "\(every), expected a positive number of epochs")
         }
+        if let steps = stepsPerEpoch {
+            try check(steps > 0 && steps <= Int(UInt32.max), .stepsPerEpoch, "\(steps), expected a positive number of steps")
+        }
         if let patience = earlyStoppingPatience {
             try check(patience > 0, .earlyStoppingPatience, "\(patience), expected a positive number of evaluations")
             try check((validationSamples ?? 0) > 0 || validationGiven, .earlyStoppingPatience, "needs a validation set ({validationSamples} or --validation-data)")
@@ -84,9 +90,13 @@ extension TrainingConfiguration {
             let validation = validationSamples ?? 0
             try check(validation < trainingSamples, .validationSamples, "\(validation) of \(trainingSamples) training samples leaves none to train on")
             try check(batchSize <= trainingSamples - validation, .batchSize, "\(batchSize) is larger than the \(trainingSamples - validation) training samples")
+            let perEpoch = (trainingSamples - validation) / batchSize
+            if let steps = stepsPerEpoch {
+                try check(steps <= perEpoch, .stepsPerEpoch, "\(steps) steps of \(batchSize) samples, more than the \(trainingSamples - validation) training samples hold (\(perEpoch) steps)")
+            }
             // Random streams address steps with 32 bits: a run no machine could finish is refused, not wrapped.
-            let steps = CheckedSize.product([epochs, (trainingSamples - validation) / batchSize])
-            try check(steps.map { $0 <= Int(UInt32.max) } ?? false, .epochs, "\(epochs) epochs of \((trainingSamples - validation) / batchSize) steps, more than the 2^32 - 1 steps a run can address")
+            let steps = CheckedSize.product([epochs, stepsPerEpoch ?? perEpoch])
+            try check(steps.map { $0 <= Int(UInt32.max) } ?? false, .epochs, "\(epochs) epochs of \(stepsPerEpoch ?? perEpoch) steps, more than the 2^32 - 1 steps a run can address")
         }
     }
 }

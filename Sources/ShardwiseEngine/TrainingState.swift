@@ -25,6 +25,10 @@ public struct EpochRecord: Codable, Sendable, Equatable {
     public var validationRmse: Double?
     /// Regression, with a validation split: the held-out samples' mean absolute error.
     public var validationMae: Double?
+    /// Classification: the test set's and the validation split's mean loss a sample (a
+    /// language model's: per token, in nats).
+    public var testLoss: Double?
+    public var validationLoss: Double?
 
     /// What is wrong with a record read from a file (`metrics.jsonl`, a state's records), or nil:
     /// a positive epoch, finite figures, error percentages in [0, 100], RMSE, MAE, seconds and
@@ -37,6 +41,7 @@ public struct EpochRecord: Codable, Sendable, Equatable {
             ("test_rmse", testRmse, 0...Double.greatestFiniteMagnitude), ("test_mae", testMae, 0...Double.greatestFiniteMagnitude),
             ("validation_rmse", validationRmse, 0...Double.greatestFiniteMagnitude), ("validation_mae", validationMae, 0...Double.greatestFiniteMagnitude),
             ("seconds", seconds, 0...Double.greatestFiniteMagnitude), ("samples_per_second", samplesPerSecond, 0...Double.greatestFiniteMagnitude),
+            ("test_loss", testLoss, 0...Double.greatestFiniteMagnitude), ("validation_loss", validationLoss, 0...Double.greatestFiniteMagnitude),
         ]
         for (name, value, range) in figures { if let value, !range.contains(value) { return "epoch \(epoch): \(name) \(value), expected a value in [\(range.lowerBound), \(range.upperBound)]" } }
         return nil
@@ -44,17 +49,17 @@ public struct EpochRecord: Codable, Sendable, Equatable {
 
     /// The test metrics (nil when no test set was given).
     public var test: Metrics? {
-        get { testErrorPercent == nil && testRmse == nil ? nil : Metrics(errorPercent: testErrorPercent, rmse: testRmse, mae: testMae) }
-        set { (testErrorPercent, testRmse, testMae) = (newValue?.errorPercent, newValue?.rmse, newValue?.mae) }
+        get { testErrorPercent == nil && testRmse == nil ? nil : Metrics(errorPercent: testErrorPercent, rmse: testRmse, mae: testMae, loss: testLoss) }
+        set { (testErrorPercent, testRmse, testMae, testLoss) = (newValue?.errorPercent, newValue?.rmse, newValue?.mae, newValue?.loss) }
     }
 
     /// The validation metrics (nil without a validation split).
     public var validation: Metrics? {
         get {
             validationErrorPercent == nil && validationRmse == nil
-                ? nil : Metrics(errorPercent: validationErrorPercent, rmse: validationRmse, mae: validationMae)
+                ? nil : Metrics(errorPercent: validationErrorPercent, rmse: validationRmse, mae: validationMae, loss: validationLoss)
         }
-        set { (validationErrorPercent, validationRmse, validationMae) = (newValue?.errorPercent, newValue?.rmse, newValue?.mae) }
+        set { (validationErrorPercent, validationRmse, validationMae, validationLoss) = (newValue?.errorPercent, newValue?.rmse, newValue?.mae, newValue?.loss) }
     }
 
     /// An epoch's metrics.
@@ -108,6 +113,8 @@ public struct TrainingState: Codable, Sendable {
     /// The matrix kernels the steps ran on (they set the weights' bits); nil: written before
     /// they were recorded, which means the BLAS.
     public var kernels: MatrixKernels?
+    /// A language model's: how its token ids map to text (`generate`, evaluation on text).
+    public var vocabulary: Vocabulary?
 
     /// The state before the first step.
     public init(configuration: TrainingConfiguration, network: NetworkConfiguration?) {
@@ -124,7 +131,7 @@ public struct TrainingState: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case version, configuration, epoch, stepInEpoch, globalStep, epochLossSum, epochSeconds, records
-        case bestValidationErrorPercent, bestEpoch, epochsWithoutImprovement, trainingData, testData, task, preprocessing, kernels
+        case bestValidationErrorPercent, bestEpoch, epochsWithoutImprovement, trainingData, testData, task, preprocessing, kernels, vocabulary
     }
 
     enum NetworkKey: String, CodingKey { case network }
@@ -148,6 +155,7 @@ public struct TrainingState: Codable, Sendable {
         task = try c.decodeIfPresent(TrainingTask.self, forKey: .task)
         preprocessing = try c.decodeIfPresent(Preprocessing.self, forKey: .preprocessing)
         kernels = try c.decodeIfPresent(MatrixKernels.self, forKey: .kernels)
+        vocabulary = try c.decodeIfPresent(Vocabulary.self, forKey: .vocabulary)
     }
 
     /// Checks that the state can be where training stands: counters in range and consistent
@@ -167,6 +175,7 @@ public struct TrainingState: Codable, Sendable {
         if let best = bestEpoch { try check((1...max(records.count, 1)).contains(best) && !records.isEmpty, "best epoch \(best) of \(records.count) finished epochs") }
         try check((epochsWithoutImprovement ?? 0) >= 0, "\(epochsWithoutImprovement ?? 0) epochs without improvement, expected >= 0")
         if let problem = preprocessing?.problem { throw CheckpointError(problem) }
+        if let problem = vocabulary?.problem { throw CheckpointError("vocabulary: \(problem)") }
     }
 
     /// The configuration's fields and `network` in one object.
@@ -198,6 +207,7 @@ public struct TrainingState: Codable, Sendable {
         try c.encodeIfPresent(testData, forKey: .testData)
         try c.encodeIfPresent(task, forKey: .task)
         try c.encodeIfPresent(preprocessing, forKey: .preprocessing)
+        try c.encodeIfPresent(vocabulary, forKey: .vocabulary)
         try c.encodeIfPresent(kernels, forKey: .kernels)
     }
 }

@@ -12,8 +12,8 @@ public struct ConfigurationError: Error, CustomStringConvertible, Equatable {
         case learningRate, momentumStart, momentum, momentumRamp, nesterov, weightDecay, maxNorm
         /// The learning-rate schedule's step, factor and floor; the validation split and early stopping.
         case scheduleStep, scheduleGamma, scheduleFloor, validationSamples, earlyStoppingPatience
-        /// How often the test and validation sets are evaluated (epochs).
-        case evaluateEvery
+        /// How often the test and validation sets are evaluated (epochs); an epoch's length in steps.
+        case evaluateEvery, stepsPerEpoch
         /// The training data (its shape against the model's).
         case data
         /// The ranks of an MPI job.
@@ -26,7 +26,7 @@ public struct ConfigurationError: Error, CustomStringConvertible, Equatable {
         /// The matrix kernels (BLAS or portable), which set the weights' bits.
         case kernels
         /// The optimizer, its β₁, β₂ (RMSprop's α) and ε, and gradient clipping's norm bound.
-        case optimizer, beta1, beta2, epsilon, clipNorm
+        case optimizer, beta1, beta2, epsilon, clipNorm, warmupSteps
         /// A model description (its file, layers and loss).
         case model
     }
@@ -105,6 +105,9 @@ extension OptimizerConfiguration {
         try check(isProbability(beta1), .beta1, "\(beta1), expected a value in [0, 1) (below 1 as a Float)")
         try check(isProbability(beta2), .beta2, "\(beta2), expected a value in [0, 1) (below 1 as a Float)")
         try check(isPositiveFloat(epsilon), .epsilon, "\(epsilon), expected a positive value that is finite and not 0 as a Float")
+        if let w = warmupSteps {
+            try check(w >= 0 && w <= Int(UInt32.max), .warmupSteps, "\(w), expected a number of steps >= 0")
+        }
         if let c = clipNorm {
             try check(isPositiveFloat(c), .clipNorm, "\(c), expected a positive norm bound, finite and not 0 as a Float")
         }

@@ -112,11 +112,29 @@ extension Network {
         return loss
     }
 
-    /// The loss over the rows of the last forward pass, its gradient into the output's gradient buffer.
+    /// The loss over the rows of the last forward pass, its gradient into the output's gradient
+    /// buffer. A sequence model's (T, V) outputs are T positions with a label each: the loss is
+    /// taken over the N T positions and a sample's loss is the mean over its positions (the
+    /// mean over every token of the batch, as a language model's cross-entropy).
     func lossGradient(workspace ws: Workspace, rows n: Int, lossDivisor: Int) -> Double {
-        loss.evaluate(
-            outputs: ws.output, targets: LossTargets(labels: ws.labels, values: ws.targets, areLabels: ws.holdsLabels), rows: n, width: widths[widths.count - 1],
-            gradientScale: 1 / Float(lossDivisor), gradient: ws.gradient(gradientSlot[widths.count - 1]))
+        let p = labelPositions
+        let sum = loss.evaluate(
+            outputs: ws.output, targets: LossTargets(labels: ws.labels, values: ws.targets, areLabels: ws.holdsLabels), rows: n * p,
+            width: widths[widths.count - 1] / p, gradientScale: 1 / Float(lossDivisor * p), gradient: ws.gradient(gradientSlot[widths.count - 1]))
+        return p == 1 ? sum : sum / Double(p)
+    }
+
+    /// The loss summed over the rows of the last forward pass, each row's the mean over its
+    /// positions (evaluation; the output gradient buffer is overwritten).
+    public func lossSum(workspace ws: Workspace, rows n: Int) -> Double {
+        lossGradient(workspace: ws, rows: n, lossDivisor: 1)
+    }
+
+    /// Positions of a sample's output with a label each: T for a sequence model's (T, V)
+    /// outputs (a language model's next tokens), else 1.
+    public var labelPositions: Int {
+        let shape = shapes[shapes.count - 1]
+        return shape.count == 2 ? shape[0] : 1
     }
 
     /// Node k's backward pass: a combination's, or `body(layer, pass)` for a leaf; then its
@@ -224,11 +242,11 @@ extension Network {
         return (squared, absolute)
     }
 
-    /// Number of rows whose largest output is not at the label, after `forward`.
+    /// Number of rows (of a sequence model, positions) whose largest output is not at the label, after `forward`.
     public func countErrors(workspace ws: Workspace, rows n: Int) -> Int {
-        let classes = widths[widths.count - 1]
+        let p = labelPositions, classes = widths[widths.count - 1] / p
         var errors = 0
-        for r in 0..<n where argmax(ws.output + r * classes, count: classes) != Int(ws.labels[r]) { errors += 1 }
+        for r in 0..<n * p where argmax(ws.output + r * classes, count: classes) != Int(ws.labels[r]) { errors += 1 }
         return errors
     }
 

@@ -26,6 +26,9 @@ public struct OptimizerConfiguration: Sendable, Codable, Equatable {
     public var weightDecay: Double
     /// Max-norm bound c on each hidden unit's incoming weight vector; nil disables it.
     public var maxNorm: Double?
+    /// Steps over which the learning rate ramps up linearly first (nanoGPT's: update t, from 0,
+    /// at (t + 1) / (warm-up + 1) of the schedule's rate); nil: none.
+    public var warmupSteps: Int?
 
     /// Momentum SGD settings; the defaults are PyTorch's (no momentum, decay or max-norm).
     public init(
@@ -42,7 +45,7 @@ public struct OptimizerConfiguration: Sendable, Codable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case algorithm, beta1, beta2, epsilon, clipNorm, learningRate, schedule, momentum, nesterov, weightDecay, maxNorm
+        case algorithm, beta1, beta2, epsilon, clipNorm, learningRate, schedule, momentum, nesterov, weightDecay, maxNorm, warmupSteps
     }
 
     /// Files written before other optimizers existed decode as SGD without clipping.
@@ -59,13 +62,15 @@ public struct OptimizerConfiguration: Sendable, Codable, Equatable {
         beta2 = try c.decodeIfPresent(Double.self, forKey: .beta2) ?? 0.999
         epsilon = try c.decodeIfPresent(Double.self, forKey: .epsilon) ?? 1e-8
         clipNorm = try c.decodeIfPresent(Double.self, forKey: .clipNorm)
+        warmupSteps = try c.decodeIfPresent(Int.self, forKey: .warmupSteps)
     }
 
     /// The hyperparameters in force at `progress` (epochs, fractional) for update number
     /// `step` + 1 (Adam's bias corrections 1 - βᵗ, computed in Double by repeated squaring:
     /// the same on any machine).
     public func hyperparameters(progress: Double, step: Int = 0) -> UpdateHyperparameters {
-        let lr = schedule.learningRate(base: learningRate, progress: progress)
+        var lr = schedule.learningRate(base: learningRate, progress: progress)
+        if let warmup = warmupSteps, step < warmup { lr *= Double(step + 1) / Double(warmup + 1) }
         var h = UpdateHyperparameters(
             learningRate: Float(lr), momentum: Float(momentum.momentum(progress: progress)),
             weightDecay: Float(weightDecay), nesterov: nesterov)

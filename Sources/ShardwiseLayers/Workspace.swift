@@ -18,7 +18,7 @@ public final class Workspace: @unchecked Sendable {
     let gradients: [FloatBuffer]
     /// Where a gradient that is added to another is formed first (nil when the model has none).
     let accumulationBuffer: FloatBuffer?
-    /// Labels of the shard's rows (classification).
+    /// Labels of the shard's rows (classification): one a row, or one a position of a sequence model's rows.
     public let labels: UnsafeMutablePointer<Int32>
     /// Target values of the shard's rows, (capacity, output width) (regression).
     public let targets: UnsafeMutablePointer<Float>
@@ -42,8 +42,8 @@ public final class Workspace: @unchecked Sendable {
         let widest = network.widths.max()!
         gradients = (0..<network.gradientBuffers).map { _ in FloatBuffer(count: capacity * widest, allocator: allocator) }
         accumulationBuffer = network.needsAccumulation ? FloatBuffer(count: capacity * widest, allocator: allocator) : nil
-        labels = .allocate(capacity: capacity)
-        labels.initialize(repeating: 0, count: capacity)
+        labels = .allocate(capacity: capacity * network.labelPositions)
+        labels.initialize(repeating: 0, count: capacity * network.labelPositions)
         targets = .allocate(capacity: capacity * network.widths.last!)
         targets.initialize(repeating: 0, count: capacity * network.widths.last!)
     }
@@ -60,7 +60,7 @@ public final class Workspace: @unchecked Sendable {
         guard data.targets != nil else { return }
         holdsLabels = data.task == .classification
         if holdsLabels {
-            labels[r] = data.label(i)
+            if data.targetWidth == 1 { labels[r] = data.label(i) } else { data.copyLabels(i, into: labels + r * data.targetWidth) }
         } else {
             data.copyTargets(i, into: targets + r * data.targetWidth)
         }

@@ -1,0 +1,187 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// How text becomes token ids for a language model: its characters, or its bytes.
+///
+/// `char`: one id per distinct character (Unicode scalar) of the text, in ascending order of
+/// scalar value, as nanoGPT's `sorted(set(text))`; the checkpoint stores the list, so `generate`
+/// and evaluation map ids back to the same characters. `bytes`: the 256 byte values of any file.
+public struct Vocabulary: Codable, Sendable, Equatable, CustomStringConvertible {
+    /// The two tokenizers.
+    public enum Kind: String, Codable, Sendable, CaseIterable {
+        case char, bytes
+    }
+
+    /// Which tokenizer.
+    public let kind: Kind
+    /// `char`: the characters' scalar values in id order; `bytes`: empty.
+    public let symbols: [UInt32]
+
+    /// The 256 byte values.
+    public static let bytes = Vocabulary(kind: .bytes, symbols: [])
+
+    /// A vocabulary of `kind` over `symbols` (char: distinct scalar values in ascending order).
+    public init(kind: Kind, symbols: [UInt32]) {
+        self.kind = kind
+        self.symbols = symbols
+    }
+
+    /// The distinct characters of `text`, ascending.
+    public static func characters(of text: String) -> Vocabulary {
+        var seen = Set<UInt32>()
+        for scalar in text.unicodeScalars { seen.insert(scalar.value) }
+        return Vocabulary(kind: .char, symbols: seen.sorted())
+    }
+
+    /// V: the ids are `0..<size`.
+    public var size: Int { kind == .bytes ? 256 : symbols.count }
+
+    /// "65 characters" or "256 byte values".
+    public var description: String { kind == .bytes ? "256 byte values" : "\(symbols.count) characters" }
+
+    /// What makes a stored vocabulary unusable (a checkpoint's), or nil.
+    public var problem: String? {
+        switch kind {
+        case .bytes: return symbols.isEmpty ? nil : "a byte vocabulary lists no characters, found \(symbols.count)"
+        case .char:
+            guard !symbols.isEmpty, symbols.count <= Self.maxSize else { return "\(symbols.count) characters, expected 1...\(Self.maxSize)" }
+            guard zip(symbols, symbols.dropFirst()).allSatisfy({ $0 < $1 }), symbols.allSatisfy({ Unicode.Scalar($0) != nil }) else {
+                return "characters not distinct scalar values in ascending order"
+            }
+            return nil
+        }
+    }
+
+    /// Ids are stored as 16-bit values.
+    public static let maxSize = 1 << 16
+
+    /// The ids of `text` (`path` names it in errors): a character outside the vocabulary is refused by position.
+    public func encode(_ text: String, path: String) throws(DataError) -> [UInt16] {
+        switch kind {
+        case .bytes:
+            return text.utf8.map { UInt16($0) }
+        case .char:
+            var ids: [UInt16] = []
+            ids.reserveCapacity(text.utf8.count)
+            var index: [UInt32: UInt16] = [:]
+            for (i, s) in symbols.enumerated() { index[s] = UInt16(i) }
+            for (position, scalar) in text.unicodeScalars.enumerated() {
+                guard let id = index[scalar.value] else {
+                    throw DataError(path: path, problem: "character \(position) (\(scalar.escaped(asASCII: true))) is not in the model's vocabulary of \(description)")
+                }
+                ids.append(id)
+            }
+            return ids
+        }
+    }
+
+    /// The text of `ids` (bytes: decoded as UTF-8, invalid sequences as U+FFFD).
+    public func decode(_ ids: [Int]) -> String {
+        switch kind {
+        case .bytes:
+            return String(decoding: ids.map { UInt8(truncatingIfNeeded: $0) }, as: UTF8.self)
+        case .char:
+            var text = String.UnicodeScalarView()
+            for id in ids where id >= 0 && id < symbols.count { text.append(Unicode.Scalar(symbols[id])!) }
+            return String(text)
+        }
+    }
+}
+
+/// A stream of token ids (16-bit, in memory), and the windows a language model trains on.
+public struct TokenStream: Sendable {
+    /// How the ids map to text.
+    public let vocabulary: Vocabulary
+    /// The ids, as 16-bit values.
+    public let ids: TableBytes
+    /// How many ids.
+    public let count: Int
+    /// The file, for messages.
+    public let source: String
+
+    /// The text file at `path` as ids of `vocabulary` (nil: a character vocabulary built from
+    /// the file, or the byte values). Read once into memory: its bytes and 2 bytes an id must
+    /// fit in the memory available.
+    public static func text(_ path: String, tokenizer: Vocabulary.Kind, vocabulary given: Vocabulary? = nil) throws(DataError) -> TokenStream {
+        let (fd, size) = try RegularFile.open(path)
+        defer { close(fd) }
+        guard size > 0 else { throw DataError(path: path, problem: "empty file (0 bytes), expected text to train on") }
+        let budget = MemoryBudget.current()
+        if let need = CheckedSize.product([size, 3]), need > budget.bytes {
+            throw DataError(path: path, problem: "\(MemoryBudget.format(size)) of text need \(MemoryBudget.format(need)) as bytes and ids, more than the \(budget) available")
+        }
+        var bytes = [UInt8](repeating: 0, count: size)
+        var read = 0
+        while read < size {
+            let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + read, size - read, off_t(read)) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw DataError(path: path, problem: "cannot be read (\(n < 0 ? String(cString: strerror(errno)) : "ended early"))") }
+            read += n
+        }
+        let ids: [UInt16]
+        let vocabulary: Vocabulary
+        switch tokenizer {
+        case .bytes:
+            vocabulary = .bytes
+            ids = bytes.map { UInt16($0) }
+        case .char:
+            guard let text = String(validating: bytes, as: UTF8.self) else {
+                throw DataError(path: path, problem: "not UTF-8 text, expected text for --tokenizer char (or --tokenizer bytes for any file)")
+            }
+            vocabulary = given ?? Vocabulary.characters(of: text)
+            guard vocabulary.size <= Vocabulary.maxSize else {
+                throw DataError(path: path, problem: "\(vocabulary.size) distinct characters, expected at most \(Vocabulary.maxSize) (ids are 16-bit)")
+            }
+            ids = try vocabulary.encode(text, path: path)
+        }
+        if let given, given != vocabulary {
+            throw DataError(path: path, problem: "tokenized with \(vocabulary), the model's vocabulary is \(given)")
+        }
+        let storage = TableBytes(allocating: ids.count * 2)
+        ids.withUnsafeBytes { storage.mutableBase!.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        return TokenStream(vocabulary: vocabulary, ids: storage, count: ids.count, source: path)
+    }
+
+    /// The ids `range`, for tests and generation.
+    public func tokens(_ range: Range<Int>) -> [Int] {
+        range.map { Int(ids.base.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)) }
+    }
+
+    /// The training samples of ids `range`: every window of `context` + 1 consecutive ids, its
+    /// first `context` the inputs and each position's next id its label (a classification of
+    /// `vocabulary.size` classes at `context` positions). With `stride`, only the windows
+    /// starting every `stride` ids (a fixed set for evaluation: `stride` = `context` covers the
+    /// range once).
+    public func windows(_ range: Range<Int>, context: Int, stride: Int = 1) throws(DataError) -> Dataset {
+        guard context > 0, range.count > context else {
+            throw DataError(path: source, problem: "\(range.count) tokens hold no window of \(context) + 1 (--context \(context)); expected more text or a shorter context")
+        }
+        let windows = range.count - context
+        guard windows < Int(Int32.max) else {
+            throw DataError(path: source, problem: "\(windows) windows, expected fewer than 2^31 (the random streams address samples with 32 bits)")
+        }
+        let inputs = try Table(windowsOf: range.count - 1, columns: context, type: .uint16, bytes: ids, offset: 2 * range.lowerBound, path: source)
+        let targets = try Table(windowsOf: range.count - 1, columns: context, type: .uint16, bytes: ids, offset: 2 * (range.lowerBound + 1), path: source)
+        let all = Dataset(windows: inputs, targets: targets, classes: vocabulary.size, source: source)
+        return stride == 1 ? all : all.subset(Array(Swift.stride(from: 0, to: windows, by: stride)))
+    }
+}
+
+extension Dataset {
+    /// Windows of a token stream: `inputs` and `targets` are the same stream's windows, one id apart.
+    init(windows inputs: Table, targets: Table, classes: Int, source: String) {
+        features = inputs.columns
+        task = .classification
+        self.classes = classes
+        targetWidth = targets.columns
+        self.inputs = inputs
+        self.targets = targets
+        selection = nil
+        count = inputs.rows
+        preprocessing = .none
+        self.source = source
+    }
+}
