@@ -10,6 +10,8 @@ public struct SavedModel: Sendable {
     public var preprocessing: Preprocessing
     /// Where it was read from.
     public var path: String
+    /// A language model's: how its token ids map to text.
+    public var vocabulary: Vocabulary?
 
     /// A model from a checkpoint folder (or a folder of them), or a bare `model.safetensors`
     /// whose metadata holds the network description.
@@ -25,7 +27,7 @@ public struct SavedModel: Sendable {
             let loaded = try TrainingRun.loadCheckpoint(folder)
             return SavedModel(
                 network: loaded.state.network!, parameters: loaded.parameters, task: loaded.state.task ?? .classification,
-                preprocessing: loaded.state.preprocessing ?? .none, path: folder)
+                preprocessing: loaded.state.preprocessing ?? .none, path: folder, vocabulary: loaded.state.vocabulary)
         }
         let bytes: [UInt8]
         do { bytes = try RegularFile.read(path, limit: MemoryBudget.current().bytes / 2, what: "memory") } catch {
@@ -45,9 +47,17 @@ public struct SavedModel: Sendable {
             if let problem = decoded.problem { throw CheckpointError("\(path): __metadata__ \(problem)") }
         }
         let task = file.metadata["task"].flatMap(TrainingTask.init(rawValue:)) ?? .classification
+        var vocabulary: Vocabulary?
+        if let json = file.metadata["vocabulary"] {
+            guard let decoded = try? JSON.decoder().decode(Vocabulary.self, from: Data(json.utf8)) else {
+                throw CheckpointError("\(path): __metadata__ vocabulary is not a Shardwise vocabulary")
+            }
+            if let problem = decoded.problem { throw CheckpointError("\(path): __metadata__ vocabulary: \(problem)") }
+            vocabulary = decoded
+        }
         return SavedModel(
             network: network, parameters: try Checkpoint.flatten(file.tensors, layout: layout, prefix: "", path: path),
-            task: task, preprocessing: preprocessing, path: path)
+            task: task, preprocessing: preprocessing, path: path, vocabulary: vocabulary)
     }
 
     /// Checks that `data` fits this model: features, and classes or targets.

@@ -35,12 +35,13 @@ public enum ModelFile {
         public var batchSize: Int?
         public var stepsPerEpoch: Int?
         public var warmupSteps: Int?
+        public var decayOn: String?
         public var beta2: Double?
         public init() {}
     }
 
     /// The keys of a recipe (`training:`).
-    static let recipeKeys = ["optimizer", "lr", "schedule", "lr_floor", "max_norm", "weight_decay", "clip_norm", "epochs", "batch_size", "steps_per_epoch", "warmup_steps", "beta2"]
+    static let recipeKeys = ["optimizer", "lr", "schedule", "lr_floor", "max_norm", "weight_decay", "clip_norm", "epochs", "batch_size", "steps_per_epoch", "warmup_steps", "beta2", "decay_on"]
 
     /// The recipe in the file's `training:` mapping (an empty one without it).
     public static func recipe(_ path: String) throws(RunError) -> Recipe {
@@ -84,6 +85,11 @@ public enum ModelFile {
             case "epochs": recipe.epochs = try count()
             case "steps_per_epoch": recipe.stepsPerEpoch = try count()
             case "warmup_steps": recipe.warmupSteps = try count()
+            case "decay_on":
+                guard let text = value.string, ["all", "matrices"].contains(text) else {
+                    throw RunError("--model: \(path), line \(line): training decay_on '\(value.string ?? "")', expected all or matrices")
+                }
+                recipe.decayOn = text
             case "beta2": recipe.beta2 = try number()
             default: recipe.batchSize = try count()
             }

@@ -358,9 +358,10 @@ extension TrainingRun {
         let o = t.optimizer
         var parts = ["\(o.algorithm.rawValue)\(o.algorithm == .sgd ? " momentum \(o.momentum.end)\(o.nesterov ? " nesterov" : "")" : "")", "lr \(o.learningRate) \(o.schedule.name)"]
         parts.append(o.maxNorm.map { "max-norm \($0)" } ?? "no max-norm")
-        if o.weightDecay > 0 { parts.append("weight decay \(o.weightDecay)") }
+        if o.weightDecay > 0 { parts.append("weight decay \(o.weightDecay)\(o.decayMatricesOnly == true ? " on matrices" : "")") }
         if let clip = o.clipNorm { parts.append("clip-norm \(clip)") }
-        parts.append("batch \(t.batchSize), \(t.epochs) epochs")
+        if let warmup = o.warmupSteps { parts.append("\(warmup) warm-up steps") }
+        parts.append("batch \(t.batchSize), \(t.epochs) epochs\(t.stepsPerEpoch.map { " of \($0) steps" } ?? "")")
         return parts.joined(separator: ", ")
     }
 

@@ -86,3 +86,42 @@ struct ExportCommand: ParsableCommand {
         print("\(onnx): \(model.network.inputSize) inputs -> \(model.network.outputSize) outputs, \(bytes.count) bytes (ONNX opset 17)")
     }
 }
+
+struct GenerateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "generate",
+        abstract: "Continue a text with a language model trained with --tokenizer, streaming the characters as they are drawn.",
+        discussion: "Each token is drawn from the softmax of the logits divided by --temperature (0: always the likeliest), kept to the --top-k likeliest, with the seed's random stream: the same seed gives the same text on any machine.")
+
+    @Option(help: "A checkpoint folder, a folder of checkpoints (the newest valid one is used), or a model.safetensors.")
+    var checkpoint: String
+
+    @Option(help: "The text to continue.")
+    var prompt = "\n"
+
+    @Option(help: "Tokens to generate.")
+    var tokens = 500
+
+    @Option(help: "Divides the logits: below 1 sharper, above 1 more varied, 0 the likeliest token each time.")
+    var temperature = 1.0
+
+    @Option(help: "Draw only from the K likeliest tokens (default: all).")
+    var topK: Int?
+
+    @Option(help: "The random stream's seed.")
+    var seed: UInt64 = 1
+
+    func validate() throws {
+        try requirePaths(["--checkpoint": checkpoint])
+        guard (1...1_000_000).contains(tokens) else { throw ValidationError("--tokens: \(tokens), expected 1 to 1000000") }
+        guard temperature.isFinite, temperature >= 0, temperature <= 100 else { throw ValidationError("--temperature: \(temperature), expected a number from 0 to 100") }
+        if let topK, topK < 1 { throw ValidationError("--top-k: \(topK), expected at least 1") }
+    }
+
+    func run() throws {
+        _ = try Generation.run(checkpoint: checkpoint, Generation.Settings(prompt: prompt, tokens: tokens, temperature: temperature, topK: topK, seed: seed)) { piece in
+            FileHandle.standardOutput.write(Data(piece.utf8))
+        }
+        FileHandle.standardOutput.write(Data("\n".utf8))
+    }
+}

@@ -15,7 +15,7 @@ struct ShardwiseCommand: AsyncParsableCommand {
         commandName: "shardwise",
         abstract: "Data-parallel neural-network training on many-core CPU servers.",
         version: "\(ShardwiseVersion.current) (commit \(BLAS.buildCommit))",
-        subcommands: [TrainCommand.self, EvalCommand.self, PredictCommand.self, InspectCommand.self, ExportCommand.self, SweepCommand.self, ScaleCommand.self, CurvesCommand.self, BenchCommand.self, TopologyCommand.self, DoctorCommand.self])
+        subcommands: [TrainCommand.self, EvalCommand.self, PredictCommand.self, InspectCommand.self, ExportCommand.self, GenerateCommand.self, SweepCommand.self, ScaleCommand.self, CurvesCommand.self, BenchCommand.self, TopologyCommand.self, DoctorCommand.self])
 }
 
 /// The one place where the program meets the process: standard output and error, exit

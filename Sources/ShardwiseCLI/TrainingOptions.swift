@@ -80,6 +80,9 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Evaluate the test and validation sets after every N epochs (and after the last); default every epoch.")
     var evaluateEvery: Int?
 
+    @Option(help: "Which tensors weight decay applies to: all, or matrices (the layers' weight matrices, not biases, normalizations or embeddings, as GPT-2 and nanoGPT).")
+    var decayOn: String?
+
     @Option(help: "Ramp the learning rate up linearly over the first N steps (update t at (t + 1) / (N + 1) of the scheduled rate).")
     var warmupSteps: Int?
 
@@ -135,6 +138,11 @@ struct TrainingOptions: ParsableArguments {
         settings.epsilon = eps
         settings.clipNorm = clipNorm
         settings.warmupSteps = warmupSteps ?? recipe.warmupSteps
+        switch decayOn ?? recipe.decayOn ?? "all" {
+        case "all": break
+        case "matrices": settings.decayMatricesOnly = true
+        case let other: throw ValidationError("--decay-on: '\(other)', expected all or matrices")
+        }
         var training = TrainingConfiguration(
             optimizer: settings,
             epochs: epochs, batchSize: batchSize, shardSize: shardSize, seed: seed,

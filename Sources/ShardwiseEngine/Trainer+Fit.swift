@@ -204,6 +204,7 @@ extension Trainer {
         metadata["shardwise_version"] = ShardwiseVersion.current
         if let task = state.task { metadata["task"] = task.rawValue }
         if let preprocessing = state.preprocessing, let json = try? JSON.line(preprocessing) { metadata["preprocessing"] = json }
+        if let vocabulary = state.vocabulary, let json = try? JSON.line(vocabulary) { metadata["vocabulary"] = json }
         do {
             return try Checkpoint.write(
                 parameters: parameters.pointer, optimizerState: optimizer.state.pointer,

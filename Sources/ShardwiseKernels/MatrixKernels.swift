@@ -75,6 +75,32 @@ public enum PortableMath {
         return scale(p, Int(k))
     }
 
+    /// e^x for x ≤ 0 (a softmax's shifted scores), from plain multiplies and adds (no fused
+    /// multiply-add, which costs a library call on CPUs whose baseline lacks it): x = k ln 2 + r
+    /// with ln 2 in two parts, e^r by Horner's rule to r^12/12!; about 1e-15 relative, the
+    /// same bits on any CPU. Below -745, 0; NaN and positive x as ``exp(_:)``.
+    @inline(__always)
+    public static func expNonPositive(_ x: Double) -> Double {
+        guard x >= -745.2 else { return x.isNaN ? x : 0 }
+        guard x <= 0 else { return exp(x) }
+        let k = (x * 1.4426950408889634).rounded(.toNearestOrEven)
+        let r = (x - k * ln2Hi) - k * ln2Lo
+        var p = 1.0 / 479_001_600
+        p = p * r + 1.0 / 39_916_800
+        p = p * r + 1.0 / 3_628_800
+        p = p * r + 1.0 / 362_880
+        p = p * r + 1.0 / 40_320
+        p = p * r + 1.0 / 5_040
+        p = p * r + 1.0 / 720
+        p = p * r + 1.0 / 120
+        p = p * r + 1.0 / 24
+        p = p * r + 1.0 / 6
+        p = p * r + 0.5
+        p = p * r + 1
+        p = p * r + 1
+        return scale(p, Int(k))
+    }
+
     /// The natural logarithm (x > 0; NaN below 0, -infinity at 0).
     public static func log(_ x: Double) -> Double {
         if x.isNaN || x < 0 { return .nan }

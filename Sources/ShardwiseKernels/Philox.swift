@@ -108,6 +108,8 @@ public struct RandomPurpose: RawRepresentable, Sendable, Hashable {
     public static let dropout2d = RandomPurpose(rawValue: 11)
     /// Attention-probability dropout masks (`CausalSelfAttention`).
     public static let attentionDropout = RandomPurpose(rawValue: 12)
+    /// The tokens `shardwise generate` samples.
+    public static let generation = RandomPurpose(rawValue: 13)
 
     /// A purpose reserved for layers and code outside Shardwise: `n` in 0...127.
     public static func user(_ n: UInt8) -> RandomPurpose {

@@ -180,7 +180,7 @@ public struct CausalSelfAttention: Layer {
         for j in 0...i { maximum = max(maximum, row[j] * scale) }
         var sum: Float = 0
         for j in 0...i {
-            let e = Float(StepMath.exp(Double(row[j] * scale - maximum)))
+            let e = Float(PortableMath.expNonPositive(Double(row[j] * scale - maximum)))
             row[j] = e
             sum += e
         }
@@ -192,7 +192,7 @@ public struct CausalSelfAttention: Layer {
     /// The probabilities of row `query` again, from the scores and the forward pass's maximum and sum.
     @inline(__always)
     func recomputeRow(_ row: UnsafeMutablePointer<Float>, query i: Int, keys: Int, scale: Float, maximum: Float, sum: Float) {
-        for j in 0...i { row[j] = Float(StepMath.exp(Double(row[j] * scale - maximum))) / sum }
+        for j in 0...i { row[j] = Float(PortableMath.expNonPositive(Double(row[j] * scale - maximum))) / sum }
         for j in (i + 1)..<max(keys, i + 1) { row[j] = 0 }
     }
 

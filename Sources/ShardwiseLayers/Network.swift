@@ -109,7 +109,8 @@ public struct Network: Sendable {
             }
             offsets.append(specs[n].map { spec in
                 guard spec.role != .buffer else { return -1 }
-                return layout.append(name: node.name + "." + spec.name, shape: spec.shape, maxNormApplies: spec.role == .weight && n != lastParameterised)
+                return layout.append(
+                    name: node.name + "." + spec.name, shape: spec.shape, maxNormApplies: spec.role == .weight && n != lastParameterised, isWeight: spec.role == .weight)
             })
         }
         // Buffers after every trained tensor: the optimizer, the reduction and the exchange cover the trained part alone.

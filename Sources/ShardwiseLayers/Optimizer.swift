@@ -29,6 +29,9 @@ public struct OptimizerConfiguration: Sendable, Codable, Equatable {
     /// Steps over which the learning rate ramps up linearly first (nanoGPT's: update t, from 0,
     /// at (t + 1) / (warm-up + 1) of the schedule's rate); nil: none.
     public var warmupSteps: Int?
+    /// Weight decay on the layers' weight matrices alone, not on biases, normalizations or
+    /// embeddings (GPT-2's and nanoGPT's parameter groups); nil or false: on every tensor.
+    public var decayMatricesOnly: Bool?
 
     /// Momentum SGD settings; the defaults are PyTorch's (no momentum, decay or max-norm).
     public init(
@@ -45,7 +48,7 @@ public struct OptimizerConfiguration: Sendable, Codable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case algorithm, beta1, beta2, epsilon, clipNorm, learningRate, schedule, momentum, nesterov, weightDecay, maxNorm, warmupSteps
+        case algorithm, beta1, beta2, epsilon, clipNorm, learningRate, schedule, momentum, nesterov, weightDecay, maxNorm, warmupSteps, decayMatricesOnly
     }
 
     /// Files written before other optimizers existed decode as SGD without clipping.
@@ -63,6 +66,7 @@ public struct OptimizerConfiguration: Sendable, Codable, Equatable {
         epsilon = try c.decodeIfPresent(Double.self, forKey: .epsilon) ?? 1e-8
         clipNorm = try c.decodeIfPresent(Double.self, forKey: .clipNorm)
         warmupSteps = try c.decodeIfPresent(Int.self, forKey: .warmupSteps)
+        decayMatricesOnly = try c.decodeIfPresent(Bool.self, forKey: .decayMatricesOnly)
     }
 
     /// The hyperparameters in force at `progress` (epochs, fractional) for update number
@@ -123,6 +127,8 @@ public final class ChunkedOptimizer: @unchecked Sendable {
         public var columns: Int
         /// True for rows of a hidden layer's weight matrix (max-norm applies).
         public var constrained: Bool
+        /// Whether weight decay applies (every tensor, or with `decayMatricesOnly` the weight matrices).
+        public var decays = true
     }
 
     /// The hyperparameters and max-norm bound.
@@ -156,9 +162,11 @@ public final class ChunkedOptimizer: @unchecked Sendable {
             var row = 0
             while row < tensor.rows {
                 let end = min(tensor.rows, row + rowsPerChunk)
-                chunks.append(Chunk(
+                var chunk = Chunk(
                     range: tensor.offset + row * tensor.columns..<tensor.offset + end * tensor.columns,
-                    columns: tensor.columns, constrained: tensor.maxNormApplies))
+                    columns: tensor.columns, constrained: tensor.maxNormApplies)
+                chunk.decays = configuration.decayMatricesOnly != true || tensor.isWeight
+                chunks.append(chunk)
                 row = end
             }
         }
@@ -175,6 +183,8 @@ public final class ChunkedOptimizer: @unchecked Sendable {
         hyperparameters: UpdateHyperparameters
     ) -> Bool {
         let chunk = chunks[index]
+        var hyperparameters = hyperparameters
+        if !chunk.decays { (hyperparameters.weightDecay, hyperparameters.decayFactor) = (0, 1) }
         let finite: Bool
         if hyperparameters.algorithm == .sgd {
             finite = SGDKernel.update(

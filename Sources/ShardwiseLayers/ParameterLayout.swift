@@ -15,6 +15,9 @@ public struct ParameterLayout: Sendable, Equatable {
         public var offset: Int
         /// Whether max-norm constrains its rows (a hidden layer's weights).
         public var maxNormApplies: Bool
+        /// Whether it is a layer's weight matrix (``ParameterSpec/Role/weight``): what weight decay
+        /// restricted to matrices decays (not biases, normalizations or embeddings).
+        public var isWeight = false
         /// A buffer (BatchNorm's running statistics): saved and loaded with the parameters, never
         /// trained. Buffers follow every trained tensor in the layout (see ``trainedCount``).
         public var isBuffer = false
@@ -38,10 +41,11 @@ public struct ParameterLayout: Sendable, Equatable {
     public init() {}
 
     /// Appends a tensor and returns its offset.
-    mutating func append(name: String, shape: [Int], maxNormApplies: Bool, isBuffer: Bool = false) -> Int {
+    mutating func append(name: String, shape: [Int], maxNormApplies: Bool, isBuffer: Bool = false, isWeight: Bool = false) -> Int {
         let offset = count
         var tensor = Tensor(name: name, shape: shape, offset: offset, maxNormApplies: maxNormApplies)
         tensor.isBuffer = isBuffer
+        tensor.isWeight = isWeight
         tensors.append(tensor)
         count = roundUpToCacheLine(offset + tensor.count)
         if !isBuffer { trainedCount = count }

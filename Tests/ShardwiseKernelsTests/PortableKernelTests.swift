@@ -118,4 +118,30 @@ final class PortableKernelTests: XCTestCase {
         XCTAssertEqual(PortableMath.log(0), -.infinity)
         print("portable math, worst relative error against glibc: exp \(worst.exp), log \(worst.log), cos (absolute) \(worst.cos)")
     }
+
+    /// The softmax's exponential of non-positive values and GELU's erf and Gaussian, from
+    /// plain multiplies and adds, against the C library: every piece of [0, 6], its edges, and beyond.
+    func testPlainPolynomialsAreCloseToTheCLibrarys() {
+        var worst = (exp: 0.0, erf: 0.0, gaussian: 0.0)
+        for i in 0...120_000 {
+            let a = Double(i) * 0.00005 * (i % 7 == 0 ? 1 : 1.0000001)  // 0 ... 6, on and off the pieces' edges
+            for x in [a, -a] {
+                let (e, g) = ActivationMath.erfAndGaussian(x)
+                worst.erf = max(worst.erf, abs(e - Foundation.erf(x)))
+                worst.gaussian = max(worst.gaussian, abs(g - Foundation.exp(-x * x)))
+            }
+            let y = -a * 116  // down to -696: normal results (subnormal ones keep fewer bits)
+            worst.exp = max(worst.exp, abs(PortableMath.expNonPositive(y) - Foundation.exp(y)) / Foundation.exp(y))
+        }
+        XCTAssertLessThan(worst.erf, 1e-14)
+        XCTAssertLessThan(worst.gaussian, 1e-14)
+        XCTAssertLessThan(worst.exp, 1e-14)
+        XCTAssertEqual(ActivationMath.erfAndGaussian(7).erf, 1)
+        XCTAssertEqual(ActivationMath.erfAndGaussian(-7).erf, -1)
+        XCTAssertEqual(ActivationMath.erfAndGaussian(7).gaussian, 0)
+        XCTAssertEqual(PortableMath.expNonPositive(0), 1)
+        XCTAssertEqual(PortableMath.expNonPositive(-800), 0)
+        XCTAssert(PortableMath.expNonPositive(.nan).isNaN)
+        XCTAssertEqual(PortableMath.expNonPositive(-.infinity), 0)
+    }
 }

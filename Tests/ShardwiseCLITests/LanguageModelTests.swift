@@ -1,0 +1,114 @@
+import Foundation
+import XCTest
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A character-level GPT under the real executable, on a small text of its own: it learns,
+/// its weights are the same for 1, 2 and 3 workers and after a resume on another worker
+/// count, and `generate` gives the same text for a seed.
+final class LanguageModelTests: XCTestCase {
+    var folder = ""
+
+    override func setUpWithError() throws {
+        folder = NSTemporaryDirectory() + "shardwise-lm-\(getpid())-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        // Lines of words from a small lexicon: a text with structure a model can learn.
+        let words = ["the", "king", "shall", "speak", "of", "love", "and", "war", "to", "his", "lords", "tonight"]
+        var state: UInt64 = 7
+        var lines: [String] = []
+        for _ in 0..<400 {
+            var line: [String] = []
+            for _ in 0..<6 {
+                state = state &* 6364136223846793005 &+ 1442695040888963407
+                line.append(words[Int(state >> 33) % words.count])
+            }
+            lines.append(line.joined(separator: " ") + ".")
+        }
+        try (lines.joined(separator: "\n") + "\n").write(toFile: "\(folder)/text.txt", atomically: true, encoding: .utf8)
+        let model = """
+            input: [16]
+            layers: >
+              tokens(20, 16)
+              residual(layernorm(dims: 1) attention(2, dropout: 0.1)) residual(layernorm(dims: 1) linear(32) gelu linear(16) dropout(0.1))
+              layernorm(dims: 1) linear(20)
+            training: {optimizer: adamw, lr: 0.01, schedule: cosine, lr_floor: 0.1, warmup_steps: 5, beta2: 0.99, weight_decay: 0.1, decay_on: matrices, clip_norm: 1.0, max_norm: none, epochs: 3, steps_per_epoch: 20, batch_size: 8}
+            """
+        try model.write(toFile: "\(folder)/model.yaml", atomically: true, encoding: .utf8)
+    }
+
+    override func tearDown() { try? FileManager.default.removeItem(atPath: folder) }
+
+    func train(_ extra: [String]) throws -> (status: Int32, output: String, error: String) {
+        try runShardwise(["train", "--data", "\(folder)/text.txt", "--tokenizer", "char", "--context", "16", "--model", "\(folder)/model.yaml",
+                          "--shard-size", "2", "--oversubscribe"] + extra)
+    }
+
+    func hash(_ output: String) -> String? { output.firstMatch(of: /weights sha256 ([0-9a-f]{64})/).map { String($0.1) } }
+
+    func testLearnsAndGivesOneWeightsHashForAnyWorkerCountAndResume() throws {
+        let two = try train(["--workers", "2", "--out", "\(folder)/two"])
+        XCTAssertEqual(two.status, 0, two.error)
+        // 20 characters: the words' 17 letters, space, '.' and the line break.
+        XCTAssert(two.output.contains("language model, 20 characters, windows of 16 tokens"), two.output)
+        let loss = try XCTUnwrap(two.output.firstMatch(of: /test loss ([0-9.]+) \(([0-9.]+) bits\/token\)/))
+        let nats = try XCTUnwrap(Double(loss.1)), bits = try XCTUnwrap(Double(loss.2))
+        XCTAssertEqual(bits, nats / M_LN2, accuracy: 1e-3)
+        // Uniform guessing costs ln 20 = 3.0 nats; the words' letters are far more predictable.
+        XCTAssertLessThan(nats, 2.2, two.output)
+        let reference = try XCTUnwrap(hash(two.output))
+        for workers in ["1", "3"] {
+            let run = try train(["--workers", workers])
+            XCTAssertEqual(run.status, 0, run.error)
+            XCTAssertEqual(hash(run.output), reference, "\(workers) workers")
+        }
+        // Stopped after 30 of the 60 steps on 1 worker, resumed on 3: the same weights.
+        let cut = try train(["--workers", "1", "--stop-after-steps", "30", "--out", "\(folder)/cut"])
+        XCTAssertEqual(cut.status, 0, cut.error)
+        // A resumed run is given its data flags again, as with any data file.
+        let resumed = try runShardwise(["train", "--data", "\(folder)/text.txt", "--tokenizer", "char", "--context", "16", "--resume", "\(folder)/cut", "--workers", "3", "--oversubscribe"])
+        XCTAssertEqual(resumed.status, 0, resumed.error)
+        XCTAssertEqual(hash(resumed.output), reference, resumed.output)
+
+        // generate: the prompt, then the tokens; one text for a seed, another for another seed.
+        func generate(_ extra: [String]) throws -> String {
+            let result = try runShardwise(["generate", "--checkpoint", "\(folder)/two", "--prompt", "the king", "--tokens", "40"] + extra)
+            XCTAssertEqual(result.status, 0, result.error)
+            return result.output
+        }
+        let first = try generate(["--seed", "5", "--temperature", "0.8"])
+        XCTAssert(first.hasPrefix("the king"), first)
+        XCTAssertEqual(first.count, "the king".count + 40 + 1)
+        XCTAssertEqual(try generate(["--seed", "5", "--temperature", "0.8"]), first)
+        XCTAssertNotEqual(try generate(["--seed", "6", "--temperature", "0.8"]), first)
+        // Temperature 0 is the likeliest token each time, as top-k 1 is.
+        XCTAssertEqual(try generate(["--temperature", "0"]), try generate(["--top-k", "1", "--seed", "9"]))
+        let unknown = try runShardwise(["generate", "--checkpoint", "\(folder)/two", "--prompt", "xyz"])
+        XCTAssertEqual(unknown.status, 1)
+        XCTAssertEqual(unknown.error, "error: --prompt: character 0 (x) is not in the model's vocabulary of 20 characters\n")
+        XCTAssertEqual(unknown.output, "")
+    }
+
+    func testBadTokenFlagsAreRefused() throws {
+        let noModel = try runShardwise(["train", "--data", "\(folder)/text.txt", "--tokenizer", "char", "--context", "16"])
+        XCTAssertEqual(noModel.status, 1)
+        XCTAssert(noModel.error.contains("a language model is described with --model"), noModel.error)
+        let noTokenizer = try runShardwise(["train", "--data", "\(folder)/text.txt", "--context", "16"])
+        XCTAssertEqual(noTokenizer.status, 2)
+        XCTAssert(noTokenizer.error.contains("--context: a window of tokens needs --tokenizer"), noTokenizer.error)
+        let badTokenizer = try runShardwise(["train", "--data", "\(folder)/text.txt", "--tokenizer", "words", "--context", "16"])
+        XCTAssertEqual(badTokenizer.status, 2)
+        XCTAssert(badTokenizer.error.contains("--tokenizer: 'words', expected char or bytes"), badTokenizer.error)
+        XCTAssert(FileManager.default.createFile(atPath: "\(folder)/binary.txt", contents: Data([0x66, 0xFF, 0xFE, 0x0A])))
+        let binary = try runShardwise(["train", "--data", "\(folder)/binary.txt", "--tokenizer", "char", "--context", "16", "--model", "\(folder)/model.yaml", "--shard-size", "2"])
+        XCTAssertEqual(binary.status, 1)
+        XCTAssert(binary.error.contains("binary.txt: not UTF-8 text, expected text for --tokenizer char"), binary.error)
+        let long = try train(["--context", "4000"])
+        XCTAssertEqual(long.status, 1)
+        XCTAssert(long.error.contains("hold no window of 4000 + 1 (--context 4000)"), long.error)
+        let mismatch = try train(["--context", "8"])
+        XCTAssertEqual(mismatch.status, 1)
+        XCTAssert(mismatch.error.contains("--model: input shape (16) does not hold the 8 values of a row"), mismatch.error)
+    }
+}
