@@ -13,7 +13,7 @@ RUN_DIR      ?= runs/reference
 MPIRUN_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
 TRAIN_FLAGS  ?=
 
-.PHONY: dist install dist-check all deps build train train-no-dropout train-cnn train-resnet reproduce-dropout test fuzz example docs bench bench-mpi bench-multihost bench-portable bench-pytorch bench-data sklearn-data sklearn-compare clean
+.PHONY: dist install dist-check all deps build train train-no-dropout train-cnn train-resnet train-gpt reproduce-dropout test fuzz example docs bench bench-mpi bench-multihost bench-portable bench-pytorch bench-data sklearn-data sklearn-compare clean
 
 all: build
 
@@ -54,6 +54,13 @@ train-cnn: build
 # about 10 minutes on 2 cores.
 train-resnet: build
 	.build/release/shardwise train --model Examples/models/mnist-resnet.yaml --seed 1 --out runs/resnet $(TRAIN_FLAGS)
+
+# A character-level GPT on tiny Shakespeare (Examples/models/shakespeare-char.yaml, its recipe in the
+# file: nanoGPT's small CPU recipe, 2,000 steps; README, "Language models"), then a sample of its text.
+GPT_DATA ?= ../shared/datasets/tinyshakespeare/input.txt
+train-gpt: build
+	.build/release/shardwise train --data $(GPT_DATA) --tokenizer char --context 64 --model Examples/models/shakespeare-char.yaml --shard-size 6 --out runs/gpt $(TRAIN_FLAGS)
+	.build/release/shardwise generate --checkpoint runs/gpt --prompt "ROMEO:" --tokens 300 --temperature 0.8 --top-k 40 --seed 1
 
 # Srivastava et al. 2014, MNIST, 3x1024 ReLU with dropout and max-norm, and the same without dropout
 # (README, "Reproducing the dropout paper"). Long: not part of CI. The paper's errors beside ours

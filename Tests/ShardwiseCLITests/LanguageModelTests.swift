@@ -84,6 +84,15 @@ final class LanguageModelTests: XCTestCase {
         XCTAssertNotEqual(try generate(["--seed", "6", "--temperature", "0.8"]), first)
         // Temperature 0 is the likeliest token each time, as top-k 1 is.
         XCTAssertEqual(try generate(["--temperature", "0"]), try generate(["--top-k", "1", "--seed", "9"]))
+        // The checkpoint in PyTorch (the same modules by name, scaled_dot_product_attention): the same test loss.
+        if (try? runPython(["-c", "import torch, numpy, yaml"]))?.status == 0 {
+            let torch = try runPython(["Benchmarks/pytorch/gpt_torch.py", "--evaluate", "\(folder)/two", "--data", "\(folder)/text.txt", "--model", "\(folder)/model.yaml"])
+            XCTAssertEqual(torch.status, 0, torch.output)
+            let theirs = try XCTUnwrap(torch.output.firstMatch(of: /test loss ([0-9.]+) in PyTorch/).flatMap { Double($0.1) }, torch.output)
+            XCTAssertEqual(theirs, nats, accuracy: 2e-4, torch.output)
+        } else {
+            print("PyTorch (torch, numpy, yaml) is not installed: the checkpoint is not checked in PyTorch")
+        }
         let unknown = try runShardwise(["generate", "--checkpoint", "\(folder)/two", "--prompt", "xyz"])
         XCTAssertEqual(unknown.status, 1)
         XCTAssertEqual(unknown.error, "error: --prompt: character 0 (x) is not in the model's vocabulary of 20 characters\n")

@@ -128,6 +128,36 @@ class CategoryEmbedding(nn.Module):
         return torch.cat([x[:, 1:], F.embedding(x[:, 0].long(), self.weight)], dim=1)
 
 
+class TokenEmbedding(nn.Module):
+    """Shardwise's tokens(V, C): each id's vector plus its position's (GPT's wte + wpe)."""
+
+    def __init__(self, vocabulary, dim, context):
+        super().__init__()
+        self.token = nn.Embedding(vocabulary, dim)
+        self.position = nn.Embedding(context, dim)
+
+    def forward(self, x):
+        ids = x.long()
+        return self.token(ids) + self.position(torch.arange(ids.shape[1], device=ids.device))
+
+
+class CausalSelfAttention(nn.Module):
+    """Shardwise's attention(H, dropout: p): nanoGPT's layer, qkv then proj."""
+
+    def __init__(self, width, heads, dropout=0.0):
+        super().__init__()
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.heads, self.dropout = heads, dropout
+
+    def forward(self, x):
+        n, t, c = x.shape
+        q, k, v = self.qkv(x).split(c, dim=2)
+        q, k, v = (z.view(n, t, self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(y.transpose(1, 2).reshape(n, t, c))
+
+
 def shape_after(module, shape):
     with torch.no_grad():
         return list(module.eval()(torch.zeros([2] + shape)).shape[1:])
@@ -146,7 +176,11 @@ def leaf(name, inner, shape):
     if name == "flatten":
         return nn.Flatten()
     if name in ("linear", "dense"):
-        return nn.Linear(shape[0], int(p[0] if p else k["out_features"]))
+        return nn.Linear(shape[-1], int(p[0] if p else k["out_features"]))
+    if name in ("tokens", "token_embedding"):
+        return TokenEmbedding(int(p[0] if p else k["vocabulary"]), int(p[1] if len(p) > 1 else k["dim"]), shape[0])
+    if name in ("attention", "causal_self_attention"):
+        return CausalSelfAttention(shape[1], int(p[0] if p else k["heads"]), number(k.get("dropout", 0)))
     if name == "embedding":
         return CategoryEmbedding(int(p[0] if p else k["count"]), int(p[1] if len(p) > 1 else k["dim"]))
     if name == "relu":
