@@ -19,6 +19,9 @@ struct SampleNormalization {
     /// Parameter index of element e of a sample.
     @inline(__always) func index(_ e: Int) -> Int { (e / stride) % period }
 
+    /// Whether element i of every group has parameter i (LayerNorm, RMSNorm): no division an element.
+    var parameterPerElement: Bool { stride == 1 && period == groupSize }
+
     /// Mean (0 without centring) and 1 / √(variance + ε) of `count` values at `x`.
     @inline(__always) func statistics(_ x: UnsafePointer<Float>) -> (mean: Double, rstd: Double) {
         var mean = 0.0
@@ -40,6 +43,14 @@ struct SampleNormalization {
             for start in Swift.stride(from: 0, to: width, by: groupSize) {
                 let x = pass.input + r * width + start, y = pass.output + r * width + start
                 let (mean, rstd) = statistics(x)
+                if parameterPerElement {
+                    if let beta {
+                        for i in 0..<groupSize { y[i] = Float((Double(x[i]) - mean) * rstd * Double(gamma[i]) + Double(beta[i])) }
+                    } else {
+                        for i in 0..<groupSize { y[i] = Float((Double(x[i]) - mean) * rstd * Double(gamma[i])) }
+                    }
+                    continue
+                }
                 for i in 0..<groupSize {
                     let p = index(start + i)
                     let normalized = (Double(x[i]) - mean) * rstd * Double(gamma[p])
@@ -63,8 +74,9 @@ struct SampleNormalization {
                 let x = pass.input + r * width + start, g = dy + r * width + start
                 let (mean, rstd) = statistics(x)
                 var sumD = 0.0, sumDX = 0.0
+                let direct = parameterPerElement
                 for i in 0..<groupSize {
-                    let p = index(start + i), xhat = (Double(x[i]) - mean) * rstd, d = Double(g[i])
+                    let p = direct ? i : index(start + i), xhat = (Double(x[i]) - mean) * rstd, d = Double(g[i])
                     dGamma[p] += d * xhat
                     dBeta[p] += d
                     let dxhat = d * Double(gamma[p])
@@ -74,7 +86,7 @@ struct SampleNormalization {
                 guard let dx = pass.inputGradient.map({ $0 + r * width + start }) else { continue }
                 let meanD = centred ? sumD / m : 0, meanDX = sumDX / m
                 for i in 0..<groupSize {
-                    let p = index(start + i), xhat = (Double(x[i]) - mean) * rstd
+                    let p = direct ? i : index(start + i), xhat = (Double(x[i]) - mean) * rstd
                     dx[i] = Float(rstd * (Double(g[i]) * Double(gamma[p]) - meanD - xhat * meanDX))
                 }
             }
