@@ -1,4 +1,5 @@
 import Foundation
+import Shardwise
 import XCTest
 
 #if canImport(Glibc)
@@ -97,6 +98,46 @@ final class LanguageModelTests: XCTestCase {
         XCTAssertEqual(unknown.status, 1)
         XCTAssertEqual(unknown.error, "error: --prompt: character 0 (x) is not in the model's vocabulary of 20 characters\n")
         XCTAssertEqual(unknown.output, "")
+    }
+
+    /// The process run with `environment` added (an instruction set forced), or under mpirun.
+    func launch(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, output: String, error: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let output = out.fileHandleForReading.readDataToEndOfFile(), error = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: output, as: UTF8.self), String(decoding: error, as: UTF8.self))
+    }
+
+    /// Every instruction set of the portable kernels, and two MPI ranks on different ones
+    /// (scalar on one, the fastest on the other), give the single process's weights.
+    func testInstructionSetsAndMPIRanksGiveTheSameWeights() throws {
+        let flags = ["train", "--data", "\(folder)/text.txt", "--tokenizer", "char", "--context", "16", "--model", "\(folder)/model.yaml",
+                     "--shard-size", "2", "--epochs", "1"]
+        let reference = try runShardwise(flags + ["--workers", "2"])
+        XCTAssertEqual(reference.status, 0, reference.error)
+        let isas = MatrixKernels.availableISAs
+        for isa in isas {
+            let run = try launch(shardwiseExecutable, flags + ["--workers", "2"], environment: ["SHARDWISE_KERNEL_ISA": isa])
+            XCTAssertEqual(run.status, 0, run.error)
+            XCTAssert(run.output.contains("portable \(isa) kernels"), run.output)
+            XCTAssertEqual(hash(run.output), hash(reference.output), isa)
+        }
+        let mpirun = "/usr/bin/mpirun"
+        guard access(mpirun, X_OK) == 0 else { throw XCTSkip("\(mpirun) is absent (make deps installs openmpi-bin)") }
+        let rank = flags + ["--workers", "1"]
+        let mixed = try launch(mpirun, (geteuid() == 0 ? ["--allow-run-as-root"] : []) + ["--oversubscribe",
+            "-np", "1", "-x", "SHARDWISE_KERNEL_ISA=scalar", shardwiseExecutable] + rank + [":", "-np", "1", "-x", "SHARDWISE_KERNEL_ISA=\(isas.last!)", shardwiseExecutable] + rank,
+            environment: ["OMPI_MCA_btl_vader_single_copy_mechanism": "none"])
+        XCTAssertEqual(mixed.status, 0, mixed.error)
+        XCTAssert(mixed.output.contains("2 MPI ranks"), mixed.output)
+        XCTAssertEqual(hash(mixed.output), hash(reference.output), "2 ranks, scalar and \(isas.last!)")
     }
 
     func testBadTokenFlagsAreRefused() throws {
