@@ -59,7 +59,15 @@ public enum ONNXExport {
         let outputs: [String]
         if saved.task == .classification {
             graph.node("Identity", [current], "logits")
-            graph.node("Softmax", ["logits"], "probabilities", ints: [("axis", 1)])
+            let positions = network.labelPositions, width = network.widths.last!
+            if positions > 1 {
+                // A language model's (T, V) logits: a softmax over each position's V.
+                let positioned = graph.node("Reshape", ["logits", graph.integers("logits.positions", [-1, positions, width / positions])], "logits.positioned")
+                let softmax = graph.node("Softmax", [positioned], "probabilities.positioned", ints: [("axis", 2)])
+                graph.node("Reshape", [softmax, graph.integers("probabilities.shape", [-1, width])], "probabilities")
+            } else {
+                graph.node("Softmax", ["logits"], "probabilities", ints: [("axis", 1)])
+            }
             outputs = ["logits", "probabilities"]
         } else if let shift = p.targetShift, let scale = p.targetScale {
             let scaled = graph.node("Mul", [current, graph.constant("targets.scale", [scale.count], scale)], "targets.scaled")

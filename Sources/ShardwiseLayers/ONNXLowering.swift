@@ -192,3 +192,41 @@ extension GroupNorm {
         return graph.node("Add", [graph.node("Mul", [normalized, weight], "\(name).scaled"), bias], "\(name).output")
     }
 }
+
+extension TokenEmbedding {
+    /// Each id's row of `token.weight` (`Cast` to int64, `Gather`) plus `position.weight` (`Add`, broadcast over the batch).
+    public func lowerToONNX<G: ONNXGraphBuilder>(_ graph: inout G, input x: String, inputShape: [Int], parameters: [String], name: String) -> String? {
+        let ids = graph.node("Cast", [x], "\(name).ids", ints: [("to", 7)])  // INT64
+        let vectors = graph.node("Gather", [parameters[0], ids], "\(name).vectors", ints: [("axis", 0)])  // (batch, T, C)
+        return graph.node("Add", [vectors, parameters[1]], "\(name).output")
+    }
+}
+
+extension CausalSelfAttention {
+    /// The projections as `MatMul` by the transposed weights and `Add`; the heads by `Slice`,
+    /// `Reshape` and `Transpose`; softmax(q kᵀ / √d + mask) v with the causal mask a constant
+    /// (0 on and below the diagonal, -1e30 above); the heads joined back.
+    public func lowerToONNX<G: ONNXGraphBuilder>(_ graph: inout G, input x: String, inputShape: [Int], parameters: [String], name: String) -> String? {
+        let t = inputShape[0], c = width, h = heads, d = width / heads
+        func linear(_ input: String, _ weight: String, _ bias: String, _ label: String) -> String {
+            let transposed = graph.node("Transpose", [weight], "\(name).\(label).weight_t", lists: [("perm", [1, 0])])
+            return graph.node("Add", [graph.node("MatMul", [input, transposed], "\(name).\(label).product"), bias], "\(name).\(label).output")
+        }
+        let qkv = linear(x, parameters[0], parameters[1], "qkv")
+        let axis = graph.integers("\(name).axis", [2])
+        func head(_ k: Int, _ label: String, perm: [Int]) -> String {
+            let part = graph.node("Slice", [qkv, graph.integers("\(name).\(label).start", [k * c]), graph.integers("\(name).\(label).end", [(k + 1) * c]), axis], "\(name).\(label)")
+            let split = graph.node("Reshape", [part, graph.integers("\(name).\(label).shape", [-1, t, h, d])], "\(name).\(label).heads")
+            return graph.node("Transpose", [split], "\(name).\(label).t", lists: [("perm", perm)])
+        }
+        let q = head(0, "q", perm: [0, 2, 1, 3]), k = head(1, "k", perm: [0, 2, 3, 1]), v = head(2, "v", perm: [0, 2, 1, 3])
+        let scores = graph.node("Mul", [graph.node("MatMul", [q, k], "\(name).qk"), graph.constant("\(name).scale", [], [scale(d)])], "\(name).scores")
+        var mask = [Float](repeating: 0, count: t * t)
+        for i in 0..<t { for j in (i + 1)..<max(t, i + 1) { mask[i * t + j] = -1e30 } }
+        let masked = graph.node("Add", [scores, graph.constant("\(name).mask", [t, t], mask)], "\(name).masked")
+        let probabilities = graph.node("Softmax", [masked], "\(name).probabilities", ints: [("axis", 3)])
+        let heads = graph.node("Transpose", [graph.node("MatMul", [probabilities, v], "\(name).y")], "\(name).y.t", lists: [("perm", [0, 2, 1, 3])])
+        let joined = graph.node("Reshape", [heads, graph.integers("\(name).y.shape", [-1, t, c])], "\(name).joined")
+        return linear(joined, parameters[2], parameters[3], "proj")
+    }
+}

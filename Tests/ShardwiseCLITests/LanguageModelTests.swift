@@ -94,6 +94,18 @@ final class LanguageModelTests: XCTestCase {
         } else {
             print("PyTorch (torch, numpy, yaml) is not installed: the checkpoint is not checked in PyTorch")
         }
+        // The ONNX export in ONNX Runtime (tokens as Gather + Add, attention with a causal mask): the same test loss.
+        if (try? runPython(["-c", "import onnx, onnxruntime, numpy"]))?.status == 0 {
+            let export = try runShardwise(["export", "--checkpoint", "\(folder)/two", "--onnx", "\(folder)/lm.onnx"])
+            XCTAssertEqual(export.status, 0, export.error)
+            let check = try runPython(["Tests/python/onnx_lm_check.py", "\(folder)/lm.onnx", "\(folder)/text.txt", "16"])
+            XCTAssertEqual(check.status, 0, check.output)
+            let match = try XCTUnwrap(check.output.firstMatch(of: /test loss ([0-9.]+) in ONNX Runtime \(from the probabilities ([0-9.]+)\)/), check.output)
+            XCTAssertEqual(Double(match.1)!, nats, accuracy: 2e-4, check.output)
+            XCTAssertEqual(Double(match.2)!, nats, accuracy: 2e-4, check.output)
+        } else {
+            print("onnx and onnxruntime are not installed: the ONNX export is not checked")
+        }
         let unknown = try runShardwise(["generate", "--checkpoint", "\(folder)/two", "--prompt", "xyz"])
         XCTAssertEqual(unknown.status, 1)
         XCTAssertEqual(unknown.error, "error: --prompt: character 0 (x) is not in the model's vocabulary of 20 characters\n")
