@@ -26,6 +26,8 @@ public struct DataOptions: Sendable {
     public var tokenizer: Vocabulary.Kind?
     /// `--context`: a language model's window of tokens (its input length).
     public var context: Int?
+    /// `--vocabulary-size`: pre-tokenized ids' count (default: the largest id found, plus one).
+    public var vocabularySize: Int?
 
     public init(path: String? = nil) { self.path = path }
 
@@ -46,6 +48,7 @@ public struct DataOptions: Sendable {
         add("--cache-dir", cacheFolder)
         add("--tokenizer", tokenizer?.rawValue)
         add("--context", context.map(String.init))
+        add("--vocabulary-size", vocabularySize.map(String.init))
         return parts.map { $0.contains(" ") ? "'\($0)'" : $0 }.joined(separator: " ")
     }
 
@@ -230,16 +233,31 @@ public enum DataSource {
     /// A language model's samples from the text at `--data`: the ids of its first part's windows
     /// of `--context` + 1 tokens to train on, and the last `--test-fraction` (default 0.1) of the
     /// ids, a contiguous tail no training window reaches, as the test set: its windows every
-    /// `--context` tokens, a fixed set that covers it once.
+    /// `--context` tokens, a fixed set that covers it once. Pre-tokenized ids (`--tokenizer
+    /// uint16`) may give their test ids in a file of their own (`--test-data val.bin`): then all of
+    /// `--data` trains.
     static func tokens(_ options: DataOptions, tokenizer: Vocabulary.Kind, console: Console) throws -> RunData {
         guard let path = options.path else { throw RunError("--tokenizer: give the text to train on with --data FILE") }
         guard let context = options.context else { throw RunError("--tokenizer: give the model's window with --context T (its input length)") }
-        guard options.testPath == nil, options.validationPath == nil else {
-            throw RunError("--tokenizer: the test tokens are the text's tail (--test-fraction); --test-data and --validation-data are for sample files")
+        guard options.validationPath == nil, options.testPath == nil || tokenizer == .uint16 else {
+            throw RunError("--tokenizer: the test tokens are the text's tail (--test-fraction); --test-data takes a file of pre-tokenized ids (--tokenizer uint16)")
         }
         let started = monotonicSeconds()
         let stream: TokenStream
-        do { stream = try TokenStream.text(path, tokenizer: tokenizer) } catch { throw RunError(error.description) }
+        let given = options.vocabularySize.map(Vocabulary.ids)
+        do { stream = try TokenStream.text(path, tokenizer: tokenizer, vocabulary: given) } catch { throw RunError(error.description) }
+        if let testPath = options.testPath {
+            var train: Dataset, test: Dataset
+            do {
+                let held = try TokenStream.binary(testPath, vocabularySize: stream.vocabulary.size)
+                train = try stream.windows(0..<stream.count, context: context)
+                test = try held.windows(0..<held.count, context: context, stride: context)
+            } catch { throw RunError(error.description) }
+            train.vocabulary = stream.vocabulary
+            test.vocabulary = stream.vocabulary
+            console.line(String(format: "%@: %d tokens (%@) in %.2f s to train on; %@ to test", path, stream.count, stream.vocabulary.description, monotonicSeconds() - started, testPath))
+            return RunData(train: train, test: test, origin: path)
+        }
         let fraction = options.testFraction ?? 0.1
         let held = Int((Double(stream.count) * fraction).rounded())
         let split = stream.count - held

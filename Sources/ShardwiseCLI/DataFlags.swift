@@ -57,8 +57,11 @@ struct DataFlags: ParsableArguments {
     @Option(help: "Input preprocessing, computed on the training samples: none, standard, minmax or scale:K (default: scale:255 for 8-bit features, none otherwise).")
     var normalize: String?
 
-    @Option(help: "--data is text for a language model: char (one id per distinct character) or bytes (the 256 byte values); the last --test-fraction (default 0.1) is the test set.")
+    @Option(help: "--data is text for a language model: char (one id per distinct character) or bytes (the 256 byte values); or uint16, ids tokenized elsewhere (nanoGPT's train.bin, llm.c's .bin), mapped. The last --test-fraction (default 0.1) is the test set, or --test-data (uint16).")
     var tokenizer: String?
+
+    @Option(help: "With --tokenizer uint16: the token ids' count (default: the largest id in --data, plus one).")
+    var vocabularySize: Int?
 
     @Option(help: "A language model's window: T tokens in, the next token of each out (the model's input length).")
     var context: Int?
@@ -80,7 +83,11 @@ struct DataFlags: ParsableArguments {
             throw ValidationError("--test-fraction: a test file is given (--test-data); use one or the other")
         }
         if let tokenizer, Vocabulary.Kind(rawValue: tokenizer) == nil {
-            throw ValidationError("--tokenizer: '\(tokenizer)', expected char or bytes")
+            throw ValidationError("--tokenizer: '\(tokenizer)', expected char, bytes or uint16")
+        }
+        if let vocabularySize {
+            guard tokenizer == "uint16" else { throw ValidationError("--vocabulary-size: the ids' count is for --tokenizer uint16") }
+            guard (1...Vocabulary.maxSize).contains(vocabularySize) else { throw ValidationError("--vocabulary-size: \(vocabularySize), expected 1 to \(Vocabulary.maxSize) (16-bit ids)") }
         }
         if let context {
             guard tokenizer != nil else { throw ValidationError("--context: a window of tokens needs --tokenizer (text data)") }
@@ -97,5 +104,6 @@ struct DataFlags: ParsableArguments {
         options.normalize = normalize
         options.tokenizer = tokenizer.flatMap(Vocabulary.Kind.init(rawValue:))
         options.context = context
+        options.vocabularySize = vocabularySize
     }
 }

@@ -9,16 +9,20 @@ import Darwin
 /// `char`: one id per distinct character (Unicode scalar) of the text, in ascending order of
 /// scalar value, as nanoGPT's `sorted(set(text))`; the checkpoint stores the list, so `generate`
 /// and evaluation map ids back to the same characters. `bytes`: the 256 byte values of any file.
+/// `uint16`: ids tokenized elsewhere (nanoGPT's `train.bin`, llm.c's `.bin`), `idCount` of them,
+/// with no text: `generate` reads and writes the numbers.
 public struct Vocabulary: Codable, Sendable, Equatable, CustomStringConvertible {
     /// The two tokenizers.
     public enum Kind: String, Codable, Sendable, CaseIterable {
-        case char, bytes
+        case char, bytes, uint16
     }
 
     /// Which tokenizer.
     public let kind: Kind
     /// `char`: the characters' scalar values in id order; `bytes`: empty.
     public let symbols: [UInt32]
+    /// `uint16`: the ids are `0..<idCount`; nil otherwise.
+    public var idCount: Int?
 
     /// The 256 byte values.
     public static let bytes = Vocabulary(kind: .bytes, symbols: [])
@@ -29,6 +33,13 @@ public struct Vocabulary: Codable, Sendable, Equatable, CustomStringConvertible 
         self.symbols = symbols
     }
 
+    /// Pre-tokenized ids `0..<count`.
+    public static func ids(_ count: Int) -> Vocabulary {
+        var vocabulary = Vocabulary(kind: .uint16, symbols: [])
+        vocabulary.idCount = count
+        return vocabulary
+    }
+
     /// The distinct characters of `text`, ascending.
     public static func characters(of text: String) -> Vocabulary {
         var seen = Set<UInt32>()
@@ -37,15 +48,30 @@ public struct Vocabulary: Codable, Sendable, Equatable, CustomStringConvertible 
     }
 
     /// V: the ids are `0..<size`.
-    public var size: Int { kind == .bytes ? 256 : symbols.count }
+    public var size: Int {
+        switch kind {
+        case .char: symbols.count
+        case .bytes: 256
+        case .uint16: idCount ?? 0
+        }
+    }
 
-    /// "65 characters" or "256 byte values".
-    public var description: String { kind == .bytes ? "256 byte values" : "\(symbols.count) characters" }
+    /// "65 characters", "256 byte values" or "50257 token ids".
+    public var description: String {
+        switch kind {
+        case .char: "\(symbols.count) characters"
+        case .bytes: "256 byte values"
+        case .uint16: "\(size) token ids"
+        }
+    }
 
     /// What makes a stored vocabulary unusable (a checkpoint's), or nil.
     public var problem: String? {
         switch kind {
         case .bytes: return symbols.isEmpty ? nil : "a byte vocabulary lists no characters, found \(symbols.count)"
+        case .uint16:
+            guard symbols.isEmpty, let n = idCount, (1...Self.maxSize).contains(n) else { return "pre-tokenized ids: \(idCount.map(String.init) ?? "no") id count, expected 1...\(Self.maxSize)" }
+            return nil
         case .char:
             guard !symbols.isEmpty, symbols.count <= Self.maxSize else { return "\(symbols.count) characters, expected 1...\(Self.maxSize)" }
             guard zip(symbols, symbols.dropFirst()).allSatisfy({ $0 < $1 }), symbols.allSatisfy({ Unicode.Scalar($0) != nil }) else {
@@ -63,6 +89,16 @@ public struct Vocabulary: Codable, Sendable, Equatable, CustomStringConvertible 
         switch kind {
         case .bytes:
             return text.utf8.map { UInt16($0) }
+        case .uint16:
+            // Numbers separated by spaces or commas.
+            var ids: [UInt16] = []
+            for (k, word) in text.split(whereSeparator: { $0 == " " || $0 == "," || $0.isNewline }).enumerated() {
+                guard let id = Int(word), (0..<size).contains(id) else {
+                    throw DataError(path: path, problem: "value \(k) ('\(word.prefix(20))') is not a token id of 0...\(size - 1)")
+                }
+                ids.append(UInt16(id))
+            }
+            return ids
         case .char:
             var ids: [UInt16] = []
             ids.reserveCapacity(text.utf8.count)
@@ -83,6 +119,8 @@ public struct Vocabulary: Codable, Sendable, Equatable, CustomStringConvertible 
         switch kind {
         case .bytes:
             return String(decoding: ids.map { UInt8(truncatingIfNeeded: $0) }, as: UTF8.self)
+        case .uint16:
+            return ids.map { " \($0)" }.joined()
         case .char:
             var text = String.UnicodeScalarView()
             for id in ids where id >= 0 && id < symbols.count { text.append(Unicode.Scalar(symbols[id])!) }
@@ -95,8 +133,9 @@ public struct Vocabulary: Codable, Sendable, Equatable, CustomStringConvertible 
 public struct TokenStream: Sendable {
     /// How the ids map to text.
     public let vocabulary: Vocabulary
-    /// The ids, as 16-bit values.
+    /// The ids, as 16-bit values from byte `offset`.
     public let ids: TableBytes
+    public var offset = 0
     /// How many ids.
     public let count: Int
     /// The file, for messages.
@@ -106,6 +145,7 @@ public struct TokenStream: Sendable {
     /// the file, or the byte values). Read once into memory: its bytes and 2 bytes an id must
     /// fit in the memory available.
     public static func text(_ path: String, tokenizer: Vocabulary.Kind, vocabulary given: Vocabulary? = nil) throws(DataError) -> TokenStream {
+        if tokenizer == .uint16 { return try binary(path, vocabularySize: given?.idCount) }
         let (fd, size) = try RegularFile.open(path)
         defer { close(fd) }
         guard size > 0 else { throw DataError(path: path, problem: "empty file (0 bytes), expected text to train on") }
@@ -124,7 +164,7 @@ public struct TokenStream: Sendable {
         let ids: [UInt16]
         let vocabulary: Vocabulary
         switch tokenizer {
-        case .bytes:
+        case .bytes, .uint16:  // uint16 returned above
             vocabulary = .bytes
             ids = bytes.map { UInt16($0) }
         case .char:
@@ -145,9 +185,38 @@ public struct TokenStream: Sendable {
         return TokenStream(vocabulary: vocabulary, ids: storage, count: ids.count, source: path)
     }
 
+    /// A file of ids tokenized elsewhere, mapped (a corpus larger than memory trains): llm.c's
+    /// `.bin` (a header of 256 int32, magic 20240520, version 1, the id count; then the ids), or
+    /// nanoGPT's raw little-endian uint16 `train.bin`. The ids are `0..<vocabularySize`, or up to
+    /// the largest id found when it is nil; an id outside is refused by position.
+    public static func binary(_ path: String, vocabularySize: Int? = nil) throws(DataError) -> TokenStream {
+        let bytes = try TableBytes(mapping: path)
+        var offset = 0, count = bytes.count / 2
+        if bytes.count >= 1024, bytes.base.loadUnaligned(as: Int32.self) == 20_240_520 {
+            let version = bytes.base.loadUnaligned(fromByteOffset: 4, as: Int32.self), declared = Int(bytes.base.loadUnaligned(fromByteOffset: 8, as: Int32.self))
+            guard version == 1 else { throw DataError(path: path, problem: "llm.c token file of version \(version), expected 1 (16-bit ids)") }
+            guard declared >= 0, 1024 + 2 * declared <= bytes.count else {
+                throw DataError(path: path, problem: "truncated: its header declares \(declared) ids (\(2 * declared) bytes after 1024), the file has \(bytes.count - 1024)")
+            }
+            (offset, count) = (1024, declared)
+        } else if bytes.count % 2 != 0 {
+            throw DataError(path: path, problem: "\(bytes.count) bytes, an odd count: expected 16-bit ids (nanoGPT's .bin) or an llm.c header")
+        }
+        let p = (bytes.base + offset).assumingMemoryBound(to: UInt16.self)
+        var largest = 0
+        for i in 0..<count { largest = max(largest, Int(UInt16(littleEndian: p[i]))) }
+        if let vocabularySize, largest >= vocabularySize {
+            let at = (0..<count).first { Int(p[$0]) >= vocabularySize }!
+            throw DataError(path: path, problem: "id \(p[at]) at position \(at), expected ids below the vocabulary's \(vocabularySize) (--vocabulary-size)")
+        }
+        var stream = TokenStream(vocabulary: .ids(vocabularySize ?? largest + 1), ids: bytes, count: count, source: path)
+        stream.offset = offset
+        return stream
+    }
+
     /// The ids `range`, for tests and generation.
     public func tokens(_ range: Range<Int>) -> [Int] {
-        range.map { Int(ids.base.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)) }
+        range.map { Int(ids.base.loadUnaligned(fromByteOffset: offset + 2 * $0, as: UInt16.self)) }
     }
 
     /// The training samples of ids `range`: every window of `context` + 1 consecutive ids, its
@@ -163,8 +232,8 @@ public struct TokenStream: Sendable {
         guard windows < Int(Int32.max) else {
             throw DataError(path: source, problem: "\(windows) windows, expected fewer than 2^31 (the random streams address samples with 32 bits)")
         }
-        let inputs = try Table(windowsOf: range.count - 1, columns: context, type: .uint16, bytes: ids, offset: 2 * range.lowerBound, path: source)
-        let targets = try Table(windowsOf: range.count - 1, columns: context, type: .uint16, bytes: ids, offset: 2 * (range.lowerBound + 1), path: source)
+        let inputs = try Table(windowsOf: range.count - 1, columns: context, type: .uint16, bytes: ids, offset: offset + 2 * range.lowerBound, path: source)
+        let targets = try Table(windowsOf: range.count - 1, columns: context, type: .uint16, bytes: ids, offset: offset + 2 * (range.lowerBound + 1), path: source)
         let all = Dataset(windows: inputs, targets: targets, classes: vocabulary.size, source: source)
         return stride == 1 ? all : all.subset(Array(Swift.stride(from: 0, to: windows, by: stride)))
     }

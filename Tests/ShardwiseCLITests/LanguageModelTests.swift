@@ -112,6 +112,30 @@ final class LanguageModelTests: XCTestCase {
         XCTAssertEqual(unknown.output, "")
     }
 
+    /// The text's ids written as nanoGPT's raw uint16 train.bin train the same weights as the
+    /// text itself: the same windows, split and vocabulary size. A separate test file of ids
+    /// (`--test-data`) trains on all of --data.
+    func testPreTokenizedIdsTrainAsTheText() throws {
+        let text = try String(contentsOfFile: "\(folder)/text.txt", encoding: .utf8)
+        let symbols = Array(Set(text.unicodeScalars.map(\.value))).sorted()
+        let ids = text.unicodeScalars.map { UInt16(symbols.firstIndex(of: $0.value)!) }
+        XCTAssert(FileManager.default.createFile(atPath: "\(folder)/train.bin", contents: ids.withUnsafeBytes { Data($0) }))
+        XCTAssert(FileManager.default.createFile(atPath: "\(folder)/val.bin", contents: ids.suffix(400).withUnsafeBytes { Data($0) }))
+        let flags = ["--context", "16", "--model", "\(folder)/model.yaml", "--shard-size", "2", "--epochs", "1", "--workers", "2"]
+        let fromText = try runShardwise(["train", "--data", "\(folder)/text.txt", "--tokenizer", "char"] + flags)
+        let fromIds = try runShardwise(["train", "--data", "\(folder)/train.bin", "--tokenizer", "uint16", "--out", "\(folder)/ids"] + flags)
+        XCTAssertEqual(fromIds.status, 0, fromIds.error)
+        XCTAssert(fromIds.output.contains("language model, 20 token ids"), fromIds.output)
+        XCTAssertEqual(hash(fromIds.output), hash(fromText.output))
+        let held = try runShardwise(["train", "--data", "\(folder)/train.bin", "--tokenizer", "uint16", "--test-data", "\(folder)/val.bin"] + flags)
+        XCTAssertEqual(held.status, 0, held.error)
+        XCTAssert(held.output.contains("\(ids.count - 16) training / 24 test samples"), held.output)
+        // generate reads and writes ids.
+        let generated = try runShardwise(["generate", "--checkpoint", "\(folder)/ids", "--prompt", "3 4 5", "--tokens", "4"])
+        XCTAssertEqual(generated.status, 0, generated.error)
+        XCTAssertEqual(generated.output.split(separator: " ").count, 7, generated.output)
+    }
+
     /// The process run with `environment` added (an instruction set forced), or under mpirun.
     func launch(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, output: String, error: String) {
         let process = Process()
@@ -161,7 +185,7 @@ final class LanguageModelTests: XCTestCase {
         XCTAssert(noTokenizer.error.contains("--context: a window of tokens needs --tokenizer"), noTokenizer.error)
         let badTokenizer = try runShardwise(["train", "--data", "\(folder)/text.txt", "--tokenizer", "words", "--context", "16"])
         XCTAssertEqual(badTokenizer.status, 2)
-        XCTAssert(badTokenizer.error.contains("--tokenizer: 'words', expected char or bytes"), badTokenizer.error)
+        XCTAssert(badTokenizer.error.contains("--tokenizer: 'words', expected char, bytes or uint16"), badTokenizer.error)
         XCTAssert(FileManager.default.createFile(atPath: "\(folder)/binary.txt", contents: Data([0x66, 0xFF, 0xFE, 0x0A])))
         let binary = try runShardwise(["train", "--data", "\(folder)/binary.txt", "--tokenizer", "char", "--context", "16", "--model", "\(folder)/model.yaml", "--shard-size", "2"])
         XCTAssertEqual(binary.status, 1)

@@ -44,6 +44,38 @@ final class TokenDataTests: XCTestCase {
         }
     }
 
+    /// Ids tokenized elsewhere: nanoGPT's raw uint16 and llm.c's header, mapped; bad files refused.
+    func testPreTokenizedFiles() throws {
+        let ids: [UInt16] = [5, 0, 3, 7, 2, 7, 1]
+        let raw = path + ".bin", llmc = path + ".llmc.bin"
+        defer { unlink(raw); unlink(llmc) }
+        FileManager.default.createFile(atPath: raw, contents: ids.withUnsafeBytes { Data($0) })
+        var header = [Int32](repeating: 0, count: 256)
+        (header[0], header[1], header[2]) = (20_240_520, 1, Int32(ids.count))
+        FileManager.default.createFile(atPath: llmc, contents: header.withUnsafeBytes { Data($0) } + ids.withUnsafeBytes { Data($0) })
+        for file in [raw, llmc] {
+            let stream = try TokenStream.binary(file)
+            XCTAssertEqual(stream.tokens(0..<stream.count), ids.map(Int.init), file)
+            XCTAssertEqual(stream.vocabulary.size, 8, "the largest id plus one")
+            XCTAssertEqual(stream.vocabulary.description, "8 token ids")
+            let windows = try stream.windows(0..<7, context: 2)
+            XCTAssertEqual(windows.inputs(of: 3), [7, 2])
+            XCTAssertEqual(try TokenStream.binary(file, vocabularySize: 100).vocabulary.size, 100)
+            XCTAssertThrowsError(try TokenStream.binary(file, vocabularySize: 7)) {
+                XCTAssertEqual("\($0)", "\(file): id 7 at position 3, expected ids below the vocabulary's 7 (--vocabulary-size)")
+            }
+        }
+        XCTAssertEqual(Vocabulary.ids(8).decode([3, 0]), " 3 0")
+        XCTAssertEqual(try Vocabulary.ids(8).encode("3 0,7", path: "--prompt"), [3, 0, 7])
+        XCTAssertThrowsError(try Vocabulary.ids(8).encode("3 9", path: "--prompt")) { XCTAssert("\($0)".contains("value 1 ('9') is not a token id of 0...7"), "\($0)") }
+        // An odd byte count; an llm.c header declaring more ids than the file holds.
+        FileManager.default.createFile(atPath: raw, contents: Data([1, 0, 2]))
+        XCTAssertThrowsError(try TokenStream.binary(raw)) { XCTAssert("\($0)".contains("3 bytes, an odd count"), "\($0)") }
+        header[2] = 1000
+        FileManager.default.createFile(atPath: llmc, contents: header.withUnsafeBytes { Data($0) } + ids.withUnsafeBytes { Data($0) })
+        XCTAssertThrowsError(try TokenStream.binary(llmc)) { XCTAssert("\($0)".contains("truncated: its header declares 1000 ids"), "\($0)") }
+    }
+
     func testBytesAndGivenVocabularies() throws {
         let bytes = try TokenStream.text(path, tokenizer: .bytes)
         XCTAssertEqual(bytes.vocabulary.size, 256)
