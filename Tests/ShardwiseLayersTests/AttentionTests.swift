@@ -172,6 +172,25 @@ final class AttentionTests: XCTestCase {
         XCTAssertEqual(floats(1024) - floats(512), 512 * (6 * (3 + 1 + 1 + 3) * 128 + 6 * 2 * 4 + 3 * 32 + 32))
     }
 
+    /// Inverted attention dropout keeps the expectation: the mean output over many steps' masks
+    /// is the output without dropout, to within the sampling error.
+    func testDropoutKeepsTheExpectation() throws {
+        let a = CausalSelfAttention(width: 8, heads: 2, dropout: 0.3)
+        var plain = try LayerRun(a, inputShape: [12, 8], rows: 1, seed: 8)
+        plain.run()
+        var mean = [Double](repeating: 0, count: plain.output.count)
+        let steps = 2000
+        for step in 0..<steps {
+            var run = try LayerRun(a, inputShape: [12, 8], rows: 1, seed: 8)
+            run.run(random: LayerRandomness(seed: 4, step: UInt32(step), firstPosition: 0, layer: 0))
+            for (k, y) in run.output.enumerated() { mean[k] += Double(y) / Double(steps) }
+        }
+        let scale = plain.output.map { abs(Double($0)) }.max()!
+        let worst = zip(mean, plain.output).map { abs($0 - Double($1)) }.max()!
+        XCTAssertLessThan(worst / scale, 0.03, "the mean of \(steps) dropout passes against the plain output")
+        XCTAssertGreaterThan(worst / scale, 0, "dropout should have changed single passes")
+    }
+
     func testBadShapesAreRefused() {
         for (layer, shape, expected) in [
             (CausalSelfAttention(width: 6, heads: 4), [3, 6], "the width must be a positive multiple of the heads"),

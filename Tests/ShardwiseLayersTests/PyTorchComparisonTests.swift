@@ -232,6 +232,13 @@ final class PyTorchComparisonTests: XCTestCase {
         var categorical: [Float] = []
         for r in 0..<6 { categorical += [Float(r * 3 % 7), Float(r) * 0.5 - 1, 2 - Float(r) * 0.3] }
         try layer("embedding(7, 3)", "embedding", Embedding(7, 3), [3], rows: 6, args: ["count": 7, "dim": 3], input: categorical)
+        // A language model's layers: causal attention over block edges (32-query tiles), token and
+        // position embeddings, a linear layer over each token.
+        try layer("attention 2 heads, 37 tokens", "attention", CausalSelfAttention(width: 8, heads: 2), [37, 8], rows: 2, args: ["width": 8, "heads": 2])
+        try layer("attention 4 heads, 70 tokens", "attention", CausalSelfAttention(width: 16, heads: 4), [70, 16], rows: 2, args: ["width": 16, "heads": 4])
+        let ids: [Float] = (0..<27).map { Float(($0 * 7 + 3) % 11) }
+        try layer("tokens(11, 6) over 9", "tokens", TokenEmbedding(vocabulary: 11, width: 6), [9], rows: 3, args: ["vocabulary": 11, "dim": 6, "context": 9], input: ids)
+        try layer("linear over 5 tokens", "linear", Linear(6, 4), [5, 6], args: ["in": 6, "out": 4])
         try loss("cross entropy", "cross_entropy", SoftmaxCrossEntropy())
         try loss("cross entropy, label smoothing 0.1", "cross_entropy", SoftmaxCrossEntropy(labelSmoothing: 0.1), smoothing: 0.1)
         try loss("bce with logits", "bce_with_logits", BinaryCrossEntropyWithLogits())

@@ -72,6 +72,12 @@ def module(case):
         return nn.RMSNorm(a["shape"])
     if kind == "groupnorm":
         return nn.GroupNorm(a["groups"], a["channels"], eps=a["eps"])
+    if kind == "linear":
+        return nn.Linear(a["in"], a["out"])
+    if kind in ("attention", "tokens"):
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from shardwise_torch import CausalSelfAttention, TokenEmbedding
+        return CausalSelfAttention(a["width"], a["heads"]) if kind == "attention" else TokenEmbedding(a["vocabulary"], a["dim"], a["context"])
     raise ValueError(kind)
 
 
@@ -91,7 +97,7 @@ def layer_case(case):
     r = array(case["projection"], [rows] + out_shape)
     (y * r).sum().backward()
     compare(name, "output", array(case["output"], [rows] + out_shape), y)
-    grad = x.grad.clone()
+    grad = x.grad.clone() if x.grad is not None else torch.zeros_like(x)  # token ids have no gradient
     if case["kind"] == "embedding":
         grad[:, 0] = 0  # a category has no gradient
     compare(name, "input gradient", array(case["input_gradient"], [rows] + shape), grad)
