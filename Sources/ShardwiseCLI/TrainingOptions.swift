@@ -62,6 +62,9 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Passes over the training set (default: a model file's recipe, else 80).")
     var epochs: Int?
 
+    @Option(help: "Training steps in all, instead of --epochs: epochs of --steps-per-epoch steps (default: one epoch of N), evaluated after each.")
+    var steps: Int?
+
     @Option(help: "Samples per optimisation step (the global batch): a whole number of shards (default: a model file's recipe, else 128).")
     var batchSize: Int?
 
@@ -98,7 +101,16 @@ struct TrainingOptions: ParsableArguments {
         let described = network.layers != nil
         let optimizer = self.optimizer ?? recipe.optimizer ?? .sgd
         let lr = self.lr ?? recipe.learningRate ?? [.sgd: 0.05, .adam: 1e-3, .adamw: 1e-3, .rmsprop: 1e-2][optimizer]!
-        let epochs = self.epochs ?? recipe.epochs ?? 80, batchSize = self.batchSize ?? recipe.batchSize ?? 128
+        var epochs = self.epochs ?? recipe.epochs ?? 80
+        let batchSize = self.batchSize ?? recipe.batchSize ?? 128
+        var perEpoch = stepsPerEpoch ?? recipe.stepsPerEpoch
+        if let steps {
+            guard self.epochs == nil else { throw ValidationError("--steps: give --steps or --epochs, not both") }
+            guard steps > 0 else { throw ValidationError("--steps: \(steps), expected a positive number of steps") }
+            let k = perEpoch ?? steps
+            guard steps % k == 0 else { throw ValidationError("--steps: \(steps) is not a whole number of epochs of \(k) steps (--steps-per-epoch)") }
+            (epochs, perEpoch) = (steps / k, k)
+        }
         let lrFloor = self.lrFloor ?? recipe.lrFloor ?? 0.01
         let maxNorm: Double?
         if noMaxNorm {
@@ -147,7 +159,7 @@ struct TrainingOptions: ParsableArguments {
             optimizer: settings,
             epochs: epochs, batchSize: batchSize, shardSize: shardSize, seed: seed,
             validationSamples: validation, earlyStoppingPatience: earlyStopping, evaluateEvery: evaluateEvery)
-        training.stepsPerEpoch = stepsPerEpoch ?? recipe.stepsPerEpoch
+        training.stepsPerEpoch = perEpoch
         return RunConfiguration(network: network, training: training)
     }
 
