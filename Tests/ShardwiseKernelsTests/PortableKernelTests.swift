@@ -119,9 +119,10 @@ final class PortableKernelTests: XCTestCase {
         print("portable math, worst relative error against glibc: exp \(worst.exp), log \(worst.log), cos (absolute) \(worst.cos)")
     }
 
-    /// GELU's eight-lane loop gives each element the bits of the one-element loop, so a buffer's
-    /// values do not depend on where the vector part ends (edges, NaN and infinities included).
-    func testGELUVectorLoopGivesTheScalarBits() {
+    /// GELU's eight-lane loops give each element the bits of the reference formula from the
+    /// one-element erfAndGaussian, whatever the portable kernels' instruction set and wherever
+    /// the vector part ends (buffers of 1003, 13 and 5; edges, NaN and infinities included).
+    func testGELUGivesTheReferenceBitsOnEveryInstructionSet() throws {
         var state: UInt64 = 5
         var x: [Float] = (0..<1003).map { _ in
             state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
@@ -129,18 +130,27 @@ final class PortableKernelTests: XCTestCase {
         }
         x.replaceSubrange(0..<9, with: [0, -0, .nan, .infinity, -.infinity, Float(6 * 2.0.squareRoot()), -8.48528, 0.3535534, 1e-30])
         let dy = x.indices.map { Float($0 % 7) - 3 }
-        var y = [Float](repeating: 0, count: x.count), dx = y
-        ActivationMath.gelu(count: x.count, approximate: false, x: x, y: &y)
-        ActivationMath.geluBackward(count: x.count, approximate: false, x: x, dy: dy, dx: &dx)
-        for i in x.indices {
-            var one: Float = 0, dOne: Float = 0
-            ActivationMath.gelu(count: 1, approximate: false, x: [x[i]], y: &one)
-            ActivationMath.geluBackward(count: 1, approximate: false, x: [x[i]], dy: [dy[i]], dx: &dOne)
-            XCTAssertEqual(y[i].bitPattern, one.bitPattern, "gelu(\(x[i]))")
-            XCTAssertEqual(dx[i].bitPattern, dOne.bitPattern, "gelu'(\(x[i]))")
+        func reference(_ x: Float, _ dy: Float) -> (Float, Float) {
+            let v = Double(x), (erf, gaussian) = ActivationMath.erfAndGaussian(v * 0.7071067811865476)
+            return (Float(0.5 * v * (1 + erf)), Float(Double(dy) * (0.5 * (1 + erf) + v * 0.3989422804014327 * gaussian)))
         }
-        XCTAssert(y[2].isNaN)
-        XCTAssertEqual(y[3], .infinity)
+        let previous = MatrixKernels.current
+        defer { try? MatrixKernels.select(previous) }
+        for isa in MatrixKernels.availableISAs {
+            try MatrixKernels.select(.portable, isa: isa)
+            for count in [x.count, 13, 5] {
+                var y = [Float](repeating: 0, count: count), dx = y
+                ActivationMath.gelu(count: count, approximate: false, x: x, y: &y)
+                ActivationMath.geluBackward(count: count, approximate: false, x: x, dy: dy, dx: &dx)
+                for i in 0..<count {
+                    let (value, derivative) = reference(x[i], dy[i])
+                    XCTAssertEqual(y[i].bitPattern, value.bitPattern, "\(isa): gelu(\(x[i]))")
+                    XCTAssertEqual(dx[i].bitPattern, derivative.bitPattern, "\(isa): gelu'(\(x[i]))")
+                }
+                XCTAssert(y[2].isNaN)
+                XCTAssertEqual(y[3], .infinity)
+            }
+        }
     }
 
     /// The softmax's exponential of non-positive values and GELU's erf and Gaussian, from
