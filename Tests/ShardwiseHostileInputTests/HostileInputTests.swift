@@ -476,11 +476,12 @@ final class HostileInputTests: XCTestCase {
     func testDataFiles() throws { try run(Self.dataFileCases) }
     func testModelDescriptions() throws { try run(Self.modelCases) }
     func testCounts() throws { try run(Self.countCases) }
+    func testLanguageModels() throws { try run(Self.languageModelCases) }
 
     /// Every case checks what its error says (at least one name or figure besides "error:"),
     /// and no two share a name (a failure names the one case).
     func testEveryCaseChecksItsMessage() {
-        let all = [Self.idxCases, Self.safetensorsCases, Self.stateCases, Self.flagCases, Self.folderCases, Self.dataFileCases, Self.modelCases, Self.countCases].flatMap { $0 }
+        let all = [Self.idxCases, Self.safetensorsCases, Self.stateCases, Self.flagCases, Self.folderCases, Self.dataFileCases, Self.modelCases, Self.countCases, Self.languageModelCases].flatMap { $0 }
         XCTAssertEqual(all.filter { $0.mentions.allSatisfy(\.isEmpty) }.map(\.name), [], "cases that check no part of their message")
         XCTAssertEqual(Dictionary(grouping: all, by: \.name).filter { $0.value.count > 1 }.keys.sorted(), [], "names used twice")
     }
