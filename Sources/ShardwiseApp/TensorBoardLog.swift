@@ -31,7 +31,7 @@ final class TensorBoardLog {
         let figures: [(String, Double?)] = [
             ("test/error_percent", record.testErrorPercent), ("test/rmse", record.testRmse), ("test/mae", record.testMae),
             ("validation/error_percent", record.validationErrorPercent), ("validation/rmse", record.validationRmse),
-            ("validation/mae", record.validationMae),
+            ("validation/mae", record.validationMae), ("test/loss", record.testLoss), ("validation/loss", record.validationLoss),
         ]
         for (tag, value) in figures { if let value { writer.scalar(tag, value, step: step) } }
     }
