@@ -88,34 +88,44 @@ public struct CausalSelfAttention: Layer {
         let header, qkv, y, maxima, sums, dy, dqkv, scores, mask, grad, tmp: UnsafeMutablePointer<Float>
 
         init(tokens t: Int, width c: Int, heads h: Int, rows n: Int, base: UnsafeMutablePointer<Float>?) {
-            let sizes = [8, n * t * 3 * c, n * t * c, n * h * t, n * h * t, n * t * c, n * t * 3 * c,
-                         block * t, block * t, block * t, t * (c / max(h, 1))]
-            var offsets: [Int] = []
-            var total = 0
-            for size in sizes {
-                offsets.append(total)
-                total += size
-            }
-            count = total
+            // Offsets by running sums (no array: this runs in every step's passes).
             let p = base ?? UnsafeMutablePointer(bitPattern: 64)!
-            (header, qkv, y, maxima, sums, dy) = (p, p + offsets[1], p + offsets[2], p + offsets[3], p + offsets[4], p + offsets[5])
-            (dqkv, scores, mask, grad, tmp) = (p + offsets[6], p + offsets[7], p + offsets[8], p + offsets[9], p + offsets[10])
+            var at = 0
+            func next(_ size: Int) -> UnsafeMutablePointer<Float> {
+                defer { at += size }
+                return p + at
+            }
+            header = next(8)
+            qkv = next(n * t * 3 * c)
+            y = next(n * t * c)
+            maxima = next(n * h * t)
+            sums = next(n * h * t)
+            dy = next(n * t * c)
+            dqkv = next(n * t * 3 * c)
+            scores = next(block * t)
+            mask = next(block * t)
+            grad = next(block * t)
+            tmp = next(t * (c / max(h, 1)))
+            count = at
         }
 
         /// Training with dropout: the stream the forward pass drew its masks from, kept for the
         /// backward pass (which regenerates them) as the bit patterns of five words.
         func keep(_ random: LayerRandomness?) {
             guard let random else { return header[0] = 0 }
-            let words = [1, UInt32(truncatingIfNeeded: random.seed), UInt32(truncatingIfNeeded: random.seed >> 32), random.step,
-                         UInt32(truncatingIfNeeded: random.firstPosition), random.layer]
-            for (i, w) in words.enumerated() { header[i] = Float(bitPattern: w) }
+            header[0] = Float(bitPattern: 1)
+            header[1] = Float(bitPattern: UInt32(truncatingIfNeeded: random.seed))
+            header[2] = Float(bitPattern: UInt32(truncatingIfNeeded: random.seed >> 32))
+            header[3] = Float(bitPattern: random.step)
+            header[4] = Float(bitPattern: UInt32(truncatingIfNeeded: random.firstPosition))
+            header[5] = Float(bitPattern: random.layer)
         }
 
         /// The stream `keep` stored, or nil (evaluation, or no dropout).
         var kept: LayerRandomness? {
-            let w = (0..<6).map { header[$0].bitPattern }
-            guard w[0] == 1 else { return nil }
-            return LayerRandomness(seed: UInt64(w[2]) << 32 | UInt64(w[1]), step: w[3], firstPosition: Int(w[4]), layer: w[5])
+            guard header[0].bitPattern == 1 else { return nil }
+            let seed = UInt64(header[2].bitPattern) << 32 | UInt64(header[1].bitPattern)
+            return LayerRandomness(seed: seed, step: header[3].bitPattern, firstPosition: Int(header[4].bitPattern), layer: header[5].bitPattern)
         }
     }
 
