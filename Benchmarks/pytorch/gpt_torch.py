@@ -1,6 +1,7 @@
 """The README's character-level GPT (Examples/models/shakespeare-char.yaml) in PyTorch, with the recipe of `make train-gpt`.
 
-usage: gpt_torch.py [--steps N] [--seed S] [--data FILE]                      train, print the step time and the test loss
+usage: gpt_torch.py [--steps N] [--seed S] [--batch B] [--model YAML] [--no-test] [--data FILE]
+                                                                             train, print the step time and the test loss
        gpt_torch.py --evaluate CHECKPOINT [--data FILE] [--model YAML]        a Shardwise checkpoint's test loss in PyTorch
 
 The model is built as torch.nn modules from the model file (Tests/python/shardwise_torch.py: the same tree
@@ -85,7 +86,7 @@ if "--evaluate" in args:
     print(f"test loss {test_loss(model):.4f} in PyTorch ({checkpoint})")
     sys.exit(0)
 
-steps, seed = option("--steps", 2000), option("--seed", 1)
+steps, seed, batch = option("--steps", 2000), option("--seed", 1), option("--batch", 12)
 torch.manual_seed(seed)
 model = build(layers, shape)
 matrices = [p for n, p in model.named_parameters() if p.dim() == 2 and "token" not in n and "position" not in n]
@@ -103,17 +104,21 @@ for t in range(steps):
     start = time.perf_counter()
     for group in optimizer.param_groups:
         group["lr"] = rate(t)
-    starts = torch.randint(0, split - T, (12,))
+    starts = torch.randint(0, split - T, (batch,))
     x = torch.stack([ids[i:i + T] for i in starts]).float()
     y = torch.stack([ids[i + 1:i + T + 1] for i in starts])
-    logits = model(x).view(12, T, -1)
+    logits = model(x).view(batch, T, -1)
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
     times.append(time.perf_counter() - start)
-    if (t + 1) % 250 == 0:
+    if (t + 1) % 250 == 0 or steps <= 10:
         print(f"step {t + 1}: train loss {loss.item():.4f}", flush=True)
-steady = times[5:] if len(times) > 10 else times
-print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads: {1000 * sum(steady) / len(steady):.1f} ms a step (mean of {len(steady)}); test loss {test_loss(model):.4f}")
+steady = times[5:] if len(times) > 10 else times[1:] if len(times) > 1 else times
+mean = 1000 * sum(steady) / len(steady)
+if "--no-test" in args:
+    print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads: {mean:.1f} ms a step (mean of {len(steady)})")
+else:
+    print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads: {mean:.1f} ms a step (mean of {len(steady)}); test loss {test_loss(model):.4f}")
