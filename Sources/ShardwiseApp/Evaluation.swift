@@ -122,6 +122,9 @@ public struct EvaluationReport: Sendable {
     /// distribution (regression: the mean predictive variance), and that mean over the samples
     /// it gets right and over those it gets wrong (classification).
     public var monteCarlo: (passes: Int, errorPercent: Double, meanEntropy: Double, entropyCorrect: Double, entropyWrong: Double)?
+    /// A language model's: the mean loss a token (nats) over the windows, each `context` tokens.
+    public var loss: Double?
+    public var context: Int?
 }
 
 public enum Evaluation {
@@ -131,6 +134,7 @@ public enum Evaluation {
         MatrixKernels.fallBackWithoutBLAS()
         let model: SavedModel
         do { model = try SavedModel.load(checkpoint) } catch { throw RunError(error.description) }
+        if let vocabulary = model.vocabulary { return try languageModel(model, vocabulary: vocabulary, data: options, testLimit: testLimit) }
         var test: Dataset
         if options.isMNIST {
             do { test = try MNIST.load(directory: options.path, features: model.network.inputSize).test } catch {
@@ -147,6 +151,41 @@ public enum Evaluation {
         return model.task == .classification
             ? try classify(model, test, mcDropoutPasses: mcDropoutPasses, seed: seed)
             : try regress(model, test, mcDropoutPasses: mcDropoutPasses, seed: seed)
+    }
+
+    /// A language model on a text (or a file of its ids): the windows every T tokens of the whole
+    /// file (`--data`), tokenized with the model's vocabulary; the mean cross-entropy over every
+    /// token of them and the error per token.
+    static func languageModel(_ model: SavedModel, vocabulary: Vocabulary, data options: DataOptions, testLimit: Int?) throws -> EvaluationReport {
+        guard let path = options.path else { throw RunError("--data: a language model is evaluated on a text (or a file of its token ids), expected --data FILE") }
+        let t = model.network.inputSize, v = vocabulary.size
+        var test: Dataset
+        do {
+            let stream = try TokenStream.text(path, tokenizer: vocabulary.kind, vocabulary: vocabulary)
+            test = try stream.windows(0..<stream.count, context: t, stride: t)
+        } catch { throw RunError(error.description) }
+        if let testLimit { test = test.prefix(testLimit) }
+        guard model.network.outputSize == t * v else {
+            throw RunError("\(model.path): the model gives \(model.network.outputSize) outputs, expected \(t) positions of \(v) token logits")
+        }
+        var loss = 0.0, errors = 0
+        var labels = [Int32](repeating: 0, count: t)
+        try model.forEachOutput(test, passes: nil, seed: 1) { _, start, n, out in
+            for r in 0..<n {
+                test.copyLabels(start + r, into: &labels)
+                for p in 0..<t {
+                    let z = out + (r * t + p) * v
+                    let top = (0..<v).map { Double(z[$0]) }.max()!
+                    let sum = (0..<v).reduce(0.0) { $0 + PortableMath.exp(Double(z[$1]) - top) }
+                    loss += top + PortableMath.log(sum) - Double(z[Int(labels[p])])
+                    if argmax(z, count: v) != Int(labels[p]) { errors += 1 }
+                }
+            }
+        }
+        let tokens = Double(test.count * t)
+        var report = EvaluationReport(task: .classification, errorPercent: 100 * Double(errors) / tokens, confusion: [], samples: test.count)
+        (report.loss, report.context) = (loss / tokens, t)
+        return report
     }
 
     static func classify(_ model: SavedModel, _ test: Dataset, mcDropoutPasses: Int?, seed: UInt64) throws -> EvaluationReport {

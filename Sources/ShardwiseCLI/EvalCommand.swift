@@ -39,6 +39,11 @@ struct EvalCommand: AsyncParsableCommand {
         file.apply(to: &options)
         let report = try await Evaluation.run(
             checkpoint: checkpoint, data: options, testLimit: testSamples, mcDropoutPasses: mcDropout, seed: seed)
+        if let loss = report.loss, let t = report.context {
+            if mcDropout != nil { throw ValidationError("--mc-dropout: for classifiers and regressions; a language model is evaluated by its loss") }
+            print(String(format: "test loss %.4f (%.3f bits/token), error %.2f%% on %d windows of %d tokens", loss, loss / M_LN2, report.errorPercent ?? .nan, report.samples, t))
+            return
+        }
         if let rmse = report.rmse {
             if let mc = report.monteCarlo {
                 print(String(format: "MC dropout, %d passes: RMSE of the predictive mean %.6g, mean predictive variance %.6g", mc.passes, mc.errorPercent, mc.meanEntropy))

@@ -106,6 +106,14 @@ final class LanguageModelTests: XCTestCase {
         } else {
             print("onnx and onnxruntime are not installed: the ONNX export is not checked")
         }
+        // eval on a file holding the text's last 10%: the training run's test loss and error.
+        let text = try String(contentsOfFile: "\(folder)/text.txt", encoding: .utf8)
+        let held = Int((Double(text.count) * 0.1).rounded())
+        try String(text.suffix(held)).write(toFile: "\(folder)/tail.txt", atomically: true, encoding: .utf8)
+        let evaluated = try runShardwise(["eval", "--checkpoint", "\(folder)/two", "--data", "\(folder)/tail.txt"])
+        XCTAssertEqual(evaluated.status, 0, evaluated.error)
+        let error = try XCTUnwrap(two.output.firstMatch(of: /bits\/token\), error ([0-9.]+)%/).map { String($0.1) })
+        XCTAssert(evaluated.output.contains(String(format: "test loss %@ (", String(loss.1))) && evaluated.output.contains("error \(error)% on"), evaluated.output + two.output)
         let unknown = try runShardwise(["generate", "--checkpoint", "\(folder)/two", "--prompt", "xyz"])
         XCTAssertEqual(unknown.status, 1)
         XCTAssertEqual(unknown.error, "error: --prompt: character 0 (x) is not in the model's vocabulary of 20 characters\n")
