@@ -246,29 +246,27 @@ public enum DataSource {
         let stream: TokenStream
         let given = options.vocabularySize.map(Vocabulary.ids)
         do { stream = try TokenStream.text(path, tokenizer: tokenizer, vocabulary: given) } catch { throw RunError(error.description) }
+        var train: Dataset, test: Dataset, described: String
         if let testPath = options.testPath {
-            var train: Dataset, test: Dataset
             do {
                 let held = try TokenStream.binary(testPath, vocabularySize: stream.vocabulary.size)
                 train = try stream.windows(0..<stream.count, context: context)
                 test = try held.windows(0..<held.count, context: context, stride: context)
             } catch { throw RunError(error.description) }
-            train.vocabulary = stream.vocabulary
-            test.vocabulary = stream.vocabulary
-            console.line(String(format: "%@: %d tokens (%@) in %.2f s to train on; %@ to test", path, stream.count, stream.vocabulary.description, monotonicSeconds() - started, testPath))
-            return RunData(train: train, test: test, origin: path)
+            described = "all to train on; \(testPath) to test"
+        } else {
+            let fraction = options.testFraction ?? 0.1
+            let held = Int((Double(stream.count) * fraction).rounded())
+            let split = stream.count - held
+            do {
+                train = try stream.windows(0..<split, context: context)
+                test = try stream.windows(split..<stream.count, context: context, stride: context)
+            } catch { throw RunError("\(error.description) (--test-fraction \(fraction) holds out the last \(held) of \(stream.count) tokens)") }
+            described = "\(split) to train on, the last \(held) to test"
         }
-        let fraction = options.testFraction ?? 0.1
-        let held = Int((Double(stream.count) * fraction).rounded())
-        let split = stream.count - held
-        var train: Dataset, test: Dataset
-        do {
-            train = try stream.windows(0..<split, context: context)
-            test = try stream.windows(split..<stream.count, context: context, stride: context)
-        } catch { throw RunError("\(error.description) (--test-fraction \(fraction) holds out the last \(held) of \(stream.count) tokens)") }
         train.vocabulary = stream.vocabulary
         test.vocabulary = stream.vocabulary
-        console.line(String(format: "%@: %d tokens (%@) in %.2f s; %d to train on, the last %d to test", path, stream.count, stream.vocabulary.description, monotonicSeconds() - started, split, held))
+        console.line(String(format: "%@: %d tokens (%@) in %.2f s; %@", path, stream.count, stream.vocabulary.description, monotonicSeconds() - started, described))
         return RunData(train: train, test: test, origin: path)
     }
 

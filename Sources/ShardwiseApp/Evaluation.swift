@@ -174,11 +174,11 @@ public enum Evaluation {
             for r in 0..<n {
                 test.copyLabels(start + r, into: &labels)
                 for p in 0..<t {
-                    let z = out + (r * t + p) * v
-                    let top = (0..<v).map { Double(z[$0]) }.max()!
-                    let sum = (0..<v).reduce(0.0) { $0 + PortableMath.exp(Double(z[$1]) - top) }
+                    let z = out + (r * t + p) * v, best = argmax(z, count: v), top = Double(z[best])
+                    var sum = 0.0
+                    for c in 0..<v { sum += PortableMath.exp(Double(z[c]) - top) }
                     loss += top + PortableMath.log(sum) - Double(z[Int(labels[p])])
-                    if argmax(z, count: v) != Int(labels[p]) { errors += 1 }
+                    if best != Int(labels[p]) { errors += 1 }
                 }
             }
         }

@@ -230,13 +230,9 @@ public struct Dataset: Sendable {
             if selection == nil {
                 // Rows may overlap (a token stream's windows): the bytes they span, once.
                 crc = crc32_z(crc, (table.bytes.base + table.offset).assumingMemoryBound(to: UInt8.self), table.spanBytes(rows: count))
-            } else if table.rowStride != table.columns {
-                for i in 0..<count {
-                    crc = crc32_z(crc, (table.bytes.base + table.offset + row(i) * table.rowStride * table.type.size).assumingMemoryBound(to: UInt8.self), width)
-                }
             } else {
                 for i in 0..<count {
-                    crc = crc32_z(crc, (table.bytes.base + table.offset + row(i) * width).assumingMemoryBound(to: UInt8.self), width)
+                    crc = crc32_z(crc, (table.bytes.base + table.offset + row(i) * table.rowStride * table.type.size).assumingMemoryBound(to: UInt8.self), width)
                 }
             }
         }

@@ -157,10 +157,7 @@ public struct CausalSelfAttention: Layer {
         var i0 = 0
         while i0 < t {
             let i1 = min(i0 + Self.block, t), rows = i1 - i0
-            // S (rows, i1) = Q[i0..<i1] K[0..<i1]ᵀ: the keys up to the block's last query.
-            BLAS.gemm(
-                transposeA: false, transposeB: true, m: rows, n: i1, k: d,
-                a: q + i0 * stride, lda: stride, b: k, ldb: stride, beta: 0, c: b.scores, ldc: i1)
+            scores(q, k, from: i0, to: i1, d: d, stride: stride, into: b.scores)
             for r in 0..<rows {
                 let i = i0 + r, row = b.scores + r * i1
                 let (maximum, sum) = softmaxRow(row, query: i, keys: i1, scale: scale(d))
@@ -181,6 +178,15 @@ public struct CausalSelfAttention: Layer {
     }
 
     func scale(_ d: Int) -> Float { Float(1 / Double(d).squareRoot()) }
+
+    /// A block's score tile, S (i1 - i0, i1) = Q[i0..<i1] K[0..<i1]ᵀ: the keys up to its last
+    /// query (the forward pass's and, recomputed, the backward pass's).
+    @inline(__always)
+    func scores(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, from i0: Int, to i1: Int, d: Int, stride: Int, into tile: UnsafeMutablePointer<Float>) {
+        BLAS.gemm(
+            transposeA: false, transposeB: true, m: i1 - i0, n: i1, k: d,
+            a: q + i0 * stride, lda: stride, b: k, ldb: stride, beta: 0, c: tile, ldc: i1)
+    }
 
     /// Row `query` of a score tile into probabilities: keys after the query are 0, the others
     /// e^(s·scale - max) / sum; returns the maximum and the sum (the backward pass's recomputation).
@@ -261,9 +267,7 @@ public struct CausalSelfAttention: Layer {
         var i0 = 0
         while i0 < t {
             let i1 = min(i0 + Self.block, t), rows = i1 - i0
-            BLAS.gemm(
-                transposeA: false, transposeB: true, m: rows, n: i1, k: d,
-                a: q + i0 * stride, lda: stride, b: k, ldb: stride, beta: 0, c: b.scores, ldc: i1)
+            scores(q, k, from: i0, to: i1, d: d, stride: stride, into: b.scores)
             for r in 0..<rows {
                 let i = i0 + r
                 recomputeRow(b.scores + r * i1, query: i, keys: i1, scale: s, maximum: b.maxima[stats + i], sum: b.sums[stats + i])
