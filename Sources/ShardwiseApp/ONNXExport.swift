@@ -113,6 +113,8 @@ public enum ONNXExport {
     struct Graph: ONNXGraphBuilder {
         var nodes: [[UInt8]] = []
         var initializers: [[UInt8]] = []
+        /// The initializers' names: a tensor two layers read (a tied head's weight) is added once.
+        var named: Set<String> = []
 
         /// A float tensor initializer; returns its name.
         @discardableResult
@@ -126,6 +128,7 @@ public enum ONNXExport {
         }
 
         private mutating func tensor(_ name: String, _ dims: [Int], type: Int, _ raw: [UInt8]) -> String {
+            guard named.insert(name).inserted else { return name }
             initializers.append(Protobuf { t in
                 t.packedInts(1, dims)
                 t.int(2, type)

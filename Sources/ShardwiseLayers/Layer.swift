@@ -129,13 +129,37 @@ public struct ParameterSpec: Sendable {
     public var initializer: ParameterInitializer
     /// How the optimizer treats the tensor (max-norm applies to hidden layers' `.weight` rows).
     public var role: Role
+    /// Not a tensor of its own: the same values as a tensor an earlier layer declares (weight
+    /// tying, see ``ParameterTie``). Its initializer and role are then the other tensor's.
+    public var tiedTo: ParameterTie?
 
     /// A tensor named `name` of `shape` (one to four positive sizes).
-    public init(name: String, shape: [Int], initializer: ParameterInitializer, role: Role = .other) {
+    public init(name: String, shape: [Int], initializer: ParameterInitializer, role: Role = .other, tiedTo: ParameterTie? = nil) {
         self.name = name
         self.shape = shape
         self.initializer = initializer
         self.role = role
+        self.tiedTo = tiedTo
+    }
+}
+
+/// Which earlier tensor a tied parameter is: tensor `tensor` of the nearest leaf of type
+/// `layer` before it in forward order (a GPT's output head and its token embedding, Press and
+/// Wolf 2017). The network keeps one tensor, read by both layers; its gradient is the sum of
+/// both uses, the later layer's added to the earlier's own in backward order, in each shard.
+public struct ParameterTie: Sendable {
+    /// The layer type that declares the tensor.
+    public let layer: ObjectIdentifier
+    /// That type's name, for errors.
+    public let layerName: String
+    /// The tensor's name within that layer, e.g. "token.weight".
+    public let tensor: String
+
+    /// Tensor `tensor` of the nearest earlier leaf of type `layer`.
+    public init(_ layer: any Layer.Type, tensor: String) {
+        self.layer = ObjectIdentifier(layer)
+        self.layerName = String(describing: layer)
+        self.tensor = tensor
     }
 }
 

@@ -5,7 +5,9 @@ import ShardwiseKernels
 /// With `dropConnect` p > 0, training uses `W ∘ M / (1-p)` with M a Bernoulli(1-p) mask per
 /// weight (Wan et al. 2013), one mask per step for all of the step's samples, drawn from the
 /// stream (seed, dropConnect, step, this layer's index among the model's Linear layers).
-/// Weights start He-uniform, biases at zero.
+/// Weights start He-uniform, biases at zero. With `tied`, the weight is the token table of the
+/// nearest ``TokenEmbedding`` before it (a GPT's output head, `lm_head.weight = wte.weight`):
+/// O is then the vocabulary and I the embedding width, and the layer has a bias alone.
 public struct Linear: Layer {
     /// I: the width of the rows it takes.
     public let inputs: Int
@@ -13,17 +15,22 @@ public struct Linear: Layer {
     public let outputs: Int
     /// The probability of zeroing each weight in training (0: plain `Linear`).
     public let dropConnect: Double
+    /// Whether the weight is the token table of the nearest earlier ``TokenEmbedding``.
+    public let tied: Bool
 
-    /// A layer from `inputs` to `outputs` units, with DropConnect rate `dropConnect`.
-    public init(_ inputs: Int, _ outputs: Int, dropConnect: Double = 0) {
+    /// A layer from `inputs` to `outputs` units, with DropConnect rate `dropConnect`; with
+    /// `tied`, its weight the token table of the nearest earlier ``TokenEmbedding``.
+    public init(_ inputs: Int, _ outputs: Int, dropConnect: Double = 0, tied: Bool = false) {
         self.inputs = inputs
         self.outputs = outputs
         self.dropConnect = dropConnect
+        self.tied = tied
     }
 
     public func outputWidth(inputWidth: Int) throws(ModelError) -> Int {
         guard inputs > 0, outputs > 0 else { throw ModelError("Linear(\(inputs), \(outputs)): sizes must be positive") }
         guard (0..<1).contains(dropConnect) else { throw ModelError("Linear: dropConnect \(dropConnect), expected a probability in [0, 1)") }
+        guard !tied || dropConnect == 0 else { throw ModelError("Linear: a tied weight takes no DropConnect (it would mask the embedding's table too)") }
         guard inputWidth == inputs else {
             throw ModelError("Linear(\(inputs), \(outputs)) receives rows of \(inputWidth) values, expected \(inputs)")
         }
@@ -54,7 +61,9 @@ public struct Linear: Layer {
 
     public func parameters(inputWidth: Int) -> [ParameterSpec] {
         [
-            ParameterSpec(name: "weight", shape: [outputs, inputs], initializer: .heUniform(fanIn: inputs), role: .weight),
+            ParameterSpec(
+                name: "weight", shape: [outputs, inputs], initializer: .heUniform(fanIn: inputs), role: .weight,
+                tiedTo: tied ? ParameterTie(TokenEmbedding.self, tensor: "token.weight") : nil),
             ParameterSpec(name: "bias", shape: [outputs], initializer: .zeros, role: .bias),
         ]
     }

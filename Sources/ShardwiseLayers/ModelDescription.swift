@@ -12,7 +12,8 @@ import Foundation
 /// Widths and channels come from the shapes: `conv(32, 5)` takes whatever channels reach it,
 /// `linear(10)` whatever width. Names (PyTorch's class in brackets): `conv(out, kernel, stride:,
 /// pad:, dilation:)` [Conv2d], `maxpool(kernel, stride:, pad:)` [MaxPool2d], `avgpool(...)`
-/// [AvgPool2d], `flatten` [Flatten], `linear(out, dropconnect: p)` [Linear], `embedding(count, dim)`
+/// [AvgPool2d], `flatten` [Flatten], `linear(out, dropconnect: p, tied: tokens)` [Linear; `tied: tokens`: its weight
+/// is the token table of the `tokens` layer before it, as a GPT's output head], `embedding(count, dim)`
 /// [Embedding], `relu`, `tanh`, `sigmoid`, `gelu(approximate: tanh|none)`, `leaky_relu(slope)`,
 /// `dropout(p)`, `dropout2d(p)`, `gaussian_dropout(p)`.
 public enum ModelDescription {
@@ -167,7 +168,10 @@ public enum ModelDescription {
         case "linear", "dense":
             // Flat rows, or (tokens, values): each token alone, as nn.Linear on the last dimension.
             guard shape.count <= 2 else { throw ModelError("takes flat rows, got samples of shape \(Network.describe(shape)); add flatten before it") }
-            layer = Linear(shape[shape.count - 1], try arguments.int(0, "out_features"), dropConnect: try arguments.double(nil, "dropconnect", default: 0))
+            let tie = arguments.named.removeValue(forKey: "tied")
+            guard tie == nil || tie!.lowercased() == "tokens" else { throw ModelError("tied: \(tie!), expected tokens (the token table of the tokens layer before it)") }
+            layer = Linear(
+                shape[shape.count - 1], try arguments.int(0, "out_features"), dropConnect: try arguments.double(nil, "dropconnect", default: 0), tied: tie != nil)
         case "embedding":
             layer = Embedding(try arguments.int(0, "count"), try arguments.int(1, "dim"))
         case "tokens", "token_embedding":

@@ -150,15 +150,19 @@ extension Network {
             let v = node.inputs[0], contribution = contributions[k][0]
             let dx = contribution == .none ? nil : contribution == .write ? ws.gradient(gradientSlot[v]) : ws.accumulation
             parameterOffsets[k].withUnsafeBufferPointer { offsets in
-                body(layer, BackwardPass(
-                    rows: n, inputWidth: widths[v], outputWidth: widths[node.output], inputShape: shapes[v], outputShape: shapes[node.output],
-                    input: ws.activations[v].pointer, output: ws.activations[node.output].pointer,
-                    outputGradient: dy, inputGradient: dx,
-                    parameters: ParameterValues(base: parameters, offsets: offsets),
-                    parameterGradients: ParameterGradients(base: gradient, offsets: offsets),
-                    scratch: ws.scratch(k)))
+                gradientOffsets[k].withUnsafeBufferPointer { gradientOffsets in
+                    body(layer, BackwardPass(
+                        rows: n, inputWidth: widths[v], outputWidth: widths[node.output], inputShape: shapes[v], outputShape: shapes[node.output],
+                        input: ws.activations[v].pointer, output: ws.activations[node.output].pointer,
+                        outputGradient: dy, inputGradient: dx,
+                        parameters: ParameterValues(base: parameters, offsets: offsets),
+                        parameterGradients: ParameterGradients(base: gradient, offsets: gradientOffsets),
+                        scratch: ws.scratch(k)))
+                }
             }
             if contribution == .add { Elementwise.add(count: n * widths[v], x: ws.accumulation, y: ws.gradient(gradientSlot[v])) }
+            // A tied tensor's owner: its gradient is its own use's plus each later use's (already written), in that order.
+            for tie in ties where tie.owner == k { Elementwise.add(count: tie.count, x: gradient + tie.gradient, y: gradient + tie.offset) }
             if !trainedOffsets[k].isEmpty { finished(k) }
         case .combine(let combination):
             for (j, v) in node.inputs.enumerated() where contributions[k][j] != .none {

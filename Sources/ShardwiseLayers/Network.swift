@@ -30,8 +30,13 @@ public struct Network: Sendable {
     public let layout: ParameterLayout
     /// Per node: the offsets of its tensors in the flat vector, in declaration order (buffers too).
     let parameterOffsets: [[Int]]
-    /// Per node: the offsets of its trained tensors (buffers excluded).
+    /// Per node: the offsets of its trained tensors (buffers and tied tensors excluded).
     let trainedOffsets: [[Int]]
+    /// Per node: where its backward pass writes each tensor's gradient, in declaration order:
+    /// the tensor's offset, or for a tied tensor its reserved gradient space.
+    let gradientOffsets: [[Int]]
+    /// The tied tensors (``ParameterTie``), in forward order of their users.
+    let ties: [Tie]
     /// Per node: a leaf's index among the model's leaves of the same type (addresses its random streams).
     let typeIndex: [UInt32]
     /// Per node: whether its backward pass runs (it has parameters, or an input needs a gradient).
@@ -53,6 +58,28 @@ public struct Network: Sendable {
     let statisticsIndex: [Int: Int]
 
     enum Contribution: Sendable { case none, write, add }
+
+    /// A tied tensor: node `user`'s tensor `tensor` is node `owner`'s tensor at `offset`
+    /// (`count` values); the user's gradient of it is written at `gradient`.
+    struct Tie: Sendable {
+        var user: Int, tensor: Int, owner: Int, offset: Int, count: Int, gradient: Int
+    }
+
+    /// The offset of the tensor `tie` names for `spec` of node `n`: the nearest earlier leaf of
+    /// the tie's type declaring a tensor of that name and of `spec`'s shape.
+    static func resolve(
+        _ tie: ParameterTie, of spec: ParameterSpec, at n: Int, nodes: [ModelGraph.Node], specs: [[ParameterSpec]], offsets: [[Int]], layer: Int
+    ) throws(ModelError) -> (owner: Int, offset: Int) {
+        for m in stride(from: n - 1, through: 0, by: -1) {
+            guard let other = nodes[m].layer, ObjectIdentifier(type(of: other)) == tie.layer,
+                  let t = specs[m].firstIndex(where: { $0.name == tie.tensor && $0.tiedTo == nil && $0.role != .buffer }) else { continue }
+            guard specs[m][t].shape == spec.shape else {
+                throw ModelError(layer: layer, "'\(spec.name)' is tied to \(tie.layerName)'s \(tie.tensor) (\(nodes[m].name)), of shape \(describe(specs[m][t].shape)), but has shape \(describe(spec.shape)); expected the same")
+            }
+            return (m, offsets[m][t])
+        }
+        throw ModelError(layer: layer, "'\(spec.name)' is tied to a \(tie.layerName)'s \(tie.tensor), but no \(tie.layerName) comes before it")
+    }
 
     /// Checks every layer's widths and lays out the parameters, for flat input rows of `inputWidth`.
     /// Throws ``ModelError`` naming the first layer that cannot take its input.
@@ -97,7 +124,7 @@ public struct Network: Sendable {
         // Max-norm constrains hidden layers: every weight but the output layer's (the last leaf with parameters).
         let lastParameterised = specs.lastIndex { $0.contains { $0.role != .buffer } }
         var layout = ParameterLayout()
-        var offsets: [[Int]] = [], typeIndex: [UInt32] = []
+        var offsets: [[Int]] = [], typeIndex: [UInt32] = [], ties: [Tie] = []
         var seenOfType: [ObjectIdentifier: UInt32] = [:]
         for (n, node) in nodes.enumerated() {
             if let layer = node.layer {
@@ -107,18 +134,35 @@ public struct Network: Sendable {
             } else {
                 typeIndex.append(0)
             }
-            offsets.append(specs[n].map { spec in
-                guard spec.role != .buffer else { return -1 }
-                return layout.append(
-                    name: node.name + "." + spec.name, shape: spec.shape, maxNormApplies: spec.role == .weight && n != lastParameterised, isWeight: spec.role == .weight)
-            })
+            var own: [Int] = []
+            for spec in specs[n] {
+                if let tie = spec.tiedTo {
+                    let (owner, offset) = try Self.resolve(tie, of: spec, at: n, nodes: nodes, specs: specs, offsets: offsets, layer: topLevel[n])
+                    ties.append(Tie(user: n, tensor: own.count, owner: owner, offset: offset, count: spec.shape.reduce(1, *), gradient: -1))
+                    own.append(offset)
+                    continue
+                }
+                guard spec.role != .buffer else { own.append(-1); continue }
+                own.append(layout.append(
+                    name: node.name + "." + spec.name, shape: spec.shape, maxNormApplies: spec.role == .weight && n != lastParameterised, isWeight: spec.role == .weight))
+            }
+            offsets.append(own)
         }
         // Buffers after every trained tensor: the optimizer, the reduction and the exchange cover the trained part alone.
-        let trainedOffsets = offsets.map { $0.filter { $0 >= 0 } }
+        let trainedOffsets = offsets.enumerated().map { n, own in
+            own.enumerated().filter { t, offset in offset >= 0 && specs[n][t].tiedTo == nil }.map(\.element)
+        }
         for (n, node) in nodes.enumerated() {
-            for (t, spec) in specs[n].enumerated() where spec.role == .buffer {
+            for (t, spec) in specs[n].enumerated() where spec.role == .buffer && spec.tiedTo == nil {
                 offsets[n][t] = layout.append(name: node.name + "." + spec.name, shape: spec.shape, maxNormApplies: false, isBuffer: true)
             }
+        }
+        // A tied tensor's second use writes its gradient into space of its own, added to the
+        // owner's after the owner's backward pass.
+        var gradientOffsets = offsets
+        for i in ties.indices {
+            ties[i].gradient = layout.reserveGradientSpace(ties[i].count)
+            gradientOffsets[ties[i].user][ties[i].tensor] = ties[i].gradient
         }
         guard Set(layout.tensors.map(\.name)).count == layout.tensors.count else {
             throw ModelError("two parameter tensors of the model have one name; give a composite's children distinct names")
@@ -161,6 +205,8 @@ public struct Network: Sendable {
         self.shapes = shapes
         self.layout = layout
         self.parameterOffsets = offsets
+        self.gradientOffsets = gradientOffsets
+        self.ties = ties
         self.trainedOffsets = trainedOffsets
         self.typeIndex = typeIndex
         self.runsBackward = runs
@@ -200,7 +246,8 @@ public struct Network: Sendable {
         for (n, node) in nodes.enumerated() where !parameterOffsets[n].isEmpty {
             let specs = node.layer!.parameters(inputShape: shapes[node.inputs[0]])
             let fanIn = specs.lazy.compactMap { spec -> Int? in if case .heUniform(let f) = spec.initializer { return f } else { return nil } }.first
-            for (t, spec) in specs.enumerated() {
+            // A tied tensor starts as its owner's: it is the owner's.
+            for (t, spec) in specs.enumerated() where spec.tiedTo == nil {
                 let tensor = layout.tensors.first { $0.offset == parameterOffsets[n][t] }!
                 let stream = RandomAddress(seed: seed, purpose: .initialization, position: UInt32(t), layer: UInt32(parameterised))
                 var initializer = spec.initializer

@@ -31,7 +31,7 @@ public struct ParameterLayout: Sendable, Equatable {
 
     /// The tensors, in model order (each layer's in declaration order).
     public private(set) var tensors: [Tensor] = []
-    /// Total floats, padding included.
+    /// Total floats, padding and reserved gradient space included (the size of every per-model vector).
     public private(set) var count = 0
     /// Floats of the trained tensors, padding included: the part the optimizer, the reduction and
     /// the exchange cover. The buffers lie after it.
@@ -49,6 +49,15 @@ public struct ParameterLayout: Sendable, Equatable {
         tensors.append(tensor)
         count = roundUpToCacheLine(offset + tensor.count)
         if !isBuffer { trainedCount = count }
+        return offset
+    }
+
+    /// Reserves `floats` at the end of the vector that belong to no tensor: gradient space
+    /// (a tied tensor's second use) that the parameters, the optimizer, the reduction and
+    /// checkpoints never read. Returns its offset.
+    mutating func reserveGradientSpace(_ floats: Int) -> Int {
+        let offset = count
+        count = roundUpToCacheLine(offset + floats)
         return offset
     }
 

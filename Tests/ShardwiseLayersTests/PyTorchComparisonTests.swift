@@ -45,7 +45,8 @@ final class PyTorchComparisonTests: XCTestCase {
     /// (PyTorch builds the same tree of `torch.nn` modules and loads them by name).
     /// With `shardSize`, a training step (BatchNorm with the whole batch's statistics) in shards
     /// as the engine runs it, and the buffers after it.
-    func model(_ name: String, _ text: String, _ shape: [Int], rows: Int = 6, shardSize: Int? = nil) throws {
+    /// With `vocabulary`, a language model: the inputs are token ids below it and each position has a label.
+    func model(_ name: String, _ text: String, _ shape: [Int], rows: Int = 6, shardSize: Int? = nil, vocabulary: Int? = nil) throws {
         let network = try Network(Sequential(try ModelDescription.layers(text, inputShape: shape)), inputShape: shape)
         let parameters = FloatBuffer(count: network.layout.count)
         network.initialize(parameters: parameters, seed: UInt64(cases.count + 1))
@@ -54,9 +55,9 @@ final class PyTorchComparisonTests: XCTestCase {
             for e in 0..<t.count { parameters[t.offset + e] += 0.3 * (stream.uniform(t.offset + e) - 0.5) }
         }
         let ws = Workspace(network: network, capacity: rows)
-        let width = network.widths[0], classes = network.widths.last!
-        let input = (0..<rows * width).map { 4 * stream.uniform(100_000 + $0) - 2 }
-        let labels = (0..<rows).map { Int32(stream.integer(200_000 + $0, below: classes)) }
+        let width = network.widths[0], positions = network.labelPositions, classes = network.widths.last! / positions
+        let input = (0..<rows * width).map { i in vocabulary.map { Float(stream.integer(100_000 + i, below: $0)) } ?? 4 * stream.uniform(100_000 + i) - 2 }
+        let labels = (0..<rows * positions).map { Int32(stream.integer(200_000 + $0, below: classes)) }
         func tensors(_ buffer: UnsafePointer<Float>, buffers: Bool = false) throws -> [[Any]] {
             try network.layout.tensors.filter { buffers ? $0.isBuffer : true }.map { t in
                 [t.name, try write(Array(UnsafeBufferPointer(start: buffer + t.offset, count: t.count))), t.shape]
@@ -70,13 +71,14 @@ final class PyTorchComparisonTests: XCTestCase {
             for (i, g) in step.gradient.enumerated() { gradient[i] = g }
         } else {
             for i in 0..<rows * width { ws.input[i] = input[i] }
-            for r in 0..<rows { ws.labels[r] = labels[r] }
+            for r in 0..<rows * positions { ws.labels[r] = labels[r] }
             network.forward(parameters: parameters.pointer, workspace: ws, rows: rows, random: nil)
             network.backward(parameters: parameters.pointer, workspace: ws, rows: rows, lossDivisor: rows, gradient: gradient.pointer)
-            outputs = Array(UnsafeBufferPointer(start: ws.output, count: rows * classes))
+            outputs = Array(UnsafeBufferPointer(start: ws.output, count: rows * positions * classes))
         }
         cases.append([
-            "type": "model", "name": name, "layers": text, "rows": rows, "input_shape": shape, "classes": classes, "labels": labels.map(Int.init),
+            "type": "model", "name": name, "layers": text, "rows": rows, "input_shape": shape, "classes": classes, "positions": positions,
+            "labels": labels.map(Int.init),
             "input": try write(input), "output": try write(outputs), "train": shardSize != nil,
             "parameters": initial, "gradients": try tensors(gradient.pointer).filter { network.layout.tensor(named: $0[0] as! String)?.isBuffer == false },
             "buffers_after": try tensors(parameters.pointer, buffers: true),
@@ -239,6 +241,11 @@ final class PyTorchComparisonTests: XCTestCase {
         let ids: [Float] = (0..<27).map { Float(($0 * 7 + 3) % 11) }
         try layer("tokens(11, 6) over 9", "tokens", TokenEmbedding(vocabulary: 11, width: 6), [9], rows: 3, args: ["vocabulary": 11, "dim": 6, "context": 9], input: ids)
         try layer("linear over 5 tokens", "linear", Linear(6, 4), [5, 6], args: ["in": 6, "out": 4])
+        // The output head tied to the token table: one tensor, its gradient the sum of both uses.
+        try model(
+            "GPT block, output head tied to the token embedding",
+            "tokens(11, 8) residual(layernorm(dims: 1) attention(2)) residual(layernorm(dims: 1) linear(16) gelu linear(8)) layernorm(dims: 1) linear(11, tied: tokens)",
+            [9], rows: 3, vocabulary: 11)
         try loss("cross entropy", "cross_entropy", SoftmaxCrossEntropy())
         try loss("cross entropy, label smoothing 0.1", "cross_entropy", SoftmaxCrossEntropy(labelSmoothing: 0.1), smoothing: 0.1)
         try loss("bce with logits", "bce_with_logits", BinaryCrossEntropyWithLogits())

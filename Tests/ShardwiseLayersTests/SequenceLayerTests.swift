@@ -91,4 +91,69 @@ final class SequenceLayerTests: XCTestCase {
             XCTAssert("\($0)".contains("takes (tokens, values) samples, got (16)"), "\($0)")
         }
     }
+
+    /// `linear(V, tied: tokens)`: the head reads the token table (no tensor of its own, no second
+    /// initialisation), and the table's gradient is the sum of its two uses: bit for bit the
+    /// embedding's gradient plus the head's of the same model untied with the table copied into
+    /// its weight, and close to central differences of the loss.
+    func testTiedHeadReadsTheTableAndSumsBothGradients() throws {
+        let body = "tokens(13, 8) residual(layernorm(dims: 1) attention(2)) layernorm(dims: 1) "
+        let tied = try Network(Sequential(try ModelDescription.layers(body + "linear(13, tied: tokens)", inputShape: [6])), inputShape: [6])
+        let untied = try Network(Sequential(try ModelDescription.layers(body + "linear(13)", inputShape: [6])), inputShape: [6])
+        XCTAssertEqual(tied.layout.tensors.map(\.name), untied.layout.tensors.map(\.name).filter { $0 != "layers.3.weight" })
+        XCTAssertEqual(tied.layout.trainedParameterCount, untied.layout.trainedParameterCount - 13 * 8)
+        let p = FloatBuffer(count: tied.layout.count), q = FloatBuffer(count: untied.layout.count)
+        tied.initialize(parameters: p, seed: 3)
+        untied.initialize(parameters: q, seed: 3)
+        let table = try XCTUnwrap(tied.layout.tensor(named: "layers.0.token.weight")), head = try XCTUnwrap(untied.layout.tensor(named: "layers.3.weight"))
+        for t in tied.layout.tensors {
+            let u = try XCTUnwrap(untied.layout.tensor(named: t.name))
+            for e in 0..<t.count { XCTAssertEqual(p[t.offset + e], q[u.offset + e], "\(t.name)[\(e)]: the tie initialises nothing else") }
+        }
+        for e in 0..<table.count { q[head.offset + e] = q[table.offset + e] }
+        let rows = 2, ids: [Float] = [3, 0, 12, 7, 7, 1, 5, 9, 2, 11, 4, 6]
+        let labels: [Int32] = [0, 12, 7, 7, 1, 5, 9, 2, 11, 4, 6, 8]
+        func pass(_ network: Network, _ parameters: FloatBuffer) -> (loss: Double, gradient: FloatBuffer, logits: [Float]) {
+            let ws = Workspace(network: network, capacity: rows), gradient = FloatBuffer(count: network.layout.count)
+            for i in ids.indices { ws.input[i] = ids[i] }
+            for i in labels.indices { ws.labels[i] = labels[i] }
+            network.forward(parameters: parameters.pointer, workspace: ws, rows: rows, random: nil)
+            let logits = Array(UnsafeBufferPointer(start: ws.output, count: rows * 6 * 13))
+            let loss = network.backward(parameters: parameters.pointer, workspace: ws, rows: rows, lossDivisor: rows, gradient: gradient.pointer)
+            return (loss, gradient, logits)
+        }
+        let a = pass(tied, p), b = pass(untied, q)
+        XCTAssertEqual(a.logits, b.logits, "the head reads the token table")
+        XCTAssertEqual(a.loss, b.loss)
+        let untiedTable = try XCTUnwrap(untied.layout.tensor(named: "layers.0.token.weight"))
+        for e in 0..<table.count {
+            XCTAssertEqual(a.gradient[table.offset + e], b.gradient[untiedTable.offset + e] + b.gradient[head.offset + e], "d token.weight[\(e)]")
+        }
+        for t in tied.layout.tensors where t.name != table.name {
+            let u = try XCTUnwrap(untied.layout.tensor(named: t.name))
+            for e in 0..<t.count { XCTAssertEqual(a.gradient[t.offset + e], b.gradient[u.offset + e], "d \(t.name)[\(e)]") }
+        }
+        // Central differences of the (Float) loss at a few table entries, rows used by both ends.
+        let h: Float = 1e-2
+        for e in [3 * 8, 3 * 8 + 5, 7 * 8 + 2, 12 * 8 + 7, 8 * 8 + 1] {
+            let value = p[table.offset + e]
+            p[table.offset + e] = value + h
+            let plus = pass(tied, p).loss
+            p[table.offset + e] = value - h
+            let minus = pass(tied, p).loss
+            p[table.offset + e] = value
+            let d = (plus - minus) / (2 * Double(h)) / Double(rows)
+            XCTAssertEqual(Double(a.gradient[table.offset + e]), d, accuracy: 2e-3 + 2e-2 * abs(d), "finite difference at token.weight[\(e)]")
+            XCTAssertNotEqual(a.gradient[table.offset + e], b.gradient[untiedTable.offset + e], "both uses contribute at [\(e)]")
+        }
+        XCTAssertThrowsError(try Network(Sequential(try ModelDescription.layers("tokens(13, 8) linear(12, tied: tokens)", inputShape: [6])), inputShape: [6])) {
+            XCTAssert("\($0)".contains("tied to TokenEmbedding's token.weight (layers.0), of shape (13, 8), but has shape (12, 8)"), "\($0)")
+        }
+        XCTAssertThrowsError(try ModelDescription.layers("linear(8, tied: conv)", inputShape: [6, 4])) {
+            XCTAssert("\($0)".contains("tied: conv, expected tokens"), "\($0)")
+        }
+        XCTAssertThrowsError(try Network(Sequential([Linear(4, 4, tied: true)]), inputShape: [2, 4])) {
+            XCTAssert("\($0)".contains("no TokenEmbedding comes before it"), "\($0)")
+        }
+    }
 }

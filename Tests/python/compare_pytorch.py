@@ -114,10 +114,11 @@ def model_case(case):
     load(m, {n: array(file, pshape) for n, file, pshape in case["parameters"]})
     m.train(case["train"])
     x = array(case["input"], [rows] + shape)
-    y = m(x)
+    # A language model's (T, V) outputs: a label a position, the loss the mean over every token.
+    y = m(x).reshape(-1, case["classes"])
     labels = torch.tensor(case["labels"], dtype=torch.int64)
     F.cross_entropy(y, labels).backward()
-    compare(name, "logits", array(case["output"], [rows, case["classes"]]), y)
+    compare(name, "logits", array(case["output"], [rows * case.get("positions", 1), case["classes"]]), y)
     grads = dict(m.named_parameters())
     # Relative to the model's largest gradient: a bias before a BatchNorm has a gradient that is
     # zero in exact arithmetic, so both sides hold rounding noise there.

@@ -163,6 +163,10 @@ def shape_after(module, shape):
         return list(module.eval()(torch.zeros([2] + shape)).shape[1:])
 
 
+# The tokens layers built so far: a linear(V, tied: tokens) takes the last one's table.
+TOKENS = []
+
+
 def leaf(name, inner, shape):
     p, k = arguments(inner)
     number = lambda v: float(v)
@@ -176,9 +180,13 @@ def leaf(name, inner, shape):
     if name == "flatten":
         return nn.Flatten()
     if name in ("linear", "dense"):
-        return nn.Linear(shape[-1], int(p[0] if p else k["out_features"]))
+        linear = nn.Linear(shape[-1], int(p[0] if p else k["out_features"]))
+        if k.get("tied", "").lower() == "tokens":  # lm_head.weight = wte.weight: one tensor, both uses' gradients summed
+            linear.weight = TOKENS[-1].token.weight
+        return linear
     if name in ("tokens", "token_embedding"):
-        return TokenEmbedding(int(p[0] if p else k["vocabulary"]), int(p[1] if len(p) > 1 else k["dim"]), shape[0])
+        TOKENS.append(TokenEmbedding(int(p[0] if p else k["vocabulary"]), int(p[1] if len(p) > 1 else k["dim"]), shape[0]))
+        return TOKENS[-1]
     if name in ("attention", "causal_self_attention"):
         return CausalSelfAttention(shape[1], int(p[0] if p else k["heads"]), number(k.get("dropout", 0)))
     if name == "embedding":
@@ -266,6 +274,12 @@ def load(model, tensors):
     """Loads a checkpoint's tensors by name (strict): Shardwise keeps `num_batches_tracked` as a
     one-element float tensor, torch as a 0-d integer one."""
     state = {n: (t.reshape([]).long() if n.endswith("num_batches_tracked") else t) for n, t in tensors.items()}
+    # A tied tensor (linear(V, tied: tokens)) is saved once, under its owner's name.
+    params = dict(model.named_parameters(remove_duplicate=False))
+    for n, p in params.items():
+        owner = next((m for m, q in params.items() if q is p and m in state), None)
+        if n not in state and owner is not None:
+            state[n] = state[owner]
     model.load_state_dict(state, strict=True)
     return model
 
@@ -273,6 +287,7 @@ def load(model, tensors):
 def build(text, input_shape):
     """The torch.nn module of a Shardwise description for samples of `input_shape` (e.g. [1, 28, 28])."""
     steps, shape = [], list(input_shape)
+    TOKENS.clear()
     for name, inner in items(text):
         module = layer(name, inner, shape)
         shape = shape_after(module, shape)
