@@ -13,7 +13,7 @@ RUN_DIR      ?= runs/reference
 MPIRUN_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
 TRAIN_FLAGS  ?=
 
-.PHONY: dist install dist-check all deps build train train-no-dropout train-cnn train-resnet train-gpt reproduce-dropout test fuzz example docs bench bench-mpi bench-multihost bench-portable bench-pytorch bench-data sklearn-data sklearn-compare clean
+.PHONY: dist install dist-check all deps build train train-no-dropout train-cnn train-resnet train-gpt train-gpt-large reproduce-dropout test fuzz example docs bench bench-mpi bench-multihost bench-portable bench-pytorch bench-data sklearn-data sklearn-compare clean
 
 all: build
 
@@ -61,6 +61,12 @@ GPT_DATA ?= ../shared/datasets/tinyshakespeare/input.txt
 train-gpt: build
 	.build/release/shardwise train --data $(GPT_DATA) --tokenizer char --context 64 --model Examples/models/shakespeare-char.yaml --shard-size 6 --out runs/gpt $(TRAIN_FLAGS)
 	.build/release/shardwise generate --checkpoint runs/gpt --prompt "ROMEO:" --tokens 300 --temperature 0.8 --top-k 40 --seed 1
+
+# A larger GPT with dropout 0.1, and the same model and seed without dropout, on one chart
+# (runs/gpt-large/curves.svg; README, "Language models"). About an hour on 2 cores: not part of CI.
+train-gpt-large: build
+	.build/release/shardwise train --data $(GPT_DATA) --tokenizer char --context 128 --model Examples/models/shakespeare-char-large.yaml --shard-size 16 --compare-no-dropout --out runs/gpt-large $(TRAIN_FLAGS)
+	.build/release/shardwise generate --checkpoint runs/gpt-large --prompt "ROMEO:" --tokens 300 --temperature 0.8 --top-k 40 --seed 1
 
 # Srivastava et al. 2014, MNIST, 3x1024 ReLU with dropout and max-norm, and the same without dropout
 # (README, "Reproducing the dropout paper"). Long: not part of CI. The paper's errors beside ours

@@ -196,7 +196,7 @@ public enum TrainingRun {
                     guard configuration.training.evaluates(epoch: record.epoch) else { break }
                     board?.epoch(record, step: record.epoch * trainer.stepsPerEpoch)
                     console.epochDone(record, of: configuration.epochs)
-                    if writes, let out = options.outDirectory { try writeMetrics(records, configuration: configuration, to: out) }
+                    if writes, let out = options.outDirectory { try writeMetrics(records, configuration: configuration, languageModel: trainer.trainingData.vocabulary != nil, to: out) }
                 case .snapshot(let snapshot):
                     try board?.snapshot(snapshot, layout: trainer.network.layout)
                 case .checkpoint:
@@ -318,20 +318,35 @@ public enum TrainingRun {
     }
 
     /// metrics.jsonl and curves.svg, rewritten after every epoch.
-    static func writeMetrics(_ records: [EpochRecord], configuration: RunConfiguration, to out: String) throws {
+    static func writeMetrics(_ records: [EpochRecord], configuration: RunConfiguration, languageModel: Bool, to out: String) throws {
         let lines = try records.map { try JSON.line($0) + "\n" }
         do {
             try AtomicFile.write(lines.joined(), to: "\(out)/metrics.jsonl")
+            let title = languageModel ? name(configuration.network, languageModel: true) : describe(configuration.network)
             try AtomicFile.write(
-                Curves.svg(title: "Learning curves: \(describe(configuration.network))", runs: [(label(configuration.network), records)]),
+                Curves.svg(title: "Learning curves: \(title)", runs: [(label(configuration.network), records)], languageModel: languageModel),
                 to: "\(out)/curves.svg")
         } catch { throw RunError(error.description) }
     }
 
     /// "dropout 0.2/0.5" or "no dropout", for legends.
     public static func label(_ network: NetworkConfiguration) -> String {
-        if network.layers != nil { return "model" }
+        if let layers = network.layers {
+            // A described model: its distinct dropout rates above 0, in the order written.
+            var rates: [Double] = []
+            for match in layers.matches(of: /(?i)\b(?:dropout2d|gaussian_dropout|dropout|dropconnect)\s*(?:\(\s*(?:p\s*[:=]\s*)?|[:=]\s*)([0-9.eE+-]+)/) {
+                if let rate = Double(match.output.1), rate > 0, !rates.contains(rate) { rates.append(rate) }
+            }
+            return rates.isEmpty ? "no dropout" : "dropout " + rates.map { String(format: "%g", $0) }.joined(separator: "/")
+        }
         return network.allRates.allSatisfy { $0 == 0 } ? "no dropout" : "\(kindName(network))\(rates(network))"
+    }
+
+    /// What a chart's title calls the network: "784-1024-1024-1024-10 ReLU network", "a language
+    /// model on windows of 128 tokens", "a model on (1, 28, 28)".
+    public static func name(_ network: NetworkConfiguration, languageModel: Bool) -> String {
+        guard network.layers != nil else { return "\(([network.inputSize] + network.hiddenSizes + [network.outputSize]).map(String.init).joined(separator: "-")) ReLU network" }
+        return languageModel ? "a language model on windows of \(network.sampleShape.first ?? 0) tokens" : "a model on \(Network.describe(network.sampleShape))"
     }
 
     static func describe(_ network: NetworkConfiguration) -> String {

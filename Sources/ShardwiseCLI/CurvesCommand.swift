@@ -43,6 +43,7 @@ struct CurvesCommand: ParsableCommand {
         var series: [(String, [EpochRecord])] = []
         var rows: [String] = []
         var title = "Learning curves"
+        var languageModel = false
         for folder in runs {
             let metrics: [UInt8]
             do {
@@ -64,23 +65,27 @@ struct CurvesCommand: ParsableCommand {
             if let data = try? RegularFile.read("\(folder)/summary.json", limit: 64 << 20, what: "a summary"),
                let summary = try? decoder.decode(RunSummaryHeader.self, from: Data(data)) {
                 name = TrainingRun.label(summary.configuration.network)
-                title = "Learning curves: \(summary.configuration.network.hiddenSizes.map(String.init).joined(separator: "-")) ReLU network on MNIST"
+                languageModel = languageModel || summary.vocabulary != nil
+                let network = TrainingRun.name(summary.configuration.network, languageModel: summary.vocabulary != nil)
+                title = "Learning curves: \(network)\(summary.configuration.network.layers == nil ? " on MNIST" : "")"
                 wall = summary.wallSeconds.map { String(format: "%.0f min", $0 / 60) } ?? "-"
             }
             series.append((name, records))
             guard let last = records.last else { throw RunError("\(folder)/metrics.jsonl: no epochs") }
             let paper = paperError.isEmpty ? "" : String(format: " %.2f%% |", paperError[rows.count])
-            rows.append(String(format: "| %@ | %@ | %d | %.2f%% |%@ %@ |", folder, name, last.epoch, last.testErrorPercent ?? .nan, paper, wall))
+            // A language model's row: its test loss per token beside the error.
+            let loss = languageModel ? String(format: " %.4f |", last.testLoss ?? .nan) : ""
+            rows.append(String(format: "| %@ | %@ | %d |%@ %.2f%% |%@ %@ |", folder, name, last.epoch, loss, last.testErrorPercent ?? .nan, paper, wall))
         }
         if let table {
-            let header = "| run | network | epochs | test error |" + (paperError.isEmpty ? "" : " paper |") + " wall time |\n"
-                + "|---|---|---|---|" + (paperError.isEmpty ? "" : "---|") + "---|\n"
+            let header = "| run | network | epochs |" + (languageModel ? " test loss |" : "") + " test error |" + (paperError.isEmpty ? "" : " paper |") + " wall time |\n"
+                + "|---|---|---|" + (languageModel ? "---|" : "") + "---|" + (paperError.isEmpty ? "" : "---|") + "---|\n"
             let text = header + rows.joined(separator: "\n") + "\n"
             do { try AtomicFile.write(text, to: table) } catch { throw RunError(error.description) }
             print(text, terminator: "")
             print("wrote \(table)")
         }
-        do { try AtomicFile.write(Curves.svg(title: title, runs: series), to: out) } catch { throw RunError(error.description) }
+        do { try AtomicFile.write(Curves.svg(title: title, runs: series, languageModel: languageModel), to: out) } catch { throw RunError(error.description) }
         print("wrote \(out)")
     }
 }
@@ -89,4 +94,6 @@ struct CurvesCommand: ParsableCommand {
 struct RunSummaryHeader: Decodable {
     var configuration: RunConfiguration
     var wallSeconds: Double?
+    /// A language model's vocabulary (nil for other runs).
+    var vocabulary: Vocabulary?
 }

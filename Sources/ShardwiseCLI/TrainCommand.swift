@@ -49,8 +49,8 @@ struct TrainCommand: AsyncParsableCommand {
         } catch let error as ConfigurationError {
             throw ValidationError("\(flag(error.field)): \(error.problem(naming: flag))")
         }
-        if compareNoDropout && network.model != nil {
-            throw ValidationError("--compare-no-dropout: works on the perceptron of --layers; a --model file sets its own dropout layers")
+        if compareNoDropout, let layers = try makeConfiguration().network.layers, ModelDescription.withoutDropout(layers) == nil {
+            throw ValidationError("--compare-no-dropout: the model (\(network.model ?? "--layers")) has no dropout rate above 0 to compare against")
         }
         if compareNoDropout && out == nil && resume == nil {
             throw ValidationError("--compare-no-dropout: needs --out DIR for the two runs and their curves")
@@ -86,6 +86,8 @@ struct TrainCommand: AsyncParsableCommand {
         plain.network.dropoutInput = 0
         plain.network.dropoutHidden = 0
         plain.network.dropoutHiddenPerLayer = nil
+        // A described model: the same layers, every rate 0 (validated above).
+        if let layers = plain.network.layers { plain.network.layers = ModelDescription.withoutDropout(layers) }
         var plainOptions = options
         plainOptions.outDirectory = "\(out)/no-dropout"
         plainOptions.resume = (try? Checkpoint.newest(in: "\(out)/no-dropout")) != nil ? "\(out)/no-dropout" : nil
@@ -93,8 +95,9 @@ struct TrainCommand: AsyncParsableCommand {
         if writes { Console.standard.line("the same network and seed without dropout, into \(out)/no-dropout:") }
         let baseline = try await TrainingRun.run(configuration: plain, options: plainOptions, console: .standard)
         let svg = Curves.svg(
-            title: "Dropout effect: \(summary.configuration.network.hiddenSizes.map(String.init).joined(separator: "-")) ReLU network",
-            runs: [(TrainingRun.label(summary.configuration.network), summary.epochs), ("no dropout", baseline.epochs)])
+            title: "Dropout effect: \(TrainingRun.name(summary.configuration.network, languageModel: summary.vocabulary != nil))",
+            runs: [(TrainingRun.label(summary.configuration.network), summary.epochs), ("no dropout", baseline.epochs)],
+            languageModel: summary.vocabulary != nil)
         guard writes else { return }
         do { try AtomicFile.write(svg, to: "\(out)/curves.svg") } catch { throw RunError(error.description) }
         Console.standard.line("dropout effect: \(summary.resultLine) with dropout, \(baseline.resultLine) without; curves in \(out)/curves.svg")

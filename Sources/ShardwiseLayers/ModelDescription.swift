@@ -79,6 +79,25 @@ public enum ModelDescription {
         return rendered.joined(separator: " ")
     }
 
+    /// `text` with every dropout rate at any depth set to 0: `dropout(p)`, `dropout2d(p)`,
+    /// `gaussian_dropout(p)`, attention's `dropout: p` and linear's `dropconnect: p`; every layer
+    /// kept (the same parameters and random streams), so the model is the one described
+    /// trained without dropout. Nil when it has no rate above 0 to remove.
+    public static func withoutDropout(_ text: String) -> String? {
+        let layers = /(?i)\b(dropout2d|gaussian_dropout|dropout)\s*\(\s*(?:p\s*[:=]\s*)?([0-9.eE+-]+)\s*\)/
+        let arguments = /(?i)\b(dropout|dropconnect)\s*[:=]\s*([0-9.eE+-]+)/
+        var removed = false
+        var result = text.replacing(layers) { match in
+            if (Double(match.output.2) ?? 0) != 0 { removed = true }
+            return "\(match.output.1)(0)"
+        }
+        result = result.replacing(arguments) { match in
+            if (Double(match.output.2) ?? 0) != 0 { removed = true }
+            return "\(match.output.1): 0"
+        }
+        return removed ? result : nil
+    }
+
     /// `text` with every BatchNorm layer's training statistics set to `statistics` (at any
     /// depth; other arguments kept): the same model with the shards meeting or not, for
     /// timing what the meetings cost.

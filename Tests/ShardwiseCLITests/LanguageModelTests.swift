@@ -218,4 +218,32 @@ final class LanguageModelTests: XCTestCase {
         XCTAssertEqual(mismatch.status, 1)
         XCTAssert(mismatch.error.contains("--model: input shape (16) does not hold the 8 values of a row"), mismatch.error)
     }
+
+    /// `--compare-no-dropout` on a described model: the second run is the model with every rate
+    /// (dropout layers and attention's) at 0, the same weights as that model trained alone, and
+    /// curves.svg holds both runs' training and test loss per token.
+    func testCompareNoDropoutTrainsTheModelWithEveryRateZero() throws {
+        let both = try train(["--steps", "20", "--workers", "2", "--compare-no-dropout", "--out", "\(folder)/both"])
+        XCTAssertEqual(both.status, 0, both.error)
+        let hashes = both.output.matches(of: /weights sha256 ([0-9a-f]{64})/).map { String($0.1) }
+        XCTAssertEqual(hashes.count, 2, both.output)
+        let text = try String(contentsOfFile: "\(folder)/model.yaml", encoding: .utf8)
+        let plain = text.replacingOccurrences(of: "dropout: 0.1", with: "dropout: 0").replacingOccurrences(of: "dropout(0.1)", with: "dropout(0)")
+        XCTAssertNotEqual(plain, text)
+        try plain.write(toFile: "\(folder)/model.yaml", atomically: true, encoding: .utf8)
+        let alone = try train(["--steps", "20", "--workers", "1"])
+        XCTAssertEqual(alone.status, 0, alone.error)
+        XCTAssertEqual(hash(alone.output), hashes[1], "the no-dropout run is the model with its rates at 0")
+        XCTAssertNotEqual(hashes[0], hashes[1])
+        let svg = try String(contentsOfFile: "\(folder)/both/curves.svg", encoding: .utf8)
+        for label in ["Loss per token", "dropout 0.1, training", "no dropout, test", "Test error per token"] { XCTAssert(svg.contains(label), label) }
+        let curves = try runShardwise(["curves", "\(folder)/both", "\(folder)/both/no-dropout", "--out", "\(folder)/c.svg", "--table", "\(folder)/c.md"])
+        XCTAssertEqual(curves.status, 0, curves.error)
+        let loss = try XCTUnwrap(both.output.firstMatch(of: /test loss ([0-9.]+) \(/).map { String($0.1) })
+        XCTAssert(curves.output.contains("| dropout 0.1 | 1 | \(loss) |"), curves.output)
+        // A model without dropout has nothing to compare.
+        let none = try train(["--steps", "20", "--compare-no-dropout", "--out", "\(folder)/none"])
+        XCTAssertEqual(none.status, 2)
+        XCTAssert(none.error.contains("--compare-no-dropout: the model (\(folder)/model.yaml) has no dropout rate above 0 to compare against"), none.error)
+    }
 }
