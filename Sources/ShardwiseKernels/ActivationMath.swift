@@ -1,3 +1,5 @@
+import CShardwiseBLAS
+
 /// Smooth activations and their derivatives, elementwise over float buffers.
 ///
 /// Each value is computed in Double and rounded once to Float: tanh and the sigmoid from
@@ -91,6 +93,15 @@ public enum ActivationMath {
         erfPieces.withUnsafeBufferPointer { ec in gaussianPieces.withUnsafeBufferPointer { gc in body(ec.baseAddress!, gc.baseAddress!) } }
     }
 
+    /// The tables transposed for the vector kernels (`sw_portable_gelu`): term j of piece k at j * 16 + k.
+    static let erfByTerm = byTerm(erfPieces), gaussianByTerm = byTerm(gaussianPieces)
+
+    static func byTerm(_ pieces: [Double]) -> [Double] {
+        var table = [Double](repeating: 0, count: terms * 16)
+        for k in 0..<pieces.count / terms { for j in 0..<terms { table[j * 16 + k] = pieces[k * terms + j] } }
+        return table
+    }
+
     /// The error function (``erfAndGaussian(_:)``).
     public static func erf(_ x: Double) -> Double { erfAndGaussian(x).erf }
 
@@ -164,7 +175,7 @@ public enum ActivationMath {
             return
         }
         withTables { ec, gc in
-            var i = 0
+            var i = Int(sw_portable_gelu(Int32(count), x, nil, y, erfByTerm, gaussianByTerm))
             while i + 8 <= count {
                 let v = SIMD8<Double>(UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self))
                 let out = SIMD8<Float>(0.5 * v * (1 + erfAndGaussian8(v * inverseSqrt2, ec, gc).erf))
@@ -192,7 +203,7 @@ public enum ActivationMath {
         }
         // Φ(v) + v φ(v), with φ(v) = e^-(v/√2)² / √(2π).
         withTables { ec, gc in
-            var i = 0
+            var i = Int(sw_portable_gelu(Int32(count), x, dy, dx, erfByTerm, gaussianByTerm))
             while i + 8 <= count {
                 let v = SIMD8<Double>(UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self))
                 let d = SIMD8<Double>(UnsafeRawPointer(dy + i).loadUnaligned(as: SIMD8<Float>.self))

@@ -61,5 +61,10 @@ int sw_portable_select(const char *name);
 int sw_portable_isa_available(const char *name);
 /// The instruction set the portable kernels run (the fastest available unless one was selected).
 const char *sw_portable_isa(void);
+/// GELU's exact form on the portable kernels' instruction set: out = x Φ(x) (dy NULL) or
+/// dy (Φ(x) + x φ(x)), the bits of ActivationMath's one-element formula. The tables hold
+/// term j of piece k at j * 16 + k (12 terms, 12 pieces). Returns how many leading elements it
+/// wrote (a multiple of the vector width; 0 on the scalar instruction set): the caller does the rest.
+int sw_portable_gelu(int count, const float *x, const float *dy, float *out, const double *erf_terms, const double *gauss_terms);
 
 #endif

@@ -1,0 +1,104 @@
+// GELU's exact form, x Φ(x) with Φ from erf, and its derivative Φ(x) + x φ(x), on AVX2 and
+// AVX-512: the operations of ActivationMath.erfAndGaussian (Swift), lane by lane in the same
+// order, so every instruction set gives the same bits. erf(a) and e^(-a²) on [0, 6) are
+// degree-11 polynomials in a piece's offset u = a - (0.25 + k/2), one piece per half unit
+// (k = ⌊2a⌋ < 12), evaluated by Horner's rule as separate multiplies and adds (never fused:
+// the scalar path has no fused form). The coefficient tables come transposed from Swift:
+// term j of piece k at j * 16 + k, so a term's twelve pieces are one (AVX-512: two) loads.
+#pragma STDC FP_CONTRACT OFF
+#include "shardwise_blas.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+enum { TERMS = 12, STRIDE = 16 };
+
+__attribute__((target("avx512f")))
+static int gelu_avx512(int count, const float *x, const float *dy, float *out, const double *erf_terms, const double *gauss_terms) {
+    const __m512d zero = _mm512_setzero_pd(), one = _mm512_set1_pd(1), half = _mm512_set1_pd(0.5), quarter = _mm512_set1_pd(0.25);
+    const __m512d two = _mm512_set1_pd(2), six = _mm512_set1_pd(6);
+    const __m512d inverse_sqrt2 = _mm512_set1_pd(0.7071067811865476), inverse_sqrt2pi = _mm512_set1_pd(0.3989422804014327);
+    const __m512i sign = _mm512_set1_epi64((long long)0x8000000000000000ULL);
+    int i = 0;
+    for (; i + 8 <= count; i += 8) {
+        __m512d v = _mm512_cvtps_pd(_mm256_loadu_ps(x + i));
+        __m512d t = _mm512_mul_pd(v, inverse_sqrt2);
+        __mmask8 negative = _mm512_cmp_pd_mask(t, zero, _CMP_LT_OQ);
+        __m512d a = _mm512_castsi512_pd(_mm512_mask_xor_epi64(_mm512_castpd_si512(t), negative, _mm512_castpd_si512(t), sign));
+        __mmask8 inside = _mm512_cmp_pd_mask(a, six, _CMP_LT_OQ);
+        __m512d twice = _mm512_mul_pd(_mm512_maskz_mov_pd(inside, a), two);
+        __m256i k = _mm512_cvttpd_epi32(twice);
+        __m512i index = _mm512_cvtepi32_epi64(k);
+        __m512d u = _mm512_sub_pd(a, _mm512_add_pd(quarter, _mm512_mul_pd(half, _mm512_cvtepi32_pd(k))));
+        const double *ec = erf_terms + (TERMS - 1) * STRIDE, *gc = gauss_terms + (TERMS - 1) * STRIDE;
+        __m512d e = _mm512_permutex2var_pd(_mm512_loadu_pd(ec), index, _mm512_loadu_pd(ec + 8));
+        __m512d g = dy ? _mm512_permutex2var_pd(_mm512_loadu_pd(gc), index, _mm512_loadu_pd(gc + 8)) : zero;
+        for (int j = TERMS - 2; j >= 0; j--) {
+            ec = erf_terms + j * STRIDE;
+            e = _mm512_add_pd(_mm512_mul_pd(e, u), _mm512_permutex2var_pd(_mm512_loadu_pd(ec), index, _mm512_loadu_pd(ec + 8)));
+            if (dy) {
+                gc = gauss_terms + j * STRIDE;
+                g = _mm512_add_pd(_mm512_mul_pd(g, u), _mm512_permutex2var_pd(_mm512_loadu_pd(gc), index, _mm512_loadu_pd(gc + 8)));
+            }
+        }
+        e = _mm512_mask_blend_pd(inside, one, e);
+        e = _mm512_castsi512_pd(_mm512_mask_xor_epi64(_mm512_castpd_si512(e), negative, _mm512_castpd_si512(e), sign));
+        __m512d result;
+        if (dy) {
+            g = _mm512_maskz_mov_pd(inside, g);
+            __m512d d = _mm512_cvtps_pd(_mm256_loadu_ps(dy + i));
+            result = _mm512_mul_pd(d, _mm512_add_pd(_mm512_mul_pd(half, _mm512_add_pd(one, e)), _mm512_mul_pd(_mm512_mul_pd(v, inverse_sqrt2pi), g)));
+        } else {
+            result = _mm512_mul_pd(_mm512_mul_pd(half, v), _mm512_add_pd(one, e));
+        }
+        _mm256_storeu_ps(out + i, _mm512_cvtpd_ps(result));
+    }
+    return i;
+}
+
+__attribute__((target("avx2")))
+static int gelu_avx2(int count, const float *x, const float *dy, float *out, const double *erf_terms, const double *gauss_terms) {
+    const __m256d zero = _mm256_setzero_pd(), one = _mm256_set1_pd(1), half = _mm256_set1_pd(0.5), quarter = _mm256_set1_pd(0.25);
+    const __m256d two = _mm256_set1_pd(2), six = _mm256_set1_pd(6), sign = _mm256_set1_pd(-0.0);
+    const __m256d inverse_sqrt2 = _mm256_set1_pd(0.7071067811865476), inverse_sqrt2pi = _mm256_set1_pd(0.3989422804014327);
+    int i = 0;
+    for (; i + 4 <= count; i += 4) {
+        __m256d v = _mm256_cvtps_pd(_mm_loadu_ps(x + i));
+        __m256d t = _mm256_mul_pd(v, inverse_sqrt2);
+        __m256d negative = _mm256_cmp_pd(t, zero, _CMP_LT_OQ);
+        __m256d a = _mm256_xor_pd(t, _mm256_and_pd(negative, sign));
+        __m256d inside = _mm256_cmp_pd(a, six, _CMP_LT_OQ);
+        __m256d twice = _mm256_mul_pd(_mm256_and_pd(a, inside), two);
+        __m128i k = _mm256_cvttpd_epi32(twice);
+        __m256d u = _mm256_sub_pd(a, _mm256_add_pd(quarter, _mm256_mul_pd(half, _mm256_cvtepi32_pd(k))));
+        __m256d e = _mm256_i32gather_pd(erf_terms + (TERMS - 1) * STRIDE, k, 8);
+        __m256d g = dy ? _mm256_i32gather_pd(gauss_terms + (TERMS - 1) * STRIDE, k, 8) : zero;
+        for (int j = TERMS - 2; j >= 0; j--) {
+            e = _mm256_add_pd(_mm256_mul_pd(e, u), _mm256_i32gather_pd(erf_terms + j * STRIDE, k, 8));
+            if (dy) g = _mm256_add_pd(_mm256_mul_pd(g, u), _mm256_i32gather_pd(gauss_terms + j * STRIDE, k, 8));
+        }
+        e = _mm256_blendv_pd(one, e, inside);
+        e = _mm256_xor_pd(e, _mm256_and_pd(negative, sign));
+        __m256d result;
+        if (dy) {
+            g = _mm256_and_pd(g, inside);
+            __m256d d = _mm256_cvtps_pd(_mm_loadu_ps(dy + i));
+            result = _mm256_mul_pd(d, _mm256_add_pd(_mm256_mul_pd(half, _mm256_add_pd(one, e)), _mm256_mul_pd(_mm256_mul_pd(v, inverse_sqrt2pi), g)));
+        } else {
+            result = _mm256_mul_pd(_mm256_mul_pd(half, v), _mm256_add_pd(one, e));
+        }
+        _mm_storeu_ps(out + i, _mm256_cvtpd_ps(result));
+    }
+    return i;
+}
+#endif
+
+int sw_portable_gelu(int count, const float *x, const float *dy, float *out, const double *erf_terms, const double *gauss_terms) {
+#if defined(__x86_64__)
+    const char *isa = sw_portable_isa();
+    if (isa[3] == '5') return gelu_avx512(count, x, dy, out, erf_terms, gauss_terms);  // "avx512"
+    if (isa[0] == 'a') return gelu_avx2(count, x, dy, out, erf_terms, gauss_terms);    // "avx2"
+#endif
+    (void)count; (void)x; (void)dy; (void)out; (void)erf_terms; (void)gauss_terms;
+    return 0;
+}
