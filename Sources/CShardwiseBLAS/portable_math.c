@@ -1,5 +1,8 @@
-// GELU's exact form, x Φ(x) with Φ from erf, and its derivative Φ(x) + x φ(x), on AVX2 and
-// AVX-512: the operations of ActivationMath.erfAndGaussian (Swift), lane by lane in the same
+// Vector forms of PortableMath's elementwise functions on AVX2 and AVX-512, each lane the
+// operations of the Swift formula in the same order (separate multiplies and adds, never
+// fused), so every instruction set gives the scalar path's bits.
+//
+// GELU's exact form, x Φ(x) with Φ from erf, and its derivative Φ(x) + x φ(x): the operations of ActivationMath.erfAndGaussian (Swift), lane by lane in the same
 // order, so every instruction set gives the same bits. erf(a) and e^(-a²) on [0, 6) are
 // degree-11 polynomials in a piece's offset u = a - (0.25 + k/2), one piece per half unit
 // (k = ⌊2a⌋ < 12), evaluated by Horner's rule as separate multiplies and adds (never fused:
@@ -91,7 +94,75 @@ static int gelu_avx2(int count, const float *x, const float *dy, float *out, con
     }
     return i;
 }
+
+// e^x for x = row[j] * scale - maximum (float arithmetic, then double), as
+// PortableMath.expNonPositive: k = round(x log2 e), r = (x - k ln2hi) - k ln2lo, e^r by Horner's
+// rule to r^12/12!, times 2^k. Vector lanes take x in [-708, 0], where 2^k is a normal number
+// and the product one rounding; a group with another x (NaN, positive, deeper) goes to `fallback`.
+static const double exp_coefficients[13] = {
+    1.0 / 479001600, 1.0 / 39916800, 1.0 / 3628800, 1.0 / 362880, 1.0 / 40320, 1.0 / 5040, 1.0 / 720, 1.0 / 120, 1.0 / 24, 1.0 / 6, 0.5, 1, 1,
+};
+static const double log2e = 1.4426950408889634, ln2hi = 6.93147180369123816490e-01, ln2lo = 1.90821492927058770002e-10;
+
+__attribute__((target("avx512f")))
+static int exp_avx512(int count, const float *row, float scale, float maximum, float *out) {
+    const __m256 s = _mm256_set1_ps(scale), m = _mm256_set1_ps(maximum);
+    const __m512d low = _mm512_set1_pd(-708), zero = _mm512_setzero_pd();
+    int i = 0;
+    for (; i + 8 <= count; i += 8) {
+        __m512d x = _mm512_cvtps_pd(_mm256_sub_ps(_mm256_mul_ps(_mm256_loadu_ps(row + i), s), m));
+        if ((__mmask8)(_mm512_cmp_pd_mask(x, low, _CMP_GE_OQ) & _mm512_cmp_pd_mask(x, zero, _CMP_LE_OQ)) != 0xFF) break;
+        __m512d k = _mm512_roundscale_pd(_mm512_mul_pd(x, _mm512_set1_pd(log2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m512d r = _mm512_sub_pd(_mm512_sub_pd(x, _mm512_mul_pd(k, _mm512_set1_pd(ln2hi))), _mm512_mul_pd(k, _mm512_set1_pd(ln2lo)));
+        __m512d p = _mm512_set1_pd(exp_coefficients[0]);
+        for (int j = 1; j < 13; j++) p = _mm512_add_pd(_mm512_mul_pd(p, r), _mm512_set1_pd(exp_coefficients[j]));
+        __m512i bits = _mm512_slli_epi64(_mm512_add_epi64(_mm512_cvtepi32_epi64(_mm512_cvtpd_epi32(k)), _mm512_set1_epi64(1023)), 52);
+        _mm256_storeu_ps(out + i, _mm512_cvtpd_ps(_mm512_mul_pd(p, _mm512_castsi512_pd(bits))));
+    }
+    return i;
+}
+
+__attribute__((target("avx2")))
+static int exp_avx2(int count, const float *row, float scale, float maximum, float *out) {
+    const __m128 s = _mm_set1_ps(scale), m = _mm_set1_ps(maximum);
+    const __m256d low = _mm256_set1_pd(-708), zero = _mm256_setzero_pd();
+    int i = 0;
+    for (; i + 4 <= count; i += 4) {
+        __m256d x = _mm256_cvtps_pd(_mm_sub_ps(_mm_mul_ps(_mm_loadu_ps(row + i), s), m));
+        __m256d in = _mm256_and_pd(_mm256_cmp_pd(x, low, _CMP_GE_OQ), _mm256_cmp_pd(x, zero, _CMP_LE_OQ));
+        if (_mm256_movemask_pd(in) != 0xF) break;
+        __m256d k = _mm256_round_pd(_mm256_mul_pd(x, _mm256_set1_pd(log2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m256d r = _mm256_sub_pd(_mm256_sub_pd(x, _mm256_mul_pd(k, _mm256_set1_pd(ln2hi))), _mm256_mul_pd(k, _mm256_set1_pd(ln2lo)));
+        __m256d p = _mm256_set1_pd(exp_coefficients[0]);
+        for (int j = 1; j < 13; j++) p = _mm256_add_pd(_mm256_mul_pd(p, r), _mm256_set1_pd(exp_coefficients[j]));
+        __m256i bits = _mm256_slli_epi64(_mm256_add_epi64(_mm256_cvtepi32_epi64(_mm256_cvtpd_epi32(k)), _mm256_set1_epi64x(1023)), 52);
+        _mm_storeu_ps(out + i, _mm256_cvtpd_ps(_mm256_mul_pd(p, _mm256_castsi256_pd(bits))));
+    }
+    return i;
+}
 #endif
+
+void sw_portable_exp_shifted(int count, const float *row, float scale, float maximum, float *out, double (*fallback)(double)) {
+#if defined(__x86_64__)
+    const char *isa = sw_portable_isa();
+    int level = isa[3] == '5' ? 2 : isa[0] == 'a' ? 1 : 0;  // "avx512", "avx2", "scalar"
+#else
+    int level = 0;
+#endif
+    int i = 0;
+    while (i < count) {
+#if defined(__x86_64__)
+        if (level == 2) i += exp_avx512(count - i, row + i, scale, maximum, out + i);
+        else if (level == 1) i += exp_avx2(count - i, row + i, scale, maximum, out + i);
+#endif
+        // The rest, or a group the vector lanes do not take: element by element.
+        int end = i + 8 < count ? i + 8 : count;
+        for (; i < end; i++) {
+            float x = row[i] * scale - maximum;
+            out[i] = (float)fallback((double)x);
+        }
+    }
+}
 
 int sw_portable_gelu(int count, const float *x, const float *dy, float *out, const double *erf_terms, const double *gauss_terms) {
 #if defined(__x86_64__)

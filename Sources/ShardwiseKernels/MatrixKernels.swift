@@ -101,6 +101,17 @@ public enum PortableMath {
         return scale(p, Int(k))
     }
 
+    /// `out[j] = Float(expNonPositive(Double(row[j] * scale - maximum)))` for j < count (a
+    /// softmax's shifted scores), on the portable kernels' instruction set, the same bits on each.
+    /// `out` may be `row`.
+    @inline(__always)
+    public static func expShifted(count: Int, _ row: UnsafePointer<Float>, scale: Float, maximum: Float, into out: UnsafeMutablePointer<Float>) {
+        sw_portable_exp_shifted(Int32(count), row, scale, maximum, out, expFallback)
+    }
+
+    /// ``expNonPositive(_:)`` for C.
+    static let expFallback: @convention(c) (Double) -> Double = { expNonPositive($0) }
+
     /// The natural logarithm (x > 0; NaN below 0, -infinity at 0).
     public static func log(_ x: Double) -> Double {
         if x.isNaN || x < 0 { return .nan }

@@ -194,12 +194,9 @@ public struct CausalSelfAttention: Layer {
     func softmaxRow(_ row: UnsafeMutablePointer<Float>, query i: Int, keys: Int, scale: Float) -> (Float, Float) {
         var maximum = -Float.infinity
         for j in 0...i { maximum = max(maximum, row[j] * scale) }
+        PortableMath.expShifted(count: i + 1, row, scale: scale, maximum: maximum, into: row)
         var sum: Float = 0
-        for j in 0...i {
-            let e = Float(PortableMath.expNonPositive(Double(row[j] * scale - maximum)))
-            row[j] = e
-            sum += e
-        }
+        for j in 0...i { sum += row[j] }
         for j in 0...i { row[j] /= sum }
         for j in (i + 1)..<max(keys, i + 1) { row[j] = 0 }
         return (maximum, sum)
@@ -208,7 +205,8 @@ public struct CausalSelfAttention: Layer {
     /// The probabilities of row `query` again, from the scores and the forward pass's maximum and sum.
     @inline(__always)
     func recomputeRow(_ row: UnsafeMutablePointer<Float>, query i: Int, keys: Int, scale: Float, maximum: Float, sum: Float) {
-        for j in 0...i { row[j] = Float(PortableMath.expNonPositive(Double(row[j] * scale - maximum))) / sum }
+        PortableMath.expShifted(count: i + 1, row, scale: scale, maximum: maximum, into: row)
+        for j in 0...i { row[j] /= sum }
         for j in (i + 1)..<max(keys, i + 1) { row[j] = 0 }
     }
 

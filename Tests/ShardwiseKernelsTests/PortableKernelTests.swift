@@ -153,6 +153,38 @@ final class PortableKernelTests: XCTestCase {
         }
     }
 
+    /// Attention's softmax exponentials (`expShifted`) give expNonPositive's bits on every
+    /// instruction set, in the vector lanes and in the groups they leave to it (a NaN, a
+    /// positive value, values below -708 where e^x is subnormal or 0), whatever the length.
+    func testShiftedExponentialsGiveTheReferenceBitsOnEveryInstructionSet() throws {
+        var state: UInt64 = 11
+        var row: [Float] = (0..<517).map { _ in
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return -Float(state >> 40) / Float(1 << 24) * 40
+        }
+        row.replaceSubrange(100..<108, with: [0, -0, -1e-30, -707.9, -708.1, -744, -746, -80])
+        row[203] = .nan
+        row[310] = 3
+        row[411] = -.infinity
+        let scale: Float = 0.37, maximum: Float = 1.5
+        let previous = MatrixKernels.current
+        defer { try? MatrixKernels.select(previous) }
+        for isa in MatrixKernels.availableISAs {
+            try MatrixKernels.select(.portable, isa: isa)
+            for count in [row.count, 13, 3] {
+                var out = [Float](repeating: 7, count: count)
+                PortableMath.expShifted(count: count, row, scale: scale, maximum: maximum, into: &out)
+                for j in 0..<count {
+                    let expected = Float(PortableMath.expNonPositive(Double(row[j] * scale - maximum)))
+                    XCTAssertEqual(out[j].bitPattern, expected.bitPattern, "\(isa): e^(\(row[j]) * \(scale) - \(maximum))")
+                }
+            }
+            var inPlace = Array(row.prefix(40))
+            inPlace.withUnsafeMutableBufferPointer { PortableMath.expShifted(count: 40, $0.baseAddress!, scale: 2, maximum: 0, into: $0.baseAddress!) }
+            XCTAssertEqual(inPlace.map(\.bitPattern), row.prefix(40).map { Float(PortableMath.expNonPositive(Double($0 * 2))).bitPattern }, "\(isa): in place")
+        }
+    }
+
     /// The softmax's exponential of non-positive values and GELU's erf and Gaussian, from
     /// plain multiplies and adds, against the C library: every piece of [0, 6], its edges, and beyond.
     func testPlainPolynomialsAreCloseToTheCLibrarys() {

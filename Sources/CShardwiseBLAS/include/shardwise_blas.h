@@ -61,6 +61,11 @@ int sw_portable_select(const char *name);
 int sw_portable_isa_available(const char *name);
 /// The instruction set the portable kernels run (the fastest available unless one was selected).
 const char *sw_portable_isa(void);
+/// out[j] = (float) e^x for x = (double)(row[j] * scale - maximum) (float arithmetic), j < count,
+/// x at most 0 (a softmax's shifted scores): PortableMath.expNonPositive's bits on the portable
+/// kernels' instruction set; `fallback` (that function) takes the values the vector lanes do not.
+/// `out` may be `row`.
+void sw_portable_exp_shifted(int count, const float *row, float scale, float maximum, float *out, double (*fallback)(double));
 /// GELU's exact form on the portable kernels' instruction set: out = x Φ(x) (dy NULL) or
 /// dy (Φ(x) + x φ(x)), the bits of ActivationMath's one-element formula. The tables hold
 /// term j of piece k at j * 16 + k (12 terms, 12 pieces). Returns how many leading elements it
