@@ -37,10 +37,51 @@ struct SampleNormalization {
         return (mean, 1 / (squares / Double(groupSize) + epsilon).squareRoot())
     }
 
+    /// ``statistics(_:)`` of four consecutive groups at once, lane g the g-th group's: each
+    /// lane the same operations in the same order (four sums in flight instead of one).
+    @inline(__always) func statistics4(_ x: UnsafePointer<Float>) -> (mean: SIMD4<Double>, rstd: SIMD4<Double>) {
+        let n = groupSize
+        var mean = SIMD4<Double>()
+        if centred {
+            for i in 0..<n { mean += values4(x, i) }
+            mean /= SIMD4(repeating: Double(n))
+        }
+        var squares = SIMD4<Double>()
+        for i in 0..<n {
+            let d = values4(x, i) - mean
+            squares += d * d
+        }
+        return (mean, 1 / (squares / SIMD4(repeating: Double(n)) + SIMD4(repeating: epsilon)).squareRoot())
+    }
+
+    /// Element i of four consecutive groups at `x`.
+    @inline(__always) func values4(_ x: UnsafePointer<Float>, _ i: Int) -> SIMD4<Double> {
+        let n = groupSize
+        return SIMD4(Double(x[i]), Double(x[n + i]), Double(x[2 * n + i]), Double(x[3 * n + i]))
+    }
+
     func forward(_ pass: ForwardPass) {
         let width = pass.inputWidth, gamma = pass.parameters[0], beta: UnsafePointer<Float>? = hasBias ? pass.parameters[1] : nil
-        for r in 0..<pass.rows {
-            for start in Swift.stride(from: 0, to: width, by: groupSize) {
+        // One parameter an element (LayerNorm, RMSNorm): the shard's groups four at a time, then the rest below.
+        var first = 0
+        if parameterPerElement {
+            let groups = pass.rows * width / groupSize
+            while first + 4 <= groups {
+                let x = pass.input + first * groupSize, y = pass.output + first * groupSize
+                let (mean, rstd) = statistics4(x)
+                for g in 0..<4 {
+                    let x = x + g * groupSize, y = y + g * groupSize, mean = mean[g], rstd = rstd[g]
+                    if let beta {
+                        for i in 0..<groupSize { y[i] = Float((Double(x[i]) - mean) * rstd * Double(gamma[i]) + Double(beta[i])) }
+                    } else {
+                        for i in 0..<groupSize { y[i] = Float((Double(x[i]) - mean) * rstd * Double(gamma[i])) }
+                    }
+                }
+                first += 4
+            }
+        }
+        for r in 0..<pass.rows where (r + 1) * width > first * groupSize {
+            for start in Swift.stride(from: 0, to: width, by: groupSize) where r * width + start >= first * groupSize {
                 let x = pass.input + r * width + start, y = pass.output + r * width + start
                 let (mean, rstd) = statistics(x)
                 if parameterPerElement {
@@ -69,8 +110,44 @@ struct SampleNormalization {
         let dGamma = sums, dBeta = sums + period
         dGamma.update(repeating: 0, count: 2 * period)
         let m = Double(groupSize)
-        for r in 0..<pass.rows {
-            for start in Swift.stride(from: 0, to: width, by: groupSize) {
+        // One parameter an element: four groups at a time, each lane a group's sums in its order;
+        // the parameters' sums take the four groups' terms in group order, as the loop below does.
+        var first = 0
+        if parameterPerElement {
+            let groups = pass.rows * width / groupSize, n = groupSize
+            while first + 4 <= groups {
+                let x = pass.input + first * n, g = dy + first * n
+                let (mean, rstd) = statistics4(x)
+                var sumD = SIMD4<Double>(), sumDX = SIMD4<Double>()
+                for i in 0..<n {
+                    let xhat = (values4(x, i) - mean) * rstd, d = values4(g, i), product = d * xhat
+                    dGamma[i] += product[0]
+                    dGamma[i] += product[1]
+                    dGamma[i] += product[2]
+                    dGamma[i] += product[3]
+                    dBeta[i] += d[0]
+                    dBeta[i] += d[1]
+                    dBeta[i] += d[2]
+                    dBeta[i] += d[3]
+                    let dxhat = d * SIMD4(repeating: Double(gamma[i]))
+                    sumD += dxhat
+                    sumDX += dxhat * xhat
+                }
+                if let dx = pass.inputGradient.map({ $0 + first * n }) {
+                    let meanD = centred ? sumD / SIMD4(repeating: m) : SIMD4(), meanDX = sumDX / SIMD4(repeating: m)
+                    for l in 0..<4 {
+                        let x = x + l * n, g = g + l * n, dx = dx + l * n, mean = mean[l], rstd = rstd[l], meanD = meanD[l], meanDX = meanDX[l]
+                        for i in 0..<n {
+                            let xhat = (Double(x[i]) - mean) * rstd
+                            dx[i] = Float(rstd * (Double(g[i]) * Double(gamma[i]) - meanD - xhat * meanDX))
+                        }
+                    }
+                }
+                first += 4
+            }
+        }
+        for r in 0..<pass.rows where (r + 1) * width > first * groupSize {
+            for start in Swift.stride(from: 0, to: width, by: groupSize) where r * width + start >= first * groupSize {
                 let x = pass.input + r * width + start, g = dy + r * width + start
                 let (mean, rstd) = statistics(x)
                 var sumD = 0.0, sumDX = 0.0

@@ -156,4 +156,39 @@ final class SequenceLayerTests: XCTestCase {
             XCTAssert("\($0)".contains("no TokenEmbedding comes before it"), "\($0)")
         }
     }
+
+    /// LayerNorm over tokens takes a shard's groups four at a time and the rest one by one: each
+    /// group's outputs and input gradient, and the parameters' gradients summed over the groups
+    /// in order, have the bits of the one-group formula (15 groups: 12 in lanes, 3 after).
+    func testLayerNormGroupsInLanesGiveTheOneGroupBits() throws {
+        let n = 8, groups = 15, epsilon = 1e-5
+        var run = try LayerRun(LayerNorm(dimensions: 1, epsilon: epsilon), inputShape: [5, n], rows: 3, seed: 4)
+        run.run()
+        var dGamma = [Double](repeating: 0, count: n), dBeta = dGamma
+        for group in 0..<groups {
+            let x = (0..<n).map { Double(run.input[group * n + $0]) }, g = (0..<n).map { Double(run.projection[group * n + $0]) }
+            var mean = 0.0
+            for v in x { mean += v }
+            mean /= Double(n)
+            var squares = 0.0
+            for v in x { squares += (v - mean) * (v - mean) }
+            let rstd = 1 / (squares / Double(n) + epsilon).squareRoot()
+            var sumD = 0.0, sumDX = 0.0
+            for i in 0..<n {
+                let xhat = (x[i] - mean) * rstd, gamma = Double(run.parameters[0][i])
+                XCTAssertEqual(run.output[group * n + i].bitPattern, Float(xhat * gamma + Double(run.parameters[1][i])).bitPattern, "y, group \(group)")
+                dGamma[i] += g[i] * xhat
+                dBeta[i] += g[i]
+                sumD += g[i] * gamma
+                sumDX += g[i] * gamma * xhat
+            }
+            for i in 0..<n {
+                let xhat = (x[i] - mean) * rstd
+                let expected = Float(rstd * (g[i] * Double(run.parameters[0][i]) - sumD / Double(n) - xhat * (sumDX / Double(n))))
+                XCTAssertEqual(run.inputGradient[group * n + i].bitPattern, expected.bitPattern, "dx, group \(group)")
+            }
+        }
+        XCTAssertEqual(run.parameterGradients[0].map(\.bitPattern), dGamma.map { Float($0).bitPattern })
+        XCTAssertEqual(run.parameterGradients[1].map(\.bitPattern), dBeta.map { Float($0).bitPattern })
+    }
 }
