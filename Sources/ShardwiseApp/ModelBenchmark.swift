@@ -1,11 +1,12 @@
 import Foundation
 import Shardwise
 
-/// `shardwise bench --model FILE`: a described network's training step on random data, and
-/// each convolution's forward and backward pass on one pinned worker, with the machine's
+/// `shardwise bench --model FILE`: a described network's training step on random data (random
+/// token windows for a language model), and each convolution's and attention layer's forward
+/// and backward pass on one pinned worker, with the machine's
 /// single-thread GEMM rate measured in the same run to judge them by.
 public enum ModelBenchmark {
-    /// One convolution layer, timed alone.
+    /// One convolution or attention layer, timed alone.
     public struct LayerTiming: Codable, Sendable {
         public var layer: Int
         public var description: String
@@ -28,6 +29,9 @@ public enum ModelBenchmark {
         /// Single-thread `sgemm` GFLOP/s at the reference network's shapes, in this run.
         public var gemmGflops: Double
         public var convolutions: [LayerTiming]
+        /// Causal self-attention layers (their products: the projections' and the causal half of
+        /// q kᵀ and of the probabilities times v, 3x the forward's for the pass); nil without any.
+        public var attention: [LayerTiming]?
         /// With BatchNorm over the global batch: the layers whose shards meet (twice a step
         /// each, in the forward and the backward pass).
         public var meetingLayers: Int?
@@ -71,12 +75,32 @@ public enum ModelBenchmark {
                 layer: k, description: "conv \(input) -> \(output), kernel \(conv.kernel.height)x\(conv.kernel.width)",
                 milliseconds: seconds * 1e3, gflops: flops / seconds * 1e-9, gemmFraction: flops / seconds * 1e-9 / gemm))
         }
-        let data = MachineLimits.randomData(
-            count: samples, features: configuration.network.inputSize, classes: configuration.network.outputSize)
+        var attention: [LayerTiming] = []
+        for (k, node) in network.nodes.enumerated() {
+            guard let layer = node.layer as? CausalSelfAttention else { continue }
+            let input = network.shapes[node.inputs[0]]
+            let seconds = await withTaskExecutorPreference(pool.workers[0]) {
+                time(layer, inputShape: input, rows: configuration.batchSize, inputGradient: true)
+            }
+            let flops = 2 * 3 * Double(layer.multiplyAdds(inputShape: input) * configuration.batchSize)
+            attention.append(LayerTiming(
+                layer: k, description: "attention \(Network.describe(input)), \(layer.heads) heads", milliseconds: seconds * 1e3,
+                gflops: flops / seconds * 1e-9, gemmFraction: flops / seconds * 1e-9 / gemm))
+        }
+        let data: Dataset
+        if let tokens = network.nodes.first?.layer as? TokenEmbedding {
+            let context = network.shapes[0][0]
+            do {
+                data = try TokenStream.random(count: samples + context + 1, vocabularySize: tokens.vocabulary, seed: 7)
+                    .windows(0..<samples + context + 1, context: context)
+            } catch { throw RunError(error.description) }
+        } else {
+            data = MachineLimits.randomData(count: samples, features: configuration.network.inputSize, classes: configuration.network.outputSize)
+        }
         let trainer = try Trainer(network: configuration.network, data: data, configuration: configuration.training, workers: pool)
         var report = Report(
             model: configuration.network.layers ?? "perceptron", batchSize: configuration.batchSize, workers: pool.workers.count,
-            stepMilliseconds: 0, samplesPerSecond: 0, gemmGflops: gemm, convolutions: convolutions)
+            stepMilliseconds: 0, samplesPerSecond: 0, gemmGflops: gemm, convolutions: convolutions, attention: attention.isEmpty ? nil : attention)
         guard !network.meetingNodes.isEmpty, let layers = configuration.network.layers else {
             let (rates, _) = try await MachineLimits.timedSteps(trainer, windows: 1, stepsPerWindow: steps)
             (report.stepMilliseconds, report.samplesPerSecond) = (1e3 * Double(configuration.batchSize) / rates[0], rates[0])

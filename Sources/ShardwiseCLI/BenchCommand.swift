@@ -50,6 +50,8 @@ struct BenchCommand: AsyncParsableCommand {
             if let model {
                 var network = try ModelFile.load(model)
                 network.outputSize = classes
+                // A language model (tokens first): random token windows, a label at each position.
+                if let built = try? Network(network), built.nodes.first?.layer is TokenEmbedding { network.outputSize = built.widths.last! }
                 var settings = OptimizerConfiguration(learningRate: 1e-3, momentum: MomentumRamp(start: 0.9, end: 0.9, epochs: 0), maxNorm: 3.5)
                 settings.algorithm = optimizer
                 let training = TrainingConfiguration(optimizer: settings, epochs: 1, batchSize: batchSize, shardSize: shardSize, seed: 1)
@@ -59,7 +61,7 @@ struct BenchCommand: AsyncParsableCommand {
                     print(String(decoding: try JSON.encoder(pretty: false).encode(report), as: UTF8.self))
                 } else {
                     print(String(format: "training step, batch %d, %d workers, %@ kernels: %.1f ms (%.0f samples/s); single-thread sgemm %.1f GFLOP/s", report.batchSize, report.workers, kernels.rawValue, report.stepMilliseconds, report.samplesPerSecond, report.gemmGflops))
-                    for c in report.convolutions {
+                    for c in report.convolutions + (report.attention ?? []) {
                         print(String(format: "  layer %d, %@: %.2f ms forward+backward on 1 thread, %.1f GFLOP/s = %.0f%% of sgemm", c.layer, c.description, c.milliseconds, c.gflops, 100 * c.gemmFraction))
                     }
                     if let layers = report.meetingLayers, let apart = report.shardStatisticsStepMilliseconds {

@@ -1,3 +1,4 @@
+import ShardwiseKernels
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -212,6 +213,16 @@ public struct TokenStream: Sendable {
         var stream = TokenStream(vocabulary: .ids(vocabularySize ?? largest + 1), ids: bytes, count: count, source: path)
         stream.offset = offset
         return stream
+    }
+
+    /// `count` ids drawn uniformly from `0..<vocabularySize` by the synthetic stream of `seed`
+    /// (benchmarks of a language model's step on random tokens).
+    public static func random(count: Int, vocabularySize: Int, seed: UInt64) -> TokenStream {
+        let stream = RandomAddress(seed: seed, purpose: .synthetic)
+        let storage = TableBytes(allocating: count * 2)
+        let ids = storage.mutableBase!.bindMemory(to: UInt16.self, capacity: count)
+        for i in 0..<count { ids[i] = UInt16(stream.integer(i, below: vocabularySize)) }
+        return TokenStream(vocabulary: .ids(vocabularySize), ids: storage, count: count, source: "random tokens")
     }
 
     /// The ids `range`, for tests and generation.

@@ -246,4 +246,20 @@ final class LanguageModelTests: XCTestCase {
         XCTAssertEqual(none.status, 2)
         XCTAssert(none.error.contains("--compare-no-dropout: the model (\(folder)/model.yaml) has no dropout rate above 0 to compare against"), none.error)
     }
+
+    /// `bench --model` on a language model: a step on random token windows, and each attention
+    /// layer timed alone against the machine's GEMM rate.
+    func testBenchTimesAttentionAgainstTheGEMMRate() throws {
+        let bench = try runShardwise(["bench", "--model", "\(folder)/model.yaml", "--batch-size", "8", "--shard-size", "2", "--steps", "3", "--workers", "1", "--json", "--optimizer", "adamw"])
+        XCTAssertEqual(bench.status, 0, bench.error)
+        let report = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(bench.output.utf8)) as? [String: Any], bench.output)
+        XCTAssertGreaterThan(report["step_milliseconds"] as? Double ?? 0, 0, bench.output)
+        let attention = try XCTUnwrap(report["attention"] as? [[String: Any]], bench.output)
+        XCTAssertEqual(attention.count, 1)
+        XCTAssertEqual(attention[0]["description"] as? String, "attention (16, 16), 2 heads")
+        let gflops = try XCTUnwrap(attention[0]["gflops"] as? Double), fraction = try XCTUnwrap(attention[0]["gemm_fraction"] as? Double)
+        let gemm = try XCTUnwrap(report["gemm_gflops"] as? Double)
+        XCTAssertEqual(fraction, gflops / gemm, accuracy: 1e-9 * max(1, fraction))
+        XCTAssertGreaterThan(gflops, 0)
+    }
 }
