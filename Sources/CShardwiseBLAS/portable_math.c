@@ -140,7 +140,64 @@ static int exp_avx2(int count, const float *row, float scale, float maximum, flo
     }
     return i;
 }
+
+// e^x as PortableMath.exp: k = round(x log2 e), r = fma(k, -ln2lo, fma(k, -ln2hi, x)), e^r by
+// fused Horner steps to r^13/13!, times 2^k. Lanes take x in [-708, 709] (2^k normal, one
+// product); a group with another x goes to `fallback`.
+static const double exp_divisors[13] = { 479001600.0, 39916800, 3628800, 362880, 40320, 5040, 720, 120, 24, 6, 2, 1, 1 };
+
+__attribute__((target("avx512f")))
+static int exp_fused_avx512(int count, const double *x, double *out) {
+    const __m512d low = _mm512_set1_pd(-708), high = _mm512_set1_pd(709);
+    int i = 0;
+    for (; i + 8 <= count; i += 8) {
+        __m512d v = _mm512_loadu_pd(x + i);
+        if ((__mmask8)(_mm512_cmp_pd_mask(v, low, _CMP_GE_OQ) & _mm512_cmp_pd_mask(v, high, _CMP_LE_OQ)) != 0xFF) break;
+        __m512d k = _mm512_roundscale_pd(_mm512_mul_pd(v, _mm512_set1_pd(log2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m512d r = _mm512_fmadd_pd(k, _mm512_set1_pd(-ln2lo), _mm512_fmadd_pd(k, _mm512_set1_pd(-ln2hi), v));
+        __m512d p = _mm512_set1_pd(1.0 / 6227020800.0);
+        for (int j = 0; j < 13; j++) p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1 / exp_divisors[j]));
+        __m512i bits = _mm512_slli_epi64(_mm512_add_epi64(_mm512_cvtepi32_epi64(_mm512_cvtpd_epi32(k)), _mm512_set1_epi64(1023)), 52);
+        _mm512_storeu_pd(out + i, _mm512_mul_pd(p, _mm512_castsi512_pd(bits)));
+    }
+    return i;
+}
+
+__attribute__((target("avx2,fma")))
+static int exp_fused_avx2(int count, const double *x, double *out) {
+    const __m256d low = _mm256_set1_pd(-708), high = _mm256_set1_pd(709);
+    int i = 0;
+    for (; i + 4 <= count; i += 4) {
+        __m256d v = _mm256_loadu_pd(x + i);
+        if (_mm256_movemask_pd(_mm256_and_pd(_mm256_cmp_pd(v, low, _CMP_GE_OQ), _mm256_cmp_pd(v, high, _CMP_LE_OQ))) != 0xF) break;
+        __m256d k = _mm256_round_pd(_mm256_mul_pd(v, _mm256_set1_pd(log2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m256d r = _mm256_fmadd_pd(k, _mm256_set1_pd(-ln2lo), _mm256_fmadd_pd(k, _mm256_set1_pd(-ln2hi), v));
+        __m256d p = _mm256_set1_pd(1.0 / 6227020800.0);
+        for (int j = 0; j < 13; j++) p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1 / exp_divisors[j]));
+        __m256i bits = _mm256_slli_epi64(_mm256_add_epi64(_mm256_cvtepi32_epi64(_mm256_cvtpd_epi32(k)), _mm256_set1_epi64x(1023)), 52);
+        _mm256_storeu_pd(out + i, _mm256_mul_pd(p, _mm256_castsi256_pd(bits)));
+    }
+    return i;
+}
 #endif
+
+void sw_portable_exp(int count, const double *x, double *out, double (*fallback)(double)) {
+#if defined(__x86_64__)
+    const char *isa = sw_portable_isa();
+    int level = isa[3] == '5' ? 2 : isa[0] == 'a' ? 1 : 0;
+#else
+    int level = 0;
+#endif
+    int i = 0;
+    while (i < count) {
+#if defined(__x86_64__)
+        if (level == 2) i += exp_fused_avx512(count - i, x + i, out + i);
+        else if (level == 1) i += exp_fused_avx2(count - i, x + i, out + i);
+#endif
+        int end = i + 8 < count ? i + 8 : count;
+        for (; i < end; i++) out[i] = fallback(x[i]);
+    }
+}
 
 void sw_portable_exp_shifted(int count, const float *row, float scale, float maximum, float *out, double (*fallback)(double)) {
 #if defined(__x86_64__)

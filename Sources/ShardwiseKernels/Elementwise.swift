@@ -144,6 +144,9 @@ public enum Elementwise {
     /// With `labelSmoothing` ε > 0 the target is (1 - ε) one-hot + ε / C, as PyTorch's
     /// `label_smoothing`: the row's loss is (1 - ε)(lse - z_label) + ε (lse - mean z), its gradient p - target.
     /// logits: (N, C), labels: (N), grad: (N, C), may alias logits.
+    /// Classes a chunk of the portable softmax's exponentials (a stack buffer, no allocation).
+    static var chunk: Int { 64 }
+
     public static func softmaxCrossEntropy(
         rows: Int, classes: Int, logits: UnsafePointer<Float>, labels: UnsafePointer<Int32>,
         gradientScale: Float, labelSmoothing: Float = 0, grad: UnsafeMutablePointer<Float>
@@ -156,7 +159,16 @@ public enum Elementwise {
             for c in 1..<classes where z[c] > maximum { maximum = z[c] }
             var sum = 0.0
             if portable {
-                for c in 0..<classes { sum += PortableMath.exp(Double(z[c] - maximum)) }
+                // Chunks of the row's exponentials on the vector lanes, summed in class order.
+                withUnsafeTemporaryAllocation(of: Double.self, capacity: 2 * Self.chunk) { buffer in
+                    let x = buffer.baseAddress!, e = x + Self.chunk
+                    for start in stride(from: 0, to: classes, by: Self.chunk) {
+                        let count = min(Self.chunk, classes - start)
+                        for c in 0..<count { x[c] = Double(z[start + c] - maximum) }
+                        PortableMath.exp(count: count, x, into: e)
+                        for c in 0..<count { sum += e[c] }
+                    }
+                }
             } else {
                 for c in 0..<classes { sum += Double(exp(z[c] - maximum)) }
             }
@@ -165,6 +177,18 @@ public enum Elementwise {
             let g = grad + n * classes
             if labelSmoothing == 0 {
                 lossSum += logSum - Double(z[label])
+                if portable {
+                    withUnsafeTemporaryAllocation(of: Double.self, capacity: 2 * Self.chunk) { buffer in
+                        let x = buffer.baseAddress!, e = x + Self.chunk
+                        for start in stride(from: 0, to: classes, by: Self.chunk) {
+                            let count = min(Self.chunk, classes - start)
+                            for c in 0..<count { x[c] = Double(z[start + c]) - logSum }
+                            PortableMath.exp(count: count, x, into: e)
+                            for c in 0..<count { g[start + c] = (Float(e[c]) - (start + c == label ? 1 : 0)) * gradientScale }
+                        }
+                    }
+                    continue
+                }
                 for c in 0..<classes {
                     let probability = Float(portable ? PortableMath.exp(Double(z[c]) - logSum) : exp(Double(z[c]) - logSum))
                     g[c] = (probability - (c == label ? 1 : 0)) * gradientScale

@@ -109,6 +109,15 @@ public enum PortableMath {
         sw_portable_exp_shifted(Int32(count), row, scale, maximum, out, expFallback)
     }
 
+    /// `out[j] = exp(x[j])` for j < count on the portable kernels' instruction set, the same bits on each.
+    @inline(__always)
+    public static func exp(count: Int, _ x: UnsafePointer<Double>, into out: UnsafeMutablePointer<Double>) {
+        sw_portable_exp(Int32(count), x, out, expFunction)
+    }
+
+    /// ``exp(_:)`` for C.
+    static let expFunction: @convention(c) (Double) -> Double = { exp($0) }
+
     /// ``expNonPositive(_:)`` for C.
     static let expFallback: @convention(c) (Double) -> Double = { expNonPositive($0) }
 

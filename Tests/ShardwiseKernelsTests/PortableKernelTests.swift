@@ -185,6 +185,30 @@ final class PortableKernelTests: XCTestCase {
         }
     }
 
+    /// The softmax cross-entropy's exponentials (`PortableMath.exp(count:)`) give exp's bits on
+    /// every instruction set, the values its lanes leave to it too (NaN, ±infinity, beyond ±708).
+    func testExponentialsGiveTheReferenceBitsOnEveryInstructionSet() throws {
+        var state: UInt64 = 3
+        var x: [Double] = (0..<301).map { _ in
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Double(state >> 11) / Double(1 << 53) * 80 - 60
+        }
+        x.replaceSubrange(50..<60, with: [0, -0, 708, 709, 709.5, 710, -708, -708.5, -745, -746])
+        x[120] = .nan
+        x[121] = .infinity
+        x[122] = -.infinity
+        let previous = MatrixKernels.current
+        defer { try? MatrixKernels.select(previous) }
+        for isa in MatrixKernels.availableISAs {
+            try MatrixKernels.select(.portable, isa: isa)
+            for count in [x.count, 11, 2] {
+                var out = [Double](repeating: 7, count: count)
+                PortableMath.exp(count: count, x, into: &out)
+                for j in 0..<count { XCTAssertEqual(out[j].bitPattern, PortableMath.exp(x[j]).bitPattern, "\(isa): e^\(x[j])") }
+            }
+        }
+    }
+
     /// The softmax's exponential of non-positive values and GELU's erf and Gaussian, from
     /// plain multiplies and adds, against the C library: every piece of [0, 6], its edges, and beyond.
     func testPlainPolynomialsAreCloseToTheCLibrarys() {

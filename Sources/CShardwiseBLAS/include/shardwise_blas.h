@@ -61,6 +61,9 @@ int sw_portable_select(const char *name);
 int sw_portable_isa_available(const char *name);
 /// The instruction set the portable kernels run (the fastest available unless one was selected).
 const char *sw_portable_isa(void);
+/// out[j] = e^x[j], j < count: PortableMath.exp's bits (fused multiply-adds) on the portable
+/// kernels' instruction set; `fallback` (that function) takes the values the vector lanes do not.
+void sw_portable_exp(int count, const double *x, double *out, double (*fallback)(double));
 /// out[j] = (float) e^x for x = (double)(row[j] * scale - maximum) (float arithmetic), j < count,
 /// x at most 0 (a softmax's shifted scores): PortableMath.expNonPositive's bits on the portable
 /// kernels' instruction set; `fallback` (that function) takes the values the vector lanes do not.
