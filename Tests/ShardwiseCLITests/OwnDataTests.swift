@@ -111,13 +111,13 @@ final class OwnDataTests: XCTestCase {
 
     func write(_ name: String, _ text: String) -> String {
         let path = "\(folder)/\(name)"
-        FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
+        XCTAssert(FileManager.default.createFile(atPath: path, contents: Data(text.utf8)))
         return path
     }
 
     func writeNPY(_ name: String, type: ElementType, shape: [Int], body: [UInt8]) -> String {
         let path = "\(folder)/\(name)"
-        FileManager.default.createFile(atPath: path, contents: Data(NPY.encodeHeader(type: type, shape: shape) + body))
+        XCTAssert(FileManager.default.createFile(atPath: path, contents: Data(NPY.encodeHeader(type: type, shape: shape) + body)))
         return path
     }
 
@@ -159,7 +159,7 @@ final class OwnDataTests: XCTestCase {
         var fortran = NPY.encodeHeader(type: .float32, shape: [4, 2])
         let at = try XCTUnwrap((0..<fortran.count).first { fortran[$0...].starts(with: Array("False".utf8)) })
         fortran.replaceSubrange(at..<at + 5, with: Array("True ".utf8))
-        FileManager.default.createFile(atPath: "\(folder)/f.npy", contents: Data(fortran + floats([1, 2, 3, 4, 5, 6, 7, 8])))
+        XCTAssert(FileManager.default.createFile(atPath: "\(folder)/f.npy", contents: Data(fortran + floats([1, 2, 3, 4, 5, 6, 7, 8]))))
         try assertRefused(["--data", "\(folder)/f.npy,\(labels)"], mentions: ["f.npy: array stored in Fortran (column-major) order; expected C order"])
         // NPZ without the named array.
         let npz = try makeNPZ()
@@ -194,7 +194,7 @@ final class OwnDataTests: XCTestCase {
             directory += [0x50, 0x4B, 0x01, 0x02] + le(20, 2) + common + le(0, 2) + le(0, 2) + le(0, 2) + le(0, 4) + le(offset, 4) + Array(name.utf8)
         }
         let end = [0x50, 0x4B, 0x05, 0x06] + le(0, 2) + le(0, 2) + le(2, 2) + le(2, 2) + le(directory.count, 4) + le(archive.count, 4) + le(0, 2)
-        FileManager.default.createFile(atPath: path, contents: Data(archive + directory + end))
+        XCTAssert(FileManager.default.createFile(atPath: path, contents: Data(archive + directory + end)))
         return path
     }
 
