@@ -109,17 +109,21 @@ static int exp_avx512(int count, const float *row, float scale, float maximum, f
     const __m256 s = _mm256_set1_ps(scale), m = _mm256_set1_ps(maximum);
     const __m512d low = _mm512_set1_pd(-708), zero = _mm512_setzero_pd();
     int i = 0;
-    for (; i + 8 <= count; i += 8) {
-        __m512d x = _mm512_cvtps_pd(_mm256_sub_ps(_mm256_mul_ps(_mm256_loadu_ps(row + i), s), m));
-        if ((__mmask8)(_mm512_cmp_pd_mask(x, low, _CMP_GE_OQ) & _mm512_cmp_pd_mask(x, zero, _CMP_LE_OQ)) != 0xFF) break;
+    // The last group may be partial: its lanes past `count` are neither read nor written.
+    for (; i < count; i += 8) {
+        int lanes = count - i < 8 ? count - i : 8;
+        __mmask8 used = (__mmask8)((1u << lanes) - 1);
+        __m256 loaded = _mm512_castps512_ps256(_mm512_maskz_loadu_ps((__mmask16)used, row + i));
+        __m512d x = _mm512_cvtps_pd(_mm256_sub_ps(_mm256_mul_ps(loaded, s), m));
+        if ((__mmask8)(_mm512_cmp_pd_mask(x, low, _CMP_GE_OQ) & _mm512_cmp_pd_mask(x, zero, _CMP_LE_OQ) & used) != used) break;
         __m512d k = _mm512_roundscale_pd(_mm512_mul_pd(x, _mm512_set1_pd(log2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         __m512d r = _mm512_sub_pd(_mm512_sub_pd(x, _mm512_mul_pd(k, _mm512_set1_pd(ln2hi))), _mm512_mul_pd(k, _mm512_set1_pd(ln2lo)));
         __m512d p = _mm512_set1_pd(exp_coefficients[0]);
         for (int j = 1; j < 13; j++) p = _mm512_add_pd(_mm512_mul_pd(p, r), _mm512_set1_pd(exp_coefficients[j]));
         __m512i bits = _mm512_slli_epi64(_mm512_add_epi64(_mm512_cvtepi32_epi64(_mm512_cvtpd_epi32(k)), _mm512_set1_epi64(1023)), 52);
-        _mm256_storeu_ps(out + i, _mm512_cvtpd_ps(_mm512_mul_pd(p, _mm512_castsi512_pd(bits))));
+        _mm512_mask_storeu_ps(out + i, (__mmask16)used, _mm512_castps256_ps512(_mm512_cvtpd_ps(_mm512_mul_pd(p, _mm512_castsi512_pd(bits)))));
     }
-    return i;
+    return i < count ? i : count;
 }
 
 __attribute__((target("avx2")))
