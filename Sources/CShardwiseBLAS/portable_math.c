@@ -11,6 +11,8 @@
 #pragma STDC FP_CONTRACT OFF
 #include "shardwise_blas.h"
 
+#include <string.h>
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 
@@ -185,13 +187,14 @@ static int exp_fused_avx2(int count, const double *x, double *out) {
 }
 #endif
 
-void sw_portable_exp(int count, const double *x, double *out, double (*fallback)(double)) {
-#if defined(__x86_64__)
+// The portable kernels' instruction set: 2 AVX-512, 1 AVX2, 0 scalar.
+static int isa_level(void) {
     const char *isa = sw_portable_isa();
-    int level = isa[3] == '5' ? 2 : isa[0] == 'a' ? 1 : 0;
-#else
-    int level = 0;
-#endif
+    return strcmp(isa, "avx512") == 0 ? 2 : strcmp(isa, "avx2") == 0 ? 1 : 0;
+}
+
+void sw_portable_exp(int count, const double *x, double *out, double (*fallback)(double)) {
+    int level = isa_level();
     int i = 0;
     while (i < count) {
 #if defined(__x86_64__)
@@ -204,12 +207,7 @@ void sw_portable_exp(int count, const double *x, double *out, double (*fallback)
 }
 
 void sw_portable_exp_shifted(int count, const float *row, float scale, float maximum, float *out, double (*fallback)(double)) {
-#if defined(__x86_64__)
-    const char *isa = sw_portable_isa();
-    int level = isa[3] == '5' ? 2 : isa[0] == 'a' ? 1 : 0;  // "avx512", "avx2", "scalar"
-#else
-    int level = 0;
-#endif
+    int level = isa_level();
     int i = 0;
     while (i < count) {
 #if defined(__x86_64__)
@@ -227,9 +225,9 @@ void sw_portable_exp_shifted(int count, const float *row, float scale, float max
 
 int sw_portable_gelu(int count, const float *x, const float *dy, float *out, const double *erf_terms, const double *gauss_terms) {
 #if defined(__x86_64__)
-    const char *isa = sw_portable_isa();
-    if (isa[3] == '5') return gelu_avx512(count, x, dy, out, erf_terms, gauss_terms);  // "avx512"
-    if (isa[0] == 'a') return gelu_avx2(count, x, dy, out, erf_terms, gauss_terms);    // "avx2"
+    int level = isa_level();
+    if (level == 2) return gelu_avx512(count, x, dy, out, erf_terms, gauss_terms);
+    if (level == 1) return gelu_avx2(count, x, dy, out, erf_terms, gauss_terms);
 #endif
     (void)count; (void)x; (void)dy; (void)out; (void)erf_terms; (void)gauss_terms;
     return 0;

@@ -334,9 +334,7 @@ public enum TrainingRun {
         if let layers = network.layers {
             // A described model: its distinct dropout rates above 0, in the order written.
             var rates: [Double] = []
-            for match in layers.matches(of: /(?i)\b(?:dropout2d|gaussian_dropout|dropout|dropconnect)\s*(?:\(\s*(?:p\s*[:=]\s*)?|[:=]\s*)([0-9.eE+-]+)/) {
-                if let rate = Double(match.output.1), rate > 0, !rates.contains(rate) { rates.append(rate) }
-            }
+            for rate in ModelDescription.dropoutRates(layers) where rate > 0 && !rates.contains(rate) { rates.append(rate) }
             return rates.isEmpty ? "no dropout" : "dropout " + rates.map { String(format: "%g", $0) }.joined(separator: "/")
         }
         return network.allRates.allSatisfy { $0 == 0 } ? "no dropout" : "\(kindName(network))\(rates(network))"

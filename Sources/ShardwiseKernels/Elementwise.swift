@@ -144,8 +144,20 @@ public enum Elementwise {
     /// With `labelSmoothing` ε > 0 the target is (1 - ε) one-hot + ε / C, as PyTorch's
     /// `label_smoothing`: the row's loss is (1 - ε)(lse - z_label) + ε (lse - mean z), its gradient p - target.
     /// logits: (N, C), labels: (N), grad: (N, C), may alias logits.
-    /// Classes a chunk of the portable softmax's exponentials (a stack buffer, no allocation).
-    static var chunk: Int { 64 }
+    /// `body(c, e^x(c))` for c in `0..<count` in order, the exponentials (``PortableMath/exp(_:)``'s
+    /// bits) formed on the vector lanes in chunks of 64 in a stack buffer (no allocation).
+    @inline(__always)
+    static func portableExponentials(count: Int, _ x: (Int) -> Double, _ body: (Int, Double) -> Void) {
+        withUnsafeTemporaryAllocation(of: Double.self, capacity: 128) { buffer in
+            let values = buffer.baseAddress!, e = values + 64
+            for start in stride(from: 0, to: count, by: 64) {
+                let n = min(64, count - start)
+                for c in 0..<n { values[c] = x(start + c) }
+                PortableMath.exp(count: n, values, into: e)
+                for c in 0..<n { body(start + c, e[c]) }
+            }
+        }
+    }
 
     public static func softmaxCrossEntropy(
         rows: Int, classes: Int, logits: UnsafePointer<Float>, labels: UnsafePointer<Int32>,
@@ -159,16 +171,7 @@ public enum Elementwise {
             for c in 1..<classes where z[c] > maximum { maximum = z[c] }
             var sum = 0.0
             if portable {
-                // Chunks of the row's exponentials on the vector lanes, summed in class order.
-                withUnsafeTemporaryAllocation(of: Double.self, capacity: 2 * Self.chunk) { buffer in
-                    let x = buffer.baseAddress!, e = x + Self.chunk
-                    for start in stride(from: 0, to: classes, by: Self.chunk) {
-                        let count = min(Self.chunk, classes - start)
-                        for c in 0..<count { x[c] = Double(z[start + c] - maximum) }
-                        PortableMath.exp(count: count, x, into: e)
-                        for c in 0..<count { sum += e[c] }
-                    }
-                }
+                portableExponentials(count: classes, { Double(z[$0] - maximum) }) { _, e in sum += e }
             } else {
                 for c in 0..<classes { sum += Double(exp(z[c] - maximum)) }
             }
@@ -178,20 +181,9 @@ public enum Elementwise {
             if labelSmoothing == 0 {
                 lossSum += logSum - Double(z[label])
                 if portable {
-                    withUnsafeTemporaryAllocation(of: Double.self, capacity: 2 * Self.chunk) { buffer in
-                        let x = buffer.baseAddress!, e = x + Self.chunk
-                        for start in stride(from: 0, to: classes, by: Self.chunk) {
-                            let count = min(Self.chunk, classes - start)
-                            for c in 0..<count { x[c] = Double(z[start + c]) - logSum }
-                            PortableMath.exp(count: count, x, into: e)
-                            for c in 0..<count { g[start + c] = (Float(e[c]) - (start + c == label ? 1 : 0)) * gradientScale }
-                        }
-                    }
-                    continue
-                }
-                for c in 0..<classes {
-                    let probability = Float(portable ? PortableMath.exp(Double(z[c]) - logSum) : exp(Double(z[c]) - logSum))
-                    g[c] = (probability - (c == label ? 1 : 0)) * gradientScale
+                    portableExponentials(count: classes, { Double(z[$0]) - logSum }) { c, e in g[c] = (Float(e) - (c == label ? 1 : 0)) * gradientScale }
+                } else {
+                    for c in 0..<classes { g[c] = (Float(exp(Double(z[c]) - logSum)) - (c == label ? 1 : 0)) * gradientScale }
                 }
             } else {
                 let e = Double(labelSmoothing)

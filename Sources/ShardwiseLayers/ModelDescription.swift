@@ -79,23 +79,25 @@ public enum ModelDescription {
         return rendered.joined(separator: " ")
     }
 
-    /// `text` with every dropout rate at any depth set to 0: `dropout(p)`, `dropout2d(p)`,
-    /// `gaussian_dropout(p)`, attention's `dropout: p` and linear's `dropconnect: p`; every layer
-    /// kept (the same parameters and random streams), so the model is the one described
-    /// trained without dropout. Nil when it has no rate above 0 to remove.
+    /// A dropout layer's rate: `dropout(p)`, `dropout2d(p)`, `gaussian_dropout(p)` (or `p: p`).
+    static var dropoutLayer: Regex<(Substring, Substring, Substring)> { /(?i)\b(dropout2d|gaussian_dropout|dropout)\s*\(\s*(?:p\s*[:=]\s*)?([0-9.eE+-]+)\s*\)/ }
+    /// A layer's dropout argument: attention's `dropout: p`, linear's `dropconnect: p`.
+    static var dropoutArgument: Regex<(Substring, Substring, Substring)> { /(?i)\b(dropout|dropconnect)\s*[:=]\s*([0-9.eE+-]+)/ }
+
+    /// Every dropout rate written in `text` at any depth, in the order written: dropout layers'
+    /// (`dropout`, `dropout2d`, `gaussian_dropout`), attention's `dropout:` and linear's `dropconnect:`.
+    public static func dropoutRates(_ text: String) -> [Double] {
+        let found = text.matches(of: dropoutLayer).map { ($0.range.lowerBound, $0.output.2) }
+            + text.matches(of: dropoutArgument).map { ($0.range.lowerBound, $0.output.2) }
+        return found.sorted { $0.0 < $1.0 }.compactMap { Double($0.1) }
+    }
+
+    /// `text` with every rate of ``dropoutRates(_:)`` set to 0, every layer kept (the same
+    /// parameters and random streams), so the model is the one described trained without
+    /// dropout. Nil when it has no rate above 0 to remove.
     public static func withoutDropout(_ text: String) -> String? {
-        let layers = /(?i)\b(dropout2d|gaussian_dropout|dropout)\s*\(\s*(?:p\s*[:=]\s*)?([0-9.eE+-]+)\s*\)/
-        let arguments = /(?i)\b(dropout|dropconnect)\s*[:=]\s*([0-9.eE+-]+)/
-        var removed = false
-        var result = text.replacing(layers) { match in
-            if (Double(match.output.2) ?? 0) != 0 { removed = true }
-            return "\(match.output.1)(0)"
-        }
-        result = result.replacing(arguments) { match in
-            if (Double(match.output.2) ?? 0) != 0 { removed = true }
-            return "\(match.output.1): 0"
-        }
-        return removed ? result : nil
+        guard dropoutRates(text).contains(where: { $0 != 0 }) else { return nil }
+        return text.replacing(dropoutLayer) { "\($0.output.1)(0)" }.replacing(dropoutArgument) { "\($0.output.1): 0" }
     }
 
     /// `text` with every BatchNorm layer's training statistics set to `statistics` (at any
